@@ -1,0 +1,185 @@
+"""The Python API: ``solve`` one problem, ``solve_batch`` many. The CLI and app call these.
+
+Run with: python -c "import alphaopt; print(alphaopt.solve('Maximize 3x + 2y with x + y <= 4, x, y >= 0').objective)"
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from ulid import ULID
+
+from alphaopt.config import Settings, load_settings
+from alphaopt.errors import AlphaoptError, InputError
+from alphaopt.graph import build_graph, sqlite_checkpointer
+from alphaopt.llm import LLMClient, OpenAIClient
+from alphaopt.runlog import RunLog
+from alphaopt.state import AgentContext, Attempt, BatchItem, InsightSource, Solution, Timings, TokenUsage
+from solvers import Limits, SolverRunner
+
+
+def check_problem(text: str, settings: Settings) -> str:
+    """Validate problem text; returns it stripped.
+
+    Raises:
+        InputError: empty, binary-looking, or longer than ``max_problem_chars``.
+    """
+    if "\x00" in text:
+        raise InputError("The problem text contains NUL bytes: it looks like a binary file. Pass a UTF-8 text file.")
+    text = text.strip()
+    if not text:
+        raise InputError("The problem text is empty: describe the optimization problem in plain language.")
+    if len(text) > settings.max_problem_chars:
+        raise InputError(
+            f"The problem text has {len(text):,} characters; the limit is {settings.max_problem_chars:,}. "
+            "Shorten it or raise ALPHAOPT_MAX_PROBLEM_CHARS."
+        )
+    return text
+
+
+class Agent:
+    """A ready-to-use solver: settings, LLM client, sandboxed runner, checkpointer and graph.
+
+    Build one and reuse it for many problems (``solve_batch`` does); ``close()`` stops the
+    solver workers. Pass ``llm``/``runner``/``library`` to replace the defaults.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        llm: LLMClient | None = None,
+        runner: SolverRunner | None = None,
+        library: InsightSource | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.log = RunLog(self.settings.runs_db)
+        self.llm = llm or OpenAIClient(self.settings, self.log)
+        self._own_runner = runner is None
+        self.runner = runner or SolverRunner(
+            Limits(wall_time_s=self.settings.solver_wall_time_s, cpu_time_s=self.settings.solver_wall_time_s,
+                   memory_mb=self.settings.solver_memory_mb),
+            workers=self.settings.solver_workers,
+            use_bwrap=self.settings.sandbox,
+        )
+        self.library = library
+        self.graph = build_graph(sqlite_checkpointer(self.settings.checkpoints_db))
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the solver workers this agent started."""
+        if self._own_runner:
+            self.runner.close()
+
+    def _context(self) -> AgentContext:
+        return AgentContext(settings=self.settings, llm=self.llm, runner=self.runner, library=self.library)
+
+    def solve(self, problem: str, *, run_id: str | None = None) -> Solution:
+        """Solve one plain-language problem and save the run.
+
+        Raises:
+            InputError: the text is unusable.
+            LLMError: the model endpoint is unreachable or misconfigured.
+        """
+        text = check_problem(problem, self.settings)
+        run_id = run_id or str(ULID())
+        start = time.perf_counter()
+        state = self.graph.invoke(
+            {"run_id": run_id, "problem": text}, {"configurable": {"thread_id": run_id}}, context=self._context()
+        )
+        return self._finish(state, time.perf_counter() - start)
+
+    def resume(self, run_id: str) -> Solution:
+        """Continue an interrupted run from its last checkpoint (or return it if it finished)."""
+        config = {"configurable": {"thread_id": run_id}}
+        snapshot = self.graph.get_state(config)
+        if not snapshot.values:
+            raise InputError(f"No checkpointed run {run_id!r}: see 'alphaopt runs' for run ids.")
+        start = time.perf_counter()
+        state = self.graph.invoke(None, config, context=self._context()) if snapshot.next else snapshot.values
+        return self._finish(state, time.perf_counter() - start)
+
+    def _finish(self, state: dict[str, Any], total_s: float) -> Solution:
+        solution = to_solution(state, total_s)
+        self.log.save_run(solution.run_id, solution.problem, solution.status, solution.objective,
+                          solution.model_dump_json())
+        return solution
+
+
+def to_solution(state: dict[str, Any], total_s: float) -> Solution:
+    """Assemble the public ``Solution`` from the graph's final state."""
+    result = state.get("result") or {}
+    attempts = [Attempt(**a) for a in state.get("attempts", [])]
+    return Solution(
+        run_id=state["run_id"],
+        problem=state["problem"],
+        status=result.get("status", "error"),
+        objective=result.get("objective") if result.get("status") in ("optimal", "feasible") else None,
+        sense=result.get("sense"),
+        variables=result.get("variables") or {},
+        duals=result.get("duals"),
+        slacks=result.get("slacks"),
+        is_mip=bool(result.get("is_mip")),
+        formulation=state.get("formulation", ""),
+        program=state.get("program", ""),
+        attempts=attempts,
+        insights=state.get("insights", []),
+        tokens=TokenUsage(input=state.get("tokens_in", 0), output=state.get("tokens_out", 0),
+                          calls=state.get("llm_calls", 0), cached_calls=state.get("cached_calls", 0)),
+        timings=Timings(llm_s=state.get("llm_ms", 0.0) / 1000, solver_s=sum(a.wall_time_s for a in attempts),
+                        total_s=total_s),
+        model=state.get("model", ""),
+        sandbox=result.get("sandbox", ""),
+        error=result.get("error"),
+        log_tail=result.get("log_tail", ""),
+    )
+
+
+def solve(problem: str, *, settings: Settings | None = None, **options: Any) -> Solution:
+    """Solve one plain-language optimization problem.
+
+    ``options`` override settings by name (for example ``model=``, ``base_url=``,
+    ``max_repairs=``); ``llm=``, ``runner=`` and ``library=`` replace the default clients.
+    """
+    clients = {k: options.pop(k) for k in ("llm", "runner", "library") if k in options}
+    settings = settings.model_copy(update=options) if settings else load_settings(**options)
+    with Agent(settings, **clients) as agent:
+        return agent.solve(problem)
+
+
+def solve_batch(
+    problems: Iterable[str | BatchItem],
+    *,
+    concurrency: int = 1,
+    settings: Settings | None = None,
+    on_result: Callable[[BatchItem, Solution | AlphaoptError], None] | None = None,
+    **options: Any,
+) -> list[Solution | AlphaoptError]:
+    """Solve many problems with one agent; a failure is returned in place, not raised.
+
+    Results come back in input order; ``on_result`` is called as each one finishes.
+    """
+    items = [p if isinstance(p, BatchItem) else BatchItem(id=str(i), problem=p) for i, p in enumerate(problems)]
+    clients = {k: options.pop(k) for k in ("llm", "runner", "library") if k in options}
+    settings = settings.model_copy(update=options) if settings else load_settings(**options)
+    results: dict[int, Solution | AlphaoptError] = {}
+    with Agent(settings, **clients) as agent, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = {pool.submit(agent.solve, item.problem): n for n, item in enumerate(items)}
+        for future in as_completed(futures):
+            n = futures[future]
+            try:
+                outcome: Solution | AlphaoptError = future.result()
+            except AlphaoptError as exc:
+                outcome = exc
+            results[n] = outcome
+            if on_result:
+                on_result(items[n], outcome)
+    return [results[n] for n in range(len(items))]

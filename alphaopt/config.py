@@ -1,0 +1,162 @@
+"""One settings object for alphaopt, built once per entry point and passed down.
+
+Precedence: CLI flag > environment variable (``ALPHAOPT_*``) > settings file
+(``$ALPHAOPT_HOME/settings.toml``) > default. This is the only module that reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alphaopt.errors import ConfigError
+
+EMBEDDED_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def default_home() -> Path:
+    """The alphaopt home: ``$ALPHAOPT_HOME`` or ``~/.alphaopt``."""
+    return Path(os.environ.get("ALPHAOPT_HOME") or Path.home() / ".alphaopt").expanduser()
+
+
+def default_model_dir() -> Path:
+    """Where the embedded model is cached (kept apart from the home so tests can reuse it)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "alphaopt" / "models"
+
+
+def raise_errors() -> bool:
+    """``ALPHAOPT_RAISE_ERRORS=1`` makes the CLI show tracebacks instead of one-line errors."""
+    return os.environ.get("ALPHAOPT_RAISE_ERRORS", "") not in ("", "0")
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads ``settings.toml`` from the alphaopt home, if present."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = default_home() / "settings.toml"
+        if not path.is_file():
+            return {}
+        try:
+            return tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Cannot read settings file {str(path)!r}: {exc}. Fix or delete it.") from exc
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know. Fields map to ``ALPHAOPT_<FIELD>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ALPHAOPT_", extra="forbid", validate_assignment=True)
+
+    home: Path = Field(default_factory=default_home)
+
+    # LLM endpoint. With no base_url the embedded llama.cpp model runs in-process.
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    model: str | None = None
+    temperature: float = 0.0
+    max_tokens_formulation: int = 400
+    max_tokens_program: int = 700
+    request_timeout_s: float = 600.0
+    max_retries: int = 3
+    cache: bool = True
+    seed: int = 0
+
+    # Embedded model.
+    model_path: Path | None = None
+    model_dir: Path = Field(default_factory=default_model_dir)
+    n_ctx: int = 8192
+    n_threads: int | None = None
+
+    # Agent loop.
+    max_problem_chars: int = 20000
+    formulate: bool = True
+    max_repairs: int = 2
+    max_diagnoses: int = 1
+
+    # Solver sandbox.
+    solver_wall_time_s: float = 30.0
+    solver_memory_mb: int = 2048
+    sandbox: Literal["auto", "always", "never"] = "auto"
+    solver_workers: int = 1
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {value!r} must start with http:// or https:// (e.g. http://localhost:11434/v1)")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def embedded(self) -> bool:
+        """True when no endpoint is configured and the in-process model is used."""
+        return self.base_url is None
+
+    @property
+    def model_name(self) -> str:
+        """The model id sent to the endpoint (or the embedded model's name)."""
+        if self.model:
+            return self.model
+        if self.embedded:
+            return EMBEDDED_MODEL
+        raise ConfigError("ALPHAOPT_MODEL is not set: name the model your endpoint serves (--model or ALPHAOPT_MODEL).")
+
+    @property
+    def runs_db(self) -> Path:
+        """The LLM call log and saved runs (apart from the library)."""
+        return self.home / "runs.db"
+
+    @property
+    def checkpoints_db(self) -> Path:
+        """LangGraph's checkpointer database."""
+        return self.home / "checkpoints.db"
+
+    @property
+    def library_db(self) -> Path:
+        """The experience library's SQLite database."""
+        return self.home / "library.db"
+
+    @property
+    def chroma_dir(self) -> Path:
+        """The embedded Chroma index."""
+        return self.home / "chroma"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, applying explicit overrides (from CLI flags) on top.
+
+    Raises:
+        ConfigError: a value is invalid; the message names the setting to fix.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ALPHAOPT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings: {problems}") from exc
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings

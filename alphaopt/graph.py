@@ -1,0 +1,49 @@
+"""The agent as a LangGraph ``StateGraph``.
+
+retrieve_insights → formulate → write_program → run_program ─┬→ answer
+                                   ↑                          ├→ repair → run_program
+                                   └──────────── diagnose ←───┘  (or → answer when it confirms)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+
+from alphaopt import nodes
+from alphaopt.state import AgentContext, SolveState
+
+
+def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
+    """Compile the agent graph, checkpointing every step when a checkpointer is given."""
+    graph = StateGraph(SolveState, context_schema=AgentContext)
+    graph.add_node("retrieve_insights", nodes.retrieve_insights)
+    graph.add_node("formulate", nodes.formulate)
+    graph.add_node("write_program", nodes.write_program)
+    graph.add_node("run_program", nodes.run_program)
+    graph.add_node("repair", nodes.repair)
+    graph.add_node("diagnose", nodes.diagnose)
+    graph.add_node("answer", nodes.answer)
+    graph.add_edge(START, "retrieve_insights")
+    graph.add_edge("retrieve_insights", "formulate")
+    graph.add_edge("formulate", "write_program")
+    graph.add_edge("write_program", "run_program")
+    graph.add_conditional_edges("run_program", nodes.route_after_run, ["repair", "diagnose", "answer"])
+    graph.add_edge("repair", "run_program")
+    graph.add_conditional_edges("diagnose", nodes.route_after_diagnose, ["write_program", "answer"])
+    graph.add_edge("answer", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def sqlite_checkpointer(path: Path) -> SqliteSaver:
+    """LangGraph's SQLite checkpointer on ``path`` (shared safely across threads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver

@@ -1,0 +1,213 @@
+"""The one LLM client. The only module that imports ``openai``.
+
+Every call, from any entry point, is logged here to ``runs.db`` (prompt name and template hash,
+model, parameters, messages, response, tokens, latency, error) and, for deterministic calls,
+can be replayed from a content-hash cache. Any OpenAI-compatible endpoint works; with none
+configured the embedded llama.cpp model answers in-process through the same SDK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx2
+import openai
+from pydantic import BaseModel, ValidationError
+from ulid import ULID
+
+from alphaopt.config import Settings
+from alphaopt.errors import LLMError
+from alphaopt.runlog import CallRecord, RunLog
+
+Message = dict[str, str]
+
+#: Tests set this to False so that nothing reaches a real endpoint or loads the real model
+#: unless a test injects its own HTTP transport (or opts in explicitly).
+ALLOW_MODEL_REQUESTS = True
+
+
+@dataclass
+class LLMResult:
+    """What one call returned."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    call_id: str
+    cached: bool = False
+    parsed: BaseModel | None = None
+    model: str = ""
+
+
+@dataclass
+class CallContext:
+    """Where a call comes from, for the log."""
+
+    run_id: str | None = None
+    task_id: str | None = None
+    node: str | None = None
+
+
+class LLMClient(Protocol):
+    """The interface every node uses; ``OpenAIClient`` is the one real implementation."""
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        prompt_name: str,
+        prompt_sha: str,
+        max_tokens: int,
+        schema: type[BaseModel] | None = None,
+        context: CallContext | None = None,
+    ) -> LLMResult:
+        """Send one chat request and return the reply."""
+        ...
+
+
+def cache_key(model: str, messages: list[Message], params: dict[str, Any], schema: dict[str, Any] | None) -> str:
+    """Content hash of everything that determines a deterministic reply."""
+    payload = json.dumps({"model": model, "messages": messages, "params": params, "schema": schema}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class OpenAIClient:
+    """Calls an OpenAI-compatible endpoint (or the embedded model) and logs every call."""
+
+    settings: Settings
+    log: RunLog
+    http_client: httpx2.Client | None = None
+    _client: openai.OpenAI | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _sdk(self) -> openai.OpenAI:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build_sdk()
+            return self._client
+
+    def _build_sdk(self) -> openai.OpenAI:
+        s = self.settings
+        http_client = self.http_client
+        if http_client is None and not ALLOW_MODEL_REQUESTS:
+            raise LLMError("Real model requests are disabled here (alphaopt.llm.ALLOW_MODEL_REQUESTS is False).")
+        if s.embedded and http_client is None:
+            from alphaopt.embedded import embedded_http_client
+
+            http_client = embedded_http_client(s)
+        base_url = s.base_url or "http://embedded.local/v1"
+        api_key = s.api_key or ("embedded" if s.embedded else "not-needed")
+        return openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=s.request_timeout_s,
+            max_retries=s.max_retries,
+            http_client=http_client,
+        )
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        prompt_name: str,
+        prompt_sha: str,
+        max_tokens: int,
+        schema: type[BaseModel] | None = None,
+        context: CallContext | None = None,
+    ) -> LLMResult:
+        """Send one chat request; serve it from the cache when allowed.
+
+        Raises:
+            LLMError: the endpoint is unreachable, rejects the key or the model, or keeps failing.
+        """
+        s = self.settings
+        ctx = context or CallContext()
+        model = s.model_name
+        params: dict[str, Any] = {"temperature": s.temperature, "max_tokens": max_tokens, "seed": s.seed}
+        schema_json = schema.model_json_schema() if schema else None
+        key = cache_key(model, messages, params, schema_json)
+        record = dict(
+            prompt_name=prompt_name, prompt_sha=prompt_sha, model=model, params=params, messages=messages,
+            cache_key=key, run_id=ctx.run_id, task_id=ctx.task_id, node=ctx.node,
+        )
+        if s.cache and s.temperature == 0:
+            hit = self.log.cached_response(key)
+            if hit is not None:
+                call_id = str(ULID())
+                text = json.loads(hit["response"])["text"]
+                self.log.log_call(CallRecord(
+                    id=call_id, response=hit["response"], parse_ok=hit["parse_ok"], input_tokens=hit["input_tokens"],
+                    output_tokens=hit["output_tokens"], latency_ms=0.0, cached=True, **record,
+                ))
+                parsed = _parse(schema, text)
+                return LLMResult(text, hit["input_tokens"] or 0, hit["output_tokens"] or 0, 0.0, call_id, True, parsed, model)
+
+        call_id = str(ULID())
+        start = time.perf_counter()
+        try:
+            completion = self._create(model, messages, params, schema, schema_json)
+        except LLMError as exc:
+            latency = (time.perf_counter() - start) * 1000
+            self.log.log_call(CallRecord(id=call_id, latency_ms=latency, error=str(exc), **record))
+            raise
+        latency = (time.perf_counter() - start) * 1000
+        text = completion.choices[0].message.content or "" if completion.choices else ""
+        usage = completion.usage
+        tokens_in = usage.prompt_tokens if usage else 0
+        tokens_out = usage.completion_tokens if usage else 0
+        parsed = _parse(schema, text)
+        response = json.dumps({"text": text, "finish_reason": completion.choices[0].finish_reason if completion.choices else None})
+        self.log.log_call(CallRecord(
+            id=call_id, response=response, parse_ok=None if schema is None else parsed is not None,
+            input_tokens=tokens_in, output_tokens=tokens_out, latency_ms=latency, **record,
+        ))
+        return LLMResult(text, tokens_in, tokens_out, latency, call_id, False, parsed, model)
+
+    def _create(
+        self, model: str, messages: list[Message], params: dict[str, Any],
+        schema: type[BaseModel] | None, schema_json: dict[str, Any] | None,
+    ) -> Any:
+        extra: dict[str, Any] = {}
+        if schema is not None and schema_json is not None:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": schema_json},
+            }
+        where = self.settings.base_url or "the embedded model"
+        try:
+            return self._sdk().chat.completions.create(model=model, messages=messages, **params, **extra)  # type: ignore[call-overload]
+        except openai.AuthenticationError as exc:
+            raise LLMError(f"{where} rejected the API key ({exc.status_code}): set ALPHAOPT_API_KEY or --api-key.") from exc
+        except openai.NotFoundError as exc:
+            raise LLMError(
+                f"{where} does not serve model {model!r} or the path is wrong ({exc.status_code}): "
+                "check ALPHAOPT_MODEL / --model and that ALPHAOPT_BASE_URL ends with /v1."
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise LLMError(
+                f"{where} did not answer within {self.settings.request_timeout_s:.0f}s after "
+                f"{self.settings.max_retries} retries: raise ALPHAOPT_REQUEST_TIMEOUT_S or check the server."
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise LLMError(
+                f"Cannot reach the model endpoint {where!r}: {exc.__cause__ or exc}. Check ALPHAOPT_BASE_URL "
+                "(or unset it to use the embedded model)."
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise LLMError(f"{where} failed with HTTP {exc.status_code} after retries: {exc.message}") from exc
+
+
+def _parse(schema: type[BaseModel] | None, text: str) -> BaseModel | None:
+    if schema is None:
+        return None
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError:
+        return None

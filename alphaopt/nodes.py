@@ -1,0 +1,153 @@
+"""The agent's nodes. Each takes the state and the runtime context and returns an update.
+
+Model mistakes (no code, a Python or Pyomo error, an infeasible model) are written into the
+state; the routing functions send them to ``repair`` or ``diagnose`` up to the caps in
+``Settings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+
+from alphaopt import prompts
+from alphaopt.llm import CallContext, LLMResult
+from alphaopt.program import extract_code, normalize
+from alphaopt.state import AgentContext, SolveState
+
+_ERROR_CHARS = 1500
+_REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown"}
+_DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
+
+
+def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, **kwargs: Any) -> tuple[LLMResult, dict[str, Any]]:
+    messages, sha = prompts.render(node, **kwargs)
+    result = runtime.context.llm.complete(
+        messages, prompt_name=node, prompt_sha=sha, max_tokens=max_tokens,
+        context=CallContext(run_id=state.get("run_id"), node=node),
+    )
+    usage = {
+        "tokens_in": result.input_tokens,
+        "tokens_out": result.output_tokens,
+        "llm_calls": 1,
+        "cached_calls": int(result.cached),
+        "llm_ms": result.latency_ms,
+        "model": result.model,
+    }
+    return result, usage
+
+
+def retrieve_insights(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Ask the experience library for insights that apply; none when no library is attached."""
+    library = runtime.context.library
+    if library is None:
+        return {"insights": []}
+    return {"insights": library.retrieve(state["problem"], llm=runtime.context.llm, run_id=state["run_id"])}
+
+
+def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Write the mathematical model as structured text."""
+    if not runtime.context.settings.formulate:
+        return {"formulation": ""}
+    reply, usage = _ask(
+        runtime, state, "formulate", runtime.context.settings.max_tokens_formulation,
+        problem=state["problem"], insights=_insights(state),
+    )
+    return {"formulation": reply.text.strip(), **usage}
+
+
+def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Write the Pyomo program for the formulation, then apply the contract fixes."""
+    reply, usage = _ask(
+        runtime, state, "write_program", runtime.context.settings.max_tokens_program,
+        problem=state["problem"], insights=_insights(state),
+        formulation=state.get("formulation") or "(not written: model the problem directly)",
+    )
+    program, fixes = normalize(extract_code(reply.text))
+    return {"program": program, "fixes": fixes, "stage": "write_program", **usage}
+
+
+def run_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Run the program in the sandbox and record the attempt."""
+    result = runtime.context.runner.run(state.get("program", ""))
+    data = result.model_dump(mode="json")
+    attempt = {
+        "stage": state.get("stage", "write_program"),
+        "program": state.get("program", ""),
+        "status": data["status"],
+        "objective": data["objective"],
+        "error": data["error"],
+        "fixes": state.get("fixes", []),
+        "wall_time_s": data["wall_time_s"],
+    }
+    return {"result": data, "attempts": [attempt]}
+
+
+def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Show the failed program and its error to the model and take its corrected program."""
+    result = state["result"]
+    error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+    reply, usage = _ask(
+        runtime, state, "repair", runtime.context.settings.max_tokens_program,
+        problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:],
+    )
+    code = extract_code(reply.text)
+    program, fixes = normalize(code) if code.strip() else (state.get("program", ""), [])
+    return {"program": program, "fixes": fixes, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
+
+
+def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Check the formulation against the text after an infeasible, unbounded or empty result."""
+    status = _diagnosis_reason(state) or state["result"]["status"]
+    reply, usage = _ask(
+        runtime, state, "diagnose", runtime.context.settings.max_tokens_formulation,
+        problem=state["problem"], formulation=state.get("formulation") or state.get("program", ""),
+        status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
+    )
+    update: dict[str, Any] = {"diagnoses": state.get("diagnoses", 0) + 1, **usage}
+    text = reply.text.strip()
+    if text.upper().startswith(prompts.CONFIRMED) or not text:
+        return {**update, "confirmed": True}
+    return {**update, "formulation": text}
+
+
+def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """The final step: nothing to compute, the result is already in the state."""
+    return {}
+
+
+def _insights(state: SolveState) -> str:
+    return prompts.insights_block(state.get("insights", []))
+
+
+def _diagnosis_reason(state: SolveState) -> str | None:
+    result = state.get("result") or {}
+    status = result.get("status")
+    if status in _DIAGNOSABLE:
+        return str(status)
+    if status == "optimal" and is_implausible(result):
+        return "implausible"
+    return None
+
+
+def is_implausible(result: dict[str, Any]) -> bool:
+    """An optimal plan in which nothing happens: every variable and the objective are zero."""
+    values = result.get("variables") or {}
+    return bool(values) and abs(result.get("objective") or 0.0) < 1e-9 and all(abs(v) < 1e-9 for v in values.values())
+
+
+def route_after_diagnose(state: SolveState) -> Literal["write_program", "answer"]:
+    """The diagnosis confirmed the result (answer it) or rewrote the model (program it)."""
+    return "answer" if state.get("confirmed") else "write_program"
+
+
+def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["repair", "diagnose", "answer"]:
+    """Repair a broken program, diagnose a wrong model, or answer."""
+    settings = runtime.context.settings
+    status = state["result"]["status"]
+    if status in _REPAIRABLE:
+        return "repair" if state.get("repairs", 0) < settings.max_repairs else "answer"
+    if _diagnosis_reason(state) and state.get("diagnoses", 0) < settings.max_diagnoses:
+        return "diagnose"
+    return "answer"

@@ -1,0 +1,183 @@
+"""Turn a model's reply into a program that meets the contract, without running it.
+
+The contract: a module that defines ``build_model()`` returning a Pyomo ``ConcreteModel`` with
+one active objective; it neither solves nor prints. Small models often break it in the same
+ways, so these fixes are mechanical (on the syntax tree) and each one is reported:
+
+- the reply's code is taken from its fenced block (an unterminated one too);
+- the program is cut before its own solve call (``.solve(``, ``SolverFactory``), prints and
+  displays are dropped, and a ``__main__`` block is removed;
+- a module-level model is wrapped into ``build_model()``; a missing ``return model`` is added;
+- missing imports of ``pyomo.environ`` (as ``pyo`` or by name) and ``math`` are added.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+#: Bare Pyomo names a program may use without importing them.
+PYOMO_NAMES = frozenset(
+    """ConcreteModel AbstractModel Var Param Set RangeSet Objective Constraint ConstraintList Expression
+    NonNegativeReals NonNegativeIntegers NonPositiveReals NonPositiveIntegers PositiveReals PositiveIntegers
+    NegativeReals NegativeIntegers Reals Integers Binary Boolean UnitInterval PercentFraction Any
+    maximize minimize quicksum sum_product value inequality Block Suffix summation""".split()
+)
+_DROP_CALLS = frozenset({"print", "display", "pprint", "write", "SolverFactory", "solve", "load", "load_solutions"})
+_MODEL_CTORS = frozenset({"ConcreteModel", "AbstractModel"})
+
+
+def extract_code(reply: str) -> str:
+    """The program in a model's reply: the fenced block that defines the model, else the text."""
+    blocks = [b.strip("\n") for b in _FENCE.findall(reply)]
+    blocks = [b for b in blocks if b.strip()]
+    if not blocks:
+        return reply.strip("\n`")
+    for needle in ("def build_model", "ConcreteModel", "AbstractModel"):
+        hits = [b for b in blocks if needle in b]
+        if hits:
+            return max(hits, key=len)
+    return max(blocks, key=len)
+
+
+def normalize(code: str) -> tuple[str, list[str]]:
+    """Apply the mechanical contract fixes; returns ``(program, fixes applied)``.
+
+    Code that does not parse is returned unchanged: the run reports the syntax error and the
+    repair loop shows it to the model.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, []
+    fixes: list[str] = []
+    body = _strip_main_block(tree.body, fixes)
+    body = _clean_body(body, fixes, where="module")
+    build = next((n for n in body if isinstance(n, ast.FunctionDef) and n.name == "build_model"), None)
+    if build is None:
+        body = _wrap_module_model(body, fixes)
+    else:
+        build.body = _clean_body(build.body, fixes, where="build_model") or [ast.Pass()]
+        _ensure_return(build, fixes)
+    tree.body = body
+    tree.body[0:0] = _missing_imports(tree, fixes)
+    ast.fix_missing_locations(tree)
+    if not fixes:
+        return code, []
+    return ast.unparse(tree) + "\n", fixes
+
+
+def _calls(node: ast.AST) -> set[str]:
+    names = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            if isinstance(sub.func, ast.Name):
+                names.add(sub.func.id)
+            elif isinstance(sub.func, ast.Attribute):
+                names.add(sub.func.attr)
+    return names
+
+
+def _strip_main_block(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]:
+    kept = []
+    for node in body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            fixes.append("removed the __main__ block")
+            continue
+        kept.append(node)
+    return kept
+
+
+def _clean_body(body: list[ast.stmt], fixes: list[str], *, where: str) -> list[ast.stmt]:
+    """Cut at the first solve call; drop print/display statements."""
+    kept: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            if isinstance(node, ast.ImportFrom) and node.module and "opt" in node.module and any(
+                a.name == "SolverFactory" for a in node.names
+            ):
+                node.names = [a for a in node.names if a.name != "SolverFactory"]
+                if not node.names:
+                    continue
+            kept.append(node)
+            continue
+        called = _calls(node)
+        if called & {"solve", "SolverFactory"}:
+            fixes.append(f"cut the {where} before its own solve call")
+            break
+        if called & _DROP_CALLS:
+            fixes.append(f"dropped a {'/'.join(sorted(called & _DROP_CALLS))} statement in {where}")
+            continue
+        kept.append(node)
+    return kept
+
+
+def _model_var(body: list[ast.stmt]) -> str | None:
+    for node in body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1:
+            func = node.value.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            target = node.targets[0]
+            if name in _MODEL_CTORS and isinstance(target, ast.Name):
+                return target.id
+    return None
+
+
+def _ensure_return(build: ast.FunctionDef, fixes: list[str]) -> None:
+    if any(isinstance(n, ast.Return) for n in build.body):
+        return
+    var = _model_var(build.body)
+    if var:
+        build.body.append(ast.Return(value=ast.Name(id=var, ctx=ast.Load())))
+        fixes.append(f"added 'return {var}' to build_model")
+
+
+def _wrap_module_model(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]:
+    var = _model_var(body)
+    if var is None:
+        return body
+    head = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))]
+    rest = [n for n in body if n not in head]
+    func = ast.FunctionDef(
+        name="build_model",
+        args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=[*rest, ast.Return(value=ast.Name(id=var, ctx=ast.Load()))],
+        decorator_list=[],
+        type_params=[],
+    )
+    fixes.append("wrapped the module-level model into build_model()")
+    return [*head, func]
+
+
+def _missing_imports(tree: ast.Module, fixes: list[str]) -> list[ast.stmt]:
+    bound: set[str] = set()
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if any(a.name == "*" for a in node.names) and node.module and node.module.startswith("pyomo"):
+                bound.update(PYOMO_NAMES)
+            bound.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else used).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    missing = used - bound
+    added: list[ast.stmt] = []
+    for alias in ("pyo", "pe", "pyomo"):
+        if alias in missing:
+            module = "pyomo.environ"
+            added.append(ast.Import(names=[ast.alias(name=module, asname=None if alias == "pyomo" else alias)]))
+    names = sorted(missing & PYOMO_NAMES)
+    if names:
+        added.append(ast.ImportFrom(module="pyomo.environ", names=[ast.alias(name=n) for n in names], level=0))
+    if "math" in missing:
+        added.append(ast.Import(names=[ast.alias(name="math")]))
+    if added:
+        fixes.append("added missing imports: " + "; ".join(ast.unparse(a) for a in added))
+    return added

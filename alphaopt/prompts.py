@@ -1,0 +1,116 @@
+"""Every prompt alphaopt sends, one constant per LLM step, named after its node.
+
+All steps share ``SYSTEM`` and open their user message with the problem text, so a local
+model's prompt cache reuses that prefix from one call to the next. Inserted text is wrapped in
+tags. ``render`` returns the messages plus the template hash that the call log records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct linear or mixed-integer models.
+
+Pyomo program rules:
+- Start with `import pyomo.environ as pyo`.
+- Define `def build_model():` that creates `model = pyo.ConcreteModel()`, adds everything, and ends with `return model`.
+- Put the data in Python dicts or lists inside build_model.
+- Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices. Indexed: `pyo.Var(ITEMS, domain=...)`.
+- Exactly one objective: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
+- Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
+- Keep it linear: never multiply two variables, no abs/min/max/if on variables.
+- Never solve, never print, never use SolverFactory.
+
+Example:
+```python
+import pyomo.environ as pyo
+
+def build_model():
+    model = pyo.ConcreteModel()
+    profit = {"A": 3, "B": 5}
+    hours = {"A": 2, "B": 4}
+    model.x = pyo.Var(["A", "B"], domain=pyo.NonNegativeIntegers)
+    model.obj = pyo.Objective(expr=sum(profit[i] * model.x[i] for i in profit), sense=pyo.maximize)
+    model.hours = pyo.Constraint(expr=sum(hours[i] * model.x[i] for i in hours) <= 40)
+    return model
+```"""
+
+PROBLEM = "<problem>\n{problem}\n</problem>\n"
+
+INSIGHTS = "\nLessons that apply to this problem (cite their ids in a comment if you use them):\n<insights>\n{insights}\n</insights>\n"
+
+FORMULATE = PROBLEM + """{insights}
+Write the mathematical model of this problem, short and precise, in this format:
+## Variables
+one line each: name, meaning, domain (continuous >= 0, integer >= 0 or binary)
+## Objective
+maximize or minimize: the expression
+## Constraints
+one line each: a name and the inequality, using the numbers from the problem
+Do not write code."""
+
+WRITE_PROGRAM = PROBLEM + """{insights}
+<formulation>
+{formulation}
+</formulation>
+
+Write the Pyomo program for this model, following the rules. Answer with one ```python block only."""
+
+REPAIR = PROBLEM + """
+This program failed:
+```python
+{program}
+```
+<error>
+{error}
+</error>
+
+Fix the error. Answer with the complete corrected program in one ```python block only."""
+
+DIAGNOSE = PROBLEM + """
+<formulation>
+{formulation}
+</formulation>
+The solver says the model is {status}. {hint}
+Check each constraint against the problem text: a wrong direction (<= vs >=), a wrong number, a missing or extra constraint, or a wrong objective sense.
+If the model already matches the text exactly (the problem itself is {status}), answer only: CONFIRMED.
+Otherwise write the corrected mathematical model in the same format (## Variables, ## Objective, ## Constraints). Do not write code."""
+
+CONFIRMED = "CONFIRMED"
+
+DIAGNOSE_HINTS = {
+    "infeasible": "No plan satisfies all constraints, but the problem surely has a feasible plan.",
+    "unbounded": "The objective can improve forever, so a limit from the problem is missing.",
+    "infeasible_or_unbounded": "It is either infeasible or unbounded, which the real problem is not.",
+    "implausible": "The optimal plan does nothing (every variable is 0), which is not a sensible answer here.",
+}
+
+PROMPTS: dict[str, str] = {
+    "formulate": FORMULATE,
+    "write_program": WRITE_PROGRAM,
+    "repair": REPAIR,
+    "diagnose": DIAGNOSE,
+}
+
+
+def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
+    """The one formatter for insights in prompts: ``[id] When <condition>: <explanation>``."""
+    return "\n".join(f"[{i['id']}] When {i['condition'].strip()}: {i['explanation'].strip()}" for i in insights)
+
+
+def prompt_sha(name: str) -> str:
+    """Short hash of a template (and the shared system prompt), recorded with every call."""
+    return hashlib.sha256((SYSTEM + "\x00" + PROMPTS[name]).encode()).hexdigest()[:12]
+
+
+def render(name: str, **kwargs: Any) -> tuple[list[dict[str, str]], str]:
+    """Render the named step's messages; returns ``(messages, prompt_sha)``."""
+    user = PROMPTS[name].format(**kwargs)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], prompt_sha(name)
+
+
+def insights_block(insights: Sequence[Mapping[str, Any]]) -> str:
+    """The insights section, or nothing when there are none."""
+    return INSIGHTS.format(insights=format_insights(insights)) if insights else ""

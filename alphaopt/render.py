@@ -1,0 +1,92 @@
+"""Plain-text views of a ``Solution`` and of log rows, shared by the CLI and the app."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+
+from alphaopt.state import Solution
+
+_STATUS_WORDS = {
+    "optimal": "optimal plan found",
+    "feasible": "a feasible plan, not proven optimal",
+    "infeasible": "the model is infeasible: no plan meets every constraint",
+    "unbounded": "the model is unbounded: a limit is missing",
+    "infeasible_or_unbounded": "the model is infeasible or unbounded",
+    "error": "the program failed",
+    "invalid_program": "the program broke the build_model() contract",
+    "timeout": "the program ran out of time",
+}
+
+
+def fmt_number(value: float | None) -> str:
+    """A number without float noise: 17.0 -> 17, 0.30000000000000004 -> 0.3."""
+    if value is None:
+        return "-"
+    if abs(value - round(value)) < 1e-9:
+        return str(int(round(value)))
+    return f"{value:.6g}"
+
+
+def table(rows: Iterable[tuple[str, str]], headers: tuple[str, str]) -> str:
+    """A two-column text table."""
+    rows = list(rows)
+    width = max([len(headers[0]), *(len(r[0]) for r in rows)])
+    lines = [f"  {headers[0]:<{width}}  {headers[1]}", f"  {'-' * width}  {'-' * len(headers[1])}"]
+    lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+    return "\n".join(lines)
+
+
+def render_solution(solution: Solution, *, show_code: bool = False, saved_to: str | None = None) -> str:
+    """The human-readable answer: status, objective, plan, formulation, how it got there."""
+    out = [f"Status: {solution.status} ({_STATUS_WORDS.get(solution.status, solution.status)})"]
+    if solution.objective is not None:
+        out.append(f"Objective ({solution.sense or 'optimum'}): {fmt_number(solution.objective)}")
+    if solution.variables:
+        plan = sorted(solution.variables.items())
+        out += ["", "Decision values:", table(((k, fmt_number(v)) for k, v in plan), ("variable", "value"))]
+    if solution.duals:
+        rows = ((k, f"{fmt_number(v)}  (slack {fmt_number((solution.slacks or {}).get(k))})")
+                for k, v in sorted(solution.duals.items()))
+        out += ["", "Constraints (LP duals):", table(rows, ("constraint", "dual"))]
+    if solution.error and not solution.ok:
+        out += ["", "Error:", solution.error.strip()[-1500:]]
+    if solution.formulation:
+        out += ["", "Formulation:", solution.formulation.strip()]
+    if solution.insights:
+        out += ["", "Insights used:"] + [f"  [{i['id']}] {i['condition']}" for i in solution.insights]
+    if show_code and solution.program:
+        out += ["", "Program:", solution.program.rstrip()]
+    repairs = sum(a.stage == "repair" for a in solution.attempts)
+    diagnoses = sum(a.stage == "diagnose" for a in solution.attempts)
+    t, tok = solution.timings, solution.tokens
+    out += [
+        "",
+        f"Attempts: {len(solution.attempts)} (repairs {repairs}, after diagnosis {diagnoses}); "
+        f"model {solution.model}; tokens {tok.input} in / {tok.output} out in {tok.calls} calls "
+        f"({tok.cached_calls} from cache); time {t.total_s:.1f}s (LLM {t.llm_s:.1f}s, solver {t.solver_s:.2f}s)",
+        f"Sandbox: {solution.sandbox or '-'}",
+    ]
+    if saved_to:
+        out.append(f"Saved: run {solution.run_id} in {saved_to} (alphaopt runs show {solution.run_id})")
+    return "\n".join(out)
+
+
+def render_call_row(row: sqlite3.Row) -> str:
+    """One line per LLM call for ``alphaopt logs list``."""
+    status = "error: " + row["error"][:60] if row["error"] else ("cache" if row["cached"] else "ok")
+    return (
+        f"{row['id']}  {row['created_at'][:19]}  {row['prompt_name']:<13} {row['model'][:34]:<34} "
+        f"{row['input_tokens'] or 0:>6} in {row['output_tokens'] or 0:>5} out {(row['latency_ms'] or 0) / 1000:>7.1f}s  {status}"
+    )
+
+
+def render_call(row: sqlite3.Row) -> str:
+    """One LLM call in full for ``alphaopt logs show``."""
+    out = [f"{k}: {row[k]}" for k in row.keys() if k not in ("messages", "response")]
+    for message in json.loads(row["messages"]):
+        out += [f"--- {message['role']}", message["content"]]
+    if row["response"]:
+        out += ["--- response", json.loads(row["response"])["text"]]
+    return "\n".join(out)

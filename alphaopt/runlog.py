@@ -1,0 +1,180 @@
+"""``runs.db``: the log of every LLM call and every saved run, apart from the library.
+
+Schema changes are an ordered list of named migrations, applied once each and recorded in
+``_migrations`` (a test pins the resulting columns). Each operation opens its own short
+connection, so the log is safe to use from several threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_llm_calls",
+        """
+        CREATE TABLE llm_calls (
+            id TEXT PRIMARY KEY,
+            run_id TEXT,
+            task_id TEXT,
+            node TEXT,
+            prompt_name TEXT NOT NULL,
+            prompt_sha TEXT NOT NULL,
+            model TEXT NOT NULL,
+            params TEXT NOT NULL,
+            messages TEXT NOT NULL,
+            response TEXT,
+            parse_ok INTEGER,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            latency_ms REAL,
+            error TEXT,
+            cache_key TEXT NOT NULL,
+            cached INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX llm_calls_cache_key ON llm_calls (cache_key);
+        CREATE INDEX llm_calls_run_id ON llm_calls (run_id);
+        """,
+    ),
+    (
+        "m002_runs",
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            problem TEXT NOT NULL,
+            status TEXT NOT NULL,
+            objective REAL,
+            solution TEXT NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One row of ``llm_calls``, as written by the LLM client."""
+
+    id: str
+    prompt_name: str
+    prompt_sha: str
+    model: str
+    params: dict[str, Any]
+    messages: list[dict[str, Any]]
+    cache_key: str
+    response: str | None = None
+    parse_ok: bool | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    cached: bool = False
+    run_id: str | None = None
+    task_id: str | None = None
+    node: str | None = None
+
+
+class RunLog:
+    """Access to ``runs.db``; migrates on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            migrate(db)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def log_call(self, record: CallRecord) -> None:
+        """Append one LLM call."""
+        row = {
+            **record.__dict__,
+            "params": json.dumps(record.params, sort_keys=True),
+            "messages": json.dumps(record.messages),
+            "parse_ok": None if record.parse_ok is None else int(record.parse_ok),
+            "cached": int(record.cached),
+            "created_at": now_iso(),
+        }
+        columns = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self._connect() as db:
+            db.execute(f"INSERT INTO llm_calls ({columns}) VALUES ({marks})", row)
+
+    def cached_response(self, cache_key: str) -> sqlite3.Row | None:
+        """The newest successful, non-cached call with this content hash, if any."""
+        with self._connect() as db:
+            return db.execute(
+                "SELECT * FROM llm_calls WHERE cache_key = ? AND error IS NULL AND cached = 0 "
+                "ORDER BY created_at DESC LIMIT 1",
+                (cache_key,),
+            ).fetchone()
+
+    def calls(self, *, limit: int = 20, run_id: str | None = None) -> list[sqlite3.Row]:
+        """The most recent calls, newest first."""
+        query, args = "SELECT * FROM llm_calls", []
+        if run_id:
+            query, args = query + " WHERE run_id = ?", [run_id]
+        with self._connect() as db:
+            return db.execute(query + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
+
+    def call(self, call_id: str) -> sqlite3.Row | None:
+        """One call by id (a unique prefix is enough)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM llm_calls WHERE id LIKE ? LIMIT 2", (call_id + "%",)).fetchall()
+        return rows[0] if len(rows) == 1 else None
+
+    def save_run(self, run_id: str, problem: str, status: str, objective: float | None, solution: str) -> None:
+        """Store (or replace) a finished run's solution JSON."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs (id, created_at, problem, status, objective, solution) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, now_iso(), problem, status, objective, solution),
+            )
+
+    def run(self, run_id: str) -> sqlite3.Row | None:
+        """One saved run by id (a unique prefix is enough)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)).fetchall()
+        return rows[0] if len(rows) == 1 else None
+
+    def runs(self, *, limit: int = 20) -> list[sqlite3.Row]:
+        """The most recent saved runs, newest first."""
+        with self._connect() as db:
+            return db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+
+
+def migrate(db: sqlite3.Connection, migrations: list[tuple[str, str]] | None = None) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, sql in migrations or _MIGRATIONS:
+        if name in done:
+            continue
+        db.executescript(sql)
+        db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
+        applied.append(name)
+    return applied
+

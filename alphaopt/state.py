@@ -1,0 +1,127 @@
+"""The agent's typed state, its run context, and the public ``Solution``."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypedDict
+
+from pydantic import BaseModel, Field
+
+from alphaopt.config import Settings
+from alphaopt.llm import LLMClient
+from solvers import SolverRunner
+
+Stage = Literal["write_program", "repair", "diagnose"]
+
+
+class InsightSource(Protocol):
+    """What the agent needs of the experience library."""
+
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
+        """Insights that apply to the problem, each with at least id, condition and explanation."""
+        ...
+
+
+@dataclass
+class AgentContext:
+    """Settings and clients, handed to every node through LangGraph's runtime context."""
+
+    settings: Settings
+    llm: LLMClient
+    runner: SolverRunner
+    library: InsightSource | None = None
+
+
+class SolveState(TypedDict, total=False):
+    """The graph's state; list and counter fields accumulate across nodes."""
+
+    run_id: str
+    problem: str
+    insights: list[dict[str, Any]]
+    formulation: str
+    program: str
+    fixes: list[str]
+    stage: Stage
+    result: dict[str, Any]
+    attempts: Annotated[list[dict[str, Any]], operator.add]
+    repairs: int
+    diagnoses: int
+    confirmed: bool
+    tokens_in: Annotated[int, operator.add]
+    tokens_out: Annotated[int, operator.add]
+    llm_calls: Annotated[int, operator.add]
+    cached_calls: Annotated[int, operator.add]
+    llm_ms: Annotated[float, operator.add]
+    model: str
+
+
+class Attempt(BaseModel):
+    """One program run: the first, a repair, or one after a diagnosis."""
+
+    stage: Stage
+    program: str
+    status: str
+    objective: float | None = None
+    error: str | None = None
+    fixes: list[str] = Field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+class TokenUsage(BaseModel):
+    """Tokens and calls spent on one problem."""
+
+    input: int = 0
+    output: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+
+
+class Timings(BaseModel):
+    """Where the time went, in seconds."""
+
+    llm_s: float = 0.0
+    solver_s: float = 0.0
+    total_s: float = 0.0
+
+
+class Solution(BaseModel):
+    """What ``alphaopt.solve`` returns: the plan, the math, the program and how it got there."""
+
+    run_id: str
+    problem: str
+    status: str
+    objective: float | None = None
+    sense: str | None = None
+    variables: dict[str, float] = Field(default_factory=dict)
+    duals: dict[str, float] | None = None
+    slacks: dict[str, float] | None = None
+    is_mip: bool = False
+    formulation: str = ""
+    program: str = ""
+    attempts: list[Attempt] = Field(default_factory=list)
+    insights: list[dict[str, Any]] = Field(default_factory=list)
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    timings: Timings = Field(default_factory=Timings)
+    model: str = ""
+    sandbox: str = ""
+    error: str | None = None
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the solver proved the plan optimal."""
+        return self.status == "optimal"
+
+    def nonzero_variables(self, tol: float = 1e-9) -> dict[str, float]:
+        """The decision values that are not zero (the plan)."""
+        return {k: v for k, v in self.variables.items() if abs(v) > tol}
+
+
+@dataclass
+class BatchItem:
+    """One problem of a batch, with its id."""
+
+    id: str
+    problem: str
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from alphaopt import llm
+from alphaopt.config import Settings, load_settings
+from solvers import SolverRunner
+from tests.fakes import ScriptedLLM
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own alphaopt home and no endpoint settings from the host."""
+    monkeypatch.setenv("ALPHAOPT_HOME", str(tmp_path / "home"))
+    for name in ("ALPHAOPT_BASE_URL", "ALPHAOPT_API_KEY", "ALPHAOPT_MODEL", "ALPHAOPT_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-test-key")
+    monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", False)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return load_settings(home=tmp_path / "home", solver_wall_time_s=10)
+
+
+@pytest.fixture(scope="session")
+def runner() -> Iterator[SolverRunner]:
+    """One warm sandboxed runner for the whole session (real HiGHS)."""
+    with SolverRunner(workers=1) as r:
+        yield r
+
+
+@pytest.fixture
+def fake_llm() -> ScriptedLLM:
+    return ScriptedLLM()

@@ -1,0 +1,106 @@
+"""Test doubles at the LLM client boundary; the solver, SQLite and Chroma stay real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from alphaopt.llm import CallContext, LLMResult, Message
+
+Reply = str | Callable[[list[Message]], str]
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    prompt_name: str
+    messages: list[Message]
+    max_tokens: int
+    context: CallContext | None
+
+    @property
+    def user(self) -> str:
+        return self.messages[-1]["content"]
+
+
+@dataclass
+class ScriptedLLM:
+    """An ``LLMClient`` that answers from a queue and records the prompts it received."""
+
+    replies: list[Reply] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+
+    def enqueue(self, *replies: Reply) -> ScriptedLLM:
+        self.replies.extend(replies)
+        return self
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        prompt_name: str,
+        prompt_sha: str,
+        max_tokens: int,
+        schema: type[BaseModel] | None = None,
+        context: CallContext | None = None,
+    ) -> LLMResult:
+        self.calls.append(Call(prompt_name, messages, max_tokens, context))
+        if not self.replies:
+            raise AssertionError(f"ScriptedLLM has no reply queued for a {prompt_name!r} call")
+        reply = self.replies.pop(0)
+        text = reply(messages) if callable(reply) else reply
+        parsed = schema.model_validate_json(text) if schema else None
+        return LLMResult(text=text, input_tokens=sum(len(m["content"]) // 4 for m in messages),
+                         output_tokens=len(text) // 4, latency_ms=1.0, call_id=f"fake-{len(self.calls)}",
+                         parsed=parsed, model="scripted")
+
+    @property
+    def prompt_names(self) -> list[str]:
+        return [c.prompt_name for c in self.calls]
+
+
+def program(body: str, imports: str = "import pyomo.environ as pyo") -> str:
+    """A fenced reply holding a build_model() program with the given (indented) body."""
+    lines = "\n".join("    " + line for line in body.strip().splitlines())
+    return f"```python\n{imports}\n\ndef build_model():\n{lines}\n    return model\n```"
+
+
+LP_REPLY = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=3 * model.x + 2 * model.y, sense=pyo.maximize)
+model.c1 = pyo.Constraint(expr=model.x + model.y <= 4)
+model.c2 = pyo.Constraint(expr=model.x + 3 * model.y <= 6)
+model.c3 = pyo.Constraint(expr=model.x <= 3)
+""")  # optimum 11 at x=3, y=1
+
+MILP_REPLY = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.y = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.obj = pyo.Objective(expr=5 * model.x + 4 * model.y, sense=pyo.maximize)
+model.c1 = pyo.Constraint(expr=6 * model.x + 4 * model.y <= 24)
+model.c2 = pyo.Constraint(expr=model.x + 2 * model.y <= 6)
+""")  # optimum 20 (x=4, y=0 or x=2,y=2? 5*2+4*2=18) -> x=4,y=0 gives 20
+
+INFEASIBLE_REPLY = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x, sense=pyo.minimize)
+model.c1 = pyo.Constraint(expr=model.x >= 10)
+model.c2 = pyo.Constraint(expr=model.x <= 5)
+""")
+
+UNBOUNDED_REPLY = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
+model.c1 = pyo.Constraint(expr=model.x >= 1)
+""")
+
+FORMULATION = "## Variables\nx >= 0, y >= 0\n## Objective\nmaximize 3x + 2y\n## Constraints\nx + y <= 4\nx + 3y <= 6\nx <= 3"

@@ -1,0 +1,141 @@
+"""The CLI and the Python API: output, bad input, batch with resume, logs."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import alphaopt
+from alphaopt import api, cli
+from alphaopt.errors import InputError
+from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, ScriptedLLM
+
+PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
+
+
+@pytest.fixture
+def scripted(monkeypatch, runner):
+    """Route every Agent the CLI builds to one scripted LLM and the shared runner."""
+    llm = ScriptedLLM()
+    agent = functools.partial(api.Agent, llm=llm, runner=runner)
+    monkeypatch.setattr(cli, "Agent", agent)
+    monkeypatch.setattr(api, "Agent", agent)
+    return llm
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli.cli, list(args), input=input, catch_exceptions=False)
+
+
+def test_solve_prints_plan_formulation_and_saved_run(scripted):
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    result = invoke("solve", PROBLEM)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Status: optimal" in out and "Objective (maximize): 11" in out
+    assert "Decision values:" in out and "x " in out and "Formulation:" in out and "Saved: run" in out
+    assert "def build_model" not in out
+
+
+def test_solve_json_and_show_code(scripted):
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    data = json.loads(invoke("solve", PROBLEM, "--json").output)
+    assert data["status"] == "optimal" and data["objective"] == pytest.approx(11) and data["variables"]["x"] == pytest.approx(3)
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    assert "def build_model" in invoke("solve", PROBLEM, "--show-code", "--no-cache").output
+
+
+def test_solve_reads_file_and_stdin(scripted, tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text(PROBLEM)
+    scripted.enqueue(FORMULATION, LP_REPLY, FORMULATION, LP_REPLY)
+    assert "Status: optimal" in invoke("solve", str(path)).output
+    assert PROBLEM in scripted.calls[0].user
+    assert "Status: optimal" in invoke("solve", "-", input=PROBLEM).output
+
+
+def test_bad_input_gets_clear_errors(scripted, tmp_path):
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    for args, message in [
+        (("solve", "   "), "empty"),
+        (("solve", str(binary)), "not UTF-8 text"),
+        (("solve", "x" * 30000), "limit is 20,000"),
+    ]:
+        result = CliRunner().invoke(cli.cli, list(args))
+        assert result.exit_code == 1 and message in result.output, result.output
+    assert scripted.calls == []
+
+
+def test_unreachable_endpoint_is_a_clear_cli_error(monkeypatch):
+    monkeypatch.setattr(alphaopt.llm, "ALLOW_MODEL_REQUESTS", True)
+    result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", "http://127.0.0.1:9/v1", "-m", "m"],
+                                env={"ALPHAOPT_MAX_RETRIES": "0"})
+    assert result.exit_code == 1 and "Cannot reach the model endpoint" in result.output
+    assert "ALPHAOPT_BASE_URL" in result.output
+
+
+def test_bad_setting_names_the_variable():
+    result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", "localhost:8000"])
+    assert result.exit_code == 1 and "ALPHAOPT_BASE_URL" in result.output
+
+
+def test_api_rejects_empty_text(settings, runner):
+    with pytest.raises(InputError):
+        alphaopt.solve("", settings=settings, llm=ScriptedLLM(), runner=runner)
+
+
+def test_batch_records_failures_and_resumes(scripted, tmp_path):
+    problems = tmp_path / "in.jsonl"
+    problems.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "problem": PROBLEM, "answer": 11},
+        {"id": "b", "description": "An integer problem"},
+        {"id": "c", "problem": "   "},
+    ]) + "\n")
+    out = tmp_path / "out.jsonl"
+    scripted.enqueue(FORMULATION, LP_REPLY, FORMULATION, MILP_REPLY)
+    result = invoke("batch", str(problems), "-o", str(out), "--no-progress")
+    assert "3 problems: 0 already" in result.output and "1 failed" in result.output
+    lines = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert lines["a"]["objective"] == pytest.approx(11) and lines["b"]["objective"] == pytest.approx(20)
+    assert lines["c"]["failure"] and "empty" in lines["c"]["error"]
+    # the answer field never reaches the model
+    assert all("11" not in c.user.replace(PROBLEM, "") for c in scripted.calls)
+
+    problems.write_text(problems.read_text().replace('"problem": "   "', '"problem": "' + PROBLEM + '"'))
+    scripted.enqueue(FORMULATION, INFEASIBLE_REPLY, "CONFIRMED")
+    result = invoke("batch", str(problems), "-o", str(out), "--no-progress")
+    assert "3 problems: 2 already" in result.output and "0 failed" in result.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == ["a", "b", "c"] and lines[-1]["status"] == "infeasible"
+
+
+def test_batch_rejects_bad_jsonl_naming_the_line(tmp_path):
+    problems = tmp_path / "in.jsonl"
+    problems.write_text('{"id": 1, "problem": "ok"}\nnot json\n')
+    result = CliRunner().invoke(cli.cli, ["batch", str(problems), "-o", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1 and "line 2" in result.output
+
+
+def test_logs_list_and_show(tmp_path):
+    from alphaopt.config import load_settings
+    from alphaopt.runlog import CallRecord, RunLog
+
+    log = RunLog(load_settings().runs_db)
+    log.log_call(CallRecord(id="01ABC", prompt_name="formulate", prompt_sha="s", model="m", params={},
+                            messages=[{"role": "user", "content": "hello"}], cache_key="k",
+                            response=json.dumps({"text": "world"}), input_tokens=3, output_tokens=1, latency_ms=1500))
+    listed = invoke("logs", "list").output
+    assert "01ABC" in listed and "formulate" in listed and "1.5s" in listed
+    shown = invoke("logs", "show", "01A").output
+    assert "hello" in shown and "world" in shown
+
+
+def test_runs_list_and_show(scripted):
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    run_id = json.loads(invoke("solve", PROBLEM, "--json").output)["run_id"]
+    assert run_id in invoke("runs", "list").output
+    assert "Objective (maximize): 11" in invoke("runs", "show", run_id).output

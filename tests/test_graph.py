@@ -1,0 +1,152 @@
+"""The compiled agent graph end to end: scripted LLM, real sandboxed HiGHS, real SQLite."""
+
+from __future__ import annotations
+
+import pytest
+
+from alphaopt.api import Agent
+from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, UNBOUNDED_REPLY, ScriptedLLM, program
+
+PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3, x and y non-negative."
+
+
+@pytest.fixture
+def agent(settings, runner, fake_llm):
+    with Agent(settings, llm=fake_llm, runner=runner) as a:
+        yield a
+
+
+def test_lp_straight_through(agent, fake_llm: ScriptedLLM):
+    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    solution = agent.solve(PROBLEM)
+    assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+    assert solution.variables == pytest.approx({"x": 3, "y": 1})
+    assert solution.duals is not None and set(solution.duals) == {"c1", "c2", "c3"}
+    assert not solution.is_mip and solution.formulation == FORMULATION
+    assert fake_llm.prompt_names == ["formulate", "write_program"]
+    # the program prompt carries the problem and the formulation; the answer never reaches the model
+    assert PROBLEM in fake_llm.calls[1].user and FORMULATION in fake_llm.calls[1].user
+    assert [a.stage for a in solution.attempts] == ["write_program"]
+    assert solution.tokens.calls == 2 and solution.timings.total_s > 0
+
+
+def test_milp(agent, fake_llm):
+    fake_llm.enqueue(FORMULATION, MILP_REPLY)
+    solution = agent.solve("An integer problem.")
+    assert solution.status == "optimal" and solution.objective == pytest.approx(20) and solution.is_mip
+    assert solution.duals is None
+
+
+def test_repair_path_shows_error_to_model(agent, fake_llm):
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+    fake_llm.enqueue(FORMULATION, broken, LP_REPLY)
+    solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["formulate", "write_program", "repair"]
+    assert "z" in fake_llm.calls[2].user and "AttributeError" in fake_llm.calls[2].user
+    assert [a.stage for a in solution.attempts] == ["write_program", "repair"]
+    assert solution.attempts[0].status == "error" and solution.status == "optimal"
+    assert solution.objective == pytest.approx(11)
+
+
+def test_repairs_are_bounded(agent, fake_llm, settings):
+    no_objective = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()")
+    fake_llm.enqueue(FORMULATION, *[no_objective] * (1 + settings.max_repairs))
+    solution = agent.solve(PROBLEM)
+    assert solution.status == "invalid_program" and solution.objective is None
+    assert len(solution.attempts) == 1 + settings.max_repairs
+    assert fake_llm.prompt_names.count("repair") == settings.max_repairs
+
+
+def test_solver_misuse_is_fixed_without_a_model_call(agent, fake_llm):
+    misuse = LP_REPLY.replace("    return model", "    res = pyo.SolverFactory('highs').solve(model)\n    print(res.objective)")
+    fake_llm.enqueue(FORMULATION, misuse)
+    solution = agent.solve(PROBLEM)
+    assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+    assert any("solve call" in f for f in solution.attempts[0].fixes)
+    assert fake_llm.prompt_names == ["formulate", "write_program"]
+
+
+def test_infeasible_goes_to_diagnose_then_reformulates(agent, fake_llm):
+    fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "## Variables\nx\n## Objective\n...\n## Constraints\nfixed", LP_REPLY)
+    solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["formulate", "write_program", "diagnose", "write_program"]
+    assert "infeasible" in fake_llm.calls[2].user
+    assert "fixed" in fake_llm.calls[3].user  # the new formulation reached the program writer
+    assert [a.status for a in solution.attempts] == ["infeasible", "optimal"]
+    assert solution.objective == pytest.approx(11)
+
+
+def test_confirmed_infeasible_is_answered_as_infeasible(agent, fake_llm):
+    fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "CONFIRMED")
+    solution = agent.solve("An impossible problem.")
+    assert solution.status == "infeasible" and solution.objective is None
+    assert fake_llm.prompt_names == ["formulate", "write_program", "diagnose"]
+
+
+def test_unbounded_is_reported_not_zero(agent, fake_llm, settings):
+    fake_llm.enqueue(FORMULATION, UNBOUNDED_REPLY, "CONFIRMED")
+    solution = agent.solve("Unbounded.")
+    assert solution.status in ("unbounded", "infeasible_or_unbounded") and solution.objective is None
+
+
+def test_implausible_all_zero_plan_is_diagnosed(agent, fake_llm):
+    zero = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=2 * model.x, sense=pyo.minimize)
+""")
+    fake_llm.enqueue(FORMULATION, zero, "CONFIRMED")
+    solution = agent.solve("Zero.")
+    assert fake_llm.prompt_names[-1] == "diagnose" and "does nothing" in fake_llm.calls[-1].user
+    assert solution.status == "optimal" and solution.objective == 0
+
+
+def test_timeout_program_is_repaired(settings, fake_llm):
+    from solvers import Limits, SolverRunner
+
+    loop = program("model = pyo.ConcreteModel()\nwhile True:\n    pass")
+    fake_llm.enqueue(FORMULATION, loop, LP_REPLY)
+    with SolverRunner(Limits(wall_time_s=2, cpu_time_s=2)) as runner, Agent(settings, llm=fake_llm, runner=runner) as agent:
+        solution = agent.solve(PROBLEM)
+    assert solution.attempts[0].status == "timeout"
+    assert fake_llm.prompt_names[-1] == "repair" and solution.status == "optimal"
+
+
+def test_run_is_saved_and_checkpointed(agent, fake_llm, settings):
+    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    solution = agent.solve(PROBLEM)
+    row = agent.log.run(solution.run_id)
+    assert row["status"] == "optimal" and row["objective"] == pytest.approx(11)
+    snapshot = agent.graph.get_state({"configurable": {"thread_id": solution.run_id}})
+    assert snapshot.values["result"]["status"] == "optimal" and not snapshot.next
+    assert agent.resume(solution.run_id).objective == pytest.approx(11)  # finished: no new calls
+    assert len(fake_llm.calls) == 2
+
+
+def test_interrupted_run_resumes_from_checkpoint(settings, runner):
+    class Crash(Exception):
+        pass
+
+    def crash(_messages):
+        raise Crash("endpoint died mid-run")
+
+    llm = ScriptedLLM().enqueue(FORMULATION, crash)
+    with Agent(settings, llm=llm, runner=runner) as agent:
+        with pytest.raises(Crash):
+            agent.solve(PROBLEM, run_id="run-1")
+        llm.enqueue(LP_REPLY)
+        solution = agent.resume("run-1")
+    assert solution.objective == pytest.approx(11)
+    assert llm.prompt_names == ["formulate", "write_program", "write_program"]  # formulate not repeated
+
+
+def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
+    class Library:
+        def retrieve(self, problem, *, llm, run_id):
+            return [{"id": "I7", "condition": "the text says 'at least'", "explanation": "use >="}]
+
+    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    with Agent(settings, llm=fake_llm, runner=runner, library=Library()) as agent:
+        solution = agent.solve(PROBLEM)
+    assert "[I7] When the text says 'at least': use >=" in fake_llm.calls[0].user
+    assert solution.insights[0]["id"] == "I7"

@@ -1,0 +1,83 @@
+"""The mechanical contract fixes applied to a model's reply before it runs."""
+
+from __future__ import annotations
+
+import ast
+
+from alphaopt.program import extract_code, normalize
+
+
+def _fixed(code: str) -> tuple[str, list[str]]:
+    program, fixes = normalize(code)
+    ast.parse(program)
+    return program, fixes
+
+
+def test_extract_prefers_block_with_build_model():
+    reply = "Here:\n```python\nx = 1\n```\nand\n```python\ndef build_model():\n    return 1\n```\nDone."
+    assert extract_code(reply) == "def build_model():\n    return 1"
+
+
+def test_extract_unterminated_fence_and_plain_text():
+    assert extract_code("```python\ndef build_model():\n    pass") == "def build_model():\n    pass"
+    assert extract_code("def build_model():\n    pass") == "def build_model():\n    pass"
+
+
+def test_clean_program_is_unchanged():
+    code = "import pyomo.environ as pyo\n\ndef build_model():\n    model = pyo.ConcreteModel()\n    return model\n"
+    assert normalize(code) == (code, [])
+
+
+def test_cuts_before_solve_and_adds_return():
+    code = """
+import pyomo.environ as pyo
+def build_model():
+    model = pyo.ConcreteModel()
+    model.x = pyo.Var()
+    solver = pyo.SolverFactory('highs')
+    results = solver.solve(model)
+    print(results.objective)
+"""
+    program, fixes = _fixed(code)
+    assert "solve" not in program and "SolverFactory" not in program and "print" not in program
+    assert program.rstrip().endswith("return model")
+    assert any("solve call" in f for f in fixes) and any("return model" in f for f in fixes)
+
+
+def test_wraps_module_level_model_and_drops_main():
+    code = """
+from pyomo.environ import *
+model = ConcreteModel()
+model.x = Var(domain=NonNegativeReals)
+model.obj = Objective(expr=model.x)
+opt = SolverFactory('glpk')
+opt.solve(model)
+model.display()
+if __name__ == '__main__':
+    print(value(model.obj))
+"""
+    program, fixes = _fixed(code)
+    tree = ast.parse(program)
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert [f.name for f in funcs] == ["build_model"]
+    assert "__main__" not in program and "display" not in program
+    assert "wrapped the module-level model into build_model()" in fixes
+
+
+def test_adds_missing_imports():
+    code = "def build_model():\n    model = pyo.ConcreteModel()\n    model.x = Var(domain=NonNegativeReals)\n    model.s = math.sqrt(4)\n    return model\n"
+    program, fixes = _fixed(code)
+    assert "import pyomo.environ as pyo" in program
+    assert "from pyomo.environ import NonNegativeReals, Var" in program
+    assert "import math" in program
+    assert fixes and fixes[0].startswith("added missing imports")
+
+
+def test_syntax_error_is_left_for_the_repair_loop():
+    code = "def build_model(:\n    pass"
+    assert normalize(code) == (code, [])
+
+
+def test_star_import_from_pyomo_counts_as_binding():
+    code = "from pyomo.environ import *\n\ndef build_model():\n    model = ConcreteModel()\n    return model\n"
+    assert normalize(code) == (code, [])
