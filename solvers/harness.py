@@ -1,0 +1,259 @@
+"""Sandbox side: execute one program, solve its model with HiGHS, return plain data.
+
+Runs inside the forked child of the worker (see ``worker.py``), already under
+rlimits and inside the sandbox. Imported both as ``solvers.harness`` and, inside
+the sandbox, as the top-level module ``harness``; it uses only the standard
+library and Pyomo/HiGHS, never the rest of the project.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import sys
+import time
+import traceback
+import types
+from typing import Any
+
+MAX_ENTRIES = 5000  # cap on variables / duals / slacks / reduced costs returned
+PROGRAM_NAME = "program.py"
+_HINT_NONLINEAR = (
+    "HiGHS solves only linear (and mixed-integer linear) models, plus quadratic objectives "
+    "without integers; reformulate nonlinear terms (products of variables, exp, log, abs, "
+    "min/max, division by variables) as linear constraints."
+)
+
+
+def preload(warm: bool) -> None:
+    """Import Pyomo and the HiGHS interface; with ``warm`` also run one tiny solve.
+
+    The warm-up solve loads the lazily imported parts (model translation, highspy
+    internals) so that forked children start solving immediately. HiGHS is always
+    run with one thread, so no solver threads exist in the process that forks.
+    """
+    import pyomo.environ as pyo
+    from pyomo.contrib.solver.common.factory import SolverFactory
+
+    solver = SolverFactory("highs")
+    if warm and solver.available():
+        m = pyo.ConcreteModel()
+        m.x = pyo.Var(bounds=(0, 1))
+        m.c = pyo.Constraint(expr=m.x >= 0.5)
+        m.o = pyo.Objective(expr=m.x)
+        solver.solve(m, load_solutions=False, raise_exception_on_nonoptimal_result=False, threads=1)
+
+
+def highs_available() -> bool:
+    """True when Pyomo's HiGHS interface can be used in this process."""
+    try:
+        import pyomo.environ  # noqa: F401 - registers the solver plugins
+        from pyomo.contrib.solver.common.factory import SolverFactory
+
+        return bool(SolverFactory("highs").available())
+    except Exception:  # noqa: BLE001 - any import/setup problem means "not available"
+        return False
+
+
+def run(program_path: str, time_limit: float | None) -> dict[str, Any]:
+    """Execute the program file and solve; every failure becomes a status in the dict."""
+    owner = os.getpid()
+    try:
+        return _run(program_path, time_limit, owner)
+    except BaseException as exc:  # noqa: BLE001 - the program is untrusted, report everything
+        _exit_if_not_owner(owner)
+        return _exception_result(exc, program_path)
+
+
+def _run(program_path: str, time_limit: float | None, owner: int) -> dict[str, Any]:
+    import pyomo.environ as pyo
+
+    with open(program_path, encoding="utf-8") as f:
+        source = f.read()
+    module = types.ModuleType("program")  # a real module, so dataclasses/pickle/typing work
+    module.__file__ = program_path
+    sys.modules["program"] = module
+    exec(compile(source, program_path, "exec"), module.__dict__)  # noqa: S102 - sandboxed by design
+    _exit_if_not_owner(owner)
+    build = getattr(module, "build_model", None)
+    if not callable(build):
+        return _invalid("the program does not define a function build_model()")
+    model = build()
+    _exit_if_not_owner(owner)
+    if isinstance(model, pyo.AbstractModel):
+        model = model.create_instance()
+    if not isinstance(model, pyo.Block) or not getattr(model, "is_constructed", lambda: True)():
+        return _invalid(f"build_model() returned {type(model).__name__}, expected a Pyomo ConcreteModel")
+    objectives = list(model.component_data_objects(pyo.Objective, active=True, descend_into=True))
+    if len(objectives) != 1:
+        names = ", ".join(o.name for o in objectives[:5])
+        return _invalid(
+            f"the model has {len(objectives)} active objectives{f' ({names})' if names else ''}; "
+            "exactly one is required"
+        )
+    variables = list(model.component_data_objects(pyo.Var, active=True, descend_into=True))
+    if not variables:
+        return _invalid("the model has no variables")
+    return _solve(model, objectives[0], variables, time_limit, owner)
+
+
+def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float | None, owner: int) -> dict[str, Any]:
+    import pyomo.environ as pyo
+    from pyomo.contrib.solver.common.factory import SolverFactory
+
+    is_mip = any(not v.fixed and (v.is_integer() or v.is_binary()) for v in variables)
+    sense = "maximize" if objective.sense == pyo.maximize else "minimize"
+    out: dict[str, Any] = {"is_mip": is_mip, "sense": sense}
+    options: dict[str, Any] = {"load_solutions": False, "raise_exception_on_nonoptimal_result": False, "threads": 1}
+    if time_limit is not None:
+        options["time_limit"] = max(0.01, float(time_limit))
+    start = time.perf_counter()
+    try:
+        res = SolverFactory("highs").solve(model, **options)
+    except Exception as exc:  # noqa: BLE001 - solver refused the model: show why
+        _exit_if_not_owner(owner)
+        result = _exception_result(exc, "")
+        if type(exc).__name__ == "IncompatibleModelError" or "degree" in str(exc):
+            result["error"] += "\n" + _nonlinear_parts(model, objective) + _HINT_NONLINEAR
+        return {**out, **result, "solve_time_s": time.perf_counter() - start}
+    _exit_if_not_owner(owner)
+    out["solve_time_s"] = time.perf_counter() - start
+    out["solver_log"] = res.solver_log or ""
+    tc = res.termination_condition.name
+    out["termination_condition"] = tc
+    solution = res.solution_status.name
+    has_incumbent = solution in ("optimal", "feasible") and res.incumbent_objective is not None
+    status = _map_termination(tc, solution, has_incumbent)
+    out["status"] = status
+    if status == "error":
+        out["error"] = f"HiGHS reported a solver error (termination condition {tc}); see log_tail"
+    if status not in ("optimal", "feasible"):
+        return out
+    out["objective"] = _finite(res.incumbent_objective)
+    res.solution_loader.load_vars()
+    out["variables"], out["variables_truncated"] = _named_values((v.name, v.value) for v in variables)
+    if status == "optimal" and not is_mip:
+        out.update(_lp_sensitivity(model, res))
+    return out
+
+
+def _nonlinear_parts(model: Any, objective: Any, limit: int = 5) -> str:
+    """Name the components HiGHS cannot take (nonlinear constraints, non-quadratic objective)."""
+    import pyomo.environ as pyo
+
+    parts = []
+    try:
+        degree = objective.expr.polynomial_degree()
+        if degree is None or degree > 2:
+            parts.append(f"objective {objective.name} ({'nonlinear' if degree is None else f'degree {degree}'})")
+        for i, con in enumerate(model.component_data_objects(pyo.Constraint, active=True, descend_into=True)):
+            if len(parts) >= limit or i > 100_000:
+                break
+            degree = con.body.polynomial_degree()
+            if degree is None or degree > 1:
+                parts.append(f"constraint {con.name} ({'nonlinear' if degree is None else f'degree {degree}'})")
+    except Exception:  # noqa: BLE001 - best effort only
+        return ""
+    return f"Not linear: {', '.join(parts)}.\n" if parts else ""
+
+
+def _map_termination(tc: str, solution: str, has_incumbent: bool) -> str:
+    """Map Pyomo's TerminationCondition name to a SolveStatus value."""
+    if tc == "convergenceCriteriaSatisfied":
+        if solution == "optimal":
+            return "optimal"
+        return "feasible" if has_incumbent else "unknown"
+    if tc in ("maxTimeLimit", "iterationLimit", "objectiveLimit", "interrupted"):
+        return "feasible" if has_incumbent else "time_limit"
+    if tc in ("provenInfeasible", "locallyInfeasible"):
+        return "infeasible"
+    if tc == "unbounded":
+        return "unbounded"
+    if tc == "infeasibleOrUnbounded":
+        return "infeasible_or_unbounded"
+    if tc in ("error", "licensingProblems"):
+        return "error"
+    return "unknown"
+
+
+def _lp_sensitivity(model: Any, res: Any) -> dict[str, Any]:
+    import pyomo.environ as pyo
+
+    out: dict[str, Any] = {}
+    loader = res.solution_loader
+    try:
+        out["duals"], _ = _named_values((c.name, d) for c, d in loader.get_duals().items())
+    except Exception:  # noqa: BLE001 - no duals available: leave None
+        pass
+    try:
+        out["reduced_costs"], _ = _named_values((v.name, d) for v, d in loader.get_reduced_costs().items())
+    except Exception:  # noqa: BLE001 - no reduced costs available: leave None
+        pass
+    constraints = model.component_data_objects(pyo.Constraint, active=True, descend_into=True)
+    try:
+        out["slacks"], _ = _named_values((c.name, c.slack()) for c in constraints)
+    except Exception:  # noqa: BLE001 - e.g. a constraint over a variable the solver never saw
+        pass
+    return out
+
+
+def _named_values(pairs: Any) -> tuple[dict[str, float], bool]:
+    values: dict[str, float] = {}
+    for name, value in pairs:
+        if len(values) >= MAX_ENTRIES:
+            return values, True
+        number = _finite(value)
+        if number is not None:
+            values[str(name)] = number
+    return values, False
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _invalid(message: str) -> dict[str, Any]:
+    return {"status": "invalid_program", "error": f"invalid program: {message}"}
+
+
+def _exception_result(exc: BaseException, program_path: str) -> dict[str, Any]:
+    """Classify an exception and describe it with the program lines it went through."""
+    if isinstance(exc, MemoryError):
+        return {"status": "memory_limit", "error": "MemoryError: the program exceeded its memory limit"}
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return {"status": "output_limit", "error": f"{type(exc).__name__}: file size limit exceeded ({exc})"}
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:  # fork()/thread start under RLIMIT_NPROC
+        return {"status": "killed", "error": "process/thread limit reached: " + _describe(exc, program_path)}
+    if isinstance(exc, SystemExit):
+        return {"status": "error", "error": f"SystemExit: the program called exit({exc.code!r}) instead of returning a model"}
+    return {"status": "error", "error": _describe(exc, program_path)}
+
+
+def _describe(exc: BaseException, program_path: str) -> str:
+    """'Type: message' plus the traceback lines inside program.py (or the last frame)."""
+    head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if program_path:
+        head = head.replace(program_path, PROGRAM_NAME)
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if program_path and f.filename == program_path]
+    shown = mine or [f for f in frames[-1:] if os.path.basename(f.filename) != "harness.py"]
+    lines = [head]
+    if shown:
+        lines.append("Traceback (program lines):" if mine else "Raised in:")
+    for f in shown:
+        name = PROGRAM_NAME if f.filename == program_path else os.path.basename(f.filename)
+        lines.append(f'  File "{name}", line {f.lineno}, in {f.name}')
+        if f.line:
+            lines.append(f"    {f.line.strip()}")
+    return "\n".join(lines)
+
+
+def _exit_if_not_owner(owner: int) -> None:
+    """A process the program forked must never report a result: end it quietly."""
+    if os.getpid() != owner:
+        os._exit(0)

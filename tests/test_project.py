@@ -1,0 +1,146 @@
+"""Settings precedence, the runs.db schema, prompts, and the package boundaries."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from alphaopt import prompts
+from alphaopt.config import load_settings
+from alphaopt.errors import ConfigError
+from alphaopt.runlog import RunLog, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(parents=True)
+    assert load_settings().max_repairs == 2  # default
+    (home / "settings.toml").write_text("max_repairs = 5\nmodel = 'from-file'\n")
+    assert load_settings().max_repairs == 5  # file
+    monkeypatch.setenv("ALPHAOPT_MAX_REPAIRS", "7")
+    assert load_settings().max_repairs == 7  # env beats file
+    assert load_settings(max_repairs=9).max_repairs == 9  # flag beats env
+    assert load_settings().model == "from-file"
+
+
+def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_MAX_REPAIRS", "many")
+    with pytest.raises(ConfigError, match="ALPHAOPT_MAX_REPAIRS"):
+        load_settings()
+
+
+def test_bad_settings_file_names_the_file(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings.toml").write_text("max_repairs = = 1")
+    with pytest.raises(ConfigError, match="settings.toml"):
+        load_settings()
+
+
+def test_embedded_is_the_default_and_endpoint_needs_a_model():
+    settings = load_settings()
+    assert settings.embedded and settings.model_name.startswith("qwen2.5-coder-1.5b")
+    with pytest.raises(ConfigError, match="ALPHAOPT_MODEL"):
+        _ = load_settings(base_url="http://localhost:8000/v1").model_name
+
+
+def test_runs_db_schema_is_pinned(tmp_path):
+    log = RunLog(tmp_path / "runs.db")
+    db = sqlite3.connect(log.path)
+    columns = {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in ("llm_calls", "runs")}
+    assert columns["llm_calls"] == [
+        "id", "run_id", "task_id", "node", "prompt_name", "prompt_sha", "model", "params", "messages", "response",
+        "parse_ok", "input_tokens", "output_tokens", "latency_ms", "error", "cache_key", "cached", "created_at",
+    ]
+    assert columns["runs"] == ["id", "created_at", "problem", "status", "objective", "solution"]
+    assert migrate(db) == []  # idempotent
+    assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")] == ["m001_llm_calls", "m002_runs"]
+
+
+# kwargs exactly as the nodes pass them
+NODE_KWARGS = {
+    "formulate": {"problem": "P", "insights": ""},
+    "write_program": {"problem": "P", "insights": "", "formulation": "F"},
+    "repair": {"problem": "P", "program": "C", "error": "E"},
+    "diagnose": {"problem": "P", "formulation": "F", "status": "infeasible", "hint": "H"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(prompts.PROMPTS))
+def test_every_prompt_renders_with_its_node_kwargs(name):
+    messages, sha = prompts.render(name, **NODE_KWARGS[name])
+    assert messages[0]["content"] == prompts.SYSTEM and len(sha) == 12
+    user = messages[1]["content"]
+    assert user.startswith("<problem>\nP\n</problem>\n")  # shared prefix for the prompt cache
+    assert "{" not in user.replace("{problem}", "") or name == "repair"
+
+
+def test_prompt_snapshot(monkeypatch):
+    """Prompt edits show up as a diff of tests/snapshots/prompts.txt.
+
+    After a deliberate edit, refresh it with: UPDATE_SNAPSHOTS=1 python -m pytest tests/test_project.py
+    """
+    import os
+
+    parts = []
+    for name in sorted(prompts.PROMPTS):
+        messages, sha = prompts.render(name, **NODE_KWARGS[name])
+        parts.append(f"===== {name} {sha}\n{messages[1]['content']}\n")
+    rendered = f"===== system\n{prompts.SYSTEM}\n" + "".join(parts)
+    snapshot = ROOT / "tests" / "snapshots" / "prompts.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_text(rendered)
+    assert snapshot.read_text() == rendered
+
+
+def test_insight_formatter():
+    block = prompts.insights_block([{"id": "I1", "condition": " the text says at least ", "explanation": "use >= "}])
+    assert "[I1] When the text says at least: use >=" in block
+    assert prompts.insights_block([]) == ""
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_one_sdk_per_module_and_imports_point_one_way():
+    allowed = {"openai": {"alphaopt/llm.py"}, "llama_cpp": {"alphaopt/local_model.py"},
+               "chromadb": {"library/index.py"}}
+    for package in ("alphaopt", "library", "solvers"):
+        for path, names in _imports(package).items():
+            for sdk, homes in allowed.items():
+                assert sdk not in names or path in homes, f"{path} imports {sdk}"
+            if package != "solvers":
+                assert not names & {"pyomo", "highspy"}, f"{path} imports the solver SDK"
+            if package in ("library", "solvers"):
+                assert "alphaopt" not in names, f"{path} imports alphaopt"
+            if package == "solvers":
+                assert "library" not in names
+
+
+def test_os_environ_only_in_config():
+    for package in ("alphaopt",):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name != "config.py":
+                assert "os.environ" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("package", ["alphaopt", "library", "solvers"])
+def test_packages_import_from_this_project(package):
+    module = importlib.import_module(package)
+    assert Path(module.__file__).resolve().is_relative_to(ROOT)
