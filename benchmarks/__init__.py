@@ -1,0 +1,1 @@
+"""Measurement scripts: accuracy runs, honesty checks, reports, sandbox overhead."""

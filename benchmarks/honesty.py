@@ -1,0 +1,69 @@
+"""Honesty checks: train/test near-duplicates and labels that look wrong.
+
+Run with: python -m benchmarks.honesty
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+
+from benchmarks.registry import Item, load, names
+
+SHINGLE = 5
+TWIN_JACCARD = 0.5
+
+
+def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
+    """Word n-grams of the lower-cased text, numbers kept (they make problems differ)."""
+    words = re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower())
+    return frozenset(" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1)))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+@dataclass(frozen=True)
+class Twin:
+    test: str
+    train: str
+    similarity: float
+
+
+def find_twins(train: list[Item], test: list[Item], threshold: float = TWIN_JACCARD) -> list[Twin]:
+    """Every (test, train) pair whose 5-gram Jaccard similarity reaches the threshold."""
+    train_sets = [(t.key, shingles(t.description)) for t in train]
+    twins = []
+    for item in test:
+        own = shingles(item.description)
+        for key, other in train_sets:
+            sim = jaccard(own, other)
+            if sim >= threshold:
+                twins.append(Twin(item.key, key, round(sim, 3)))
+    return sorted(twins, key=lambda t: -t.similarity)
+
+
+def suspect_labels(items: list[Item]) -> dict[str, str]:
+    """Items whose label looks wrong, with the reason. Labels are never edited, only flagged."""
+    return {i.key: "answer is 0.0" for i in items if i.answer == 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threshold", type=float, default=TWIN_JACCARD)
+    args = parser.parse_args()
+    train = [i for n in names("train") for i in load(n)]
+    test = [i for n in names("test") for i in load(n)]
+    twins = find_twins(train, test, args.threshold)
+    print(f"{len(twins)} train/test pairs with 5-gram Jaccard >= {args.threshold} "
+          f"({len({t.test for t in twins})} test items affected)")
+    for twin in twins:
+        print(f"  {twin.test:28} {twin.train:28} {twin.similarity}")
+    suspects = suspect_labels(test)
+    print(f"{len(suspects)} test items with suspect labels: {', '.join(sorted(suspects))}")
+
+
+if __name__ == "__main__":
+    main()

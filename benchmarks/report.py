@@ -1,0 +1,102 @@
+"""Summaries of a benchmark run: accuracy with 95% intervals, twins and suspect labels apart.
+
+Run with: python -m benchmarks.report benchmarks/results/<run>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scoring import wilson
+
+RAN = {"optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded", "time_limit"}
+
+
+def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (with Wilson 95% CI), execution rate, status mix, mean tokens and times."""
+    n = len(rows)
+    correct = sum(r["correct"] for r in rows)
+    low, high = wilson(correct, n)
+    clean = [r for r in rows if not r.get("twin")]
+    trusted = [r for r in rows if not r.get("suspect")]
+
+    def mean(key: str) -> float:
+        values = [r.get(key) or 0 for r in rows if r["status"] != "failure"]
+        return sum(values) / len(values) if values else 0.0
+
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "ci": (low, high),
+        "n_no_twins": len(clean),
+        "accuracy_no_twins": sum(r["correct"] for r in clean) / len(clean) if clean else 0.0,
+        "n_no_suspects": len(trusted),
+        "accuracy_no_suspects": sum(r["correct"] for r in trusted) / len(trusted) if trusted else 0.0,
+        "execution_rate": sum(r["status"] in RAN for r in rows) / n if n else 0.0,
+        "status_mix": dict(Counter(r["status"] for r in rows).most_common()),
+        **{f"mean_{k}": mean(k) for k in ("tokens_in", "tokens_out", "llm_calls", "llm_s", "solver_s", "overhead_s", "total_s")},
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table: one line per dataset and one overall."""
+    head = ("| dataset | n | accuracy % (95% CI) | without train twins % (n) | without suspect labels % (n) "
+            "| executed % | prompt tokens | completion tokens | LLM s | solver s | overhead s |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    groups = sorted({r["dataset"] for r in rows})
+    for name in [*groups, "overall"] if len(groups) > 1 else groups:
+        subset = rows if name == "overall" else [r for r in rows if r["dataset"] == name]
+        s = stats(subset)
+        lines.append(
+            f"| {name} | {s['n']} | {_pct(s['accuracy'])} ({_pct(s['ci'][0])}–{_pct(s['ci'][1])}) "
+            f"| {_pct(s['accuracy_no_twins'])} ({s['n_no_twins']}) | {_pct(s['accuracy_no_suspects'])} ({s['n_no_suspects']}) "
+            f"| {_pct(s['execution_rate'])} | {s['mean_tokens_in']:.0f} | {s['mean_tokens_out']:.0f} "
+            f"| {s['mean_llm_s']:.1f} | {s['mean_solver_s']:.2f} | {s['mean_overhead_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """Write ``summary.md`` beside the items and return it."""
+    meta = json.loads((out_dir / "meta.json").read_text()) if (out_dir / "meta.json").exists() else {}
+    mix = stats(rows)["status_mix"] if rows else {}
+    suspects = sorted(r["key"] for r in rows if r.get("suspect"))
+    text = "\n".join([
+        f"# Benchmark run `{out_dir.name}`",
+        "",
+        f"- model: {meta.get('model')} ({meta.get('endpoint')}), temperature {meta.get('temperature')}",
+        f"- library: {meta.get('library')}",
+        f"- correctness: {meta.get('tolerance')}",
+        f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
+        f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
+        f"formulate {meta.get('formulate')}; prompts {meta.get('prompt_shas')}",
+        f"- items finished: {len(rows)} of {meta.get('items')}",
+        "",
+        table(rows) if rows else "(no items finished yet)",
+        "",
+        f"Status mix: {mix}",
+        "",
+        f"Suspect labels (reported apart, never edited): {', '.join(suspects) or 'none'}",
+        "",
+    ])
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    out_dir = Path(sys.argv[1])
+    rows = [json.loads(x) for x in (out_dir / "items.jsonl").read_text().splitlines() if x.strip()]
+    print(write_summary(out_dir, rows))
+
+
+if __name__ == "__main__":
+    main()

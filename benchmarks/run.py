@@ -1,0 +1,171 @@
+"""Accuracy runs on the benchmark datasets, written as they go and resumable.
+
+Run with: python -m benchmarks.run --dataset nl4opt_test --limit 10
+
+Each item's text goes to ``Agent.solve``; its answer stays here and is used only to score the
+returned objective. Results land in ``benchmarks/results/<run>/items.jsonl`` (one line per item,
+appended as each finishes; rerunning the same ``--run`` skips what is done) and a Markdown
+summary beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from alphaopt import prompts
+from alphaopt.api import Agent
+from alphaopt.config import Settings, load_settings
+from alphaopt.errors import AlphaoptError
+from alphaopt.state import Solution
+from benchmarks import honesty, registry
+from benchmarks.scoring import Tolerance
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def git_sha() -> str:
+    """The commit the run was made from ('unknown' outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def item_record(item: registry.Item, outcome: Solution | AlphaoptError, tol: Tolerance,
+                twins: set[str], suspects: dict[str, str]) -> dict[str, Any]:
+    """One result line: what happened, whether it was right, and what it cost."""
+    base = {"key": item.key, "dataset": item.dataset, "id": item.id, "answer": item.answer,
+            "twin": item.key in twins, "suspect": suspects.get(item.key)}
+    if isinstance(outcome, AlphaoptError):
+        return {**base, "status": "failure", "objective": None, "correct": False,
+                "error": f"{type(outcome).__name__}: {outcome}"}
+    s = outcome
+    return {
+        **base,
+        "status": s.status,
+        "objective": s.objective,
+        "correct": tol.correct(s.objective, item.answer) if s.status in ("optimal", "feasible") else False,
+        "run_id": s.run_id,
+        "attempts": [{"stage": a.stage, "status": a.status, "error": (a.error or "")[-300:], "fixes": a.fixes}
+                     for a in s.attempts],
+        "insights": [i["id"] for i in s.insights],
+        "tokens_in": s.tokens.input,
+        "tokens_out": s.tokens.output,
+        "llm_calls": s.tokens.calls,
+        "cached_calls": s.tokens.cached_calls,
+        "llm_s": round(s.timings.llm_s, 3),
+        "solver_s": round(s.timings.solver_s, 3),
+        "overhead_s": round(max(0.0, s.timings.total_s - s.timings.llm_s - s.timings.solver_s), 3),
+        "total_s": round(s.timings.total_s, 3),
+        "model": s.model,
+    }
+
+
+def read_done(path: Path) -> dict[str, dict[str, Any]]:
+    """Items already recorded (a line cut short by a crash is redone)."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("status") != "failure":
+                done[row["key"]] = row
+    return done
+
+
+def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: Tolerance, concurrency: int = 1,
+        progress: bool = True, agent: Agent | None = None, library_name: str = "none") -> list[dict[str, Any]]:
+    """Solve the items not yet in ``out_dir/items.jsonl``; return every recorded row."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "items.jsonl"
+    done = read_done(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    todo = [i for i in items if i.key not in done]
+    train = [i for n in registry.names("train") for i in registry.load(n)]
+    twins = {t.test for t in honesty.find_twins(train, items)}
+    suspects = honesty.suspect_labels(items)
+    meta = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "git_sha": git_sha(),
+        "model": settings.model_name, "endpoint": settings.base_url or "embedded",
+        "library": library_name, "tolerance": tol.describe(), "temperature": settings.temperature,
+        "max_repairs": settings.max_repairs, "max_diagnoses": settings.max_diagnoses,
+        "formulate": settings.formulate, "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
+        "datasets": sorted({i.dataset for i in items}), "items": len(items),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    lock = threading.Lock()
+    own = agent is None
+    agent = agent or Agent(settings)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), disable=not progress, file=sys.stderr, unit="item")
+    try:
+        with path.open("a") as sink, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = {pool.submit(_solve, agent, item): item for item in todo}
+            for future in as_completed(futures):
+                item = futures[future]
+                row = item_record(item, future.result(), tol, twins, suspects)
+                with lock:
+                    sink.write(json.dumps(row) + "\n")
+                    sink.flush()
+                    done[item.key] = row
+                bar.update(1)
+                bar.set_postfix_str(f"{item.key}: {row['status']}{' ✓' if row['correct'] else ''}")
+    finally:
+        bar.close()
+        if own:
+            agent.close()
+    return [done[i.key] for i in items if i.key in done]
+
+
+def _solve(agent: Agent, item: registry.Item) -> Solution | AlphaoptError:
+    try:
+        return agent.solve(item.description)  # the text only: item.answer never goes in
+    except AlphaoptError as exc:
+        return exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Accuracy on benchmark datasets.")
+    parser.add_argument("--dataset", action="append", required=True,
+                        help=f"bundled name ({', '.join(registry.names())}), 'test' for all test splits, or a .jsonl path")
+    parser.add_argument("--run", help="results folder name under benchmarks/results (reuse it to resume)")
+    parser.add_argument("--limit", type=int, help="first N items of each dataset")
+    parser.add_argument("--library", default="none", help="'none' (the experience library arrives with its own issue)")
+    parser.add_argument("--model", help="model id at the endpoint (default: embedded model)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded model)")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--atol", type=float, default=Tolerance().atol)
+    parser.add_argument("--rtol", type=float, default=Tolerance().rtol)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.library != "none":
+        raise SystemExit("--library: only 'none' is available until the experience library lands.")
+
+    names = [n for d in args.dataset for n in (registry.names("test") if d == "test" else [d])]
+    items = [i for n in names for i in registry.load(n)[: args.limit]]
+    settings = load_settings(model=args.model, base_url=args.base_url)
+    run_name = args.run or f"{'embedded' if settings.embedded else settings.model_name}-{args.library}"
+    out_dir = RESULTS / run_name
+    tol = Tolerance(args.atol, args.rtol)
+    rows = run(items, out_dir, settings, tol=tol, concurrency=args.concurrency, progress=not args.no_progress,
+               library_name=args.library)
+    from benchmarks.report import write_summary
+
+    print(write_summary(out_dir, rows))
+
+
+if __name__ == "__main__":
+    main()

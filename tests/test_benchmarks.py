@@ -1,0 +1,80 @@
+"""The benchmark runner: scoring, resume, honesty checks, and that answers never reach the model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alphaopt.api import Agent
+from benchmarks import honesty, registry
+from benchmarks.report import stats, write_summary
+from benchmarks.run import run
+from benchmarks.scoring import Tolerance, wilson
+from tests.fakes import FORMULATION, LP_REPLY, ScriptedLLM
+
+SECRET_ANSWER = 987654.321  # appears nowhere in the text
+
+
+def test_tolerance_is_relative_plus_absolute():
+    tol = Tolerance()
+    assert tol.correct(100.009, 100.0) and not tol.correct(100.02, 100.0)
+    assert tol.correct(5e-7, 0.0) and not tol.correct(0.1, 0.0)  # no absolute 0.1 slack
+    assert not tol.correct(None, 1.0)
+    assert "1e-06" in tol.describe() and "0.0001" in tol.describe()
+
+
+def test_wilson_interval():
+    low, high = wilson(7, 10)
+    assert 0.39 < low < 0.40 and 0.89 < high < 0.90
+    assert wilson(0, 0) == (0.0, 0.0)
+
+
+def test_bundled_datasets_load():
+    assert set(registry.names("test")) == {"industryor_test", "mamo_complex_test", "nl4opt_test", "nlp4lp_test"}
+    items = registry.load("nl4opt_test")
+    assert len(items) == 64 and all(i.description and i.key.startswith("nl4opt_test/") for i in items)
+
+
+def test_bad_dataset_names_the_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": 1, "description": "d", "answer": 1}\n{"id": 2}\n')
+    with pytest.raises(SystemExit, match="line 2"):
+        registry.load(str(path))
+    with pytest.raises(SystemExit, match="Unknown dataset"):
+        registry.load("nope")
+
+
+def test_twins_and_suspects():
+    a = registry.Item("x_train", "1", "A bakery makes 3 kinds of bread and sells them for 2 dollars each day", 1.0)
+    b = registry.Item("x_test", "1", "A bakery makes 3 kinds of bread and sells them for 2 dollars each day", 0.0)
+    c = registry.Item("x_test", "2", "Entirely different words about trucks and gravel shipping costs here", 5.0)
+    twins = honesty.find_twins([a], [b, c])
+    assert [(t.test, t.train, t.similarity) for t in twins] == [("x_test/1", "x_train/1", 1.0)]
+    assert honesty.suspect_labels([b, c]) == {"x_test/1": "answer is 0.0"}
+
+
+def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runner):
+    data = tmp_path / "tiny_test.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "description": "Maximize 3x + 2y with x + y <= 4, x + 3y <= 6, x <= 3.", "answer": 11},
+        {"id": "b", "description": "Same problem, but the label is wrong.", "answer": SECRET_ANSWER},
+    ]) + "\n")
+    items = registry.load(str(data))
+    llm = ScriptedLLM().enqueue(FORMULATION, LP_REPLY, FORMULATION, LP_REPLY)
+    with Agent(settings, llm=llm, runner=runner) as agent:
+        rows = run(items, tmp_path / "out", settings, tol=Tolerance(), progress=False, agent=agent)
+    assert [(r["id"], r["correct"]) for r in rows] == [("a", True), ("b", False)]
+    assert rows[0]["tokens_in"] > 0 and rows[0]["status"] == "optimal" and rows[0]["attempts"][0]["stage"] == "write_program"
+    for call in llm.calls:  # neither answer is ever shown to the model
+        text = json.dumps(call.messages)
+        assert str(SECRET_ANSWER) not in text and "987654" not in text
+
+    with Agent(settings, llm=ScriptedLLM(), runner=runner) as agent:  # resume: nothing left to solve
+        again = run(items, tmp_path / "out", settings, tol=Tolerance(), progress=False, agent=agent)
+    assert again == rows
+
+    summary = write_summary(tmp_path / "out", rows)
+    assert "| tiny_test | 2 | 50.0" in summary and "|got - answer|" in summary
+    s = stats(rows)
+    assert s["accuracy"] == 0.5 and s["execution_rate"] == 1.0
