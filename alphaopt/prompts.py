@@ -87,11 +87,64 @@ DIAGNOSE_HINTS = {
     "implausible": "The optimal plan does nothing (every variable is 0), which is not a sensible answer here.",
 }
 
+CHECK_INSIGHTS = PROBLEM + """
+Lessons learned from other problems:
+<lessons>
+{candidates}
+</lessons>
+Which lessons apply to this problem? Answer with their ids separated by commas, or NONE."""
+
+EXPLORE = PROBLEM + """
+<formulation>
+{formulation}
+</formulation>
+A program for this model gave: {outcome}. The correct optimal objective value is {target}.
+Find the modeling mistake (a wrong direction, a wrong number, a missing or extra constraint, wrong integrality, a wrong objective) and write the corrected program. The solver must compute the value: never write the number {target} in the program.
+Answer with one ```python block only."""
+
+EXTRACT = PROBLEM + """
+This first program was wrong ({outcome}):
+```python
+{wrong}
+```
+This corrected program is right:
+```python
+{right}
+```
+Write 1 or 2 lessons that would have avoided the mistake on similar problems, as JSON:
+{{"insights": [{{"stage": "domain_modeling" or "general_formulation" or "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the problem text says or implies ... (the situation in general words, no numbers from this problem)", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}
+Prefer these categories (stage / level1 / level2) when one fits:
+{labels}"""
+
+EXTRACT_CODE = PROBLEM + """
+This program failed:
+<error>
+{error}
+</error>
+The repaired program ran:
+```python
+{right}
+```
+Write 1 lesson about writing Pyomo code that avoids this error, as JSON:
+{{"insights": [{{"stage": "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the program needs ...", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}"""
+
+MERGE = """These lessons say nearly the same thing:
+<lessons>
+{lessons}
+</lessons>
+Write one lesson that covers all of them, as JSON:
+{{"stage": "{stage}", "level1": "{level1}", "level2": "{level2}", "condition": "...", "explanation": "...", "example": "..."}}"""
+
 PROMPTS: dict[str, str] = {
     "formulate": FORMULATE,
     "write_program": WRITE_PROGRAM,
     "repair": REPAIR,
     "diagnose": DIAGNOSE,
+    "check_insights": CHECK_INSIGHTS,
+    "explore": EXPLORE,
+    "extract": EXTRACT,
+    "extract_code": EXTRACT_CODE,
+    "merge": MERGE,
 }
 
 
