@@ -53,7 +53,7 @@ class Agent:
         *,
         llm: LLMClient | None = None,
         runner: SolverRunner | None = None,
-        library: InsightSource | None = None,
+        library: InsightSource | None | str = "default",
     ) -> None:
         self.settings = settings or load_settings()
         self.log = RunLog(self.settings.runs_db)
@@ -65,8 +65,12 @@ class Agent:
             workers=self.settings.solver_workers,
             use_bwrap=self.settings.sandbox,
         )
-        self.library = library
-        self.graph = build_graph(sqlite_checkpointer(self.settings.checkpoints_db))
+        self._own_library = library == "default"
+        if library == "default":
+            library = self._open_library()
+        self.library: InsightSource | None = library  # type: ignore[assignment]
+        self._checkpointer = sqlite_checkpointer(self.settings.checkpoints_db)
+        self.graph = build_graph(self._checkpointer)
 
     def __enter__(self) -> Agent:
         return self
@@ -74,10 +78,20 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _open_library(self) -> InsightSource | None:
+        if not self.settings.use_library:
+            return None
+        from alphaopt.retrieval import LibraryRetriever
+
+        return LibraryRetriever.open(self.settings)
+
     def close(self) -> None:
-        """Stop the solver workers this agent started."""
+        """Stop the solver workers and close the library this agent opened."""
+        self._checkpointer.conn.close()
         if self._own_runner:
             self.runner.close()
+        if self._own_library and self.library is not None:
+            self.library.close()  # type: ignore[attr-defined]
 
     def _context(self) -> AgentContext:
         return AgentContext(settings=self.settings, llm=self.llm, runner=self.runner, library=self.library)
@@ -109,6 +123,9 @@ class Agent:
 
     def _finish(self, state: dict[str, Any], total_s: float) -> Solution:
         solution = to_solution(state, total_s)
+        record = getattr(self.library, "record_outcome", None)
+        if record is not None and solution.insights:
+            record(solution.run_id, solution.insights, solution.ok)
         self.log.save_run(solution.run_id, solution.problem, solution.status, solution.objective,
                           solution.model_dump_json())
         return solution

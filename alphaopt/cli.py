@@ -218,3 +218,6 @@ def model_fetch(**kwargs: Any) -> None:
     from alphaopt.embedded import embedded_model_path
 
     click.echo(f"Embedded model ready: {embedded_model_path(_settings(kwargs))}")
+
+
+from alphaopt import cli_library  # noqa: E402,F401  (registers learn and library commands)

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from alphaopt.errors import ConfigError
 
 EMBEDDED_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+STARTER_LIBRARY = Path(__file__).resolve().parent.parent / "library" / "starter.jsonl"
 
 
 def default_home() -> Path:
@@ -76,6 +77,17 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=default_model_dir)
     n_ctx: int = 8192
     n_threads: int | None = None
+
+    # Experience library.
+    use_library: bool = True
+    library_url: str | None = None
+    chroma_url: str | None = None
+    starter_library: Path | None = Field(default_factory=lambda: STARTER_LIBRARY)
+    retrieval_k: int = 8
+    retrieval_labels: int = 3
+    retrieval_max_distance: float = 0.8
+    retrieval_check_cap: int = 6
+    retrieval_check: bool = True
 
     # Agent loop.
     max_problem_chars: int = 20000

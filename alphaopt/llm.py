@@ -66,8 +66,10 @@ class LLMClient(Protocol):
         max_tokens: int,
         schema: type[BaseModel] | None = None,
         context: CallContext | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
     ) -> LLMResult:
-        """Send one chat request and return the reply."""
+        """Send one chat request and return the reply (temperature/seed override the settings)."""
         ...
 
 
@@ -121,6 +123,8 @@ class OpenAIClient:
         max_tokens: int,
         schema: type[BaseModel] | None = None,
         context: CallContext | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
     ) -> LLMResult:
         """Send one chat request; serve it from the cache when allowed.
 
@@ -130,14 +134,16 @@ class OpenAIClient:
         s = self.settings
         ctx = context or CallContext()
         model = s.model_name
-        params: dict[str, Any] = {"temperature": s.temperature, "max_tokens": max_tokens, "seed": s.seed}
+        temperature = s.temperature if temperature is None else temperature
+        params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
+                                  "seed": s.seed if seed is None else seed}
         schema_json = schema.model_json_schema() if schema else None
         key = cache_key(model, messages, params, schema_json)
         record = dict(
             prompt_name=prompt_name, prompt_sha=prompt_sha, model=model, params=params, messages=messages,
             cache_key=key, run_id=ctx.run_id, task_id=ctx.task_id, node=ctx.node,
         )
-        if s.cache and s.temperature == 0:
+        if s.cache and temperature == 0:
             hit = self.log.cached_response(key)
             if hit is not None:
                 call_id = str(ULID())

@@ -17,6 +17,8 @@ from alphaopt.program import extract_code, normalize
 from alphaopt.state import AgentContext, SolveState
 
 _ERROR_CHARS = 1500
+FORMULATION_STAGES = ("domain_modeling", "general_formulation")
+CODE_STAGES = ("code_implementation",)
 _REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown"}
 _DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
 
@@ -52,7 +54,7 @@ def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, An
         return {"formulation": ""}
     reply, usage = _ask(
         runtime, state, "formulate", runtime.context.settings.max_tokens_formulation,
-        problem=state["problem"], insights=_insights(state),
+        problem=state["problem"], insights=_insights(state, FORMULATION_STAGES),
     )
     return {"formulation": reply.text.strip(), **usage}
 
@@ -61,7 +63,8 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
     """Write the Pyomo program for the formulation, then apply the contract fixes."""
     reply, usage = _ask(
         runtime, state, "write_program", runtime.context.settings.max_tokens_program,
-        problem=state["problem"], insights=_insights(state),
+        problem=state["problem"],
+        insights=_insights(state, CODE_STAGES if runtime.context.settings.formulate else None),
         formulation=state.get("formulation") or "(not written: model the problem directly)",
     )
     program, fixes = normalize(extract_code(reply.text))
@@ -117,8 +120,10 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     return {}
 
 
-def _insights(state: SolveState) -> str:
-    return prompts.insights_block(state.get("insights", []))
+def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
+    """The insights block for a prompt: only those of the given stages (all when None)."""
+    chosen = [i for i in state.get("insights", []) if stages is None or i.get("stage") in stages]
+    return prompts.insights_block(chosen)
 
 
 def _diagnosis_reason(state: SolveState) -> str | None:

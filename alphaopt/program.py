@@ -181,3 +181,36 @@ def _missing_imports(tree: ast.Module, fixes: list[str]) -> list[ast.stmt]:
     if added:
         fixes.append("added missing imports: " + "; ".join(ast.unparse(a) for a in added))
     return added
+
+
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def hardcodes(program: str, target: float, problem: str) -> bool:
+    """Whether a program writes the target answer itself instead of letting the solver find it.
+
+    True when any numeric literal (or numeric string) in the program equals the target, unless
+    that number also appears in the problem text (then it is data, not the answer).
+    """
+    in_text = {float(n.replace(",", "")) for n in _NUMBER.findall(problem)}
+    if any(_same(target, n) for n in in_text):
+        return False
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return any(_same(target, float(n.replace(",", ""))) for n in _NUMBER.findall(program))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, str):
+                try:
+                    value = float(value.replace(",", ""))
+                except ValueError:
+                    continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and _same(target, float(value)):
+                return True
+    return False
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 + 1e-6 * abs(a) or abs(a + b) <= 1e-6 + 1e-6 * abs(a) and a != 0

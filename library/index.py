@@ -168,6 +168,11 @@ class LibraryIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder behind the collection (also used to match taxonomy labels)."""
+        return self._ef.embedder
+
     def count(self) -> int:
         """How many insights the collection holds."""
         return int(self._collection.count())

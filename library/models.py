@@ -25,6 +25,7 @@ class RunStatus(StrEnum):
 
     RUNNING = "running"
     FINISHED = "finished"
+    STOPPED = "stopped"  # stopped on purpose (a token budget); a rerun goes on
     FAILED = "failed"
 
 

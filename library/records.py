@@ -227,3 +227,13 @@ class TrainingRecords:
         """The learning run ``run_id``."""
         with self._reading() as s:
             return _run(self._run_row(s, run_id))
+
+    def runs(self) -> list[LearningRun]:
+        """Every learning run, oldest first."""
+        with self._reading() as s:
+            return [_run(r) for r in s.scalars(select(RunRow).order_by(RunRow.id))]
+
+    def done_tasks(self, kind: str = "done") -> set[str]:
+        """Ids of the tasks that have an attempt of this kind (the learner marks finished tasks so)."""
+        with self._reading() as s:
+            return set(s.scalars(select(AttemptRow.task_id).where(AttemptRow.kind == kind)))

@@ -17,6 +17,7 @@ def _isolated_home(tmp_path, monkeypatch):
     for name in ("ALPHAOPT_BASE_URL", "ALPHAOPT_API_KEY", "ALPHAOPT_MODEL", "ALPHAOPT_MODEL_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-test-key")
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "0")  # library tests turn it on explicitly
     monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", False)
 
 

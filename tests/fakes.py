@@ -21,6 +21,8 @@ class Call:
     messages: list[Message]
     max_tokens: int
     context: CallContext | None
+    temperature: float | None = None
+    seed: int | None = None
 
     @property
     def user(self) -> str:
@@ -47,13 +49,18 @@ class ScriptedLLM:
         max_tokens: int,
         schema: type[BaseModel] | None = None,
         context: CallContext | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
     ) -> LLMResult:
-        self.calls.append(Call(prompt_name, messages, max_tokens, context))
+        self.calls.append(Call(prompt_name, messages, max_tokens, context, temperature, seed))
         if not self.replies:
             raise AssertionError(f"ScriptedLLM has no reply queued for a {prompt_name!r} call")
         reply = self.replies.pop(0)
         text = reply(messages) if callable(reply) else reply
-        parsed = schema.model_validate_json(text) if schema else None
+        try:
+            parsed = schema.model_validate_json(text) if schema else None
+        except ValueError:
+            parsed = None
         return LLMResult(text=text, input_tokens=sum(len(m["content"]) // 4 for m in messages),
                          output_tokens=len(text) // 4, latency_ms=1.0, call_id=f"fake-{len(self.calls)}",
                          parsed=parsed, model="scripted")
@@ -104,3 +111,24 @@ model.c1 = pyo.Constraint(expr=model.x >= 1)
 """)
 
 FORMULATION = "## Variables\nx >= 0, y >= 0\n## Objective\nmaximize 3x + 2y\n## Constraints\nx + y <= 4\nx + 3y <= 6\nx <= 3"
+
+
+@dataclass
+class RoutedLLM(ScriptedLLM):
+    """A ScriptedLLM with one reply queue per prompt name (for flows with many steps)."""
+
+    routes: dict[str, list[Reply]] = field(default_factory=dict)
+
+    def on(self, prompt_name: str, *replies: Reply) -> RoutedLLM:
+        self.routes.setdefault(prompt_name, []).extend(replies)
+        return self
+
+    def complete(self, messages: list[Message], *, prompt_name: str, **kwargs: Any) -> LLMResult:
+        queue = self.routes.get(prompt_name)
+        if not queue:
+            raise AssertionError(f"RoutedLLM has no reply queued for a {prompt_name!r} call")
+        self.replies.insert(0, queue.pop(0))
+        return super().complete(messages, prompt_name=prompt_name, **kwargs)
+
+
+WRONG_LP_REPLY = LP_REPLY.replace("model.x <= 3", "model.x <= 2")  # optimum 26/3 instead of 11

@@ -143,10 +143,15 @@ def test_interrupted_run_resumes_from_checkpoint(settings, runner):
 def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
     class Library:
         def retrieve(self, problem, *, llm, run_id):
-            return [{"id": "I7", "condition": "the text says 'at least'", "explanation": "use >="}]
+            return [
+                {"id": "I7", "stage": "general_formulation", "condition": "the text says 'at least'", "explanation": "use >="},
+                {"id": "I8", "stage": "code_implementation", "condition": "sums over dicts", "explanation": "use sum()"},
+            ]
 
     fake_llm.enqueue(FORMULATION, LP_REPLY)
     with Agent(settings, llm=fake_llm, runner=runner, library=Library()) as agent:
         solution = agent.solve(PROBLEM)
-    assert "[I7] When the text says 'at least': use >=" in fake_llm.calls[0].user
-    assert solution.insights[0]["id"] == "I7"
+    formulate, write = fake_llm.calls[0].user, fake_llm.calls[1].user
+    assert "[I7] When the text says 'at least': use >=" in formulate and "[I8]" not in formulate
+    assert "[I8] When sums over dicts: use sum()" in write and "[I7]" not in write
+    assert [i["id"] for i in solution.insights] == ["I7", "I8"]

@@ -1,0 +1,167 @@
+"""``alphaopt learn`` and ``alphaopt library ...``: grow, inspect and ship the experience library.
+
+Run with: alphaopt learn benchmarks/data/nl4opt_train.jsonl --limit 10
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import click
+
+from alphaopt.cli import _errors, _settings, _settings_options, cli
+from alphaopt.config import load_settings
+from alphaopt.errors import InputError
+from alphaopt.llm import OpenAIClient
+from alphaopt.runlog import RunLog
+
+
+def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
+    """Training items ``(dataset, id, text, answer)`` from JSONL files, interleaved file by file."""
+    per_file = []
+    for path in paths:
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text = row.get("description") or row.get("problem") or row.get("text")
+                rows.append((path.stem, str(row.get("id", number)), str(text), float(row["answer"])))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise InputError(f"{path} line {number}: expected a problem text and a numeric 'answer' ({exc}).") from exc
+        per_file.append(rows)
+    return [item for group in zip_longest(*per_file) for item in group if item is not None]
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--limit", type=int, help="Learn from at most N problems (after skipping those already done).")
+@click.option("-k", "--samples", type=int, default=1, show_default=True, help="Solves per problem with and without candidates.")
+@click.option("--explore-tries", type=int, default=2, show_default=True, help="Answer-guided attempts per failed problem.")
+@click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
+@click.option("--no-progress", is_flag=True)
+@_settings_options
+@_errors
+def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_tries: int, max_tokens: int | None,
+          no_progress: bool, **kwargs: Any) -> None:
+    """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
+    from tqdm import tqdm
+
+    from alphaopt.learn import LearnConfig, Learner
+    from alphaopt.retrieval import open_library
+    from solvers import Limits, SolverRunner
+
+    settings = _settings(kwargs)
+    items = read_training(list(files))
+    store, index = open_library(settings)
+    done = store.done_tasks()
+    todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
+    config = LearnConfig(k=samples, explore_tries=explore_tries, max_tokens=max_tokens)
+    command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
+
+    def progress(task: Any, outcome: str, summary: Any) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
+
+    limits = Limits(wall_time_s=settings.solver_wall_time_s, cpu_time_s=settings.solver_wall_time_s,
+                    memory_mb=settings.solver_memory_mb)
+    with SolverRunner(limits, use_bwrap=settings.sandbox) as runner:
+        llm = OpenAIClient(settings, RunLog(settings.runs_db))
+        summary = Learner(settings, store, index, llm, runner, config).learn(todo, command=command, on_task=progress)
+    bar.close()
+    click.echo(
+        f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "
+        f"{summary.solved_before}, after {summary.solved_after}; insights added {summary.added}, verified "
+        f"{summary.verified}, rejected {summary.rejected}, merged {summary.merged}; {summary.tokens:,} tokens, "
+        f"{summary.seconds / 60:.1f} min." + (f" Stopped: {summary.stopped}" if summary.stopped else "")
+    )
+
+
+@cli.group()
+def library() -> None:
+    """The experience library."""
+
+
+def _open(home: Path | None) -> Any:
+    from alphaopt.retrieval import open_library
+
+    return open_library(load_settings(home=home))
+
+
+@library.command("list")
+@click.option("--status", default="verified", show_default=True, help="verified, candidate, retired or all.")
+@click.option("--stage", help="domain_modeling, general_formulation or code_implementation.")
+@click.option("--text", help="Only insights whose text contains this.")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_list(status: str, stage: str | None, text: str | None, home: Path | None) -> None:
+    """List insights."""
+    store, _ = _open(home)
+    for i in store.list(status=None if status == "all" else status, stage=stage, text=text):
+        click.echo(f"{i.id} v{i.version} {i.status.value:<9} {i.stage.value}/{i.level1}/{i.level2}: {i.condition[:80]}")
+
+
+@library.command("show")
+@click.argument("insight_id")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_show(insight_id: str, home: Path | None) -> None:
+    """One insight with its versions and evidence."""
+    store, _ = _open(home)
+    for v in store.versions(insight_id):
+        click.echo(json.dumps(v.model_dump(mode="json"), indent=2))
+    evidence = store.evidence_for(insight_id)
+    helped = sum(e.success is True for e in evidence if e.used)
+    hurt = sum(e.success is False for e in evidence if e.used)
+    click.echo(f"evidence: {len(evidence)} records, used {sum(e.used for e in evidence)}, succeeded {helped}, failed {hurt}")
+
+
+@library.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_export(path: Path, home: Path | None) -> None:
+    """Write the verified insights as reviewable JSONL, with how they were learned."""
+    store, _ = _open(home)
+    done = store.done_tasks()
+    tasks = [t for t in store.tasks() if t.id in done]
+    runs = store.runs()
+    header = {
+        "training_problems": len(tasks),
+        "datasets": sorted({t.dataset for t in tasks}),
+        "runs": [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
+                  "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},
+                  "counters": r.counters, "status": r.status.value} for r in runs],
+    }
+    count = store.export_jsonl(path, header=header)
+    click.echo(f"Exported {count} verified insights learned from {len(tasks)} training problems to {path}")
+
+
+@library.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_import(path: Path, home: Path | None) -> None:
+    """Load insights from a JSONL export (all or nothing)."""
+    store, index = _open(home)
+    count = store.import_jsonl(path)
+    index.rebuild(store)
+    click.echo(f"Imported {count} insights from {path}")
+
+
+@library.command("rebuild-index")
+@_settings_options
+@_errors
+def library_rebuild(**kwargs: Any) -> None:
+    """Rebuild the Chroma index from the SQL store."""
+    from alphaopt.retrieval import open_library
+
+    store, index = open_library(_settings(kwargs))
+    click.echo(f"Indexed {index.rebuild(store)} insights")

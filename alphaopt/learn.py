@@ -1,0 +1,343 @@
+"""Learning solver-verified insights from solved problems (text + optimal objective only).
+
+Run with: alphaopt learn benchmarks/data/nl4opt_train.jsonl --limit 20
+
+For each training problem: solve it k times with the current library; if none is right,
+1. a run error that the repair loop fixed becomes a candidate code insight;
+2. answer-guided exploration: the model sees its failed model and the target value and tries to
+   reach it (the solver computes the objective; a program that writes the target is rejected);
+3. contrasting the failed and the successful program gives candidate insights;
+4. counterfactual check: the problem is solved k times with the candidates, compared with the k
+   runs without; only a lift (``with >= without + margin`` and at least one success) verifies;
+5. a verified insight close to an existing one is merged, and the merge is re-verified on the
+   source problems before it replaces its members.
+Each finished problem is marked in the library, so a rerun resumes where a run stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from alphaopt import prompts
+from alphaopt.api import Agent
+from alphaopt.config import Settings
+from alphaopt.errors import AlphaoptError
+from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
+from alphaopt.program import extract_code, hardcodes, normalize
+from alphaopt.retrieval import LibraryRetriever, insight_dict
+from alphaopt.state import Solution
+from library import InsightDraft, LibraryStore, Status, Task
+from library.index import LibraryIndex
+from solvers import SolverRunner
+
+DONE = "done"
+_REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed"}
+
+
+class BudgetExceeded(AlphaoptError):
+    """The token budget of a learning run is spent."""
+
+
+@dataclass
+class LearnConfig:
+    """How hard to try per problem (defaults are frugal: every embedded-model call is slow)."""
+
+    k: int = 1
+    explore_tries: int = 2
+    accept_margin: int = 1
+    sample_temperature: float = 0.7
+    merge_distance: float = 0.12
+    max_tokens: int | None = None
+    atol: float = 1e-6
+    rtol: float = 1e-4
+
+    def correct(self, objective: float | None, answer: float) -> bool:
+        return objective is not None and abs(objective - answer) <= self.atol + self.rtol * abs(answer)
+
+
+class _Drafts(BaseModel):
+    insights: list[InsightDraft] = Field(default_factory=list, max_length=3)
+
+
+@dataclass
+class Ledger:
+    """Wraps the LLM client: counts tokens, enforces the budget, samples with a seed when asked."""
+
+    base: LLMClient
+    max_tokens: int | None = None
+    spent: int = 0
+
+    def complete(self, messages: list[Message], **kwargs: Any) -> LLMResult:
+        if self.max_tokens is not None and self.spent >= self.max_tokens:
+            raise BudgetExceeded(f"token budget of {self.max_tokens:,} spent; rerun with a larger --max-tokens to go on")
+        result = self.base.complete(messages, **kwargs)
+        self.spent += result.input_tokens + result.output_tokens
+        return result
+
+    def sampling(self, sample: int, temperature: float) -> _SampledLedger:
+        """A view that samples at ``temperature`` with seed ``sample`` and shares the count."""
+        return _SampledLedger(self, temperature, sample)
+
+
+@dataclass
+class _SampledLedger:
+    parent: Ledger
+    temperature: float
+    seed: int
+
+    def complete(self, messages: list[Message], **kwargs: Any) -> LLMResult:
+        kwargs.setdefault("temperature", self.temperature)
+        kwargs.setdefault("seed", self.seed)
+        return self.parent.complete(messages, **kwargs)
+
+
+@dataclass
+class LearnSummary:
+    """What a learning run did."""
+
+    run_id: str
+    seen: int = 0
+    skipped: int = 0
+    solved_before: int = 0
+    solved_after: int = 0
+    added: int = 0
+    verified: int = 0
+    rejected: int = 0
+    merged: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("run_id", "counters")}
+
+
+class Learner:
+    """Runs the learning loop over training tasks against one library."""
+
+    def __init__(self, settings: Settings, store: LibraryStore, index: LibraryIndex, llm: LLMClient,
+                 runner: SolverRunner, config: LearnConfig | None = None) -> None:
+        self.settings = settings.model_copy(update={"use_library": True})
+        self.store, self.index = store, index
+        self.config = config or LearnConfig()
+        self.ledger = Ledger(llm, self.config.max_tokens)
+        self.runner = runner
+        self.retriever = LibraryRetriever(self.settings, store, index)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
+              on_task: Callable[[Task, str, LearnSummary], None] | None = None) -> LearnSummary:
+        """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs."""
+        run = self.store.start_run({"command": command, "model": self.settings.model_name, **self.config.__dict__})
+        summary = LearnSummary(run_id=run.id)
+        start = time.perf_counter()
+        done = self.store.done_tasks(DONE)
+        try:
+            for dataset, item_id, text, answer in items:
+                task = self.store.add_task(dataset, item_id, text, answer)
+                if task.id in done:
+                    summary.skipped += 1
+                    continue
+                outcome = self.learn_task(task, run.id, summary)
+                self.store.record_attempt(task.id, kind=DONE, status=outcome, run_id=run.id)
+                summary.seen += 1
+                summary.tokens = self.ledger.spent
+                self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.ledger.spent)
+                if on_task:
+                    on_task(task, outcome, summary)
+        except BudgetExceeded as exc:
+            summary.stopped = str(exc)
+        except BaseException as exc:  # recorded on the run, then re-raised: a rerun resumes
+            self.store.finish_run(run.id, status="failed", counters={**summary.as_dict(), "error": repr(exc)},
+                                  tokens=self.ledger.spent)
+            raise
+        summary.tokens, summary.seconds = self.ledger.spent, time.perf_counter() - start
+        self.store.finish_run(run.id, status="finished" if summary.stopped is None else "stopped",
+                              counters=summary.as_dict(), tokens=summary.tokens)
+        return summary
+
+    def learn_task(self, task: Task, run_id: str, summary: LearnSummary) -> str:
+        """One training problem, start to end; returns what happened to it."""
+        self._retire_leftovers(task)
+        answer = float(task.answer)
+        without = [self._solve(task, run_id, "solve", sample) for sample in range(self.config.k)]
+        wins = [s for s in without if self.config.correct(s.objective, answer)]
+        if wins:
+            summary.solved_before += 1
+            summary.solved_after += 1
+            return "solved"
+        drafts: list[tuple[InsightDraft, str]] = []
+        fixed = next((s for s in without if _repaired(s)), None)
+        if fixed is not None:
+            drafts += [(d, "extract_code") for d in self._extract_code(task, fixed, run_id)]
+        right = self._explore(task, without[0], run_id)
+        if right is not None:
+            drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id)]
+        if not drafts:
+            return "unsolved: nothing learned"
+        code_only = all(d.stage.value == "code_implementation" for d, _ in drafts)
+        base = sum(self._success(s, answer, code_only) for s in without)
+        candidates = [self.store.add_insight(d, provenance={
+            "source_tasks": [task.id], "model": self.settings.model_name,
+            "prompt_version": f"{step}:{prompts.prompt_sha(step)}", "run_id": run_id}) for d, step in drafts]
+        summary.added += len(candidates)
+        forced = [insight_dict(c) for c in candidates]
+        with_runs = [self._solve(task, run_id, "verify_with", sample, forced) for sample in range(self.config.k)]
+        lift = sum(self._success(s, answer, code_only) for s in with_runs)
+        evidence = {"without": base, "with": lift, "k": self.config.k, "code_only": code_only}
+        accepted = lift >= base + self.config.accept_margin and lift >= 1
+        with self.store.transaction():
+            for c in candidates:
+                self.store.revise(c.id, evidence=evidence, reason="counterfactual check")
+                self.store.set_status(c.id, Status.VERIFIED if accepted else Status.RETIRED)
+                for s in with_runs:
+                    self.store.record_evidence(c.id, task_id=task.id, run_id=run_id, retrieved=True, used=True,
+                                               success=self.config.correct(s.objective, answer))
+        if not accepted:
+            summary.rejected += len(candidates)
+            return "unsolved: candidates rejected"
+        summary.verified += len(candidates)
+        summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
+        self.index.upsert([self.store.get(c.id) for c in candidates])
+        for c in candidates:
+            summary.merged += self._merge(self.store.get(c.id), run_id)
+        return "learned"
+
+    # -- steps -------------------------------------------------------------------------------
+    def _agent(self, library: Any, sample: int) -> Agent:
+        llm: Any = self.ledger if self.config.k == 1 else self.ledger.sampling(sample, self.config.sample_temperature)
+        return Agent(self.settings, llm=llm, runner=self.runner, library=library)
+
+    def _solve(self, task: Task, run_id: str, kind: str, sample: int,
+               forced: list[dict[str, Any]] | None = None) -> Solution:
+        library: Any = self.retriever if forced is None else _Combined(self.retriever, forced)
+        with self._agent(library, sample) as agent:
+            solution = agent.solve(task.text)
+        self.store.record_attempt(task.id, kind=kind, status=solution.status, run_id=run_id,
+                                  program=solution.program, objective=solution.objective,
+                                  error=solution.error, tokens=solution.tokens.input + solution.tokens.output)
+        return solution
+
+    def _success(self, solution: Solution, answer: float, code_only: bool) -> bool:
+        right = self.config.correct(solution.objective, answer)
+        if code_only:  # a code insight must make the first program run, not only the final one
+            return right and bool(solution.attempts) and solution.attempts[0].status not in _REPAIRABLE
+        return right
+
+    def _explore(self, task: Task, failed: Solution, run_id: str) -> str | None:
+        """Answer-guided exploration: return a program whose solved objective hits the target."""
+        answer = float(task.answer)
+        outcome = (f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else ""))
+        for attempt in range(self.config.explore_tries):
+            llm: Any = self.ledger if attempt == 0 else self.ledger.sampling(attempt, self.config.sample_temperature)
+            messages, sha = prompts.render("explore", problem=task.text, target=f"{answer:g}", outcome=outcome,
+                                           formulation=failed.formulation or failed.program)
+            reply = llm.complete(messages, prompt_name="explore", prompt_sha=sha,
+                                 max_tokens=self.settings.max_tokens_program,
+                                 context=CallContext(run_id=run_id, task_id=task.id, node="explore"))
+            program, _ = normalize(extract_code(reply.text))
+            if hardcodes(program, answer, task.text):
+                self.store.record_attempt(task.id, kind="explore", status="rejected: writes the target value",
+                                          run_id=run_id, program=program)
+                continue
+            result = self.runner.run(program)
+            self.store.record_attempt(task.id, kind="explore", status=result.status.value, run_id=run_id,
+                                      program=program, objective=result.objective, error=result.error)
+            if result.ok and self.config.correct(result.objective, answer):
+                return program
+        return None
+
+    def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
+        labels = "\n".join(f"{lab.stage.value} / {lab.level1} / {lab.level2}" for lab in self.store.labels())
+        outcome = f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else "")
+        return self._drafts("extract", task, run_id, outcome=outcome, wrong=failed.program, right=right, labels=labels)
+
+    def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
+        broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
+        return [d for d in self._drafts("extract_code", task, run_id, error=(broken.error or broken.status)[-1200:],
+                                        right=fixed.program) if d.stage.value == "code_implementation"]
+
+    def _drafts(self, step: str, task: Task, run_id: str, **kwargs: str) -> list[InsightDraft]:
+        messages, sha = prompts.render(step, problem=task.text, **kwargs)
+        reply = self.ledger.complete(messages, prompt_name=step, prompt_sha=sha, max_tokens=500, schema=_Drafts,
+                                     context=CallContext(run_id=run_id, task_id=task.id, node=step))
+        parsed = reply.parsed if isinstance(reply.parsed, _Drafts) else _lenient(reply.text)
+        return parsed.insights if parsed else []
+
+    def _merge(self, insight: Any, run_id: str) -> int:
+        """Merge a newly verified insight with a near-duplicate; returns 1 when a merge replaced them."""
+        hits = [h for h in self.index.recall(insight.condition, k=3, stage=insight.stage)
+                if h.insight_id != insight.id and h.distance <= self.config.merge_distance]
+        if not hits:
+            return 0
+        members = [insight, self.store.get(hits[0].insight_id)]
+        lessons = prompts.format_insights([insight_dict(m) for m in members])
+        messages, sha = prompts.render("merge", lessons=lessons, stage=insight.stage.value,
+                                       level1=insight.level1, level2=insight.level2)
+        reply = self.ledger.complete(messages, prompt_name="merge", prompt_sha=sha, max_tokens=400, schema=InsightDraft,
+                                     context=CallContext(run_id=run_id, node="merge"))
+        if not isinstance(reply.parsed, InsightDraft):
+            return 0
+        sources = sorted({t for m in members for t in m.provenance.source_tasks})
+        merged = self.store.add_insight(reply.parsed, provenance={
+            "source_tasks": sources, "model": self.settings.model_name,
+            "prompt_version": f"merge:{sha}", "run_id": run_id})
+        wins = 0
+        for task_id in sources:  # re-verify on every source problem before replacing the members
+            task = self.store.get_task(task_id)
+            solution = self._solve(task, run_id, "verify_merge", 0, [insight_dict(merged)])
+            wins += self.config.correct(solution.objective, float(task.answer))
+        ok = wins == len(sources)
+        with self.store.transaction():
+            self.store.revise(merged.id, evidence={"merge_of": [m.id for m in members], "sources": len(sources),
+                                                   "with": wins}, reason="merge check")
+            self.store.set_status(merged.id, Status.VERIFIED if ok else Status.RETIRED)
+            if ok:
+                for m in members:  # the merged insight's evidence names them ("merge_of")
+                    self.store.set_status(m.id, Status.RETIRED)
+        if ok:
+            self.index.upsert([self.store.get(merged.id), *[self.store.get(m.id) for m in members]])
+        return int(ok)
+
+    def _retire_leftovers(self, task: Task) -> None:
+        """Candidates from an interrupted attempt at this task never stay half-verified."""
+        for insight in self.store.list(status=Status.CANDIDATE):
+            if task.id in insight.provenance.source_tasks:
+                self.store.set_status(insight.id, Status.RETIRED)
+
+
+@dataclass
+class _Combined:
+    """The library's own retrieval plus forced candidates (the 'with' arm of the check)."""
+
+    base: LibraryRetriever
+    forced: list[dict[str, Any]]
+
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
+        found = self.base.retrieve(problem, llm=llm, run_id=run_id)
+        ids = {f["id"] for f in self.forced}
+        return [*self.forced, *[f for f in found if f["id"] not in ids]]
+
+
+def _repaired(solution: Solution) -> bool:
+    """A run error that the repair loop fixed: an error attempt followed by a program that ran."""
+    statuses = [a.status for a in solution.attempts]
+    return any(s in _REPAIRABLE for s in statuses) and statuses[-1] not in _REPAIRABLE
+
+
+def _lenient(text: str) -> _Drafts | None:
+    """Parse drafts from a reply that wrapped its JSON in prose or a code fence."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return _Drafts.model_validate_json(text[start : end + 1])
+    except ValidationError:
+        return None
+

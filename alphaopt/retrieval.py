@@ -1,0 +1,139 @@
+"""The agent's view of the experience library: cheap, capped retrieval.
+
+For each problem: taxonomy labels from the problem (embedding similarity to the label
+definitions, no model call) → vector recall of candidate conditions (within those labels, plus
+the nearest overall) → one LLM applicability check over a short, capped list → the chosen
+insights, with their ids. The whole library never reaches the model. What was retrieved and
+what was chosen is recorded as evidence; results are cached per (problem, library version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alphaopt import prompts
+from alphaopt.config import Settings
+from alphaopt.llm import CallContext, LLMClient
+from library import Insight, LibraryStore, Status
+from library.index import LibraryIndex
+
+_IDS = re.compile(r"\bI\d{4,}\b")
+
+
+def insight_dict(insight: Insight) -> dict[str, Any]:
+    """What the agent's state and prompts keep of an insight."""
+    return {
+        "id": insight.id, "version": insight.version, "stage": insight.stage.value,
+        "label": f"{insight.level1} / {insight.level2}", "condition": insight.condition,
+        "explanation": insight.explanation, "example": insight.example,
+    }
+
+
+def open_library(settings: Settings) -> tuple[LibraryStore, LibraryIndex]:
+    """Open the store and index named by the settings; load the starter library into an empty store."""
+    store = LibraryStore(settings.library_url or settings.library_db)
+    if not store.list(status=None) and settings.starter_library and Path(settings.starter_library).is_file():
+        store.import_jsonl(settings.starter_library)
+    index = LibraryIndex(settings.chroma_url or settings.chroma_dir)
+    index.sync(store)
+    return store, index
+
+
+class LibraryRetriever:
+    """Implements the agent's ``InsightSource`` over a library store and its index."""
+
+    def __init__(self, settings: Settings, store: LibraryStore, index: LibraryIndex) -> None:
+        self.settings = settings
+        self.store = store
+        self.index = index
+        self._cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._labels: tuple[str, list[tuple[str, str, str]], np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> LibraryRetriever:
+        """The retriever for the configured library."""
+        store, index = open_library(settings)
+        return cls(settings, store, index)
+
+    def close(self) -> None:
+        """Release the store and the index."""
+        self.index.close()
+        self.store.close()
+
+    def labels_for(self, problem: str, n: int) -> list[tuple[str, str, str]]:
+        """The ``n`` taxonomy labels whose definitions are nearest to the problem."""
+        stamp = self.store.version_stamp()
+        with self._lock:
+            if self._labels is None or self._labels[0] != stamp:
+                labels = self.store.labels()
+                keys = [(lab.stage.value, lab.level1, lab.level2) for lab in labels]
+                texts = [f"{lab.display}: {lab.definition}" for lab in labels]
+                self._labels = (stamp, keys, self.index.embedder.embed(texts) if texts else np.zeros((0, 384)))
+            _, keys, vectors = self._labels
+        if not keys:
+            return []
+        scores = vectors @ self.index.embedder.embed([problem])[0]
+        return [keys[i] for i in np.argsort(-scores)[:n]]
+
+    def candidates(self, problem: str) -> list[Insight]:
+        """Verified insights near the problem, nearest first, capped."""
+        s = self.settings
+        hits = self.index.recall(problem, k=s.retrieval_k)
+        labels = self.labels_for(problem, s.retrieval_labels)
+        if labels:
+            hits += self.index.recall(problem, k=s.retrieval_k, labels=labels)
+        best: dict[str, float] = {}
+        for hit in hits:
+            if hit.distance <= s.retrieval_max_distance:
+                best[hit.insight_id] = min(hit.distance, best.get(hit.insight_id, 2.0))
+        ranked = sorted(best, key=best.__getitem__)[: s.retrieval_check_cap]
+        found = []
+        for insight_id in ranked:
+            insight = self.store.get(insight_id)
+            if insight.status == Status.VERIFIED:
+                found.append(insight)
+        return found
+
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
+        """Insights that apply to the problem (possibly none), with evidence recorded."""
+        key = (hashlib.sha256(problem.encode()).hexdigest(), self.store.version_stamp())
+        if key in self._cache:
+            chosen = self._cache[key]
+            self._record(chosen, chosen, run_id)
+            return chosen
+        found = self.candidates(problem)
+        chosen_ids: set[str] = set()
+        if found and self.settings.retrieval_check:
+            listing = prompts.format_insights([insight_dict(i) for i in found])
+            messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)
+            reply = llm.complete(messages, prompt_name="check_insights", prompt_sha=sha, max_tokens=40,
+                                 context=CallContext(run_id=run_id, node="retrieve_insights"))
+            chosen_ids = set(_IDS.findall(reply.text))
+        elif found:
+            chosen_ids = {i.id for i in found}
+        chosen = [insight_dict(i) for i in found if i.id in chosen_ids]
+        self._cache[key] = chosen
+        self._record([insight_dict(i) for i in found], chosen, run_id)
+        return chosen
+
+    def _record(self, found: list[dict[str, Any]], chosen: list[dict[str, Any]], run_id: str) -> None:
+        chosen_ids = {c["id"] for c in chosen}
+        with self.store.transaction():
+            for insight in found:
+                self.store.record_evidence(insight["id"], run_id=run_id, version=insight["version"],
+                                           retrieved=True, used=insight["id"] in chosen_ids)
+
+    def record_outcome(self, run_id: str, insights: list[dict[str, Any]], success: bool) -> None:
+        """After a solve: the insights that went into the prompts, and whether the run succeeded."""
+        with self.store.transaction():
+            for insight in insights:
+                self.store.record_evidence(insight["id"], run_id=run_id, version=insight["version"],
+                                           retrieved=True, used=True, success=success)
+

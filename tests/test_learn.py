@@ -1,0 +1,159 @@
+"""Every learning path with a scripted LLM, the real solver, SQLite and Chroma."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alphaopt.config import load_settings
+from alphaopt.errors import LLMError
+from alphaopt.learn import LearnConfig, Learner
+from alphaopt.retrieval import open_library
+from library import Status
+from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, program
+
+PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
+ITEM = ("toy_train", "t1", PROBLEM, 11.0)
+DRAFT = {"insights": [{"stage": "general_formulation", "level1": "constraints", "level2": "upper limits",
+                       "condition": "the text gives an upper limit on a single decision variable",
+                       "explanation": "copy the limit exactly as stated; the common mistake is a wrong bound",
+                       "example": "wrong: x <= 2 right: x <= 3"}]}
+CODE_DRAFT = {"insights": [{"stage": "code_implementation", "level1": "pyomo api", "level2": "attributes",
+                            "condition": "the program refers to model components",
+                            "explanation": "only use components that were declared on the model",
+                            "example": "wrong: model.z right: model.x"}]}
+BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+
+
+@pytest.fixture
+def setup(tmp_path, runner):
+    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library=None)
+    store, index = open_library(settings)
+
+    def learner(llm, **config):
+        return Learner(settings, store, index, llm, runner, LearnConfig(**config))
+
+    yield store, index, learner
+    index.close()
+    store.close()
+
+
+def wrong_then(llm: RoutedLLM) -> RoutedLLM:
+    """The first solve (without candidates) writes the wrong bound."""
+    return llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)
+
+
+def test_exploration_extraction_and_counterfactual_accept(setup):
+    store, index, learner = setup
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the 'with' arm
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert (summary.seen, summary.added, summary.verified, summary.rejected) == (1, 1, 1, 0)
+    assert summary.solved_before == 0 and summary.solved_after == 1
+    insight = store.get("I0001")
+    assert insight.status == Status.VERIFIED and insight.provenance.evidence == {"without": 0, "with": 1, "k": 1, "code_only": False}
+    assert insight.provenance.source_tasks == ("toy_train/t1",) and insight.provenance.prompt_version.startswith("extract:")
+    # the target is shown to the explorer, never to the solve path
+    explore = next(c for c in llm.calls if c.prompt_name == "explore")
+    assert "The correct optimal objective value is 11" in explore.user
+    assert all("11" not in c.user.replace(PROBLEM, "") for c in llm.calls if c.prompt_name in ("formulate", "write_program"))
+    # the verification run had the candidate in its prompt
+    last_formulate = [c for c in llm.calls if c.prompt_name == "formulate"][-1]
+    assert "[I0001]" in last_formulate.user
+    assert [h.insight_id for h in index.recall("an upper limit on one variable")] == ["I0001"]
+    kinds = [a.kind for a in store.attempts(task_id="toy_train/t1")]
+    assert kinds == ["solve", "explore", "verify_with", "done"]
+
+
+def test_counterfactual_reject_retires_candidates(setup):
+    store, index, learner = setup
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)  # no lift with the candidate
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert (summary.added, summary.verified, summary.rejected) == (1, 0, 1)
+    assert store.get("I0001").status == Status.RETIRED and index.recall("upper limit") == []
+
+
+def test_hardcoded_answer_is_rejected_and_not_run(setup):
+    store, _, learner = setup
+    cheat = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()\nmodel.obj = pyo.Objective(expr=model.x * 0 + 11)")
+    llm = wrong_then(RoutedLLM()).on("explore", cheat)
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.added == 0
+    explore = [a for a in store.attempts(task_id="toy_train/t1") if a.kind == "explore"]
+    assert [a.status for a in explore] == ["rejected: writes the target value"]
+
+
+def test_repaired_error_becomes_a_code_insight(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
+    llm.on("extract_code", "Here it is:\n```json\n" + json.dumps(CODE_DRAFT) + "\n```")
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # with the code insight: right first time
+    summary = learner(llm, explore_tries=0).learn([ITEM])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    assert insight.stage.value == "code_implementation" and insight.provenance.evidence["code_only"] is True
+    extract = next(c for c in llm.calls if c.prompt_name == "extract_code")
+    assert "AttributeError" in extract.user
+
+
+def test_already_solved_problem_learns_nothing(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm).learn([ITEM])
+    assert summary.solved_before == 1 and summary.added == 0 and store.list(status=None) == []
+
+
+def test_near_duplicate_is_merged_and_reverified(setup):
+    store, index, learner = setup
+    second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = RoutedLLM()
+    for _ in range(2):
+        wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+        llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    merged = dict(DRAFT["insights"][0], condition="the text limits one decision variable from above")
+    llm.on("merge", json.dumps(merged))
+    for _ in range(2):  # re-verification on both source problems
+        llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=1).learn([ITEM, second])
+    assert summary.merged == 1
+    assert [i.id for i in store.list(status="verified")] == ["I0003"]
+    assert store.get("I0003").provenance.source_tasks == ("toy_train/t1", "toy_train/t2")
+    assert {store.get(i).status for i in ("I0001", "I0002")} == {Status.RETIRED}
+    assert store.get("I0003").provenance.evidence == {"merge_of": ["I0002", "I0001"], "sources": 2, "with": 2}
+
+
+def test_crash_mid_run_then_resume(setup):
+    store, _, learner = setup
+    second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # t1 solved
+    wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION)
+
+    def die(_messages):
+        raise LLMError("endpoint went away")
+
+    llm.on("write_program", die)  # crash during t2's verification
+    with pytest.raises(LLMError):
+        learner(llm, explore_tries=1).learn([ITEM, second])
+    assert store.get("I0001").status == Status.CANDIDATE  # left half-done by the crash
+
+    llm2 = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm2.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm2, explore_tries=1).learn([ITEM, second])
+    assert summary.skipped == 1 and summary.seen == 1 and summary.verified == 1
+    assert store.get("I0001").status == Status.RETIRED  # the leftover candidate
+    assert store.get("I0002").status == Status.VERIFIED
+
+
+def test_token_budget_stops_the_run(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, max_tokens=1).learn([ITEM])
+    assert summary.seen == 0 and "budget" in summary.stopped  # stopped before the program was written
+    assert store.get_run(summary.run_id).status.value == "stopped" and store.done_tasks() == set()
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    assert learner(llm, max_tokens=10_000).learn([ITEM]).seen == 1  # the rerun goes on

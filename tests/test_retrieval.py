@@ -1,0 +1,98 @@
+"""Retrieval: taxonomy labels + vector recall + one capped LLM check, with evidence and a cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from alphaopt.config import load_settings
+from alphaopt.retrieval import LibraryRetriever, open_library
+from library import InsightDraft, Status
+from tests.fakes import ScriptedLLM
+
+INSIGHTS = [
+    ("general_formulation", "constraints", "minimum requirements", "the problem says a quantity must be at least some amount",
+     "write a >= constraint, not <="),
+    ("general_formulation", "variables", "integrality", "the decision counts whole items such as trucks, workers or machines",
+     "declare the variable NonNegativeIntegers"),
+    ("domain_modeling", "resource allocation", "ratios", "the text requires one product to be a percentage of the total production",
+     "write p >= 0.3 * (sum of all products), linear in the variables"),
+    ("code_implementation", "pyomo api", "summation", "the program sums a variable over an index set",
+     "use sum(model.x[i] for i in I) inside the expression"),
+]
+
+
+@pytest.fixture
+def library(tmp_path):
+    settings = load_settings(home=tmp_path / "home", use_library=True, retrieval_check_cap=3, starter_library=None)
+    store, index = open_library(settings)
+    for stage, l1, l2, condition, explanation in INSIGHTS:
+        insight = store.add_insight(InsightDraft(stage=stage, level1=l1, level2=l2, condition=condition,
+                                                 explanation=explanation), status=Status.VERIFIED)
+        index.upsert(insight)
+    retired = store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                             condition="the problem counts whole trucks", explanation="old advice"),
+                                status=Status.RETIRED)
+    index.upsert(retired)
+    retriever = LibraryRetriever(settings, store, index)
+    yield retriever
+    retriever.close()
+
+
+PROBLEM = "A company hires trucks to ship at least 115 tons of gravel; trucks are hired whole. Minimize cost."
+
+
+def test_labels_come_from_the_problem(library):
+    labels = library.labels_for(PROBLEM, 3)
+    assert len(labels) == 3 and all(len(label) == 3 for label in labels)
+
+
+def test_recall_is_capped_and_never_the_whole_library(library):
+    found = library.candidates(PROBLEM)
+    ids = [i.id for i in found]
+    assert 1 <= len(ids) <= 3 and "I0005" not in ids  # cap 3; retired never recalled
+    assert "I0002" in ids  # integrality: trucks hired whole
+
+
+def test_check_chooses_among_candidates_and_records_evidence(library):
+    llm = ScriptedLLM().enqueue("I0002, I0099")  # an id that was not offered is ignored
+    chosen = library.retrieve(PROBLEM, llm=llm, run_id="run-1")
+    assert [c["id"] for c in chosen] == ["I0002"]
+    prompt = llm.calls[0].user
+    offered = [i.id for i in library.candidates(PROBLEM)]
+    assert all(f"[{i}]" in prompt for i in offered) and prompt.count("[I0") == len(offered)
+    evidence = library.store.evidence_for("I0002")
+    assert evidence and evidence[0].used and evidence[0].run_id == "run-1"
+
+    again = library.retrieve(PROBLEM, llm=llm, run_id="run-2")  # cached per (problem, library version)
+    assert again == chosen and len(llm.calls) == 1
+
+
+def test_none_chosen_and_cache_invalidated_by_library_change(library):
+    llm = ScriptedLLM().enqueue("NONE", "I0001")
+    assert library.retrieve(PROBLEM, llm=llm, run_id="r") == []
+    library.store.revise("I0001", condition="the problem says shipments must be at least an amount")
+    library.index.sync(library.store)
+    chosen = library.retrieve(PROBLEM, llm=llm, run_id="r")
+    assert len(llm.calls) == 2  # the library changed: the check ran again
+    assert all(c["id"] == "I0001" for c in chosen)
+
+
+def test_empty_library_makes_no_call(tmp_path):
+    settings = load_settings(home=tmp_path / "h2", use_library=True, starter_library=None)
+    retriever = LibraryRetriever.open(settings)
+    try:
+        assert retriever.retrieve(PROBLEM, llm=ScriptedLLM(), run_id="r") == []
+    finally:
+        retriever.close()
+
+
+def test_starter_library_loads_into_a_fresh_home(tmp_path):
+    starter = tmp_path / "starter.jsonl"
+    src = load_settings(home=tmp_path / "src", use_library=True, starter_library=None)
+    store, index = open_library(src)
+    store.add_insight(InsightDraft(stage="general_formulation", level1="a", level2="b", condition="c", explanation="e"),
+                      status=Status.VERIFIED)
+    store.export_jsonl(starter, header={"training_problems": 1})
+    fresh = load_settings(home=tmp_path / "fresh", use_library=True, starter_library=starter)
+    store2, index2 = open_library(fresh)
+    assert [i.id for i in store2.list(status="verified")] == ["I0001"] and index2.count() == 1
