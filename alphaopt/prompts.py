@@ -16,7 +16,7 @@ SYSTEM = """You are an expert in operations research and Pyomo. You turn optimiz
 Pyomo program rules:
 - Start with `import pyomo.environ as pyo`.
 - Define `def build_model():` that creates `model = pyo.ConcreteModel()`, adds everything, and ends with `return model`.
-- Put the data in Python dicts or lists inside build_model.
+- Write the numbers from the problem directly in the expressions (lists for many similar items).
 - Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices. Indexed: `pyo.Var(ITEMS, domain=...)`.
 - Exactly one objective: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
@@ -29,13 +29,17 @@ import pyomo.environ as pyo
 
 def build_model():
     model = pyo.ConcreteModel()
-    profit = {"A": 3, "B": 5}
-    hours = {"A": 2, "B": 4}
-    model.x = pyo.Var(["A", "B"], domain=pyo.NonNegativeIntegers)
-    model.obj = pyo.Objective(expr=sum(profit[i] * model.x[i] for i in profit), sense=pyo.maximize)
-    model.hours = pyo.Constraint(expr=sum(hours[i] * model.x[i] for i in hours) <= 40)
+    # Variables
+    model.wheat = pyo.Var(domain=pyo.NonNegativeReals)  # acres of wheat
+    model.corn = pyo.Var(domain=pyo.NonNegativeReals)  # acres of corn
+    # Objective
+    model.obj = pyo.Objective(expr=200 * model.wheat + 300 * model.corn, sense=pyo.maximize)
+    # Constraints
+    model.land = pyo.Constraint(expr=model.wheat + model.corn <= 50)
+    model.min_wheat = pyo.Constraint(expr=model.wheat >= 10)
     return model
-```"""
+```
+For many similar items use lists: `model.x = pyo.Var(range(3), domain=pyo.NonNegativeReals)` and `sum(cost[i] * model.x[i] for i in range(3))`."""
 
 PROBLEM = "<problem>\n{problem}\n</problem>\n"
 

@@ -130,6 +130,29 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
     return [done[i.key] for i in items if i.key in done]
 
 
+def bench_agent(settings: Settings, out_dir: Path, library_path: Path | None) -> Agent:
+    """An agent whose library is exactly the given export (loaded into the run's own folder), or none."""
+    if library_path is None:
+        return Agent(settings.model_copy(update={"use_library": False}))
+    lib_settings = settings.model_copy(update={
+        "use_library": True, "library_url": f"sqlite:///{out_dir / 'library.db'}",
+        "chroma_url": str(out_dir / "chroma"), "starter_library": library_path,
+    })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Agent(lib_settings)  # opens that library, loading the export into the run's empty store
+
+
+def library_description(path: Path | None) -> str:
+    """'none', or the export's name, size and provenance header, for the report."""
+    if path is None:
+        return "none"
+    from library import read_header
+
+    header = read_header(path) or {}
+    count = sum(1 for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith('{"_header"'))
+    return f"{path.name}: {count} insights learned from {header.get('training_problems', '?')} training problems"
+
+
 def _solve(agent: Agent, item: registry.Item) -> Solution | AlphaoptError:
     try:
         return agent.solve(item.description)  # the text only: item.answer never goes in
@@ -143,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"bundled name ({', '.join(registry.names())}), 'test' for all test splits, or a .jsonl path")
     parser.add_argument("--run", help="results folder name under benchmarks/results (reuse it to resume)")
     parser.add_argument("--limit", type=int, help="first N items of each dataset")
-    parser.add_argument("--library", default="none", help="'none' (the experience library arrives with its own issue)")
+    parser.add_argument("--library", default="none",
+                        help="'none', 'starter' (the shipped library/starter.jsonl) or a path to a library JSONL export")
     parser.add_argument("--model", help="model id at the endpoint (default: embedded model)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded model)")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -151,17 +175,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtol", type=float, default=Tolerance().rtol)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.library != "none":
-        raise SystemExit("--library: only 'none' is available until the experience library lands.")
 
     names = [n for d in args.dataset for n in (registry.names("test") if d == "test" else [d])]
     items = [i for n in names for i in registry.load(n)[: args.limit]]
     settings = load_settings(model=args.model, base_url=args.base_url)
-    run_name = args.run or f"{'embedded' if settings.embedded else settings.model_name}-{args.library}"
+    library_path = None if args.library == "none" else settings.starter_library if args.library == "starter" else Path(args.library)
+    if library_path is not None and not Path(library_path).is_file():
+        raise SystemExit(f"--library: no library file at {library_path}; give a JSONL export, 'starter' or 'none'.")
+    label = args.library if args.library in ("none", "starter") else Path(args.library).stem
+    run_name = args.run or f"{'embedded' if settings.embedded else settings.model_name}-{label}"
     out_dir = RESULTS / run_name
     tol = Tolerance(args.atol, args.rtol)
-    rows = run(items, out_dir, settings, tol=tol, concurrency=args.concurrency, progress=not args.no_progress,
-               library_name=args.library)
+    agent = bench_agent(settings, out_dir, library_path)
+    try:
+        rows = run(items, out_dir, settings, tol=tol, concurrency=args.concurrency, progress=not args.no_progress,
+                   agent=agent, library_name=library_description(library_path))
+    finally:
+        agent.close()
     from benchmarks.report import write_summary
 
     print(write_summary(out_dir, rows))

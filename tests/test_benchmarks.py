@@ -78,3 +78,15 @@ def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runne
     assert "| tiny_test | 2 | 50.0" in summary and "|got - answer|" in summary
     s = stats(rows)
     assert s["accuracy"] == 0.5 and s["execution_rate"] == 1.0
+
+
+def test_charts_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.charts import accuracy_by_dataset, learning_curve
+
+    rows = [{"dataset": d, "key": f"{d}/{i}", "correct": i % 2 == 0, "status": "optimal"}
+            for d in ("a_test", "b_test") for i in range(4)]
+    bars = accuracy_by_dataset({"none": rows, "starter": rows[:6]}, tmp_path / "acc.png")
+    curve = learning_curve([(0, 0.3, 60), (20, 0.35, 60)], tmp_path / "curve.png")
+    for png in (bars, curve):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
