@@ -1,0 +1,200 @@
+"""Tests for the in-process OpenAI transport (fake llama), plus one real-model test."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from alphaopt.local_model import LlamaTransport, translate_response_format
+from alphaopt.model_fetch import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+
+
+class FakeLlama:
+    """Records calls; fails the test if two generations overlap."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.delay = delay
+        self.active = 0
+        self.overlap = False
+        self.guard = threading.Lock()
+
+    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+        with self.guard:
+            self.active += 1
+            self.overlap |= self.active > 1
+        time.sleep(self.delay)
+        self.calls.append(kwargs)
+        with self.guard:
+            self.active -= 1
+        return {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": kwargs["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+        }
+
+
+class Factory:
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.calls: list[tuple[Path, dict[str, Any]]] = []
+
+    def __call__(self, path: Path, **kwargs: Any) -> Any:
+        self.calls.append((path, kwargs))
+        return self.llm
+
+
+def _client(transport: LlamaTransport) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://embedded.local/v1", api_key="embedded",
+                         http_client=httpx2.Client(transport=transport))
+
+
+@pytest.fixture()
+def fake() -> tuple[FakeLlama, Factory, LlamaTransport]:
+    llm = FakeLlama()
+    factory = Factory(llm)
+    return llm, factory, LlamaTransport(Path("/models/m.gguf"), n_threads=2, llama_factory=factory)
+
+
+MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+def test_chat_returns_text_and_usage(fake: tuple[FakeLlama, Factory, LlamaTransport]) -> None:
+    llm, factory, transport = fake
+    assert factory.calls == []  # lazy: nothing loaded before the first request
+    out = _client(transport).chat.completions.create(
+        model="m", messages=MSGS, temperature=0.0, max_completion_tokens=16, stop=["\n\n"], seed=3)
+    assert out.choices[0].message.content == "hello"
+    assert out.usage is not None and out.usage.total_tokens == 9
+    kw = llm.calls[0]
+    assert kw["messages"] == MSGS and kw["max_tokens"] == 16 and kw["temperature"] == 0.0
+    assert kw["stop"] == ["\n\n"] and kw["seed"] == 3 and "response_format" not in kw
+    _client(transport).chat.completions.create(model="m", messages=MSGS, max_tokens=5)
+    assert llm.calls[1]["max_tokens"] == 5
+    assert len(factory.calls) == 1  # loaded once
+    path, kwargs = factory.calls[0]
+    assert path == Path("/models/m.gguf") and kwargs["n_ctx"] == 8192 and kwargs["n_threads"] == 2
+    assert kwargs["cache_bytes"] == 1 << 30 and kwargs["seed"] == 0
+    transport.close()
+    _client(transport).chat.completions.create(model="m", messages=MSGS)
+    assert len(factory.calls) == 2  # reloaded after close()
+
+
+def test_missing_llama_cpp_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(ImportError, match=r"alphaopt\[local\]"):
+        LlamaTransport(Path("m.gguf"))
+
+
+def test_json_schema_is_translated(fake: tuple[FakeLlama, Factory, LlamaTransport]) -> None:
+    llm, _, transport = fake
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
+    _client(transport).chat.completions.create(
+        model="m", messages=MSGS,
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+    assert llm.calls[0]["response_format"] == {"type": "json_object", "schema": schema}
+
+
+def test_translate_response_format() -> None:
+    assert translate_response_format(None) is None
+    assert translate_response_format({"type": "text"}) is None
+    assert translate_response_format({"type": "json_object"}) == {"type": "json_object"}
+    with pytest.raises(ValueError):
+        translate_response_format({"type": "json_schema", "json_schema": {}})
+
+
+def test_stream_is_rejected(fake: tuple[FakeLlama, Factory, LlamaTransport]) -> None:
+    llm, _, transport = fake
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        _client(transport).chat.completions.create(model="m", messages=MSGS, stream=True)
+    assert llm.calls == []
+
+
+def test_unknown_path_and_models(fake: tuple[FakeLlama, Factory, LlamaTransport]) -> None:
+    _, factory, transport = fake
+    client = _client(transport)
+    assert [m.id for m in client.models.list()] == ["m"]
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="m", input="x")
+    assert factory.calls == []
+
+
+def test_llama_errors_become_api_errors() -> None:
+    class Broken(FakeLlama):
+        def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+            raise RuntimeError("kv cache full")
+
+    calls = Factory(Broken())
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=calls))
+    with pytest.raises(openai.InternalServerError, match="kv cache full"):
+        client.chat.completions.create(model="m", messages=MSGS)
+
+
+def test_context_overflow_is_bad_request() -> None:
+    class Overflow(FakeLlama):
+        def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+            raise ValueError("Requested tokens (9000) exceed context window of 8192")
+
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=Factory(Overflow())))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=MSGS)
+    assert info.value.code == "context_length_exceeded"
+
+
+def test_concurrent_calls_are_serialized() -> None:
+    llm = FakeLlama(delay=0.05)
+    factory = Factory(llm)
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=factory))
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(3):
+                client.chat.completions.create(model="m", messages=MSGS)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(llm.calls) == 6 and not llm.overlap
+    assert len(factory.calls) == 1
+
+
+REAL_MODEL = DEFAULT_MODEL_DIR / DEFAULT_MODEL.filename
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_MODEL.is_file(), reason=f"real model not at {REAL_MODEL}")
+def test_real_model_answers_42() -> None:
+    pytest.importorskip("llama_cpp")
+    transport = LlamaTransport(REAL_MODEL, n_ctx=2048)
+    client = _client(transport)
+    out = client.chat.completions.create(
+        model=DEFAULT_MODEL.name, temperature=0.0, max_tokens=8,
+        messages=[{"role": "user", "content": "Reply with the number 42 only."}])
+    assert "42" in (out.choices[0].message.content or "")
+    assert transport.chat_format == "chat_template.default"  # the GGUF's own (Qwen) template
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}},
+              "required": ["answer"], "additionalProperties": False}
+    out = client.chat.completions.create(
+        model=DEFAULT_MODEL.name, temperature=0.0, max_tokens=20,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        messages=[{"role": "user", "content": "What is 40 + 2? Answer in JSON."}])
+    assert json.loads(out.choices[0].message.content or "") == {"answer": 42}
+    client.close()
