@@ -6,8 +6,9 @@ Run with: python -c "import alphaopt; print(alphaopt.solve('Maximize 3x + 2y wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 from ulid import ULID
@@ -38,6 +39,18 @@ def check_problem(text: str, settings: Settings) -> str:
             "Shorten it or raise ALPHAOPT_MAX_PROBLEM_CHARS."
         )
     return text
+
+
+@dataclass
+class Step:
+    """One finished step of a streamed solve: a graph node and the state update it returned.
+
+    The last step of ``Agent.stream`` has ``node == "done"`` and carries the ``solution``.
+    """
+
+    node: str
+    update: dict[str, Any] = field(default_factory=dict)
+    solution: Solution | None = None
 
 
 class Agent:
@@ -110,6 +123,32 @@ class Agent:
             {"run_id": run_id, "problem": text}, {"configurable": {"thread_id": run_id}}, context=self._context()
         )
         return self._finish(state, time.perf_counter() - start)
+
+    def stream(self, problem: str, *, formulation: str | None = None, insights: list[dict[str, Any]] | None = None,
+               run_id: str | None = None) -> Iterator[Step]:
+        """Solve like ``solve``, yielding each step as it finishes, then ``Step("done", solution=...)``.
+
+        With ``formulation``, the run starts from that model (as if ``formulate`` had written it,
+        with ``insights`` as retrieved): write_program → run_program → repair/diagnose → answer.
+
+        Raises:
+            InputError: the text is unusable.
+            LLMError: the model endpoint is unreachable or misconfigured.
+        """
+        text = check_problem(problem, self.settings)
+        run_id = run_id or str(ULID())
+        config = {"configurable": {"thread_id": run_id}}
+        start = time.perf_counter()
+        first: dict[str, Any] | None = {"run_id": run_id, "problem": text}
+        if formulation is not None:
+            seed = {"run_id": run_id, "problem": text, "insights": insights or [], "formulation": formulation.strip()}
+            self.graph.update_state(config, seed, as_node="formulate")
+            first = None
+        for chunk in self.graph.stream(first, config, context=self._context(), stream_mode="updates"):
+            for node, update in chunk.items():
+                yield Step(node, dict(update or {}))
+        state = self.graph.get_state(config).values
+        yield Step("done", solution=self._finish(state, time.perf_counter() - start))
 
     def resume(self, run_id: str) -> Solution:
         """Continue an interrupted run from its last checkpoint (or return it if it finished)."""

@@ -45,11 +45,13 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @click.option("-k", "--samples", type=int, default=1, show_default=True, help="Solves per problem with and without candidates.")
 @click.option("--explore-tries", type=int, default=2, show_default=True, help="Answer-guided attempts per failed problem.")
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
+@click.option("--skip-learned", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A library export whose header lists tasks already learned from (to go on in a new home).")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_tries: int, max_tokens: int | None,
-          no_progress: bool, **kwargs: Any) -> None:
+          skip_learned: Path | None, no_progress: bool, **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
 
@@ -61,6 +63,10 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
     items = read_training(list(files))
     store, index = open_library(settings)
     done = store.done_tasks()
+    if skip_learned:
+        from library import read_header
+
+        done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
     todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
     config = LearnConfig(k=samples, explore_tries=explore_tries, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -135,6 +141,7 @@ def library_export(path: Path, home: Path | None) -> None:
     runs = store.runs()
     header = {
         "training_problems": len(tasks),
+        "learned_tasks": sorted(t.id for t in tasks),
         "datasets": sorted({t.dataset for t in tasks}),
         "runs": [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
                   "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     max_problem_chars: int = 20000
     formulate: bool = True
     max_repairs: int = 2
+    retry_temperature: float = 0.6
     max_diagnoses: int = 1
 
     # Solver sandbox.

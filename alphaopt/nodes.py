@@ -23,11 +23,16 @@ _REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_li
 _DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
 
 
-def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, **kwargs: Any) -> tuple[LLMResult, dict[str, Any]]:
+def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, *,
+         retry: int = 0, **kwargs: Any) -> tuple[LLMResult, dict[str, Any]]:
+    """One model call. ``retry > 0`` samples (temperature ``retry_temperature``, seed ``retry``) so
+    that a second repair of the same program does not replay the first one's answer."""
     messages, sha = prompts.render(node, **kwargs)
+    settings = runtime.context.settings
+    sampling = {"temperature": settings.retry_temperature, "seed": settings.seed + retry} if retry else {}
     result = runtime.context.llm.complete(
         messages, prompt_name=node, prompt_sha=sha, max_tokens=max_tokens,
-        context=CallContext(run_id=state.get("run_id"), node=node),
+        context=CallContext(run_id=state.get("run_id"), node=node), **sampling,
     )
     usage = {
         "tokens_in": result.input_tokens,
@@ -91,8 +96,10 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Show the failed program and its error to the model and take its corrected program."""
     result = state["result"]
     error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+    previous = [a["program"] for a in state.get("attempts", [])[:-1]]
     reply, usage = _ask(
         runtime, state, "repair", runtime.context.settings.max_tokens_program,
+        retry=int(state.get("program", "") in previous),  # the same failing program again: sample
         problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:],
     )
     code = extract_code(reply.text)

@@ -16,8 +16,8 @@ SYSTEM = """You are an expert in operations research and Pyomo. You turn optimiz
 Pyomo program rules:
 - Start with `import pyomo.environ as pyo`.
 - Define `def build_model():` that creates `model = pyo.ConcreteModel()`, adds everything, and ends with `return model`.
-- Write the numbers from the problem directly in the expressions (lists for many similar items).
-- Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices. Indexed: `pyo.Var(ITEMS, domain=...)`.
+- Write the numbers from the problem directly in the expressions.
+- Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices. Only for many similar items: `model.x = pyo.Var(range(n), domain=...)` with `sum(c[i] * model.x[i] for i in range(n))`.
 - Exactly one objective: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
@@ -38,8 +38,7 @@ def build_model():
     model.land = pyo.Constraint(expr=model.wheat + model.corn <= 50)
     model.min_wheat = pyo.Constraint(expr=model.wheat >= 10)
     return model
-```
-For many similar items use lists: `model.x = pyo.Var(range(3), domain=pyo.NonNegativeReals)` and `sum(cost[i] * model.x[i] for i in range(3))`."""
+```"""
 
 PROBLEM = "<problem>\n{problem}\n</problem>\n"
 

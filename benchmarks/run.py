@@ -17,6 +17,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     names = [n for d in args.dataset for n in (registry.names("test") if d == "test" else [d])]
-    items = [i for n in names for i in registry.load(n)[: args.limit]]
+    per_dataset = [registry.load(n)[: args.limit] for n in names]
+    # interleaved, so that a run stopped early still covers every dataset
+    items = [i for group in zip_longest(*per_dataset) for i in group if i is not None]
     settings = load_settings(model=args.model, base_url=args.base_url)
     library_path = None if args.library == "none" else settings.starter_library if args.library == "starter" else Path(args.library)
     if library_path is not None and not Path(library_path).is_file():

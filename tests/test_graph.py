@@ -155,3 +155,12 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
     assert "[I7] When the text says 'at least': use >=" in formulate and "[I8]" not in formulate
     assert "[I8] When sums over dicts: use sum()" in write and "[I7]" not in write
     assert [i["id"] for i in solution.insights] == ["I7", "I8"]
+
+
+def test_second_repair_of_the_same_program_samples(agent, fake_llm):
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+    fake_llm.enqueue(FORMULATION, broken, broken, LP_REPLY)  # the first repair changes nothing
+    solution = agent.solve(PROBLEM)
+    repairs = [c for c in fake_llm.calls if c.prompt_name == "repair"]
+    assert repairs[0].temperature is None and repairs[1].temperature == 0.6 and repairs[1].seed == 1
+    assert solution.status == "optimal"

@@ -157,3 +157,32 @@ def test_token_budget_stops_the_run(setup):
     assert store.get_run(summary.run_id).status.value == "stopped" and store.done_tasks() == set()
     llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
     assert learner(llm, max_tokens=10_000).learn([ITEM]).seen == 1  # the rerun goes on
+
+
+def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt import cli, cli_library
+
+    data = tmp_path / "toy_train.jsonl"
+    data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
+    llm = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
+    run = CliRunner().invoke(cli.cli, ["learn", str(data), "--explore-tries", "1", "--no-progress"], catch_exceptions=False)
+    assert "verified 1" in run.output and "solved before 0, after 1" in run.output
+
+    export = tmp_path / "lib.jsonl"
+    out = CliRunner().invoke(cli.cli, ["library", "export", str(export)], catch_exceptions=False).output
+    assert "Exported 1 verified insights learned from 1 training problems" in out
+    header = json.loads(export.read_text().splitlines()[0])["_header"]
+    assert header["learned_tasks"] == ["toy_train/t1"] and header["runs"][0]["command"].startswith("alphaopt learn")
+
+    other = tmp_path / "other"
+    assert "Imported 1" in CliRunner().invoke(cli.cli, ["library", "import", str(export), "--home", str(other)]).output
+    assert "I0001" in CliRunner().invoke(cli.cli, ["library", "list", "--home", str(other)]).output
+    again = CliRunner().invoke(cli.cli, ["learn", str(data), "--skip-learned", str(export), "--home", str(other),
+                                         "--no-progress"], catch_exceptions=False)
+    assert "0 problems (1 done earlier)" in again.output
