@@ -90,3 +90,18 @@ def test_charts_are_written(tmp_path):
     curve = learning_curve([(0, 0.3, 60), (20, 0.35, 60)], tmp_path / "curve.png")
     for png in (bars, curve):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_pipeline_speed_from_the_call_log(tmp_path):
+    from alphaopt.runlog import CallRecord, RunLog
+    from benchmarks.speed import pipeline_speed
+
+    log = RunLog(tmp_path / "runs.db")
+    for n, (run, tokens_in, out, ms, cached) in enumerate([("r1", 600, 100, 10_000, False), ("r1", 700, 50, 10_000, False),
+                                                           ("r2", 500, 200, 20_000, False), ("r2", 500, 200, 0, True)]):
+        log.log_call(CallRecord(id=f"c{n}", prompt_name="p", prompt_sha="s", model="m", params={}, messages=[],
+                                cache_key="k", run_id=run, input_tokens=tokens_in, output_tokens=out,
+                                latency_ms=ms, cached=cached))
+    speed = pipeline_speed(tmp_path / "runs.db")
+    assert speed["calls"] == 3 and speed["completion_tok_s_median"] == 10.0
+    assert speed["prompt_tokens_per_problem_mean"] == 900.0 and speed["problems"] == 2
