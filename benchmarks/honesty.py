@@ -45,9 +45,21 @@ def find_twins(train: list[Item], test: list[Item], threshold: float = TWIN_JACC
     return sorted(twins, key=lambda t: -t.similarity)
 
 
-def suspect_labels(items: list[Item]) -> dict[str, str]:
-    """Items whose label looks wrong, with the reason. Labels are never edited, only flagged."""
-    return {i.key: "answer is 0.0" for i in items if i.answer == 0.0}
+def suspect_labels(items: list[Item], train: list[Item] | None = None) -> dict[str, str]:
+    """Items whose label looks wrong, with the reason. Labels are never edited, only flagged.
+
+    Suspect: an answer of exactly 0.0, or a verbatim twin in ``train`` labelled differently.
+    """
+    found = {i.key: "answer is 0.0" for i in items if i.answer == 0.0}
+    if train:
+        answers = {t.key: t.answer for t in train}
+        by_key = {i.key: i for i in items}
+        for twin in find_twins(train, items, threshold=0.99):
+            mine, theirs = by_key[twin.test].answer, answers[twin.train]
+            if abs(mine - theirs) > 1e-6 + 1e-4 * abs(theirs):
+                reason = f"identical train item {twin.train} is labelled {theirs:g}"
+                found[twin.test] = f"{found[twin.test]}; {reason}" if twin.test in found else reason
+    return found
 
 
 def main() -> None:
@@ -61,8 +73,10 @@ def main() -> None:
           f"({len({t.test for t in twins})} test items affected)")
     for twin in twins:
         print(f"  {twin.test:28} {twin.train:28} {twin.similarity}")
-    suspects = suspect_labels(test)
-    print(f"{len(suspects)} test items with suspect labels: {', '.join(sorted(suspects))}")
+    suspects = suspect_labels(test, train)
+    print(f"{len(suspects)} test items with suspect labels:")
+    for key, reason in sorted(suspects.items()):
+        print(f"  {key:28} {reason}")
 
 
 if __name__ == "__main__":

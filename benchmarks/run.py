@@ -93,12 +93,14 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
     """Solve the items not yet in ``out_dir/items.jsonl``; return every recorded row."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "items.jsonl"
-    done = read_done(path)
-    path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
-    todo = [i for i in items if i.key not in done]
     train = [i for n in registry.names("train") for i in registry.load(n)]
     twins = {t.test for t in honesty.find_twins(train, items)}
-    suspects = honesty.suspect_labels(items)
+    suspects = honesty.suspect_labels(items, train)
+    done = read_done(path)
+    for row in done.values():  # the honesty checks may have grown since the row was written
+        row["twin"], row["suspect"] = row["key"] in twins, suspects.get(row["key"])
+    path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    todo = [i for i in items if i.key not in done]
     meta = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "git_sha": git_sha(),
         "model": settings.model_name, "endpoint": settings.base_url or "embedded",

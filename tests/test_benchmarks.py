@@ -52,6 +52,7 @@ def test_twins_and_suspects():
     twins = honesty.find_twins([a], [b, c])
     assert [(t.test, t.train, t.similarity) for t in twins] == [("x_test/1", "x_train/1", 1.0)]
     assert honesty.suspect_labels([b, c]) == {"x_test/1": "answer is 0.0"}
+    assert honesty.suspect_labels([b, c], [a]) == {"x_test/1": "answer is 0.0; identical train item x_train/1 is labelled 1"}
 
 
 def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runner):
