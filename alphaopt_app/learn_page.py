@@ -1,0 +1,142 @@
+"""Learn page: start ``alphaopt learn`` in the background, follow it live, and chart past runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from alphaopt import app_api
+from alphaopt.errors import AlphaoptError
+from alphaopt_app import charts, services
+from library import LibraryError, LibraryStore
+
+REFRESH_S = 2.0
+
+
+def _flash(message: str, kind: str = "success") -> None:
+    st.session_state["learn_msg"] = (kind, message)
+
+
+def _start() -> None:
+    """Start a job from the form's choices (a button callback: runs before the page redraws)."""
+    settings = services.settings()
+    files = [services.TRAINING / name for name in st.session_state.get("learn_files", [])]
+    try:
+        upload = st.session_state.get("learn_upload")
+        if upload is not None:
+            files.append(app_api.save_upload(settings, upload.name, upload.getvalue()))
+        feedback = app_api.feedback_path(settings)
+        if st.session_state.get("learn_feedback") and feedback.is_file():
+            files.append(feedback)
+        job = app_api.start_learning(settings, files, limit=st.session_state.get("learn_limit") or None,
+                                     max_tokens=st.session_state.get("learn_tokens") or None)
+    except (AlphaoptError, LibraryError, OSError) as exc:
+        _flash(f"Not started: {exc}", "error")
+    else:
+        _flash(f"Started learning job {job.id} on {job.total} problems (pid {job.pid}); "
+               "it goes on if you close or reload this page.")
+
+
+def _form(running: bool) -> None:
+    settings = services.settings()
+    st.subheader("Start a learning run")
+    bundled = sorted(p.name for p in services.TRAINING.glob("*_train.jsonl")) if services.TRAINING.is_dir() else []
+    st.multiselect("Bundled training files", bundled, key="learn_files")
+    st.file_uploader('…and/or a JSONL file of your own: {"id", "description", "answer"} on each line',
+                     type=["jsonl"], key="learn_upload")
+    feedback = app_api.feedback_path(settings)
+    if feedback.is_file():
+        count = sum(1 for line in feedback.read_text().splitlines() if line.strip())
+        st.checkbox(f"Include the {count} answers marked on the Solve page", key="learn_feedback")
+    left, right = st.columns(2)
+    left.number_input("At most this many problems", min_value=1, value=5, key="learn_limit")
+    right.number_input("Token budget (0: none; the run stops there and resumes later)", min_value=0, value=0,
+                       step=10_000, key="learn_tokens")
+    st.button("Start learning", type="primary", on_click=_start, disabled=running)
+    if settings.embedded:
+        st.caption("The embedded model learns at a few minutes per problem on 2 cores, in a second process: "
+                   "solving here at the same time halves both.")
+
+
+def _job(store: LibraryStore) -> None:
+    """The newest job: state, progress, counters, running accuracy and the end of its log."""
+    settings = services.settings()
+    jobs = app_api.learning_jobs(settings)
+    if not jobs:
+        return
+    job = jobs[0]
+    alive = app_api.is_running(job)
+    if not alive and st.session_state.get("learn_alive"):
+        st.session_state["learn_alive"] = False
+        st.rerun(scope="app")  # redraw the form and the charts without the timer
+    st.session_state["learn_alive"] = alive
+    run = app_api.run_of(job, store.runs())
+    st.subheader(f"Job {job.id}")
+    state = "running" if alive else ("stopped (a rerun on the same files resumes it)" if job.stopped else "ended")
+    if job.returncode not in (None, 0) and not job.stopped:
+        state += f" with exit code {job.returncode}"
+    st.markdown(f"**{state}** · pid {job.pid} · started {job.started_at[:19].replace('T', ' ')} UTC"
+                + (f" · library run `{run.id}` ({run.status.value})" if run else " · starting…"))
+    seen = run.counters.get("seen", 0) if run else 0
+    st.progress(min(seen / max(job.total, 1), 1.0), text=f"{seen} of {job.total} problems")
+    if run:
+        c = run.counters
+        numbers = [("verified", c.get("verified", 0)), ("added", c.get("added", 0)),
+                   ("rejected", c.get("rejected", 0)), ("tokens", f"{run.tokens:,}")]
+        for column, (name, value) in zip(st.columns(4), numbers, strict=True):
+            column.metric(name, value)
+        curve = charts.accuracy_curve(store.attempts(run_id=run.id, kind="done"))
+        if not curve.empty:
+            st.markdown("**Accuracy over this run**")
+            st.line_chart(curve)
+    if alive and st.button("Stop", help="Interrupt it: the run is recorded, and a rerun on the same files resumes."):
+        app_api.stop_learning(job)
+        st.session_state["learn_alive"] = False
+        st.rerun(scope="app")  # the whole page: the form and the charts, without the timer
+    st.code(app_api.log_tail(job) or "(no output yet)", language="text")
+    st.caption(f"Log: `{job.log}`")
+
+
+def _history(store: LibraryStore) -> None:
+    runs = store.runs()
+    st.subheader("Past runs")
+    if not runs:
+        st.caption("No learning run yet.")
+    else:
+        st.dataframe(charts.runs_frame(runs), hide_index=True)
+        accuracy = charts.accuracy_by_run(runs)
+        left, right = st.columns(2)
+        if not accuracy.empty:
+            left.markdown("**Accuracy per run**")
+            left.line_chart(accuracy)
+        right.markdown("**Tokens per run**")
+        right.bar_chart(charts.tokens_by_run(runs))
+    insights = store.list(status=None)
+    st.subheader("Library size by stage")
+    left, right = st.columns(2)
+    left.bar_chart(charts.library_by_stage(insights))
+    growth = charts.library_growth(insights)
+    if not growth.empty:
+        right.markdown("**Verified insights over time**")
+        right.line_chart(growth)
+
+
+settings = services.settings()
+st.title("Learn from solved problems")
+try:
+    store = services.store(settings)
+except LibraryError as exc:
+    st.error(f"Cannot open the library: {exc}")
+    st.stop()
+if "learn_msg" in st.session_state:
+    kind, message = st.session_state.pop("learn_msg")
+    {"error": st.error, "info": st.info}.get(kind, st.success)(message)
+jobs = app_api.learning_jobs(settings)
+running = bool(jobs) and app_api.is_running(jobs[0])
+_form(running)
+st.fragment(_job, run_every=REFRESH_S if running else None)(store)
+ours = app_api.run_of(jobs[0], store.runs()) if jobs and running else None
+others = [r for r in store.runs() if r.status.value == "running" and r != ours]
+if others:
+    st.info(f"Learning run(s) {', '.join(r.id for r in others)} marked running in the library were not started "
+            "here (the CLI, or an interrupted run).")
+_history(store)
