@@ -53,6 +53,13 @@ class Step:
     solution: Solution | None = None
 
 
+def solver_runner(settings: Settings) -> SolverRunner:
+    """The sandboxed runner with the limits and workers the settings ask for."""
+    limits = Limits(wall_time_s=settings.solver_wall_time_s, cpu_time_s=settings.solver_wall_time_s,
+                    memory_mb=settings.solver_memory_mb)
+    return SolverRunner(limits, workers=settings.solver_workers, use_bwrap=settings.sandbox)
+
+
 class Agent:
     """A ready-to-use solver: settings, LLM client, sandboxed runner, checkpointer and graph.
 
@@ -72,12 +79,7 @@ class Agent:
         self.log = RunLog(self.settings.runs_db)
         self.llm = llm or OpenAIClient(self.settings, self.log)
         self._own_runner = runner is None
-        self.runner = runner or SolverRunner(
-            Limits(wall_time_s=self.settings.solver_wall_time_s, cpu_time_s=self.settings.solver_wall_time_s,
-                   memory_mb=self.settings.solver_memory_mb),
-            workers=self.settings.solver_workers,
-            use_bwrap=self.settings.sandbox,
-        )
+        self.runner = runner or solver_runner(self.settings)
         self._own_library = library == "default"
         if library == "default":
             library = self._open_library()

@@ -56,8 +56,8 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
     from tqdm import tqdm
 
     from alphaopt.learn import LearnConfig, Learner
+    from alphaopt.api import solver_runner
     from alphaopt.retrieval import open_library
-    from solvers import Limits, SolverRunner
 
     settings = _settings(kwargs)
     items = read_training(list(files))
@@ -76,9 +76,7 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
         bar.update(1)
         bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
 
-    limits = Limits(wall_time_s=settings.solver_wall_time_s, cpu_time_s=settings.solver_wall_time_s,
-                    memory_mb=settings.solver_memory_mb)
-    with SolverRunner(limits, use_bwrap=settings.sandbox) as runner:
+    with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
         summary = Learner(settings, store, index, llm, runner, config).learn(todo, command=command, on_task=progress)
     bar.close()
