@@ -8,7 +8,9 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
 - the program is cut before its own solve call (``.solve(``, ``SolverFactory``), prints and
   displays are dropped, and a ``__main__`` block is removed;
 - a module-level model is wrapped into ``build_model()``; a missing ``return model`` is added;
-- missing imports of ``pyomo.environ`` (as ``pyo`` or by name) and ``math`` are added.
+- missing imports of ``pyomo.environ`` (as ``pyo`` or by name) and ``math`` are added;
+- a component named like one of the model's own attributes (``model.name``, ``model.type``, ...)
+  is renamed with a trailing underscore.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ PYOMO_NAMES = frozenset(
 )
 _DROP_CALLS = frozenset({"print", "display", "pprint", "write", "SolverFactory", "solve", "load", "load_solutions"})
 _MODEL_CTORS = frozenset({"ConcreteModel", "AbstractModel"})
+#: Names a Pyomo model already uses for its own attributes; a component declared under one fails.
+RESERVED_NAMES = frozenset(
+    """active name type model index values items keys load write display clone dim ctype construct component
+    local_name pprint activate deactivate fix_all_vars set_value parent_block parent_component root_block
+    add_component del_component find_component is_indexed is_constructed getname id_index_map
+    component_objects component_data_objects block_data_objects reclassify_component_type collect_ctypes""".split()
+)
 
 
 def extract_code(reply: str) -> str:
@@ -62,6 +71,7 @@ def normalize(code: str) -> tuple[str, list[str]]:
         build.body = _clean_body(build.body, fixes, where="build_model") or [ast.Pass()]
         _ensure_return(build, fixes)
     tree.body = body
+    _rename_reserved(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -149,6 +159,27 @@ def _wrap_module_model(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]
     )
     fixes.append("wrapped the module-level model into build_model()")
     return [*head, func]
+
+
+def _rename_reserved(tree: ast.Module, fixes: list[str]) -> None:
+    """``model.name = pyo.Var()`` fails in Pyomo; rename such components everywhere to ``name_``."""
+    models = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+              for t in n.targets if isinstance(t, ast.Name) and _ctor(n.value) in _MODEL_CTORS}
+    clashing = {t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in models
+                and t.attr in RESERVED_NAMES}
+    if not clashing:
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in models \
+                and node.attr in clashing:
+            node.attr += "_"
+    fixes.append("renamed components that clash with Pyomo's own attributes: " + ", ".join(sorted(clashing)))
+
+
+def _ctor(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
 
 
 def _missing_imports(tree: ast.Module, fixes: list[str]) -> list[ast.stmt]:

@@ -164,3 +164,11 @@ def test_second_repair_of_the_same_program_samples(agent, fake_llm):
     repairs = [c for c in fake_llm.calls if c.prompt_name == "repair"]
     assert repairs[0].temperature is None and repairs[1].temperature == 0.6 and repairs[1].seed == 1
     assert solution.status == "optimal"
+
+
+def test_reserved_component_names_are_fixed_before_the_run(agent, fake_llm):
+    clash = LP_REPLY.replace("model.c1", "model.name").replace("model.c2", "model.index")
+    fake_llm.enqueue(FORMULATION, clash)
+    solution = agent.solve(PROBLEM)
+    assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+    assert fake_llm.prompt_names == ["formulate", "write_program"]  # no repair round needed

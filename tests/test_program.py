@@ -81,3 +81,18 @@ def test_syntax_error_is_left_for_the_repair_loop():
 def test_star_import_from_pyomo_counts_as_binding():
     code = "from pyomo.environ import *\n\ndef build_model():\n    model = ConcreteModel()\n    return model\n"
     assert normalize(code) == (code, [])
+
+
+def test_renames_components_that_clash_with_pyomo_attributes():
+    code = """import pyomo.environ as pyo
+
+def build_model():
+    model = pyo.ConcreteModel()
+    model.active = pyo.Var(domain=pyo.NonNegativeReals)
+    model.type = pyo.Constraint(expr=model.active <= 3)
+    model.obj = pyo.Objective(expr=model.active, sense=pyo.maximize)
+    return model
+"""
+    program, fixes = _fixed(code)
+    assert "model.active_" in program and "model.type_ =" in program and "model.active <=" not in program
+    assert fixes == ["renamed components that clash with Pyomo's own attributes: active, type"]
