@@ -16,6 +16,7 @@ Each finished problem is marked in the library, so a rerun resumes where a run s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,9 @@ class Learner:
     def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
               on_task: Callable[[Task, str, LearnSummary], None] | None = None) -> LearnSummary:
         """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs."""
-        run = self.store.start_run({"command": command, "model": self.settings.model_name, **self.config.__dict__})
+        self._close_orphaned_runs()
+        run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
+                                    **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()
         done = self.store.done_tasks(DONE)
@@ -161,6 +164,13 @@ class Learner:
         self.store.finish_run(run.id, status="finished" if summary.stopped is None else "stopped",
                               counters=summary.as_dict(), tokens=summary.tokens)
         return summary
+
+    def _close_orphaned_runs(self) -> None:
+        """Runs still marked running whose process is gone were killed: record them as failed."""
+        for run in self.store.runs():
+            pid = run.settings.get("pid")
+            if run.status.value == "running" and (pid is None or not _alive(int(pid))):
+                self.store.finish_run(run.id, status="failed", counters={**run.counters, "interrupted": True})
 
     def learn_task(self, task: Task, run_id: str, summary: LearnSummary) -> str:
         """One training problem, start to end; returns what happened to it."""
@@ -323,6 +333,16 @@ class _Combined:
         found = self.base.retrieve(problem, llm=llm, run_id=run_id)
         ids = {f["id"] for f in self.forced}
         return [*self.forced, *[f for f in found if f["id"] not in ids]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _repaired(solution: Solution) -> bool:

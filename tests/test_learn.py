@@ -186,3 +186,12 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     again = CliRunner().invoke(cli.cli, ["learn", str(data), "--skip-learned", str(export), "--home", str(other),
                                          "--no-progress"], catch_exceptions=False)
     assert "0 problems (1 done earlier)" in again.output
+
+
+def test_runs_left_running_by_a_killed_process_are_closed(setup):
+    store, _, learner = setup
+    orphan = store.start_run({"pid": 2**22 + 12345})  # no such process
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    learner(llm).learn([ITEM])
+    closed = store.get_run(orphan.id)
+    assert closed.status.value == "failed" and closed.counters["interrupted"] is True
