@@ -118,13 +118,9 @@ class Agent:
             InputError: the text is unusable.
             LLMError: the model endpoint is unreachable or misconfigured.
         """
-        text = check_problem(problem, self.settings)
-        run_id = run_id or str(ULID())
-        start = time.perf_counter()
-        state = self.graph.invoke(
-            {"run_id": run_id, "problem": text}, {"configurable": {"thread_id": run_id}}, context=self._context()
-        )
-        return self._finish(state, time.perf_counter() - start)
+        *_, last = self.stream(problem, run_id=run_id)
+        assert last.solution is not None
+        return last.solution
 
     def stream(self, problem: str, *, formulation: str | None = None, insights: list[dict[str, Any]] | None = None,
                run_id: str | None = None) -> Iterator[Step]:
