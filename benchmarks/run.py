@@ -88,14 +88,18 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def honesty_flags(items: list[registry.Item]) -> tuple[set[str], dict[str, str]]:
+    """The items with a train twin, and the items with a suspect label (with the reason)."""
+    train = [i for n in registry.names("train") for i in registry.load(n)]
+    return {t.test for t in honesty.find_twins(train, items)}, honesty.suspect_labels(items, train)
+
+
 def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: Tolerance, concurrency: int = 1,
         progress: bool = True, agent: Agent | None = None, library_name: str = "none") -> list[dict[str, Any]]:
     """Solve the items not yet in ``out_dir/items.jsonl``; return every recorded row."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "items.jsonl"
-    train = [i for n in registry.names("train") for i in registry.load(n)]
-    twins = {t.test for t in honesty.find_twins(train, items)}
-    suspects = honesty.suspect_labels(items, train)
+    twins, suspects = honesty_flags(items)
     done = read_done(path)
     for row in done.values():  # the honesty checks may have grown since the row was written
         row["twin"], row["suspect"] = row["key"] in twins, suspects.get(row["key"])
