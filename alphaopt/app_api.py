@@ -256,9 +256,13 @@ def is_running(job: LearnJob) -> bool:
 
 
 def stop_learning(job: LearnJob) -> None:
-    """Interrupt the job (SIGINT to its process group): the run is recorded and a rerun resumes."""
+    """Stop the job (SIGTERM to its process group): the run is recorded and a rerun resumes.
+
+    SIGTERM rather than SIGINT: a process started from a non-interactive shell's background job
+    inherits SIGINT ignored, and would never stop.
+    """
     if is_running(job):
-        os.killpg(job.pid, signal.SIGINT)
+        os.killpg(job.pid, signal.SIGTERM)
         job.stopped = True
         job.save()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
 from itertools import zip_longest
 from pathlib import Path
@@ -59,6 +60,7 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
     from alphaopt.api import solver_runner
     from alphaopt.retrieval import open_library
 
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
     settings = _settings(kwargs)
     items = read_training(list(files))
     store, index = open_library(settings)
@@ -86,6 +88,10 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
         f"{summary.verified}, rejected {summary.rejected}, merged {summary.merged}; {summary.tokens:,} tokens, "
         f"{summary.seconds / 60:.1f} min." + (f" Stopped: {summary.stopped}" if summary.stopped else "")
     )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 @cli.group()
