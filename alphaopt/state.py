@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, Field
@@ -124,4 +124,3 @@ class BatchItem:
 
     id: str
     problem: str
-    extra: dict[str, Any] = field(default_factory=dict)

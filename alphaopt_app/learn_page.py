@@ -122,14 +122,8 @@ def _history(store: LibraryStore) -> None:
 
 settings = services.settings()
 st.title("Learn from solved problems")
-try:
-    store = services.store(settings)
-except LibraryError as exc:
-    st.error(f"Cannot open the library: {exc}")
-    st.stop()
-if "learn_msg" in st.session_state:
-    kind, message = st.session_state.pop("learn_msg")
-    {"error": st.error, "info": st.info}.get(kind, st.success)(message)
+store = services.store_or_stop(settings)
+services.flash("learn_msg")
 jobs = app_api.learning_jobs(settings)
 running = bool(jobs) and app_api.is_running(jobs[0])
 _form(running)

@@ -114,14 +114,8 @@ def _transfer(store: LibraryStore) -> None:
 
 settings = services.settings()
 st.title("Experience library")
-try:
-    store = services.store(settings)
-except LibraryError as exc:
-    st.error(f"Cannot open the library: {exc}")
-    st.stop()
-if "lib_msg" in st.session_state:
-    kind, message = st.session_state.pop("lib_msg")
-    (st.error if kind == "error" else st.success)(message)
+store = services.store_or_stop(settings)
+services.flash("lib_msg")
 
 c1, c2, c3, c4 = st.columns([3, 2, 3, 2])
 text = c1.text_input("Search", key="lib_text", placeholder="words in the condition, explanation or example")

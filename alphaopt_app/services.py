@@ -14,7 +14,7 @@ import streamlit as st
 from alphaopt import api, app_api
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import ConfigError
-from library import LibraryStore
+from library import LibraryError, LibraryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -62,6 +62,23 @@ def _store(key: str, _settings: Settings) -> LibraryStore:
 def store(settings: Settings) -> LibraryStore:
     """The library store named by the settings, shared by every session."""
     return _store(str(settings.library_url or settings.library_db), settings)
+
+
+def store_or_stop(settings: Settings) -> LibraryStore:
+    """The library store, or an error message and the end of the page when it cannot be opened."""
+    try:
+        return store(settings)
+    except LibraryError as exc:
+        st.error(f"Cannot open the library: {exc}")
+        st.stop()
+        raise  # st.stop() ends the script run; this line is never reached
+
+
+def flash(key: str) -> None:
+    """Show (once) the message an action left under ``key`` in the session state."""
+    if key in st.session_state:
+        kind, message = st.session_state.pop(key)
+        {"error": st.error, "info": st.info}.get(kind, st.success)(message)
 
 
 def sidebar(settings: Settings) -> None:
