@@ -18,7 +18,7 @@ from alphaopt.errors import AlphaoptError, InputError
 from alphaopt.graph import build_graph, sqlite_checkpointer
 from alphaopt.llm import LLMClient, OpenAIClient
 from alphaopt.runlog import RunLog
-from alphaopt.state import AgentContext, Attempt, BatchItem, InsightSource, Solution, Timings, TokenUsage
+from alphaopt.state import AgentContext, Attempt, BatchItem, Candidate, InsightSource, Solution, Timings, TokenUsage
 from solvers import Limits, SolverRunner
 
 
@@ -127,7 +127,8 @@ class Agent:
         """Solve like ``solve``, yielding each step as it finishes, then ``Step("done", solution=...)``.
 
         With ``formulation``, the run starts from that model (as if ``formulate`` had written it,
-        with ``insights`` as retrieved): write_program → run_program → repair/diagnose → answer.
+        with ``insights`` as retrieved): write_program → run_program → repair/diagnose → answer,
+        one sample only (more samples would formulate afresh and lose the edit).
 
         Raises:
             InputError: the text is unusable.
@@ -137,9 +138,10 @@ class Agent:
         run_id = run_id or str(ULID())
         config = {"configurable": {"thread_id": run_id}}
         start = time.perf_counter()
-        first: dict[str, Any] | None = {"run_id": run_id, "problem": text}
+        first: dict[str, Any] | None = {"run_id": run_id, "problem": text, "samples": self.settings.samples}
         if formulation is not None:
-            seed = {"run_id": run_id, "problem": text, "insights": insights or [], "formulation": formulation.strip()}
+            seed = {"run_id": run_id, "problem": text, "insights": insights or [], "formulation": formulation.strip(),
+                    "samples": 1}
             self.graph.update_state(config, seed, as_node="formulate")
             first = None
         for chunk in self.graph.stream(first, config, context=self._context(), stream_mode="updates"):
@@ -183,8 +185,11 @@ def to_solution(state: dict[str, Any], total_s: float) -> Solution:
         slacks=result.get("slacks"),
         is_mip=bool(result.get("is_mip")),
         formulation=state.get("formulation", ""),
+        model_text=result.get("model_text", ""),
         program=state.get("program", ""),
         attempts=attempts,
+        candidates=[Candidate(sample=c["sample"], status=c["status"], objective=c["objective"],
+                              chosen=c["sample"] == state.get("chosen_sample")) for c in state.get("candidates", [])],
         insights=state.get("insights", []),
         tokens=TokenUsage(input=state.get("tokens_in", 0), output=state.get("tokens_out", 0),
                           calls=state.get("llm_calls", 0), cached_calls=state.get("cached_calls", 0)),

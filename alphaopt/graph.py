@@ -1,8 +1,9 @@
 """The agent as a LangGraph ``StateGraph``.
 
-retrieve_insights → formulate → write_program → run_program ─┬→ answer
-                                   ↑                          ├→ repair → run_program
-                                   └──────────── diagnose ←───┘  (or → answer when it confirms)
+retrieve_insights → formulate → write_program → run_program ─┬→ finish_sample ─┬→ answer (vote)
+                       ↑           ↑                          ├→ repair → run_program  │
+                       │           └──────────── diagnose ←───┘  (or → finish_sample)  │
+                       └──────────────── next sample, until the vote is decided ←──────┘
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
     graph.add_node("run_program", nodes.run_program)
     graph.add_node("repair", nodes.repair)
     graph.add_node("diagnose", nodes.diagnose)
+    graph.add_node("finish_sample", nodes.finish_sample)
     graph.add_node("answer", nodes.answer)
     graph.add_edge(START, "retrieve_insights")
     graph.add_edge("retrieve_insights", "formulate")
     graph.add_edge("formulate", "write_program")
     graph.add_edge("write_program", "run_program")
-    graph.add_conditional_edges("run_program", nodes.route_after_run, ["repair", "diagnose", "answer"])
+    graph.add_conditional_edges("run_program", nodes.route_after_run, ["repair", "diagnose", "finish_sample"])
     graph.add_edge("repair", "run_program")
-    graph.add_conditional_edges("diagnose", nodes.route_after_diagnose, ["write_program", "answer"])
+    graph.add_conditional_edges("diagnose", nodes.route_after_diagnose, ["write_program", "finish_sample"])
+    graph.add_conditional_edges("finish_sample", nodes.route_after_sample, ["formulate", "answer"])
     graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)
 

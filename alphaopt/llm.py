@@ -1,8 +1,9 @@
 """The one LLM client. The only module that imports ``openai``.
 
 Every call, from any entry point, is logged here to ``runs.db`` (prompt name and template hash,
-model, parameters, messages, response, tokens, latency, error) and, for deterministic calls,
-can be replayed from a content-hash cache. Any OpenAI-compatible endpoint works; with none
+model, parameters, messages, response, tokens, latency, error) and, for repeatable calls
+(temperature 0, or a sample drawn with an explicit seed), can be replayed from a content-hash
+cache. Any OpenAI-compatible endpoint works; with none
 configured the embedded llama.cpp model answers in-process through the same SDK.
 """
 
@@ -143,7 +144,7 @@ class OpenAIClient:
             prompt_name=prompt_name, prompt_sha=prompt_sha, model=model, params=params, messages=messages,
             cache_key=key, run_id=ctx.run_id, task_id=ctx.task_id, node=ctx.node,
         )
-        if s.cache and temperature == 0:
+        if s.cache and (temperature == 0 or seed is not None):  # a seeded sample is a repeatable request
             hit = self.log.cached_response(key)
             if hit is not None:
                 call_id = str(ULID())

@@ -25,11 +25,13 @@ _DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
 
 def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, *,
          retry: int = 0, **kwargs: Any) -> tuple[LLMResult, dict[str, Any]]:
-    """One model call. ``retry > 0`` samples (temperature ``retry_temperature``, seed ``retry``) so
-    that a second repair of the same program does not replay the first one's answer."""
+    """One model call. The first sample's calls are greedy; later samples (``state["sample"]``)
+    and ``retry > 0`` sample at ``retry_temperature`` with a seed of their own, so that a second
+    repair of the same program, or a second sample, does not replay the first answer."""
     messages, sha = prompts.render(node, **kwargs)
     settings = runtime.context.settings
-    sampling = {"temperature": settings.retry_temperature, "seed": settings.seed + retry} if retry else {}
+    variant = 100 * state.get("sample", 0) + retry
+    sampling = {"temperature": settings.retry_temperature, "seed": settings.seed + variant} if variant else {}
     result = runtime.context.llm.complete(
         messages, prompt_name=node, prompt_sha=sha, max_tokens=max_tokens,
         context=CallContext(run_id=state.get("run_id"), node=node), **sampling,
@@ -54,7 +56,7 @@ def retrieve_insights(state: SolveState, runtime: Runtime[AgentContext]) -> dict
 
 
 def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Write the mathematical model as structured text."""
+    """Write the mathematical model as structured text (nothing when ``formulate`` is off)."""
     if not runtime.context.settings.formulate:
         return {"formulation": ""}
     reply, usage = _ask(
@@ -88,6 +90,7 @@ def run_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, 
         "error": data["error"],
         "fixes": state.get("fixes", []),
         "wall_time_s": data["wall_time_s"],
+        "sample": state.get("sample", 0),
     }
     return {"result": data, "attempts": [attempt]}
 
@@ -112,7 +115,8 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     status = _diagnosis_reason(state) or state["result"]["status"]
     reply, usage = _ask(
         runtime, state, "diagnose", runtime.context.settings.max_tokens_formulation,
-        problem=state["problem"], formulation=state.get("formulation") or state.get("program", ""),
+        problem=state["problem"],
+        formulation=state.get("formulation") or state["result"].get("model_text") or state.get("program", ""),
         status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
     )
     update: dict[str, Any] = {"diagnoses": state.get("diagnoses", 0) + 1, **usage}
@@ -122,9 +126,60 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     return {**update, "formulation": text}
 
 
+def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Keep this sample's final outcome as a candidate and reset the per-sample counters."""
+    result = state.get("result") or {}
+    candidate = {
+        "sample": state.get("sample", 0),
+        "status": result.get("status", "error"),
+        "objective": result.get("objective") if result.get("status") in ("optimal", "feasible") else None,
+        "result": result,
+        "program": state.get("program", ""),
+        "formulation": state.get("formulation", ""),
+    }
+    return {"candidates": [candidate], "sample": state.get("sample", 0) + 1,
+            "repairs": 0, "diagnoses": 0, "confirmed": False}
+
+
 def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """The final step: nothing to compute, the result is already in the state."""
-    return {}
+    """Choose the answer among the samples by majority vote on the optimal objective."""
+    candidates = state.get("candidates", [])
+    if not candidates:
+        return {}
+    chosen = candidates[vote(candidates)]
+    return {"result": chosen["result"], "program": chosen["program"], "formulation": chosen["formulation"],
+            "chosen_sample": chosen["sample"]}
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def vote(candidates: list[dict[str, Any]]) -> int:
+    """Index of the chosen candidate: one from the largest group of optimal samples that agree on
+    the objective (ties go to the group found first, so the greedy sample wins a tie); with no
+    optimal sample, the first feasible one, else the first sample."""
+    groups: list[list[int]] = []
+    for n, c in enumerate(candidates):
+        if c["status"] != "optimal" or c["objective"] is None:
+            continue
+        group = next((g for g in groups if _same(candidates[g[0]]["objective"], c["objective"])), None)
+        if group is None:
+            groups.append([n])
+        else:
+            group.append(n)
+    if groups:
+        return max(groups, key=len)[0]  # max keeps the first of equal-length groups
+    return next((n for n, c in enumerate(candidates) if c["status"] == "feasible"), 0)
+
+
+def decided(candidates: list[dict[str, Any]], samples: int) -> bool:
+    """True when more samples cannot change the vote: all are spent, or a strict majority of
+    ``samples`` already agrees."""
+    if len(candidates) >= samples:
+        return True
+    objectives = [c["objective"] for c in candidates if c["status"] == "optimal" and c["objective"] is not None]
+    return any(sum(_same(a, b) for b in objectives) * 2 > samples for a in objectives)
 
 
 def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
@@ -149,17 +204,23 @@ def is_implausible(result: dict[str, Any]) -> bool:
     return bool(values) and abs(result.get("objective") or 0.0) < 1e-9 and all(abs(v) < 1e-9 for v in values.values())
 
 
-def route_after_diagnose(state: SolveState) -> Literal["write_program", "answer"]:
-    """The diagnosis confirmed the result (answer it) or rewrote the model (program it)."""
-    return "answer" if state.get("confirmed") else "write_program"
+def route_after_diagnose(state: SolveState) -> Literal["write_program", "finish_sample"]:
+    """The diagnosis confirmed the result (keep it) or rewrote the model (program it)."""
+    return "finish_sample" if state.get("confirmed") else "write_program"
 
 
-def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["repair", "diagnose", "answer"]:
-    """Repair a broken program, diagnose a wrong model, or answer."""
+def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["repair", "diagnose", "finish_sample"]:
+    """Repair a broken program, diagnose a wrong model, or end this sample."""
     settings = runtime.context.settings
     status = state["result"]["status"]
     if status in _REPAIRABLE:
-        return "repair" if state.get("repairs", 0) < settings.max_repairs else "answer"
+        return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
     if _diagnosis_reason(state) and state.get("diagnoses", 0) < settings.max_diagnoses:
         return "diagnose"
-    return "answer"
+    return "finish_sample"
+
+
+def route_after_sample(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["formulate", "answer"]:
+    """Draw another sample until the vote is decided or ``samples`` are spent."""
+    samples = state.get("samples") or runtime.context.settings.samples
+    return "answer" if decided(state.get("candidates", []), samples) else "formulate"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import textwrap
 from collections.abc import Iterable
 
 from alphaopt.state import Solution
@@ -53,7 +54,13 @@ def render_solution(solution: Solution, *, show_code: bool = False, saved_to: st
     if solution.error and not solution.ok:
         out += ["", "Error:", solution.error.strip()[-1500:]]
     if solution.formulation:
-        out += ["", "Formulation:", solution.formulation.strip()]
+        out += ["", "Formulation (as the model wrote it):", solution.formulation.strip()]
+    if solution.model_text:
+        out += ["", "Model as solved:", textwrap.indent(solution.model_text.rstrip(), "  ")]
+    if len(solution.candidates) > 1:
+        out += ["", f"Samples: {len(solution.candidates)}, answer by majority vote:"]
+        out += [f"  {'*' if c.chosen else ' '} sample {c.sample + 1}: {c.status}"
+                + (f" {fmt_number(c.objective)}" if c.objective is not None else "") for c in solution.candidates]
     if solution.insights:
         out += ["", "Insights used:"] + [f"  [{i['id']}] {i['condition']}" for i in solution.insights]
     if show_code and solution.program:

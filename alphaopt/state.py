@@ -48,6 +48,10 @@ class SolveState(TypedDict, total=False):
     repairs: int
     diagnoses: int
     confirmed: bool
+    samples: int  # how many samples this run may draw (Settings.samples; 1 for an edited formulation)
+    sample: int
+    candidates: Annotated[list[dict[str, Any]], operator.add]
+    chosen_sample: int
     tokens_in: Annotated[int, operator.add]
     tokens_out: Annotated[int, operator.add]
     llm_calls: Annotated[int, operator.add]
@@ -66,6 +70,16 @@ class Attempt(BaseModel):
     error: str | None = None
     fixes: list[str] = Field(default_factory=list)
     wall_time_s: float = 0.0
+    sample: int = 0
+
+
+class Candidate(BaseModel):
+    """The final outcome of one sample; the answer is chosen among these by vote."""
+
+    sample: int
+    status: str
+    objective: float | None = None
+    chosen: bool = False
 
 
 class TokenUsage(BaseModel):
@@ -97,9 +111,11 @@ class Solution(BaseModel):
     duals: dict[str, float] | None = None
     slacks: dict[str, float] | None = None
     is_mip: bool = False
-    formulation: str = ""
+    formulation: str = ""  # the model's own math (empty when it wrote the program directly)
+    model_text: str = ""  # the model as built and solved, in algebraic form
     program: str = ""
     attempts: list[Attempt] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(default_factory=list)  # one per sample, the chosen one marked
     insights: list[dict[str, Any]] = Field(default_factory=list)
     tokens: TokenUsage = Field(default_factory=TokenUsage)
     timings: Timings = Field(default_factory=Timings)

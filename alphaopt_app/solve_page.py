@@ -80,7 +80,7 @@ def _run(kind: str) -> None:
         _log.exception("solve failed")
         st.session_state["solve_error"] = f"Unexpected error: {exc!r} (details in the app's log)"
         return
-    st.session_state.update(solution=solution, steps=steps, formulation_edit=solution.formulation,
+    st.session_state.update(solution=solution, steps=steps, formulation_edit=solution.formulation or solution.model_text,
                             program_edit=solution.program)
     st.session_state.pop("feedback_msg", None)
 
@@ -121,7 +121,10 @@ def _result(solution: Solution, just_ran: bool) -> None:
         if solution.formulation:
             st.markdown(formulation_markdown(solution.formulation))
         else:
-            st.caption("No formulation was written for this run.")
+            st.caption("The model wrote the program directly (no separate formulation step).")
+        if solution.model_text:
+            st.markdown("**Model as solved** (built by the program, as HiGHS received it)")
+            st.code(solution.model_text, language="text")
         st.text_area("Edit the formulation", key="formulation_edit", height=240)
         st.button("Re-run from this formulation", on_click=_request, args=("formulation",))
         st.caption("Writes a new program for the edited model, then runs, repairs and diagnoses it as usual.")

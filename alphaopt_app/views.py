@@ -18,6 +18,7 @@ TITLES = {
     "run_program": "Run",
     "repair": "Repair",
     "diagnose": "Diagnosis",
+    "finish_sample": "Sample done",
     "answer": "Answer",
 }
 BINDING_TOL = 1e-7
@@ -53,6 +54,10 @@ def show_step(node: str, update: dict[str, Any]) -> None:
             st.markdown(line + f" ({attempt.get('wall_time_s', 0):.2f} s)")
             if attempt.get("error"):
                 st.code(attempt["error"][-1500:], language="text")
+    elif node == "finish_sample":
+        for c in update.get("candidates", []):
+            value = f" {fmt_number(c['objective'])}" if c.get("objective") is not None else ""
+            st.caption(f"Sample {c['sample'] + 1} ended {c['status']}{value}; the answer is the majority among samples.")
     elif node == "diagnose":
         if update.get("confirmed"):
             st.markdown("The model matches the text: the result stands.")
@@ -94,6 +99,13 @@ def show_answer(solution: Solution) -> None:
         st.dataframe(constraints_frame(solution), hide_index=True)
     elif solution.is_mip and solution.ok:
         st.caption("A mixed-integer program: HiGHS reports no duals.")
+    if solution.model_text:
+        st.markdown("**Model as solved**")
+        st.code(solution.model_text, language="text")
+    if len(solution.candidates) > 1:
+        votes = ", ".join(f"{c.status} {fmt_number(c.objective)}" + (" (chosen)" if c.chosen else "")
+                          for c in solution.candidates)
+        st.caption(f"{len(solution.candidates)} samples, answer by majority vote: {votes}")
     if solution.insights:
         st.markdown("**Insights used**")
         show_insights(solution.insights)

@@ -170,7 +170,7 @@ def _solve(agent: Agent, item: registry.Item) -> Solution | AlphaoptError:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Accuracy on benchmark datasets.")
     parser.add_argument("--dataset", action="append", required=True,
-                        help=f"bundled name ({', '.join(registry.names())}), 'test' for all test splits, or a .jsonl path")
+                        help=f"bundled name ({', '.join(registry.names())}), 'test' or 'train' for all splits of that kind, or a .jsonl path")
     parser.add_argument("--run", help="results folder name under benchmarks/results (reuse it to resume)")
     parser.add_argument("--limit", type=int, help="first N items of each dataset")
     parser.add_argument("--library", default="none",
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    names = [n for d in args.dataset for n in (registry.names("test") if d == "test" else [d])]
+    names = [n for d in args.dataset for n in (registry.names(d) if d in ("test", "train") else [d])]
     per_dataset = [registry.load(n)[: args.limit] for n in names]
     # interleaved, so that a run stopped early still covers every dataset
     items = [i for group in zip_longest(*per_dataset) for i in group if i is not None]

@@ -18,6 +18,8 @@ import types
 from typing import Any
 
 MAX_ENTRIES = 5000  # cap on variables / duals / slacks / reduced costs returned
+MODEL_TEXT_LINES = 60  # cap on constraints and variables shown in the model text
+MODEL_TEXT_CHARS = 6000
 PROGRAM_NAME = "program.py"
 _HINT_NONLINEAR = (
     "HiGHS solves only linear (and mixed-integer linear) models, plus quadratic objectives "
@@ -95,7 +97,66 @@ def _run(program_path: str, time_limit: float | None, owner: int) -> dict[str, A
     variables = list(model.component_data_objects(pyo.Var, active=True, descend_into=True))
     if not variables:
         return _invalid("the model has no variables")
-    return _solve(model, objectives[0], variables, time_limit, owner)
+    text = model_text(model, objectives[0], variables)
+    return {"model_text": text, **_solve(model, objectives[0], variables, time_limit, owner)}
+
+
+def model_text(model: Any, objective: Any, variables: list[Any]) -> str:
+    """The model as built, in algebraic form: objective, constraints, variables with domains.
+
+    This is what the solver receives, so it is the honest account of the math used. Long
+    models are cut after ``MODEL_TEXT_LINES`` entries per part, saying how many were left out.
+    """
+    import pyomo.environ as pyo
+
+    def capped(lines: list[str], total: int) -> list[str]:
+        return lines + ([f"  ... and {total - len(lines)} more"] if total > len(lines) else [])
+
+    try:
+        sense = "maximize" if objective.sense == pyo.maximize else "minimize"
+        out = [f"{sense}  {objective.expr}", "subject to"]
+        constraints = list(model.component_data_objects(pyo.Constraint, active=True, descend_into=True))
+        shown = [f"  {c.name}:  {_constraint_text(c)}" for c in constraints[:MODEL_TEXT_LINES]]
+        out += capped(shown, len(constraints)) if constraints else ["  (no constraints)"]
+        out.append("variables")
+        out += capped([f"  {v.name}  {_domain_text(v)}" for v in variables[:MODEL_TEXT_LINES]], len(variables))
+        text = "\n".join(out)
+    except Exception as exc:  # noqa: BLE001 - best effort: never hide the solve behind this
+        return f"(model text unavailable: {type(exc).__name__})"
+    return text if len(text) <= MODEL_TEXT_CHARS else text[:MODEL_TEXT_CHARS] + "\n  ... (cut)"
+
+
+def _constraint_text(con: Any) -> str:
+    lower, upper = _number(con.lower), _number(con.upper)
+    if con.equality:
+        return f"{con.body} == {upper}"
+    if lower is not None and upper is not None:
+        return f"{lower} <= {con.body} <= {upper}"
+    return f"{con.body} <= {upper}" if upper is not None else f"{con.body} >= {lower}"
+
+
+def _number(value: Any) -> Any:
+    """A bound as short text (``4.5``, ``10``), or None; non-numeric bounds as they print."""
+    if value is None:
+        return None
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return value
+
+
+def _domain_text(var: Any) -> str:
+    kind = "binary" if var.is_binary() else "integer" if var.is_integer() else "continuous"
+    lb, ub = var.lb, var.ub
+    if lb is not None and ub is not None:
+        bounds = f"in [{lb:g}, {ub:g}]"
+    elif lb is not None:
+        bounds = f">= {lb:g}"
+    elif ub is not None:
+        bounds = f"<= {ub:g}"
+    else:
+        bounds = "free"
+    return f"{bounds}, {kind}" if kind != "binary" else "binary"
 
 
 def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float | None, owner: int) -> dict[str, Any]:

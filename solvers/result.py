@@ -57,6 +57,7 @@ class SolveResult(BaseModel):
     reduced_costs: dict[str, float] | None = None  # LPs only: variable name -> reduced cost
     solve_time_s: float | None = None  # time inside the solver
     wall_time_s: float = 0.0  # whole run as seen by the caller
+    model_text: str = ""  # the built model in algebraic form (objective, constraints, variables)
     log_tail: str = ""  # tail of program output + solver log
     error: str | None = None  # exception type, message and program.py traceback lines
     sandbox: str = ""  # how the program was isolated

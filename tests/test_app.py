@@ -62,7 +62,7 @@ def test_solve_an_example_and_see_steps_answer_and_constraints(llm):
     assert "chairs" in at.text_area(key="problem").value
     llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
     ok(click(at, "Solve"))
-    assert [s.label for s in at.status] == ["Done: optimal after 5 steps"]
+    assert [s.label for s in at.status] == ["Done: optimal after 6 steps"]
     markdown = " ".join(m.value for m in at.markdown)
     assert "**Formulation**" in markdown and r"$x + y \le 4$" in markdown and "**Pyomo program**" in markdown
     assert any("def build_model" in c.value for c in at.code)
@@ -110,7 +110,7 @@ def test_edit_the_program_and_the_formulation_and_rerun(llm):
     ok(click(at, "Re-run from this formulation"))
     assert llm.prompt_names[-1] == "write_program" and "x <= 2" in llm.calls[-1].user
     assert at.session_state["solution"].formulation == edited and at.metric[0].value == "8.66667"
-    assert [s.label for s in at.status] == ["Done: optimal after 3 steps"]
+    assert [s.label for s in at.status] == ["Done: optimal after 4 steps"]
 
 
 def test_bad_input_and_failures_are_clear_and_keep_the_text(llm):

@@ -31,8 +31,8 @@ def agent(settings, runner):
 def test_stream_yields_each_node_then_the_saved_solution(agent):
     agent.llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
     steps = list(agent.stream(PROBLEM))
-    assert [s.node for s in steps] == ["retrieve_insights", "formulate", "write_program", "run_program", "answer",
-                                       "done"]
+    assert [s.node for s in steps] == ["retrieve_insights", "formulate", "write_program", "run_program",
+                                       "finish_sample", "answer", "done"]
     assert steps[1].update["formulation"] == FORMULATION and "def build_model" in steps[2].update["program"]
     solution = steps[-1].solution
     assert solution is not None and solution.ok and solution.objective == pytest.approx(11)
@@ -42,7 +42,7 @@ def test_stream_yields_each_node_then_the_saved_solution(agent):
 def test_stream_from_an_edited_formulation_skips_formulate(agent):
     agent.llm.on("write_program", LP_REPLY)
     steps = list(agent.stream(PROBLEM, formulation=EDITED, insights=[]))
-    assert [s.node for s in steps] == ["write_program", "run_program", "answer", "done"]
+    assert [s.node for s in steps] == ["write_program", "run_program", "finish_sample", "answer", "done"]
     assert agent.llm.prompt_names == ["write_program"] and EDITED in agent.llm.calls[0].user
     assert steps[-1].solution.formulation == EDITED
 

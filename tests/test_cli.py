@@ -36,7 +36,8 @@ def test_solve_prints_plan_formulation_and_saved_run(scripted):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Status: optimal" in out and "Objective (maximize): 11" in out
-    assert "Decision values:" in out and "x " in out and "Formulation:" in out and "Saved: run" in out
+    assert "Decision values:" in out and "x " in out and "Saved: run" in out
+    assert "Formulation (as the model wrote it):" in out and "Model as solved:\n  maximize  3*x + 2*y" in out
     assert "def build_model" not in out
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from alphaopt.api import Agent
-from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, UNBOUNDED_REPLY, ScriptedLLM, program
+from tests.fakes import (
+    FORMULATION,
+    INFEASIBLE_REPLY,
+    LP_REPLY,
+    MILP_REPLY,
+    UNBOUNDED_REPLY,
+    WRONG_LP_REPLY,
+    ScriptedLLM,
+    program,
+)
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3, x and y non-negative."
 
@@ -172,3 +181,62 @@ def test_reserved_component_names_are_fixed_before_the_run(agent, fake_llm):
     solution = agent.solve(PROBLEM)
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
     assert fake_llm.prompt_names == ["formulate", "write_program"]  # no repair round needed
+
+
+# -- samples and the vote ----------------------------------------------------------------------
+def sampled_agent(settings, runner, llm, **update):
+    return Agent(settings.model_copy(update={"formulate": False, **update}), llm=llm, runner=runner)
+
+
+def test_two_agreeing_samples_decide_a_vote_of_three(settings, runner, fake_llm):
+    fake_llm.enqueue(LP_REPLY, LP_REPLY)
+    with sampled_agent(settings, runner, fake_llm, samples=3) as agent:
+        solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program", "write_program"]  # the third sample is not needed
+    # the first sample is greedy, the second samples with a seed of its own
+    assert fake_llm.calls[0].temperature is None and fake_llm.calls[1].temperature == settings.retry_temperature
+    assert fake_llm.calls[1].seed == settings.seed + 100
+    assert [(c.sample, c.objective, c.chosen) for c in solution.candidates] == [(0, pytest.approx(11), True),
+                                                                               (1, pytest.approx(11), False)]
+    assert [a.sample for a in solution.attempts] == [0, 1] and solution.objective == pytest.approx(11)
+
+
+def test_the_majority_beats_the_greedy_sample(settings, runner, fake_llm):
+    fake_llm.enqueue(WRONG_LP_REPLY, LP_REPLY, LP_REPLY)
+    with sampled_agent(settings, runner, fake_llm, samples=3) as agent:
+        solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program"] * 3
+    assert solution.objective == pytest.approx(11) and "model.x <= 3" in solution.program
+    assert [c.chosen for c in solution.candidates] == [False, True, False]
+    assert solution.variables == pytest.approx({"x": 3, "y": 1})  # the plan is the chosen sample's
+
+
+def test_a_failed_sample_leaves_the_vote_to_the_others(settings, runner, fake_llm):
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()")  # no objective
+    fake_llm.enqueue(broken, WRONG_LP_REPLY, LP_REPLY)
+    with sampled_agent(settings, runner, fake_llm, samples=3, max_repairs=0) as agent:
+        solution = agent.solve(PROBLEM)
+    # no majority: the first optimal sample wins the tie
+    assert [c.status for c in solution.candidates] == ["invalid_program", "optimal", "optimal"]
+    assert solution.objective == pytest.approx(26 / 3) and solution.candidates[1].chosen
+
+
+def test_no_optimal_sample_answers_the_first_failure(settings, runner, fake_llm):
+    fake_llm.enqueue(INFEASIBLE_REPLY, UNBOUNDED_REPLY)
+    with sampled_agent(settings, runner, fake_llm, samples=2, max_diagnoses=0) as agent:
+        solution = agent.solve(PROBLEM)
+    assert solution.status == "infeasible" and solution.objective is None
+    assert [c.status for c in solution.candidates] == ["infeasible", "unbounded"]
+
+
+def test_vote_rules():
+    from alphaopt.nodes import decided, vote
+
+    def c(status, objective=None):
+        return {"status": status, "objective": objective}
+
+    assert vote([c("error"), c("feasible", 3), c("optimal", 5)]) == 2
+    assert vote([c("error"), c("feasible", 3)]) == 1 and vote([c("error"), c("infeasible")]) == 0
+    assert vote([c("optimal", 1), c("optimal", 2), c("optimal", 2.0000000001)]) == 1
+    assert decided([c("optimal", 7), c("optimal", 7)], 3) and not decided([c("optimal", 7), c("optimal", 8)], 3)
+    assert not decided([c("optimal", 7), c("optimal", 7)], 5) and decided([c("error")], 1)

@@ -76,6 +76,14 @@ def test_cache_off_or_nonzero_temperature_calls_again(tmp_path):
         assert texts == ["a", "b"]
 
 
+def test_a_seeded_sample_replays_but_another_seed_calls_again(tmp_path):
+    server = Server((200, _completion("a")), (200, _completion("b")))
+    client = _client(tmp_path, server)
+    ask = lambda seed: client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5,  # noqa: E731
+                                       temperature=0.6, seed=seed)
+    assert [ask(1).text, ask(1).text, ask(2).text] == ["a", "a", "b"] and len(server.requests) == 2
+
+
 def test_retries_on_429_and_5xx(tmp_path):
     server = Server((429, {"error": {"message": "slow down"}}), (503, {"error": {"message": "busy"}}),
                     (200, _completion("ok")))

@@ -129,6 +129,45 @@ def test_infeasible(runner):
     res = runner.run(INFEASIBLE)
     assert res.status in (SolveStatus.INFEASIBLE, SolveStatus.INFEASIBLE_OR_UNBOUNDED)
     assert res.objective is None and res.variables == {} and not res.ok
+    assert res.model_text.startswith(("minimize", "maximize"))  # the model is shown even when no plan exists
+
+
+def test_model_text_is_the_model_as_built(runner):
+    res = runner.run(MILP)
+    lines = res.model_text.splitlines()
+    assert lines[:3] == ["maximize  10*take[0] + 13*take[1] + 7*take[2] + 8*take[3]", "subject to",
+                         "  cap:  5*take[0] + 6*take[1] + 3*take[2] + 4*take[3] <= 10"]
+    assert lines[3] == "variables" and "  take[2]  binary" in lines
+    mixed = runner.run("""
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.n = pyo.Var(domain=pyo.NonNegativeIntegers)
+    m.z = pyo.Var(bounds=(1, 5.5))
+    m.r = pyo.Constraint(expr=(2, m.n + m.z, 8))
+    m.e = pyo.Constraint(expr=m.n == 2 * m.z)
+    m.o = pyo.Objective(expr=m.n - m.z)
+    return m
+""")
+    assert mixed.model_text.splitlines() == [
+        "minimize  n - z", "subject to", "  r:  2 <= n + z <= 8", "  e:  n - 2*z == 0",
+        "variables", "  n  >= 0, integer", "  z  in [1, 5.5], continuous"]
+
+
+def test_model_text_of_a_large_model_is_cut(runner):
+    res = runner.run("""
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(100), bounds=(0, 1))
+    m.c = pyo.Constraint(range(100), rule=lambda m, i: m.x[i] <= 0.5)
+    m.o = pyo.Objective(expr=sum(m.x[i] for i in range(100)), sense=pyo.maximize)
+    return m
+""")
+    assert res.status is SolveStatus.OPTIMAL and res.objective == pytest.approx(50)
+    assert "  ... and 40 more" in res.model_text and res.model_text.count("<= 0.5") == 60
 
 
 def test_unbounded_is_not_reported_as_optimal(runner):
