@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 
     # Agent loop.
     max_problem_chars: int = 20000
-    formulate: bool = True
+    formulate: bool = False  # True: write the math first, then the program (two calls per sample)
     max_repairs: int = 2
     retry_temperature: float = 0.6
     max_diagnoses: int = 1

@@ -43,6 +43,22 @@ def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def samples_line(rows: list[dict[str, Any]]) -> str:
+    """How the vote compares with its own first (greedy) sample on the same items."""
+    voted = [r for r in rows if r.get("samples")]
+    if not voted:
+        return ""
+    n = len(voted)
+    first = sum(r["samples"][0]["correct"] for r in voted)
+    vote = sum(r["correct"] for r in voted)
+    any_right = sum(any(c["correct"] for c in r["samples"]) for r in voted)
+    drawn = sum(len(r["samples"]) for r in voted) / n
+    lo, hi = wilson(first, n)
+    return (f"Samples: {drawn:.2f} drawn per item on average. On these {n} items the first (greedy) sample alone "
+            f"was right {first}/{n} = {_pct(first / n)}% ({_pct(lo)}–{_pct(hi)}); the majority vote {vote}/{n} = "
+            f"{_pct(vote / n)}%; at least one sample right {any_right}/{n} (an upper bound for any vote).")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -78,12 +94,15 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- correctness: {meta.get('tolerance')}",
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
-        f"formulate {meta.get('formulate')}; prompts {meta.get('prompt_shas')}",
+        f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)} "
+        f"(retry temperature {meta.get('retry_temperature')}); prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
         "",
         table(rows) if rows else "(no items finished yet)",
         "",
         f"Status mix: {mix}",
+        "",
+        samples_line(rows),
         "",
         f"Suspect labels (reported apart, never edited): {', '.join(suspects) or 'none'}",
         "",

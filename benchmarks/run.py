@@ -59,8 +59,12 @@ def item_record(item: registry.Item, outcome: Solution | AlphaoptError, tol: Tol
         "objective": s.objective,
         "correct": tol.correct(s.objective, item.answer) if s.status in ("optimal", "feasible") else False,
         "run_id": s.run_id,
-        "attempts": [{"stage": a.stage, "status": a.status, "error": (a.error or "")[-300:], "fixes": a.fixes}
-                     for a in s.attempts],
+        "attempts": [{"stage": a.stage, "sample": a.sample, "status": a.status, "error": (a.error or "")[-300:],
+                      "fixes": a.fixes} for a in s.attempts],
+        # each sample's own answer: the first is what a single greedy sample would have answered
+        "samples": [{"status": c.status, "objective": c.objective, "chosen": c.chosen,
+                     "correct": tol.correct(c.objective, item.answer) if c.status in ("optimal", "feasible") else False}
+                    for c in s.candidates],
         "insights": [i["id"] for i in s.insights],
         "tokens_in": s.tokens.input,
         "tokens_out": s.tokens.output,
@@ -110,7 +114,8 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "model": settings.model_name, "endpoint": settings.base_url or "embedded",
         "library": library_name, "tolerance": tol.describe(), "temperature": settings.temperature,
         "max_repairs": settings.max_repairs, "max_diagnoses": settings.max_diagnoses,
-        "formulate": settings.formulate, "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
+        "formulate": settings.formulate, "samples": settings.samples, "retry_temperature": settings.retry_temperature,
+        "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -81,6 +81,19 @@ def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runne
     assert s["accuracy"] == 0.5 and s["execution_rate"] == 1.0
 
 
+def test_the_summary_compares_the_vote_with_its_greedy_sample():
+    from benchmarks.report import samples_line
+
+    def row(correct, *samples):
+        return {"correct": correct, "samples": [{"correct": c} for c in samples]}
+
+    rows = [row(True, False, True, True), row(True, True, True), row(False, False, True, False), row(False, False)]
+    assert samples_line(rows).startswith("Samples: 2.25 drawn per item on average. On these 4 items the first "
+                                         "(greedy) sample alone was right 1/4 = 25.0%")
+    assert "the majority vote 2/4 = 50.0%; at least one sample right 3/4" in samples_line(rows)
+    assert samples_line([{"correct": True}]) == ""  # rows from runs before samples existed
+
+
 def test_charts_are_written(tmp_path):
     pytest.importorskip("matplotlib")
     from benchmarks.charts import accuracy_by_dataset, learning_curve
