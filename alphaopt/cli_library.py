@@ -48,11 +48,14 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
 @click.option("--skip-learned", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A library export whose header lists tasks already learned from (to go on in a new home).")
+@click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSONL file of problems you evaluate on (repeatable): training problems that nearly copy "
+                   "one of them are skipped.")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_tries: int, max_tokens: int | None,
-          skip_learned: Path | None, no_progress: bool, **kwargs: Any) -> None:
+          skip_learned: Path | None, exclude: tuple[Path, ...], no_progress: bool, **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
 
@@ -63,6 +66,12 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
     signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
     settings = _settings(kwargs)
     items = read_training(list(files))
+    if exclude:
+        from alphaopt.dedup import near_duplicates
+
+        copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
+        items = [i for n, i in enumerate(items) if n not in copies]
+        click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
     store, index = open_library(settings)
     done = store.done_tasks()
     if skip_learned:

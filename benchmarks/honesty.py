@@ -6,23 +6,10 @@ Run with: python -m benchmarks.honesty
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 
+from alphaopt.dedup import TWIN_JACCARD, jaccard, shingles
 from benchmarks.registry import Item, load, names
-
-SHINGLE = 5
-TWIN_JACCARD = 0.5
-
-
-def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
-    """Word n-grams of the lower-cased text, numbers kept (they make problems differ)."""
-    words = re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower())
-    return frozenset(" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1)))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
 
 
 @dataclass(frozen=True)

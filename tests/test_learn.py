@@ -195,3 +195,33 @@ def test_runs_left_running_by_a_killed_process_are_closed(setup):
     learner(llm).learn([ITEM])
     closed = store.get_run(orphan.id)
     assert closed.status.value == "failed" and closed.counters["interrupted"] is True
+
+
+def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt import cli, cli_library
+
+    train = tmp_path / "toy_train.jsonl"
+    other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
+    train.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n"
+                     + json.dumps({"id": "t2", "description": other, "answer": 11}) + "\n")
+    test = tmp_path / "toy_test.jsonl"
+    test.write_text(json.dumps({"id": "x", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}) + "\n")
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
+    run = CliRunner().invoke(cli.cli, ["learn", str(train), "--exclude", str(test), "--no-progress"],
+                             catch_exceptions=False)
+    assert "Skipping 1 training problems that nearly copy a problem in --exclude" in run.output
+    assert "Run " in run.output and ": 1 problems" in run.output
+    assert len(llm.calls) == 2 and all(other in c.user and PROBLEM not in c.user for c in llm.calls)  # only t2
+
+
+def test_near_duplicates():
+    from alphaopt.dedup import near_duplicates
+
+    base = "A farmer has 50 acres to plant wheat and corn; wheat earns 200 dollars per acre and corn 300."
+    assert near_duplicates([base, base.replace("50", "60"), "Something else entirely."], [base.upper()]) == {0, 1}
+    assert near_duplicates([base], []) == set()

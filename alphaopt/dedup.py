@@ -1,0 +1,30 @@
+"""Near-duplicate problem texts: word 5-gram shingles and their Jaccard similarity.
+
+Used by ``alphaopt learn --exclude`` (never learn from a problem you evaluate on) and by the
+benchmarks' honesty checks (train/test twins).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+SHINGLE = 5
+TWIN_JACCARD = 0.5
+
+
+def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
+    """Word n-grams of the lower-cased text, numbers kept (they make problems differ)."""
+    words = re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower())
+    return frozenset(" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1)))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def near_duplicates(texts: Iterable[str], reference: Iterable[str], threshold: float = TWIN_JACCARD) -> set[int]:
+    """Indexes of ``texts`` whose shingle similarity to some reference text reaches ``threshold``."""
+    refs = [shingles(r) for r in reference]
+    return {n for n, text in enumerate(texts) if any(jaccard(own, r) >= threshold for own in [shingles(text)]
+                                                      for r in refs)}
