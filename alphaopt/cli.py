@@ -39,9 +39,14 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+SAMPLES_OPTION = click.option(
+    "--samples", type=int, help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 3).")
+
+
 def _settings(kwargs: dict[str, Any]) -> Settings:
     overrides = {k: kwargs.pop(k) for k in
                  ("home", "base_url", "api_key", "model", "model_path", "temperature", "max_repairs")}
+    overrides["samples"] = kwargs.pop("samples", None)  # solve and batch only; None keeps the setting
     if kwargs.pop("no_cache", None):
         overrides["cache"] = False
     return load_settings(**overrides)
@@ -88,6 +93,7 @@ def cli() -> None:
 @click.argument("problem")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole solution as one JSON object.")
 @click.option("--show-code", is_flag=True, help="Also print the Pyomo program.")
+@SAMPLES_OPTION
 @_settings_options
 @_errors
 def solve(problem: str, as_json: bool, show_code: bool, **kwargs: Any) -> None:
@@ -121,6 +127,7 @@ def resume(run_id: str, as_json: bool, **kwargs: Any) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Results JSONL (appended; rerun to resume).")
 @click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Problems in flight at once.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@SAMPLES_OPTION
 @_settings_options
 @_errors
 def batch(input_file: Any, output: Path, concurrency: int, no_progress: bool, **kwargs: Any) -> None:

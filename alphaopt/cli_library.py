@@ -43,7 +43,8 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--limit", type=int, help="Learn from at most N problems (after skipping those already done).")
-@click.option("-k", "--samples", type=int, default=1, show_default=True, help="Solves per problem with and without candidates.")
+@click.option("-k", "--solves", type=int, default=1, show_default=True,
+              help="Solves per problem with and without candidates (each with one sample, no vote).")
 @click.option("--explore-tries", type=int, default=2, show_default=True, help="Answer-guided attempts per failed problem.")
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
 @click.option("--skip-learned", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -54,7 +55,7 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
-def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_tries: int, max_tokens: int | None,
+def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, max_tokens: int | None,
           skip_learned: Path | None, exclude: tuple[Path, ...], no_progress: bool, **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
@@ -79,7 +80,7 @@ def learn(files: tuple[Path, ...], limit: int | None, samples: int, explore_trie
 
         done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
     todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
-    config = LearnConfig(k=samples, explore_tries=explore_tries, max_tokens=max_tokens)
+    config = LearnConfig(k=solves, explore_tries=explore_tries, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
 

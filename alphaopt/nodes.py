@@ -15,6 +15,7 @@ from alphaopt import prompts
 from alphaopt.llm import CallContext, LLMResult
 from alphaopt.program import extract_code, normalize
 from alphaopt.state import AgentContext, SolveState
+from alphaopt.vote import decided, vote
 
 _ERROR_CHARS = 1500
 FORMULATION_STAGES = ("domain_modeling", "general_formulation")
@@ -149,37 +150,6 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     chosen = candidates[vote(candidates)]
     return {"result": chosen["result"], "program": chosen["program"], "formulation": chosen["formulation"],
             "chosen_sample": chosen["sample"]}
-
-
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
-
-
-def vote(candidates: list[dict[str, Any]]) -> int:
-    """Index of the chosen candidate: one from the largest group of optimal samples that agree on
-    the objective (ties go to the group found first, so the greedy sample wins a tie); with no
-    optimal sample, the first feasible one, else the first sample."""
-    groups: list[list[int]] = []
-    for n, c in enumerate(candidates):
-        if c["status"] != "optimal" or c["objective"] is None:
-            continue
-        group = next((g for g in groups if _same(candidates[g[0]]["objective"], c["objective"])), None)
-        if group is None:
-            groups.append([n])
-        else:
-            group.append(n)
-    if groups:
-        return max(groups, key=len)[0]  # max keeps the first of equal-length groups
-    return next((n for n, c in enumerate(candidates) if c["status"] == "feasible"), 0)
-
-
-def decided(candidates: list[dict[str, Any]], samples: int) -> bool:
-    """True when more samples cannot change the vote: all are spent, or a strict majority of
-    ``samples`` already agrees."""
-    if len(candidates) >= samples:
-        return True
-    objectives = [c["objective"] for c in candidates if c["status"] == "optimal" and c["objective"] is not None]
-    return any(sum(_same(a, b) for b in objectives) * 2 > samples for a in objectives)
 
 
 def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:

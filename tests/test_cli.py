@@ -41,6 +41,20 @@ def test_solve_prints_plan_formulation_and_saved_run(scripted):
     assert "def build_model" not in out
 
 
+def test_samples_flag_draws_more_programs(scripted):
+    scripted.enqueue(FORMULATION, LP_REPLY, FORMULATION, LP_REPLY)
+    data = json.loads(invoke("solve", PROBLEM, "--json", "--samples", "2").output)
+    assert [c["objective"] for c in data["candidates"]] == [pytest.approx(11)] * 2 and data["candidates"][0]["chosen"]
+    assert "Samples: 2, answer by majority vote" in render_text(data)
+
+
+def render_text(data):
+    from alphaopt.render import render_solution
+    from alphaopt.state import Solution
+
+    return render_solution(Solution.model_validate(data))
+
+
 def test_solve_json_and_show_code(scripted):
     scripted.enqueue(FORMULATION, LP_REPLY)
     data = json.loads(invoke("solve", PROBLEM, "--json").output)

@@ -230,7 +230,7 @@ def test_no_optimal_sample_answers_the_first_failure(settings, runner, fake_llm)
 
 
 def test_vote_rules():
-    from alphaopt.nodes import decided, vote
+    from alphaopt.vote import decided, vote
 
     def c(status, objective=None):
         return {"status": status, "objective": objective}
@@ -240,3 +240,14 @@ def test_vote_rules():
     assert vote([c("optimal", 1), c("optimal", 2), c("optimal", 2.0000000001)]) == 1
     assert decided([c("optimal", 7), c("optimal", 7)], 3) and not decided([c("optimal", 7), c("optimal", 8)], 3)
     assert not decided([c("optimal", 7), c("optimal", 7)], 5) and decided([c("error")], 1)
+    # infeasible wins only with a strict majority of the samples drawn; otherwise an optimum does
+    assert vote([c("infeasible"), c("optimal", 4), c("infeasible")]) == 0
+    assert vote([c("infeasible"), c("optimal", 4)]) == 1 and vote([c("infeasible"), c("error")]) == 0
+    assert decided([c("infeasible"), c("infeasible")], 3) and not decided([c("infeasible"), c("unbounded")], 3)
+
+
+def test_a_majority_of_infeasible_samples_reports_infeasible(settings, runner, fake_llm):
+    fake_llm.enqueue(INFEASIBLE_REPLY, INFEASIBLE_REPLY)
+    with sampled_agent(settings, runner, fake_llm, samples=3, max_diagnoses=0) as agent:
+        solution = agent.solve(PROBLEM)
+    assert solution.status == "infeasible" and len(solution.candidates) == 2 and solution.candidates[0].chosen

@@ -35,6 +35,12 @@ def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
         load_settings()
 
 
+def test_samples_must_be_at_least_one(monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_SAMPLES", "0")
+    with pytest.raises(ConfigError, match="ALPHAOPT_SAMPLES"):
+        load_settings()
+
+
 def test_bad_settings_file_names_the_file(tmp_path):
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "settings.toml").write_text("max_repairs = = 1")
