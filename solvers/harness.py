@@ -102,7 +102,8 @@ def _run(program_path: str, time_limit: float | None, owner: int) -> dict[str, A
 
 
 def model_text(model: Any, objective: Any, variables: list[Any]) -> str:
-    """The model as built, in algebraic form: objective, constraints, variables with domains.
+    """The model as built, in algebraic form: sets and parameters (when the program declared
+    any), objective, constraints, variables with domains.
 
     This is what the solver receives, so it is the honest account of the math used. Long
     models are cut after ``MODEL_TEXT_LINES`` entries per part, saying how many were left out.
@@ -114,7 +115,8 @@ def model_text(model: Any, objective: Any, variables: list[Any]) -> str:
 
     try:
         sense = "maximize" if objective.sense == pyo.maximize else "minimize"
-        out = [f"{sense}  {objective.expr}", "subject to"]
+        out = _data_text(model)
+        out += [f"{sense}  {objective.expr}", "subject to"]
         constraints = list(model.component_data_objects(pyo.Constraint, active=True, descend_into=True))
         shown = [f"  {c.name}:  {_constraint_text(c)}" for c in constraints[:MODEL_TEXT_LINES]]
         out += capped(shown, len(constraints)) if constraints else ["  (no constraints)"]
@@ -124,6 +126,31 @@ def model_text(model: Any, objective: Any, variables: list[Any]) -> str:
     except Exception as exc:  # noqa: BLE001 - best effort: never hide the solve behind this
         return f"(model text unavailable: {type(exc).__name__})"
     return text if len(text) <= MODEL_TEXT_CHARS else text[:MODEL_TEXT_CHARS] + "\n  ... (cut)"
+
+
+def _data_text(model: Any) -> list[str]:
+    """Declared Pyomo sets (with members) and parameters (with values), capped like the rest."""
+    import pyomo.environ as pyo
+
+    def short(values: list[Any], total: int) -> str:
+        shown = ", ".join(str(_number(v) if isinstance(v, (int, float)) else v) for v in values)
+        return shown + (f", ... ({total} in all)" if total > len(values) else "")
+
+    out: list[str] = []
+    sets = list(model.component_objects((pyo.Set, pyo.RangeSet), descend_into=True))[:MODEL_TEXT_LINES]
+    if sets:
+        out.append("sets")
+        out += [f"  {s.name} = {{{short(list(s)[:20], len(s))}}}" for s in sets]
+    params = list(model.component_objects(pyo.Param, descend_into=True))[:MODEL_TEXT_LINES]
+    if params:
+        out.append("parameters")
+        for p in params:
+            if p.is_indexed():
+                items = list(p.items())
+                out.append(f"  {p.name} = {{{short([f'{k}: {_number(pyo.value(v))}' for k, v in items[:20]], len(items))}}}")
+            else:
+                out.append(f"  {p.name} = {_number(pyo.value(p))}")
+    return out
 
 
 def _constraint_text(con: Any) -> str:

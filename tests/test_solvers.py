@@ -135,9 +135,9 @@ def test_infeasible(runner):
 def test_model_text_is_the_model_as_built(runner):
     res = runner.run(MILP)
     lines = res.model_text.splitlines()
-    assert lines[:3] == ["maximize  10*take[0] + 13*take[1] + 7*take[2] + 8*take[3]", "subject to",
-                         "  cap:  5*take[0] + 6*take[1] + 3*take[2] + 4*take[3] <= 10"]
-    assert lines[3] == "variables" and "  take[2]  binary" in lines
+    assert lines[:5] == ["sets", "  I = {0, 1, 2, 3}", "maximize  10*take[0] + 13*take[1] + 7*take[2] + 8*take[3]",
+                         "subject to", "  cap:  5*take[0] + 6*take[1] + 3*take[2] + 4*take[3] <= 10"]
+    assert lines[5] == "variables" and "  take[2]  binary" in lines
     mixed = runner.run("""
 import pyomo.environ as pyo
 
@@ -168,6 +168,25 @@ def build_model():
 """)
     assert res.status is SolveStatus.OPTIMAL and res.objective == pytest.approx(50)
     assert "  ... and 40 more" in res.model_text and res.model_text.count("<= 0.5") == 60
+
+
+def test_model_text_lists_declared_sets_and_parameters(runner):
+    res = runner.run("""
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.S = pyo.Set(initialize=["a", "b"])
+    m.cost = pyo.Param(m.S, initialize={"a": 2, "b": 3.5})
+    m.cap = pyo.Param(initialize=10)
+    m.x = pyo.Var(m.S, domain=pyo.NonNegativeReals)
+    m.o = pyo.Objective(expr=sum(m.cost[s] * m.x[s] for s in m.S), sense=pyo.maximize)
+    m.c = pyo.Constraint(expr=sum(m.x[s] for s in m.S) <= m.cap)
+    return m
+""")
+    assert res.objective == pytest.approx(35)
+    assert res.model_text.splitlines()[:6] == ["sets", "  S = {a, b}", "parameters", "  cost = {a: 2, b: 3.5}",
+                                              "  cap = 10", "maximize  2*x[a] + 3.5*x[b]"]
 
 
 def test_unbounded_is_not_reported_as_optimal(runner):
