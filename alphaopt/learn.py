@@ -248,7 +248,7 @@ class Learner:
         for attempt in range(self.config.explore_tries):
             llm: Any = self.ledger if attempt == 0 else self.ledger.sampling(attempt, self.config.sample_temperature)
             messages, sha = prompts.render("explore", problem=task.text, target=f"{answer:g}", outcome=outcome,
-                                           formulation=failed.formulation or failed.program)
+                                           formulation=failed.formulation or failed.model_text or failed.program)
             reply = llm.complete(messages, prompt_name="explore", prompt_sha=sha,
                                  max_tokens=self.settings.max_tokens_program,
                                  context=CallContext(run_id=run_id, task_id=task.id, node="explore"))
