@@ -213,9 +213,16 @@ def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float |
     solution = res.solution_status.name
     has_incumbent = solution in ("optimal", "feasible") and res.incumbent_objective is not None
     status = _map_termination(tc, solution, has_incumbent)
-    out["status"] = status
-    if status == "error":
+    refusals = [line.strip() for line in out["solver_log"].splitlines() if line.lstrip().startswith("ERROR:")]
+    if status == "unknown" and refusals:  # HiGHS refused the model (e.g. a quadratic objective with integers)
+        status = "error"
+        out["error"] = "HiGHS refused the model: " + " ".join(refusals)[:500]
+        if "QP" in out["error"]:
+            out["error"] += (f"\nNot linear: objective {objective.name} (quadratic, with integer variables).\n"
+                             + _HINT_NONLINEAR)
+    elif status == "error":
         out["error"] = f"HiGHS reported a solver error (termination condition {tc}); see log_tail"
+    out["status"] = status
     if status not in ("optimal", "feasible"):
         return out
     out["objective"] = _finite(res.incumbent_objective)

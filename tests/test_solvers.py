@@ -260,6 +260,21 @@ def build_model():
     assert "linear" in res.error  # the repair hint
 
 
+def test_quadratic_objective_with_integers_is_an_error_naming_the_objective(runner):
+    res = runner.run("""
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2), domain=pyo.Binary)
+    m.cost = pyo.Objective(expr=200 * m.x[0] * m.x[1] + m.x[0])
+    m.c = pyo.Constraint(expr=m.x[0] + m.x[1] >= 1)
+    return m
+""")
+    assert res.status is SolveStatus.ERROR  # not "unknown": the repair loop gets a reason
+    assert "Cannot solve MIQP" in res.error and "objective cost (quadratic, with integer variables)" in res.error
+
+
 def test_variables_are_capped():
     program = """
 import pyomo.environ as pyo
