@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
 
