@@ -119,3 +119,14 @@ def test_pipeline_speed_from_the_call_log(tmp_path):
     speed = pipeline_speed(tmp_path / "runs.db")
     assert speed["calls"] == 3 and speed["completion_tok_s_median"] == 10.0
     assert speed["prompt_tokens_per_problem_mean"] == 900.0 and speed["problems"] == 2
+
+
+def test_paired_comparison_of_two_runs():
+    from benchmarks.compare import compare, mcnemar_p
+
+    a = [{"key": k, "correct": c} for k, c in [("x", True), ("y", False), ("z", True), ("only_a", True)]]
+    b = [{"key": k, "correct": c} for k, c in [("x", True), ("y", True), ("z", False), ("w", True)]]
+    c = compare(a, b)
+    assert (c["n"], c["a"], c["b"], c["only_a"], c["only_b"]) == (3, 2, 2, ["z"], ["y"])
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(1, 1) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64) and mcnemar_p(6, 0) == mcnemar_p(0, 6)
