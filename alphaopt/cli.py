@@ -40,7 +40,7 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 SAMPLES_OPTION = click.option(
-    "--samples", type=int, help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 3).")
+    "--samples", type=int, help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 1).")
 
 
 def _settings(kwargs: dict[str, Any]) -> Settings:

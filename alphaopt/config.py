@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     max_repairs: int = 2
     retry_temperature: float = 0.6
     max_diagnoses: int = 1
-    samples: int = Field(default=3, ge=1, le=15)
+    samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote: see benchmarks/README.md for what it bought
 
     # Solver sandbox.
     solver_wall_time_s: float = 30.0

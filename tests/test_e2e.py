@@ -34,8 +34,8 @@ def test_embedded_model_solves_a_tiny_lp(tmp_path, monkeypatch, runner):
         solution = agent.solve(PROBLEM)
     assert solution.status == "optimal", (solution.error, solution.program)
     assert solution.objective == pytest.approx(1900, rel=1e-4)
-    assert solution.model.startswith("qwen2.5-coder-1.5b") and solution.tokens.calls >= 2  # two samples at least
-    assert solution.candidates[0].chosen or solution.candidates[0].objective != solution.objective
+    assert solution.model.startswith("qwen2.5-coder-1.5b") and solution.tokens.calls >= 1
+    assert [c.chosen for c in solution.candidates] == [True]  # one sample by default
     assert "maximize" in solution.model_text
     # the call log has the real calls, with tokens and latency
     calls = agent.log.calls(run_id=solution.run_id)
