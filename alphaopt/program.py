@@ -10,7 +10,9 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
 - a module-level model is wrapped into ``build_model()``; a missing ``return model`` is added;
 - missing imports of ``pyomo.environ`` (as ``pyo`` or by name) and ``math`` are added;
 - a component named like one of the model's own attributes (``model.name``, ``model.type``, ...)
-  is renamed with a trailing underscore.
+  is renamed with a trailing underscore;
+- ``sum(model.x)`` over an indexed variable (which sums the indexes, not the variables) becomes
+  ``sum(model.x.values())``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def normalize(code: str) -> tuple[str, list[str]]:
         _ensure_return(build, fixes)
     tree.body = body
     _rename_reserved(tree, fixes)
+    _sum_indexed_vars(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -175,6 +178,24 @@ def _rename_reserved(tree: ast.Module, fixes: list[str]) -> None:
                 and node.attr in clashing:
             node.attr += "_"
     fixes.append("renamed components that clash with Pyomo's own attributes: " + ", ".join(sorted(clashing)))
+
+
+def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
+    """Iterating an indexed component yields its indexes, so ``sum(model.x)`` adds up the index
+    numbers: a constant, that turns a constraint into True/False or an objective into a number.
+    For components declared as ``model.x = Var(<index>, ...)``, sum the variables instead."""
+    indexed = {t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+               and _ctor(n.value) == "Var" and n.value.args for t in n.targets if isinstance(t, ast.Attribute)}
+    changed = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("sum", "quicksum") and len(node.args) == 1 \
+                and isinstance(node.args[0], ast.Attribute) and node.args[0].attr in indexed:
+            node.args[0] = ast.Call(func=ast.Attribute(value=node.args[0], attr="values", ctx=ast.Load()),
+                                    args=[], keywords=[])
+            changed.add(node.args[0].func.value.attr)
+    if changed:
+        fixes.append("summed the variables, not their indexes: " + ", ".join(f"sum(model.{n}.values())"
+                                                                           for n in sorted(changed)))
 
 
 def _ctor(call: ast.Call) -> str | None:

@@ -96,3 +96,31 @@ def build_model():
     program, fixes = _fixed(code)
     assert "model.active_" in program and "model.type_ =" in program and "model.active <=" not in program
     assert fixes == ["renamed components that clash with Pyomo's own attributes: active, type"]
+
+
+SUMS_INDEXES = """import pyomo.environ as pyo
+
+def build_model():
+    model = pyo.ConcreteModel()
+    model.x = pyo.Var(range(5), domain=pyo.NonNegativeReals)
+    model.y = pyo.Var(domain=pyo.NonNegativeReals)
+    model.obj = pyo.Objective(expr=sum(model.x) + model.y, sense=pyo.maximize)
+    model.cap = pyo.Constraint(expr=sum(model.x) <= 8)
+    model.ylim = pyo.Constraint(expr=model.y <= 1)
+    return model
+"""
+
+
+def test_sum_over_an_indexed_variable_sums_the_variables(runner):
+    program, fixes = _fixed(SUMS_INDEXES)
+    assert program.count("sum(model.x.values())") == 2 and fixes == [
+        "summed the variables, not their indexes: sum(model.x.values())"]
+    # as written, sum(model.x) is 0+1+2+3+4 = 10: the constraint is 'False' and Pyomo refuses it
+    assert runner.run(SUMS_INDEXES).status.value == "error"
+    result = runner.run(program)
+    assert result.status.value == "optimal" and abs(result.objective - 9) < 1e-9
+
+
+def test_sums_of_indexed_expressions_are_left_alone():
+    code = SUMS_INDEXES.replace("sum(model.x)", "sum(model.x[i] for i in range(5))")
+    assert _fixed(code) == (code, [])
