@@ -17,6 +17,7 @@ Each finished problem is marked in the library, so a rerun resumes where a run s
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from alphaopt.program import extract_code, hardcodes, normalize
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
 from library import InsightDraft, LibraryStore, Status, Task
+from library.taxonomy import canonical
 from library.index import LibraryIndex
 from solvers import SolverRunner
 
@@ -271,15 +273,17 @@ class Learner:
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
         broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
+        labels = "\n".join(f"{lab.level1} / {lab.level2}" for lab in self.store.labels()
+                           if lab.stage.value == "code_implementation")
         return [d for d in self._drafts("extract_code", task, run_id, error=(broken.error or broken.status)[-1200:],
-                                        right=fixed.program) if d.stage.value == "code_implementation"]
+                                        right=fixed.program, labels=labels) if d.stage.value == "code_implementation"]
 
     def _drafts(self, step: str, task: Task, run_id: str, **kwargs: str) -> list[InsightDraft]:
         messages, sha = prompts.render(step, problem=task.text, **kwargs)
         reply = self.ledger.complete(messages, prompt_name=step, prompt_sha=sha, max_tokens=500, schema=_Drafts,
                                      context=CallContext(run_id=run_id, task_id=task.id, node=step))
         parsed = reply.parsed if isinstance(reply.parsed, _Drafts) else _lenient(reply.text)
-        return parsed.insights if parsed else []
+        return [d for d in parsed.insights if _meaningful(d)] if parsed else []
 
     def _merge(self, insight: Any, run_id: str) -> int:
         """Merge a newly verified insight with a near-duplicate; returns 1 when a merge replaced them."""
@@ -350,6 +354,20 @@ def _repaired(solution: Solution) -> bool:
     """A run error that the repair loop fixed: an error attempt followed by a program that ran."""
     statuses = [a.status for a in solution.attempts]
     return any(s in _REPAIRABLE for s in statuses) and statuses[-1] not in _REPAIRABLE
+
+
+_PLACEHOLDER_LABELS = {"category", "subcategory"}  # the prompt's own example values, copied
+
+
+def _meaningful(draft: InsightDraft) -> bool:
+    """Drop drafts that say nothing: labels copied from the prompt's template, or an example whose
+    'wrong' and 'right' parts are the same."""
+    if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
+        return False
+    parts = re.split(r"\b(?:wrong|right)\s*:", draft.example, flags=re.IGNORECASE)
+    if len(parts) == 3 and " ".join(parts[1].split()).strip(" ,;.") == " ".join(parts[2].split()).strip(" ,;."):
+        return False
+    return True
 
 
 def _lenient(text: str) -> _Drafts | None:

@@ -129,7 +129,9 @@ The repaired program ran:
 {right}
 ```
 Write 1 lesson about writing Pyomo code that avoids this error, as JSON:
-{{"insights": [{{"stage": "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the program needs ...", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}"""
+{{"insights": [{{"stage": "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the program needs ...", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}
+Use one of these categories (level1 / level2):
+{labels}"""
 
 MERGE = """These lessons say nearly the same thing:
 <lessons>

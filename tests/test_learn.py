@@ -98,6 +98,19 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert insight.stage.value == "code_implementation" and insight.provenance.evidence["code_only"] is True
     extract = next(c for c in llm.calls if c.prompt_name == "extract_code")
     assert "AttributeError" in extract.user
+    assert "Use one of these categories" in extract.user and "/" in extract.user.split("categories")[-1]
+
+
+@pytest.mark.parametrize("change", [{"level1": "category", "level2": "subcategory"},
+                                    {"example": "wrong: model.x = pyo.Var(range(9)) right: model.x = pyo.Var(range(9))"}])
+def test_a_draft_that_says_nothing_is_dropped(setup, change):
+    store, _, learner = setup
+    empty = {"insights": [{**CODE_DRAFT["insights"][0], **change}]}
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
+    llm.on("extract_code", json.dumps(empty))
+    summary = learner(llm, explore_tries=0).learn([ITEM])
+    assert summary.added == 0 and store.list() == []  # nothing to verify, so no solve "with" it either
+    assert llm.prompt_names[-1] == "extract_code"
 
 
 def test_already_solved_problem_learns_nothing(setup):
