@@ -9,12 +9,13 @@ Embeddings come from ``library.embeddings`` (offline), never from Chroma's defau
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import chromadb
+import chromadb.errors
 from chromadb.api import ClientAPI
 from chromadb.api.client import Client
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
@@ -25,6 +26,8 @@ from library.embeddings import DIMENSION, MODEL_ID, Embedder, default_embedder
 from library.errors import LibraryError
 from library.models import Insight, Status
 from library.taxonomy import LabelKey, Stage, parse_stage
+
+_T = TypeVar("_T")
 
 _BATCH = 256
 _STAMP_KEY = "library_stamp"
@@ -154,8 +157,21 @@ class LibraryIndex:
         )
 
     def _recreate(self) -> Any:
-        self._client.delete_collection(self._name)
+        try:
+            self._client.delete_collection(self._name)
+        except chromadb.errors.NotFoundError:  # another process deleted it first
+            pass
         return self._open()
+
+    def _live(self, op: Callable[[Any], _T]) -> _T:
+        """Run ``op`` on the collection. Another process sharing the index (a ``library`` command
+        while ``learn`` runs) may have rebuilt it, which deletes and re-creates the collection:
+        then open the new one and run ``op`` again."""
+        try:
+            return op(self._collection)
+        except chromadb.errors.NotFoundError:
+            self._collection = self._open()
+            return op(self._collection)
 
     def close(self) -> None:
         """Release the Chroma client."""
@@ -175,12 +191,12 @@ class LibraryIndex:
 
     def count(self) -> int:
         """How many insights the collection holds."""
-        return int(self._collection.count())
+        return int(self._live(lambda c: c.count()))
 
     @property
     def stamp(self) -> str | None:
         """The store's ``version_stamp()`` at the last ``rebuild``, if any."""
-        value = (self._collection.metadata or {}).get(_STAMP_KEY)
+        value = (self._live(lambda c: c.metadata) or {}).get(_STAMP_KEY)
         return str(value) if value is not None else None
 
     def upsert(self, insights: Insight | Iterable[Insight]) -> None:
@@ -188,12 +204,12 @@ class LibraryIndex:
         batch = [insights] if isinstance(insights, Insight) else list(insights)
         for start in range(0, len(batch), _BATCH):
             part = batch[start : start + _BATCH]
-            self._collection.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
-                                    metadatas=[_metadata(i) for i in part])
+            self._live(lambda c: c.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
+                                          metadatas=[_metadata(i) for i in part]))  # noqa: B023 - called at once
 
     def remove(self, insight_id: str) -> None:
         """Drop an insight from the index (a no-op when it is not there)."""
-        self._collection.delete(ids=[insight_id])
+        self._live(lambda c: c.delete(ids=[insight_id]))
 
     def rebuild(self, store: InsightSource) -> int:
         """Replace the collection's contents with every insight in ``store``; return the count."""
@@ -242,7 +258,7 @@ class LibraryIndex:
         if count == 0 or k <= 0:
             return []
         clause = None if not where else where[0] if len(where) == 1 else {"$and": where}
-        result = self._collection.query(query_texts=[text], n_results=min(k, count), where=clause,
-                                        include=["distances"])
+        result = self._live(lambda c: c.query(query_texts=[text], n_results=min(k, count), where=clause,
+                                              include=["distances"]))
         ids, distances = result["ids"][0], (result["distances"] or [[]])[0]
         return [Recalled(i, float(d)) for i, d in zip(ids, distances, strict=True)]

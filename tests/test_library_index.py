@@ -93,3 +93,17 @@ def test_rebuild_after_deleting_the_chroma_dir_restores_recall(store: LibrarySto
     assert [h.distance for h in after] == pytest.approx([h.distance for h in before], abs=1e-4)
     with LibraryIndex(path) as reopened:  # persisted: a new client sees the same collection
         assert reopened.count() == 4 and reopened.sync(store) is False
+
+
+def test_an_index_rebuilt_by_another_user_of_the_same_folder_keeps_working(store: LibraryStore, tmp_path: Path):
+    """A `library` command while `learn` runs rebuilds the index (delete + re-create the collection);
+    the running process must follow the new collection, not fail on the deleted one."""
+    query = "Products move from plants via depots to retail stores."
+    with LibraryIndex(tmp_path / "chroma") as running:
+        running.rebuild(store)
+        store.set_status("I0001", Status.RETIRED)  # the store moves on: the next opener rebuilds
+        with LibraryIndex(tmp_path / "chroma") as other:
+            assert other.sync(store) is True
+        assert running.recall(query)[0].insight_id == "I0004" and running.count() == 4
+        running.remove("I0002")
+        assert running.count() == 3
