@@ -26,5 +26,9 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 def near_duplicates(texts: Iterable[str], reference: Iterable[str], threshold: float = TWIN_JACCARD) -> set[int]:
     """Indexes of ``texts`` whose shingle similarity to some reference text reaches ``threshold``."""
     refs = [shingles(r) for r in reference]
-    return {n for n, text in enumerate(texts) if any(jaccard(own, r) >= threshold for own in [shingles(text)]
-                                                      for r in refs)}
+    found = set()
+    for n, text in enumerate(texts):
+        own = shingles(text)
+        if any(jaccard(own, r) >= threshold for r in refs):
+            found.add(n)
+    return found
