@@ -267,16 +267,20 @@ class Learner:
         return None
 
     def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
-        labels = "\n".join(f"{lab.stage.value} / {lab.level1} / {lab.level2}" for lab in self.store.labels())
+        labels = self._label_lines(with_stage=True)
         outcome = f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else "")
         return self._drafts("extract", task, run_id, outcome=outcome, wrong=failed.program, right=right, labels=labels)
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
         broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
-        labels = "\n".join(f"{lab.level1} / {lab.level2}" for lab in self.store.labels()
-                           if lab.stage.value == "code_implementation")
+        labels = self._label_lines(with_stage=False, stage="code_implementation")
         return [d for d in self._drafts("extract_code", task, run_id, error=(broken.error or broken.status)[-1200:],
                                         right=fixed.program, labels=labels) if d.stage.value == "code_implementation"]
+
+    def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
+        """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
+        return "\n".join((f"{lab.stage.value} / " if with_stage else "") + f"{lab.level1} / {lab.level2}"
+                         for lab in self.store.labels() if stage is None or lab.stage.value == stage)
 
     def _drafts(self, step: str, task: Task, run_id: str, **kwargs: str) -> list[InsightDraft]:
         messages, sha = prompts.render(step, problem=task.text, **kwargs)
