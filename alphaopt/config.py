@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     model: str | None = None
     temperature: float = 0.0
     max_tokens_formulation: int = 400
-    max_tokens_program: int = 700
+    max_tokens_program: int = 1000
     request_timeout_s: float = 600.0
     max_retries: int = 3
     cache: bool = True

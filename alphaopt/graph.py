@@ -2,7 +2,8 @@
 
 retrieve_insights → formulate → write_program → run_program ─┬→ finish_sample ─┬→ answer (vote)
                        ↑           ↑                          ├→ repair → run_program  │
-                       │           └──────────── diagnose ←───┘  (or → finish_sample)  │
+                       │           └──────────── diagnose ←───┘  (direct: → run_program; │
+                       │                          formulate: → write_program or finish) │
                        └──────────────── next sample, until the vote is decided ←──────┘
 """
 
@@ -37,7 +38,8 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
     graph.add_edge("write_program", "run_program")
     graph.add_conditional_edges("run_program", nodes.route_after_run, ["repair", "diagnose", "finish_sample"])
     graph.add_edge("repair", "run_program")
-    graph.add_conditional_edges("diagnose", nodes.route_after_diagnose, ["write_program", "finish_sample"])
+    graph.add_conditional_edges("diagnose", nodes.route_after_diagnose,
+                                ["write_program", "run_program", "finish_sample"])
     graph.add_conditional_edges("finish_sample", nodes.route_after_sample, ["formulate", "answer"])
     graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)

@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 
 from alphaopt import prompts
 from alphaopt.llm import CallContext, LLMResult
-from alphaopt.program import extract_code, normalize
+from alphaopt.program import cut_repetition, extract_code, normalize
 from alphaopt.state import AgentContext, SolveState
 from alphaopt.vote import decided, vote
 
@@ -75,8 +75,22 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         insights=_insights(state, CODE_STAGES if runtime.context.settings.formulate else None),
         formulation=state.get("formulation") or "(not written: model the problem directly)",
     )
-    program, fixes = normalize(extract_code(reply.text))
-    return {"program": program, "fixes": fixes, "stage": "write_program", **usage}
+    return {**_program_update(reply, runtime.context.settings.max_tokens_program), "stage": "write_program", **usage}
+
+
+def _program_update(reply: LLMResult, max_tokens: int, fallback: str = "") -> dict[str, Any]:
+    """The program in a reply, with the contract fixes applied. A reply that stopped at the token
+    limit is cut where it started repeating itself; if it did not repeat, it is marked
+    ``truncated`` so that the repair asks for a shorter program instead of fixing this one."""
+    code = extract_code(reply.text)
+    if not code.strip():
+        return {"program": fallback, "fixes": [], "truncated": False}
+    truncated = reply.output_tokens >= max_tokens
+    cut: list[str] = []
+    if truncated:
+        code, cut = cut_repetition(code)
+    program, fixes = normalize(code)
+    return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
 def run_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -99,21 +113,38 @@ def run_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, 
 def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Show the failed program and its error to the model and take its corrected program."""
     result = state["result"]
-    error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+    settings = runtime.context.settings
     previous = [a["program"] for a in state.get("attempts", [])[:-1]]
-    reply, usage = _ask(
-        runtime, state, "repair", runtime.context.settings.max_tokens_program,
-        retry=int(state.get("program", "") in previous),  # the same failing program again: sample
-        problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:],
-    )
-    code = extract_code(reply.text)
-    program, fixes = normalize(code) if code.strip() else (state.get("program", ""), [])
-    return {"program": program, "fixes": fixes, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
+    retry = int(state.get("program", "") in previous)  # the same failing program again: sample
+    if state.get("truncated"):
+        # Fixing an unfinished program would run into the same limit: ask for a shorter one.
+        reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program, retry=retry + 1,
+                            problem=state["problem"], insights=_insights(state, CODE_STAGES))
+    else:
+        error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+        reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
+                            problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:])
+    update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
+    return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
 
 def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Check the formulation against the text after an infeasible, unbounded or empty result."""
+    """Check the model against the text after an infeasible, unbounded or empty result.
+
+    Writing the program directly (the default), the model is shown its program and asked for a
+    corrected one, which runs next; if it writes the same model again, the same status stands.
+    With ``formulate`` on, it checks the formulation and may answer CONFIRMED, or rewrites the
+    math for ``write_program``. (Offered CONFIRMED, the embedded model took it 27 times of 27.)"""
     status = _diagnosis_reason(state) or state["result"]["status"]
+    settings = runtime.context.settings
+    if not settings.formulate:
+        reply, usage = _ask(
+            runtime, state, "diagnose_program", settings.max_tokens_program,
+            problem=state["problem"], program=state.get("program", ""),
+            status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
+        )
+        update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
+        return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
         runtime, state, "diagnose", runtime.context.settings.max_tokens_formulation,
         problem=state["problem"],
@@ -139,7 +170,7 @@ def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         "formulation": state.get("formulation", ""),
     }
     return {"candidates": [candidate], "sample": state.get("sample", 0) + 1,
-            "repairs": 0, "diagnoses": 0, "confirmed": False}
+            "repairs": 0, "diagnoses": 0, "confirmed": False, "truncated": False}
 
 
 def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -174,8 +205,12 @@ def is_implausible(result: dict[str, Any]) -> bool:
     return bool(values) and abs(result.get("objective") or 0.0) < 1e-9 and all(abs(v) < 1e-9 for v in values.values())
 
 
-def route_after_diagnose(state: SolveState) -> Literal["write_program", "finish_sample"]:
-    """The diagnosis confirmed the result (keep it) or rewrote the model (program it)."""
+def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> Literal[
+        "write_program", "run_program", "finish_sample"]:
+    """The diagnosis wrote a corrected program (run it), confirmed the result (keep it) or
+    rewrote the formulation (program it)."""
+    if not runtime.context.settings.formulate:
+        return "run_program"
     return "finish_sample" if state.get("confirmed") else "write_program"
 
 

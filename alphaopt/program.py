@@ -12,7 +12,13 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
 - a component named like one of the model's own attributes (``model.name``, ``model.type``, ...)
   is renamed with a trailing underscore;
 - ``sum(model.x)`` over an indexed variable (which sums the indexes, not the variables) becomes
-  ``sum(model.x.values())``.
+  ``sum(model.x.values())``;
+- a ``sense=`` argument given to a constraint (the relation already says it) is dropped, and a
+  strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``.
+
+``cut_repetition`` mends a reply that ran into the token limit by repeating itself: a small
+model at temperature 0 can loop on one line until the limit; the loop is cut after its first
+copy, and the program ends at its last complete statement.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ def normalize(code: str) -> tuple[str, list[str]]:
     tree.body = body
     _rename_reserved(tree, fixes)
     _sum_indexed_vars(tree, fixes)
+    _constraint_relations(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -196,6 +203,65 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
     if changed:
         fixes.append("summed the variables, not their indexes: " + ", ".join(f"sum(model.{n}.values())"
                                                                            for n in sorted(changed)))
+
+
+def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
+    """``Constraint(expr=a <= b, sense=...)`` fails on the unknown argument, and ``a < b`` is refused
+    as a strict inequality; the relation is what the model meant, so keep it and make it non-strict."""
+    dropped = strict = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _ctor(node)
+        if name == "Constraint" and any(k.arg == "sense" for k in node.keywords):
+            node.keywords = [k for k in node.keywords if k.arg != "sense"]
+            dropped += 1
+        if name not in ("Constraint", "add"):
+            continue
+        for arg in [*node.args, *(k.value for k in node.keywords if k.arg in ("expr", "rule"))]:
+            relation = arg.body if isinstance(arg, ast.Lambda) else arg  # not conditions inside sums
+            if isinstance(relation, ast.Compare):
+                fixed = [ast.LtE() if isinstance(op, ast.Lt) else ast.GtE() if isinstance(op, ast.Gt) else op
+                         for op in relation.ops]
+                strict += sum(a is not b for a, b in zip(fixed, relation.ops))
+                relation.ops = fixed
+    if dropped:
+        fixes.append(f"dropped the sense= argument of {dropped} constraint(s): the relation in expr says it")
+    if strict:
+        fixes.append(f"made {strict} strict inequality(ies) in constraints non-strict (< to <=, > to >=)")
+
+
+def cut_repetition(code: str, *, min_repeats: int = 3, max_period: int = 4) -> tuple[str, list[str]]:
+    """Cut a program that loops on the same line(s) until the token limit.
+
+    When a block of up to ``max_period`` lines repeats at least ``min_repeats`` times in a row,
+    everything after its first copy is the loop: it is dropped, then trailing lines are dropped
+    until the program parses. Returns the program unchanged (and no fix) when there is no loop
+    or nothing that parses is left.
+    """
+    lines = code.splitlines()
+    stripped = [ln.strip() for ln in lines]
+    for start in range(len(lines)):
+        for period in range(1, max_period + 1):
+            block = stripped[start:start + period]
+            if len(block) < period or max(map(len, block)) < 8:  # not a run of closing brackets
+                continue
+            repeats = 1
+            while stripped[start + repeats * period:start + (repeats + 1) * period] == block:
+                repeats += 1
+            if repeats < min_repeats:
+                continue
+            kept = lines[:start + period]
+            while kept:
+                try:
+                    ast.parse("\n".join(kept))
+                except SyntaxError:
+                    kept.pop()
+                    continue
+                return "\n".join(kept) + "\n", [
+                    f"cut a reply that repeated {period} line(s) {repeats}+ times until the token limit"]
+            return code, []
+    return code, []
 
 
 def _ctor(call: ast.Call) -> str | None:

@@ -17,9 +17,11 @@ Pyomo program rules:
 - Start with `import pyomo.environ as pyo`.
 - Define `def build_model():` that creates `model = pyo.ConcreteModel()`, adds everything, and ends with `return model`.
 - Write the numbers from the problem directly in the expressions.
-- Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices. Only for many similar items: `model.x = pyo.Var(range(n), domain=...)` with `sum(c[i] * model.x[i] for i in range(n))`.
-- Exactly one objective: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
+- Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices.
+- With a table or more than 4 similar items, put the data in Python lists or dicts and use indexes and loops: `model.x = pyo.Var(range(n), domain=...)`, `sum(c[i] * model.x[i] for i in range(n))`. Never declare x1, x2, x3, ... one by one.
+- Exactly one objective, the quantity the question asks for: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
+- Directions: "at least", "minimum", "no less than" mean >=; "at most", "no more than", "up to", "maximum", "available", "budget", "capacity" mean <=.
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
 - Never solve, never print, never use SolverFactory.
 
@@ -80,6 +82,19 @@ The solver says the model is {status}. {hint}
 Check each constraint against the problem text: a wrong direction (<= vs >=), a wrong number, a missing or extra constraint, or a wrong objective sense.
 If the model already matches the text exactly (the problem itself is {status}), answer only: CONFIRMED.
 Otherwise write the corrected mathematical model in the same format (## Variables, ## Objective, ## Constraints). Do not write code."""
+
+DIAGNOSE_PROGRAM = PROBLEM + """
+This program:
+```python
+{program}
+```
+builds a model that the solver says is {status}. {hint}
+Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
+Write the corrected complete program. Answer with one ```python block only."""
+
+REWRITE_SHORTER = PROBLEM + """{insights}
+Your first program for this problem was cut off at the length limit, unfinished, because it wrote every item on its own line.
+Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
 
 CONFIRMED = "CONFIRMED"
 
@@ -145,6 +160,8 @@ PROMPTS: dict[str, str] = {
     "write_program": WRITE_PROGRAM,
     "repair": REPAIR,
     "diagnose": DIAGNOSE,
+    "diagnose_program": DIAGNOSE_PROGRAM,
+    "rewrite_shorter": REWRITE_SHORTER,
     "check_insights": CHECK_INSIGHTS,
     "explore": EXPLORE,
     "extract": EXTRACT,

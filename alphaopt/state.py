@@ -42,6 +42,7 @@ class SolveState(TypedDict, total=False):
     formulation: str
     program: str
     fixes: list[str]
+    truncated: bool  # the program's reply stopped at the token limit unfinished
     stage: Stage
     result: dict[str, Any]
     attempts: Annotated[list[dict[str, Any]], operator.add]

@@ -251,3 +251,53 @@ def test_a_majority_of_infeasible_samples_reports_infeasible(settings, runner, f
     with sampled_agent(settings, runner, fake_llm, samples=3, max_diagnoses=0) as agent:
         solution = agent.solve(PROBLEM)
     assert solution.status == "infeasible" and len(solution.candidates) == 2 and solution.candidates[0].chosen
+
+
+@pytest.fixture
+def direct_agent(settings, runner, fake_llm, monkeypatch):
+    """The shipped default: the program is written directly, no formulate step."""
+    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
+    from alphaopt.config import load_settings
+
+    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, max_tokens_program=120),
+               llm=fake_llm, runner=runner) as a:
+        yield a
+
+
+def test_direct_infeasible_is_diagnosed_into_a_corrected_program(direct_agent, fake_llm):
+    fake_llm.enqueue(INFEASIBLE_REPLY, LP_REPLY)
+    solution = direct_agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program", "diagnose_program"]
+    diagnose = fake_llm.calls[1].user
+    assert "infeasible" in diagnose and "model.x >= 10" in diagnose and "CONFIRMED" not in diagnose
+    assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", "infeasible"), ("diagnose", "optimal")]
+    assert solution.objective == pytest.approx(11)
+
+
+def test_direct_infeasible_rewritten_unchanged_stays_infeasible(direct_agent, fake_llm):
+    fake_llm.enqueue(INFEASIBLE_REPLY, INFEASIBLE_REPLY)
+    solution = direct_agent.solve("An impossible problem.")
+    assert fake_llm.prompt_names == ["write_program", "diagnose_program"]  # one diagnosis, then stop
+    assert solution.status == "infeasible" and solution.objective is None
+
+
+def test_reply_looping_to_the_token_limit_is_cut_and_runs(direct_agent, fake_llm):
+    loop = "\n".join(["model.c3 = pyo.Constraint(expr=model.x <= 3)"] * 12)
+    looping = LP_REPLY.replace("    return model\n```", "    " + loop.replace("\n", "\n    ") + "\n    model.c")
+    fake_llm.enqueue(looping)
+    solution = direct_agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program"]
+    assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+    assert any("repeated" in f for f in solution.attempts[0].fixes)
+
+
+def test_unfinished_long_reply_asks_for_a_shorter_program(direct_agent, fake_llm):
+    scalars = "\n".join(f"model.y{i} = pyo.Var(domain=pyo.NonNegativeReals)" for i in range(30))
+    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```", "    model.obj = pyo.Obj")
+    fake_llm.enqueue(unfinished, LP_REPLY)
+    solution = direct_agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program", "rewrite_shorter"]
+    rewrite = fake_llm.calls[1]
+    assert "cut off" in rewrite.user and "model.y29" not in rewrite.user  # the unfinished program is not shown
+    assert rewrite.temperature is not None and rewrite.temperature > 0  # not the greedy reply again
+    assert solution.status == "optimal" and solution.objective == pytest.approx(11)

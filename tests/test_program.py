@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 
-from alphaopt.program import extract_code, normalize
+import pytest
+
+from alphaopt.program import cut_repetition, extract_code, normalize
+from tests.fakes import program
 
 
 def _fixed(code: str) -> tuple[str, list[str]]:
@@ -124,3 +127,44 @@ def test_sum_over_an_indexed_variable_sums_the_variables(runner):
 def test_sums_of_indexed_expressions_are_left_alone():
     code = SUMS_INDEXES.replace("sum(model.x)", "sum(model.x[i] for i in range(5))")
     assert _fixed(code) == (code, [])
+
+
+def test_constraint_sense_argument_is_dropped_and_strict_relations_made_non_strict(runner):
+    code = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(range(3), domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=sum(model.x[i] for i in range(3) if i < 2), sense=pyo.maximize)
+model.c = pyo.Constraint(expr=model.x[0] < 5, sense=pyo.le)
+model.cs = pyo.ConstraintList()
+model.cs.add(sum(model.x[i] for i in range(3) if i > 0) < 1)
+""")
+    fixed, fixes = normalize(extract_code(code))
+    assert "sense=pyo.le" not in fixed and "model.x[0] <= 5" in fixed
+    assert "if i < 2" in fixed and "if i > 0" in fixed  # conditions inside sums are not relations
+    assert any("sense=" in f for f in fixes) and any("2 strict" in f for f in fixes)
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(6)
+
+
+def test_cut_repetition_keeps_the_first_copy_and_a_parsable_program(runner):
+    looping = extract_code(program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
+model.cap = pyo.Constraint(expr=model.x <= 50)
+model.cap = pyo.Constraint(expr=model.x <= 50)
+model.cap = pyo.Constraint(expr=model.x <= 50)
+model.cap = pyo.Constraint(expr=model.x <= 50)
+model.cap = pyo.Con""")).replace("    return model\n", "")
+    cut, fixes = cut_repetition(looping)
+    assert cut.count("model.cap") == 1 and "pyo.Con\n" not in cut and fixes
+    result = runner.run(normalize(cut)[0])
+    assert result.status == "optimal" and result.objective == pytest.approx(50)
+
+
+def test_cut_repetition_leaves_programs_without_a_loop_alone():
+    scalars = "\n".join(f"    model.y{i} = pyo.Var(domain=pyo.Binary)" for i in range(20))
+    code = f"import pyomo.environ as pyo\ndef build_model():\n    model = pyo.ConcreteModel()\n{scalars}\n    model.obj = pyo.Obj"
+    assert cut_repetition(code) == (code, [])
+    brackets = "x = [\n    [1, 2],\n    [1, 2],\n    [1, 2],\n]\n"
+    assert cut_repetition(brackets) == (brackets, [])  # short repeated rows are data, but too short to count

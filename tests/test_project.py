@@ -74,6 +74,8 @@ NODE_KWARGS = {
     "write_program": {"problem": "P", "insights": "", "formulation": "F"},
     "repair": {"problem": "P", "program": "C", "error": "E"},
     "diagnose": {"problem": "P", "formulation": "F", "status": "infeasible", "hint": "H"},
+    "diagnose_program": {"problem": "P", "program": "C", "status": "infeasible", "hint": "H"},
+    "rewrite_shorter": {"problem": "P", "insights": ""},
     "check_insights": {"problem": "P", "candidates": "[I0001] When x: y"},
     "explore": {"problem": "P", "formulation": "F", "outcome": "optimal objective 3", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L"},
