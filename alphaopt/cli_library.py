@@ -109,10 +109,11 @@ def library() -> None:
     """The experience library."""
 
 
-def _open(home: Path | None) -> Any:
-    from alphaopt.retrieval import open_library
+def _open_store(home: Path | None) -> Any:
+    """The SQL store alone: listing, showing and exporting never touch the vector index."""
+    from alphaopt.retrieval import open_store
 
-    return open_library(load_settings(home=home))
+    return open_store(load_settings(home=home))
 
 
 @library.command("list")
@@ -123,7 +124,7 @@ def _open(home: Path | None) -> Any:
 @_errors
 def library_list(status: str, stage: str | None, text: str | None, home: Path | None) -> None:
     """List insights."""
-    store, _ = _open(home)
+    store = _open_store(home)
     for i in store.list(status=None if status == "all" else status, stage=stage, text=text):
         click.echo(f"{i.id} v{i.version} {i.status.value:<9} {i.stage.value}/{i.level1}/{i.level2}: {i.condition[:80]}")
 
@@ -134,7 +135,7 @@ def library_list(status: str, stage: str | None, text: str | None, home: Path | 
 @_errors
 def library_show(insight_id: str, home: Path | None) -> None:
     """One insight with its versions and evidence."""
-    store, _ = _open(home)
+    store = _open_store(home)
     for v in store.versions(insight_id):
         click.echo(json.dumps(v.model_dump(mode="json"), indent=2))
     evidence = store.evidence_for(insight_id)
@@ -149,7 +150,7 @@ def library_show(insight_id: str, home: Path | None) -> None:
 @_errors
 def library_export(path: Path, home: Path | None) -> None:
     """Write the verified insights as reviewable JSONL, with how they were learned."""
-    store, _ = _open(home)
+    store = _open_store(home)
     done = store.done_tasks()
     tasks = [t for t in store.tasks() if t.id in done]
     runs = store.runs()
@@ -171,7 +172,9 @@ def library_export(path: Path, home: Path | None) -> None:
 @_errors
 def library_import(path: Path, home: Path | None) -> None:
     """Load insights from a JSONL export (all or nothing)."""
-    store, index = _open(home)
+    from alphaopt.retrieval import open_library
+
+    store, index = open_library(load_settings(home=home))
     count = store.import_jsonl(path)
     index.rebuild(store)
     click.echo(f"Imported {count} insights from {path}")

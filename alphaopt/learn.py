@@ -2,10 +2,13 @@
 
 Run with: alphaopt learn benchmarks/data/nl4opt_train.jsonl --limit 20
 
-For each training problem: solve it k times with the current library; if none is right,
+For each training problem: solve it k times with the current library. If one is right but only
+after the repair loop fixed a run error, that error becomes a candidate code insight (step 4
+checks that the first program now runs and is right). If none is right,
 1. a run error that the repair loop fixed becomes a candidate code insight;
-2. answer-guided exploration: the model sees its failed model and the target value and tries to
-   reach it (the solver computes the objective; a program that writes the target is rejected);
+2. answer-guided exploration: the model sees its failed program, how its objective compares with
+   the target value, and tries to reach it, each try editing the latest program that ran (the
+   solver computes the objective; a program that writes the target is rejected);
 3. contrasting the failed and the successful program gives candidate insights;
 4. counterfactual check: the problem is solved k times with the candidates, compared with the k
    runs without; only a lift (``with >= without + margin`` and at least one success) verifies;
@@ -159,6 +162,10 @@ class Learner:
                     on_task(task, outcome, summary)
         except BudgetExceeded as exc:
             summary.stopped = str(exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from the CLI's handler: a stop, not a failure
+            self.store.finish_run(run.id, status="stopped", tokens=self.ledger.spent,
+                                  counters={**summary.as_dict(), "stopped": str(exc) or "interrupted"})
+            raise
         except BaseException as exc:  # recorded on the run, then re-raised: a rerun resumes
             self.store.finish_run(run.id, status="failed", counters={**summary.as_dict(), "error": repr(exc)},
                                   tokens=self.ledger.spent)
@@ -184,7 +191,14 @@ class Learner:
         if wins:
             summary.solved_before += 1
             summary.solved_after += 1
-            return "solved"
+            # Right only after a repair: a code insight that makes the first program run is a lift.
+            clean = any(self._success(s, answer, code_only=True) for s in wins)
+            fixed = None if clean else next((s for s in wins if _repaired(s)), None)
+            if fixed is None:
+                return "solved"
+            drafts = [(d, "extract_code") for d in self._extract_code(task, fixed, run_id)]
+            return "solved; " + self._verify(task, run_id, summary, drafts, without, solved=True) if drafts \
+                else "solved"
         drafts: list[tuple[InsightDraft, str]] = []
         fixed = next((s for s in without if _repaired(s)), None)
         if fixed is not None:
@@ -194,6 +208,12 @@ class Learner:
             drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id)]
         if not drafts:
             return "unsolved: nothing learned"
+        return self._verify(task, run_id, summary, drafts, without)
+
+    def _verify(self, task: Task, run_id: str, summary: LearnSummary, drafts: list[tuple[InsightDraft, str]],
+                without: list[Solution], *, solved: bool = False) -> str:
+        """The counterfactual check: solve k times with the candidates and compare with ``without``."""
+        answer = float(task.answer)
         code_only = all(d.stage.value == "code_implementation" for d, _ in drafts)
         base = sum(self._success(s, answer, code_only) for s in without)
         candidates = [self.store.add_insight(d, provenance={
@@ -214,9 +234,10 @@ class Learner:
                                                success=self.config.correct(s.objective, answer))
         if not accepted:
             summary.rejected += len(candidates)
-            return "unsolved: candidates rejected"
+            return "candidates rejected" if solved else "unsolved: candidates rejected"
         summary.verified += len(candidates)
-        summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
+        if not solved:
+            summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
         self.index.upsert([self.store.get(c.id) for c in candidates])
         for c in candidates:
             summary.merged += self._merge(self.store.get(c.id), run_id)
@@ -244,26 +265,32 @@ class Learner:
         return right
 
     def _explore(self, task: Task, failed: Solution, run_id: str) -> str | None:
-        """Answer-guided exploration: return a program whose solved objective hits the target."""
+        """Answer-guided exploration: return a program whose solved objective hits the target.
+
+        Each try edits the latest program that ran (the solve's at first), told how its result
+        compares with the target; a try that errors or writes the target leaves the chain where
+        it was, and the next try samples."""
         answer = float(task.answer)
-        outcome = (f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else ""))
+        program, outcome = failed.program or failed.model_text, _outcome(failed.status, failed.objective, answer)
         for attempt in range(self.config.explore_tries):
             llm: Any = self.ledger if attempt == 0 else self.ledger.sampling(attempt, self.config.sample_temperature)
             messages, sha = prompts.render("explore", problem=task.text, target=f"{answer:g}", outcome=outcome,
-                                           formulation=failed.formulation or failed.model_text or failed.program)
+                                           program=program)
             reply = llm.complete(messages, prompt_name="explore", prompt_sha=sha,
                                  max_tokens=self.settings.max_tokens_program,
                                  context=CallContext(run_id=run_id, task_id=task.id, node="explore"))
-            program, _ = normalize(extract_code(reply.text))
-            if hardcodes(program, answer, task.text):
+            candidate, _ = normalize(extract_code(reply.text))
+            if hardcodes(candidate, answer, task.text):
                 self.store.record_attempt(task.id, kind="explore", status="rejected: writes the target value",
-                                          run_id=run_id, program=program)
+                                          run_id=run_id, program=candidate)
                 continue
-            result = self.runner.run(program)
+            result = self.runner.run(candidate)
             self.store.record_attempt(task.id, kind="explore", status=result.status.value, run_id=run_id,
-                                      program=program, objective=result.objective, error=result.error)
+                                      program=candidate, objective=result.objective, error=result.error)
             if result.ok and self.config.correct(result.objective, answer):
-                return program
+                return candidate
+            if result.ok or result.status.value in ("infeasible", "unbounded", "infeasible_or_unbounded"):
+                program, outcome = candidate, _outcome(result.status.value, result.objective, answer)
         return None
 
     def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
@@ -342,6 +369,14 @@ class _Combined:
         found = self.base.retrieve(problem, llm=llm, run_id=run_id)
         ids = {f["id"] for f in self.forced}
         return [*self.forced, *[f for f in found if f["id"] not in ids]]
+
+
+def _outcome(status: str, objective: float | None, answer: float) -> str:
+    """How a program's result compares with the target, for the exploration prompt."""
+    if objective is None or status not in ("optimal", "feasible"):
+        return f"no optimal solution (status: {status.replace('_', ' ')})"
+    side = "lower" if objective < answer else "higher"
+    return f"the optimal objective {objective:g}, {side} than the correct value"
 
 
 def _alive(pid: int) -> bool:

@@ -113,11 +113,12 @@ Lessons learned from other problems:
 Which lessons apply to this problem? Answer with their ids separated by commas, or NONE."""
 
 EXPLORE = PROBLEM + """
-<formulation>
-{formulation}
-</formulation>
-A program for this model gave: {outcome}. The correct optimal objective value is {target}.
-Find the modeling mistake (a wrong direction, a wrong number, a missing or extra constraint, wrong integrality, a wrong objective) and write the corrected program. The solver must compute the value: never write the number {target} in the program.
+This program:
+```python
+{program}
+```
+gives {outcome}. The correct optimal objective value is {target}.
+Find the modeling mistake (a wrong direction, a wrong number, a missing or extra constraint, wrong integrality, a wrong objective) and write the corrected program; change only what is wrong. The solver must compute the value: never write the number {target} in the program.
 Answer with one ```python block only."""
 
 EXTRACT = PROBLEM + """

@@ -35,11 +35,17 @@ def insight_dict(insight: Insight) -> dict[str, Any]:
     }
 
 
-def open_library(settings: Settings) -> tuple[LibraryStore, LibraryIndex]:
-    """Open the store and index named by the settings; load the starter library into an empty store."""
+def open_store(settings: Settings) -> LibraryStore:
+    """Open the store named by the settings; load the starter library into an empty store."""
     store = LibraryStore(settings.library_url or settings.library_db)
     if not store.list(status=None) and settings.starter_library and Path(settings.starter_library).is_file():
         store.import_jsonl(settings.starter_library)
+    return store
+
+
+def open_library(settings: Settings) -> tuple[LibraryStore, LibraryIndex]:
+    """Open the store and its Chroma index (synced with the store)."""
+    store = open_store(settings)
     index = LibraryIndex(settings.chroma_url or settings.chroma_dir)
     index.sync(store)
     return store, index

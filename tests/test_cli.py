@@ -154,3 +154,14 @@ def test_runs_list_and_show(scripted):
     run_id = json.loads(invoke("solve", PROBLEM, "--json").output)["run_id"]
     assert run_id in invoke("runs", "list").output
     assert "Objective (maximize): 11" in invoke("runs", "show", run_id).output
+
+
+def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
+    from alphaopt.config import load_settings
+
+    home = tmp_path / "lib"
+    assert invoke("library", "list", "--home", str(home)).exit_code == 0
+    out = invoke("library", "export", str(tmp_path / "out.jsonl"), "--home", str(home))
+    assert out.exit_code == 0 and "Exported 0 verified insights" in out.output
+    settings = load_settings(home=home)
+    assert settings.library_db.exists() and not settings.chroma_dir.exists()

@@ -238,3 +238,55 @@ def test_near_duplicates():
     base = "A farmer has 50 acres to plant wheat and corn; wheat earns 200 dollars per acre and corn 300."
     assert near_duplicates([base, base.replace("50", "60"), "Something else entirely."], [base.upper()]) == {0, 1}
     assert near_duplicates([base], []) == set()
+
+
+def test_right_only_after_a_repair_learns_a_code_insight(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)
+    llm.on("extract_code", json.dumps(CODE_DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # with the insight: right first time
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert (summary.solved_before, summary.solved_after, summary.verified) == (1, 1, 1)
+    assert "explore" not in llm.prompt_names  # it was solved: nothing to explore
+    assert store.get("I0001").provenance.evidence == {"without": 0, "with": 1, "k": 1, "code_only": True}
+    assert store.attempts(task_id="toy_train/t1")[-1].status == "solved; learned"
+
+
+def test_right_first_time_after_all_learns_nothing_new(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)
+    llm.on("extract_code", json.dumps(CODE_DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)  # the insight did not help
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert (summary.solved_after, summary.verified, summary.rejected) == (1, 0, 1)
+    assert store.get("I0001").status == Status.RETIRED
+
+
+def test_exploration_edits_the_latest_program_that_ran(setup):
+    store, _, learner = setup
+    worse = WRONG_LP_REPLY.replace("model.x + 3 * model.y <= 6", "model.x + 3 * model.y <= 3")  # 20/3 instead of 26/3
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", worse, LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=2).learn([ITEM])
+    assert summary.verified == 1
+    first, second = [c for c in llm.calls if c.prompt_name == "explore"]
+    assert "model.x <= 2" in first.user and "the optimal objective 8.66667, lower than the correct value" in first.user
+    assert "<= 3)" in second.user and "the optimal objective 6.66667, lower than the correct value" in second.user
+    assert second.temperature and second.temperature > 0
+
+
+def test_an_interrupted_run_is_recorded_as_stopped(setup):
+    store, _, learner = setup
+    second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # t1 solved
+
+    def interrupt(_messages):
+        raise KeyboardInterrupt("stopped by signal 15")
+
+    llm.on("formulate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        learner(llm).learn([ITEM, second])
+    run = store.runs()[-1]
+    assert run.status.value == "stopped" and run.counters["stopped"] == "stopped by signal 15"
+    assert run.counters["seen"] == 1 and store.done_tasks() == {"toy_train/t1"}

@@ -77,7 +77,7 @@ NODE_KWARGS = {
     "diagnose_program": {"problem": "P", "program": "C", "status": "infeasible", "hint": "H"},
     "rewrite_shorter": {"problem": "P", "insights": ""},
     "check_insights": {"problem": "P", "candidates": "[I0001] When x: y"},
-    "explore": {"problem": "P", "formulation": "F", "outcome": "optimal objective 3", "target": "5"},
+    "explore": {"problem": "P", "program": "C", "outcome": "the optimal objective 3 (too low)", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L"},
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
