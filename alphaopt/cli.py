@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,10 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: One word ending in a file extension (``examples/bakery.txt``): a path, not a problem statement.
+_PATH_LIKE = re.compile(r"[^\s]+\.(?:txt|md|json|jsonl|text|prob)", re.IGNORECASE)
+
+
 def read_problem(source: str) -> str:
     """The problem text from an argument: ``-`` for stdin, an existing file path, or the text itself."""
     if source == "-":
@@ -75,6 +80,8 @@ def read_problem(source: str) -> str:
     elif len(source) < 4096 and "\n" not in source and Path(source).is_file():
         data = Path(source).read_bytes()
         name = source
+    elif _PATH_LIKE.fullmatch(source):
+        raise InputError(f"No such file: {source}. Give an existing file, '-' for stdin, or the problem text itself.")
     else:
         return source
     try:

@@ -165,3 +165,8 @@ def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
     assert out.exit_code == 0 and "Exported 0 verified insights" in out.output
     settings = load_settings(home=home)
     assert settings.library_db.exists() and not settings.chroma_dir.exists()
+
+
+def test_a_missing_file_is_an_error_not_a_problem_text(tmp_path):
+    out = invoke("solve", str(tmp_path / "bakery.txt"))
+    assert out.exit_code != 0 and "No such file" in out.output and "problem text itself" in out.output
