@@ -118,7 +118,9 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     retry = int(state.get("program", "") in previous)  # the same failing program again: sample
     if state.get("truncated"):
         # Fixing an unfinished program would run into the same limit: ask for a shorter one.
-        reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program, retry=retry + 1,
+        # sampled, with a seed per round, so a second rewrite is not the first one replayed
+        reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program,
+                            retry=state.get("repairs", 0) + 1,
                             problem=state["problem"], insights=_insights(state, CODE_STAGES))
     else:
         error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"

@@ -301,3 +301,13 @@ def test_unfinished_long_reply_asks_for_a_shorter_program(direct_agent, fake_llm
     assert "cut off" in rewrite.user and "model.y29" not in rewrite.user  # the unfinished program is not shown
     assert rewrite.temperature is not None and rewrite.temperature > 0  # not the greedy reply again
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+
+
+def test_a_second_shorter_rewrite_draws_a_new_sample(direct_agent, fake_llm):
+    scalars = "\n".join(f"model.y{i} = pyo.Var(domain=pyo.NonNegativeReals)" for i in range(30))
+    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```", "    model.obj = pyo.Obj")
+    fake_llm.enqueue(unfinished, unfinished, LP_REPLY)
+    solution = direct_agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program", "rewrite_shorter", "rewrite_shorter"]
+    assert fake_llm.calls[1].seed != fake_llm.calls[2].seed  # not a replay of the first rewrite
+    assert solution.objective == pytest.approx(11)
