@@ -13,8 +13,10 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
   is renamed with a trailing underscore;
 - ``sum(model.x)`` over an indexed variable (which sums the indexes, not the variables) becomes
   ``sum(model.x.values())``;
-- a ``sense=`` argument given to a constraint (the relation already says it) is dropped, and a
-  strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``.
+- a ``sense=`` argument given to a constraint (the relation already says it) is dropped, a
+  strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``, and an
+  expression passed as the first positional argument of ``Constraint``/``Objective`` (Pyomo reads
+  it as an index set) is passed as ``expr=``.
 
 ``cut_repetition`` mends a reply that ran into the token limit by repeating itself: a small
 model at temperature 0 can loop on one line until the limit; the loop is cut after its first
@@ -208,11 +210,14 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
 def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
     """``Constraint(expr=a <= b, sense=...)`` fails on the unknown argument, and ``a < b`` is refused
     as a strict inequality; the relation is what the model meant, so keep it and make it non-strict."""
-    dropped = strict = 0
+    dropped = strict = moved = 0
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         name = _ctor(node)
+        if _expression_passed_as_index(node, name):
+            node.keywords.insert(0, ast.keyword(arg="expr", value=node.args.pop(0)))
+            moved += 1
         if name == "Constraint" and any(k.arg == "sense" for k in node.keywords):
             node.keywords = [k for k in node.keywords if k.arg != "sense"]
             dropped += 1
@@ -225,10 +230,26 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
                          for op in relation.ops]
                 strict += sum(a is not b for a, b in zip(fixed, relation.ops))
                 relation.ops = fixed
+    if moved:
+        fixes.append(f"passed {moved} expression(s) given as the first argument of Constraint/Objective as expr= "
+                     "(a first positional argument is an index set)")
     if dropped:
         fixes.append(f"dropped the sense= argument of {dropped} constraint(s): the relation in expr says it")
     if strict:
         fixes.append(f"made {strict} strict inequality(ies) in constraints non-strict (< to <=, > to >=)")
+
+
+def _expression_passed_as_index(call: ast.Call, name: str | None) -> bool:
+    """``Constraint(a <= b)`` or ``Objective(2 * x + y)``: Pyomo reads a first positional argument as
+    the index set and fails; the model meant ``expr=``."""
+    if name not in ("Constraint", "Objective") or len(call.args) != 1 or any(
+            k.arg in ("expr", "rule") for k in call.keywords):
+        return False
+    arg = call.args[0]
+    if name == "Constraint":
+        return isinstance(arg, ast.Compare)
+    return isinstance(arg, (ast.BinOp, ast.UnaryOp)) or (
+        isinstance(arg, ast.Call) and _ctor(arg) in ("sum", "quicksum", "sum_product"))
 
 
 def cut_repetition(code: str, *, min_repeats: int = 3, max_period: int = 4) -> tuple[str, list[str]]:

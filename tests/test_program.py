@@ -168,3 +168,21 @@ def test_cut_repetition_leaves_programs_without_a_loop_alone():
     assert cut_repetition(code) == (code, [])
     brackets = "x = [\n    [1, 2],\n    [1, 2],\n    [1, 2],\n]\n"
     assert cut_repetition(brackets) == (brackets, [])  # short repeated rows are data, but too short to count
+
+
+def test_expression_given_as_the_index_argument_becomes_expr(runner):
+    code = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(3 * model.x + 2 * model.y, sense=pyo.maximize)
+model.c1 = pyo.Constraint(model.x + model.y <= 4)
+model.c2 = pyo.Constraint(model.x <= 3)
+model.idx = pyo.Constraint(range(2), rule=lambda m, i: m.y >= 0)
+""")
+    fixed, fixes = normalize(extract_code(code))
+    assert "Constraint(expr=model.x + model.y <= 4)" in fixed and "Objective(expr=3 * model.x" in fixed
+    assert "Constraint(range(2), rule=" in fixed  # a real index set stays
+    assert any("3 expression(s)" in f for f in fixes)
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(11)
