@@ -59,7 +59,7 @@ def item_record(item: registry.Item, outcome: Solution | AlphaoptError, tol: Tol
         "objective": s.objective,
         "correct": tol.correct(s.objective, item.answer) if s.status in ("optimal", "feasible") else False,
         "run_id": s.run_id,
-        "attempts": [{"stage": a.stage, "sample": a.sample, "status": a.status, "error": (a.error or "")[-300:],
+        "attempts": [{"stage": a.stage, "sample": a.sample, "status": a.status, "error": _short(a.error or ""),
                       "fixes": a.fixes} for a in s.attempts],
         # each sample's own answer: the first is what a single greedy sample would have answered
         "samples": [{"status": c.status, "objective": c.objective, "chosen": c.chosen,
@@ -170,6 +170,12 @@ def _solve(agent: Agent, item: registry.Item) -> Solution | AlphaoptError:
         return agent.solve(item.description)  # the text only: item.answer never goes in
     except AlphaoptError as exc:
         return exc
+
+
+
+def _short(error: str, head: int = 200, tail: int = 200) -> str:
+    """An error for a result row: its first line (type and message) and its last lines."""
+    return error if len(error) <= head + tail else error[:head] + " … " + error[-tail:]
 
 
 def main(argv: list[str] | None = None) -> None:

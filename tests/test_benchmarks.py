@@ -130,3 +130,12 @@ def test_paired_comparison_of_two_runs():
     assert (c["n"], c["a"], c["b"], c["only_a"], c["only_b"]) == (3, 2, 2, ["z"], ["y"])
     assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(1, 1) == 1.0
     assert mcnemar_p(0, 6) == pytest.approx(2 / 64) and mcnemar_p(6, 0) == mcnemar_p(0, 6)
+
+
+def test_result_rows_keep_an_errors_first_line_and_its_end():
+    from benchmarks.run import _short
+
+    error = "TypeError: the message\n" + "  frame\n" * 100 + "    the failing line"
+    short = _short(error)
+    assert short.startswith("TypeError: the message") and short.endswith("the failing line") and len(short) < 420
+    assert _short("short") == "short"
