@@ -115,6 +115,7 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "library": library_name, "tolerance": tol.describe(), "temperature": settings.temperature,
         "max_repairs": settings.max_repairs, "max_diagnoses": settings.max_diagnoses,
         "formulate": settings.formulate, "samples": settings.samples, "retry_temperature": settings.retry_temperature,
+        "max_tokens_program": settings.max_tokens_program,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items),
     }
