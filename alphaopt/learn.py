@@ -296,25 +296,48 @@ class Learner:
     def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
         labels = self._label_lines(with_stage=True)
         outcome = f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else "")
-        return self._drafts("extract", task, run_id, outcome=outcome, wrong=failed.program, right=right, labels=labels)
+        return self._drafts("extract", task, run_id, (failed.program, right),
+                            outcome=outcome, wrong=failed.program, right=right, labels=labels)
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
         broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
         labels = self._label_lines(with_stage=False, stage="code_implementation")
-        return [d for d in self._drafts("extract_code", task, run_id, error=(broken.error or broken.status)[-1200:],
-                                        right=fixed.program, labels=labels) if d.stage.value == "code_implementation"]
+        return [d for d in self._drafts("extract_code", task, run_id, (broken.program, fixed.program),
+                                        error=(broken.error or broken.status)[-1200:], right=fixed.program,
+                                        labels=labels) if d.stage.value == "code_implementation"]
 
     def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
         """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
         return "\n".join((f"{lab.stage.value} / " if with_stage else "") + f"{lab.level1} / {lab.level2}"
                          for lab in self.store.labels() if stage is None or lab.stage.value == stage)
 
-    def _drafts(self, step: str, task: Task, run_id: str, **kwargs: str) -> list[InsightDraft]:
+    def _drafts(self, step: str, task: Task, run_id: str, programs: tuple[str, str], **kwargs: str) -> list[InsightDraft]:
+        """Drafts from one extraction call, mended where the model left the template's placeholders
+        (see ``_mend``) and dropped where they still say nothing. ``programs`` is (wrong, right)."""
         messages, sha = prompts.render(step, problem=task.text, **kwargs)
         reply = self.ledger.complete(messages, prompt_name=step, prompt_sha=sha, max_tokens=500, schema=_Drafts,
                                      context=CallContext(run_id=run_id, task_id=task.id, node=step))
         parsed = reply.parsed if isinstance(reply.parsed, _Drafts) else _lenient(reply.text)
-        return [d for d in parsed.insights if _meaningful(d)] if parsed else []
+        if not parsed:
+            return []
+        return [d for d in (self._mend(d, *programs) for d in parsed.insights) if _meaningful(d)]
+
+    def _mend(self, draft: InsightDraft, wrong: str, right: str) -> InsightDraft:
+        """A small model often copies the prompt's placeholders. Labels copied from the template
+        become the taxonomy label (of the draft's stage) whose definition is nearest to the
+        draft's text; an example with nothing in it ("wrong: ... right: ...") becomes the lines
+        that differ between the wrong and the right program."""
+        update: dict[str, str] = {}
+        if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
+            near = self.retriever.labels_for(f"{draft.condition} {draft.explanation}", 100)
+            label = next((lab for lab in near if lab[0] == draft.stage.value), None)
+            if label is not None:
+                update.update(level1=label[1], level2=label[2])
+        if not _informative(draft.example):
+            example = diff_example(wrong, right)
+            if example:
+                update["example"] = example
+        return draft.model_copy(update=update) if update else draft
 
     def _merge(self, insight: Any, run_id: str) -> int:
         """Merge a newly verified insight with a near-duplicate; returns 1 when a merge replaced them."""
@@ -403,10 +426,35 @@ def _meaningful(draft: InsightDraft) -> bool:
     'wrong' and 'right' parts are the same."""
     if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
         return False
-    parts = re.split(r"\b(?:wrong|right)\s*:", draft.example, flags=re.IGNORECASE)
-    if len(parts) == 3 and " ".join(parts[1].split()).strip(" ,;.") == " ".join(parts[2].split()).strip(" ,;."):
-        return False
-    return True
+    return _informative(draft.example)
+
+
+def _informative(example: str) -> bool:
+    """False for an example with no content: its 'wrong' and 'right' parts empty, dots or equal."""
+    parts = re.split(r"\b(?:wrong|right)\s*:", example, flags=re.IGNORECASE)
+    if len(parts) != 3:
+        return bool(example.strip(" .…"))
+    wrong, right = (" ".join(p.split()).strip(" ,;.…") for p in parts[1:])
+    return bool(wrong) and bool(right) and wrong != right
+
+
+def diff_example(wrong: str, right: str, *, max_lines: int = 3, max_chars: int = 400) -> str:
+    """'wrong: <lines only in the wrong program> right: <lines only in the right one>', from a line diff."""
+    import difflib
+
+    removed, added = [], []
+    for line in difflib.ndiff(wrong.splitlines(), right.splitlines()):
+        text = line[2:].strip()
+        if not text or text.startswith("#"):
+            continue
+        if line.startswith("- "):
+            removed.append(text)
+        elif line.startswith("+ "):
+            added.append(text)
+    if not added:
+        return ""
+    example = f"wrong: {'; '.join(removed[:max_lines]) or '(missing)'} right: {'; '.join(added[:max_lines])}"
+    return example[:max_chars]
 
 
 def _lenient(text: str) -> _Drafts | None:

@@ -101,16 +101,38 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert "Use one of these categories" in extract.user and "/" in extract.user.split("categories")[-1]
 
 
-@pytest.mark.parametrize("change", [{"level1": "category", "level2": "subcategory"},
-                                    {"example": "wrong: model.x = pyo.Var(range(9)) right: model.x = pyo.Var(range(9))"}])
-def test_a_draft_that_says_nothing_is_dropped(setup, change):
+def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     store, _, learner = setup
-    empty = {"insights": [{**CODE_DRAFT["insights"][0], **change}]}
+    lazy = {"insights": [{**CODE_DRAFT["insights"][0], "level1": "category", "level2": "subcategory",
+                          "example": "wrong: ... right: ..."}]}
     llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
-    llm.on("extract_code", json.dumps(empty))
+    llm.on("extract_code", json.dumps(lazy))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=0).learn([ITEM])
-    assert summary.added == 0 and store.list() == []  # nothing to verify, so no solve "with" it either
-    assert llm.prompt_names[-1] == "extract_code"
+    assert summary.added == 1
+    insight = store.get("I0001")
+    code_labels = {(lab.level1, lab.level2) for lab in store.labels() if lab.stage.value == "code_implementation"}
+    assert (insight.level1, insight.level2) in code_labels  # the nearest real label, not the placeholder
+    # the example is the diff of the broken and the repaired program
+    assert insight.example.startswith("wrong: model.obj = pyo.Objective(expr=model.z)") and "right: " in insight.example
+
+
+@pytest.mark.parametrize(("example", "informative"), [
+    ("wrong: x <= 2 right: x <= 3", True), ("wrong: ... right: ...", False), ("wrong: a right: a", False),
+    ("", False), ("use <= for 'at most'", True)])
+def test_an_example_must_say_something(example, informative):
+    from alphaopt.learn import _informative
+
+    assert _informative(example) is informative
+
+
+def test_diff_example():
+    from alphaopt.learn import diff_example
+
+    wrong = "a = 1\n# note\nb = 2\nc = 3"
+    right = "a = 1\nb = 5\nc = 3\nd = 4"
+    assert diff_example(wrong, right) == "wrong: b = 2 right: b = 5; d = 4"
+    assert diff_example("a = 1", "a = 1") == ""
 
 
 def test_already_solved_problem_learns_nothing(setup):
