@@ -172,8 +172,13 @@ PROMPTS: dict[str, str] = {
 
 
 def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
-    """The one formatter for insights in prompts: ``[id] When <condition>: <explanation>``."""
-    return "\n".join(f"[{i['id']}] When {i['condition'].strip()}: {i['explanation'].strip()}" for i in insights)
+    """The one formatter for insights in prompts: ``[id] When <condition>: <explanation>``, then
+    its example (wrong vs right) on the next line when it has one."""
+    return "\n".join(
+        f"[{i['id']}] When {i['condition'].strip()}: {i['explanation'].strip()}"
+        + (f"\n  Example: {i['example'].strip()}" if (i.get("example") or "").strip() else "")
+        for i in insights
+    )
 
 
 def prompt_sha(name: str) -> str:

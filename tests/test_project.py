@@ -158,3 +158,12 @@ def test_os_environ_only_in_config():
 def test_packages_import_from_this_project(package):
     module = importlib.import_module(package)
     assert Path(module.__file__).resolve().is_relative_to(ROOT)
+
+
+def test_insights_reach_prompts_with_their_example():
+    text = prompts.format_insights([
+        {"id": "I0001", "condition": "the text caps a share", "explanation": "compare with the total",
+         "example": "wrong: x <= 30 right: x <= 0.3 * (x + y)"},
+        {"id": "I0002", "condition": "c", "explanation": "e", "example": ""}])
+    assert text == ("[I0001] When the text caps a share: compare with the total\n"
+                    "  Example: wrong: x <= 30 right: x <= 0.3 * (x + y)\n[I0002] When c: e")
