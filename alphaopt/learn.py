@@ -197,8 +197,9 @@ class Learner:
             if fixed is None:
                 return "solved"
             drafts = [(d, "extract_code") for d in self._extract_code(task, fixed, run_id)]
-            return "solved; " + self._verify(task, run_id, summary, drafts, without, solved=True) if drafts \
-                else "solved"
+            if not drafts:
+                return "solved"
+            return "solved; " + self._verify(task, run_id, summary, drafts, without, solved=True)
         drafts: list[tuple[InsightDraft, str]] = []
         fixed = next((s for s in without if _repaired(s)), None)
         if fixed is not None:
