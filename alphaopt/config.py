@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     use_library: bool = True
     library_url: str | None = None
     chroma_url: str | None = None
-    starter_library: Path | None = Field(default_factory=lambda: STARTER_LIBRARY)
+    starter_library: Path | None = Field(default_factory=lambda: STARTER_LIBRARY)  # "none": start empty
     retrieval_k: int = 8
     retrieval_labels: int = 3
     retrieval_max_distance: float = 0.8
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     solver_memory_mb: int = 2048
     sandbox: Literal["auto", "always", "never"] = "auto"
     solver_workers: int = 1
+
+    @field_validator("starter_library", mode="before")
+    @classmethod
+    def _no_starter(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @field_validator("base_url")
     @classmethod

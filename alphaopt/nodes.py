@@ -37,7 +37,12 @@ def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_token
         messages, prompt_name=node, prompt_sha=sha, max_tokens=max_tokens,
         context=CallContext(run_id=state.get("run_id"), node=node), **sampling,
     )
-    usage = {
+    return result, _usage(result)
+
+
+def _usage(result: LLMResult) -> dict[str, Any]:
+    """One call's usage in the state's (additive) fields."""
+    return {
         "tokens_in": result.input_tokens,
         "tokens_out": result.output_tokens,
         "llm_calls": 1,
@@ -45,15 +50,31 @@ def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_token
         "llm_ms": result.latency_ms,
         "model": result.model,
     }
-    return result, usage
 
 
 def retrieve_insights(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Ask the experience library for insights that apply; none when no library is attached."""
+    """Ask the experience library for insights that apply; none when no library is attached.
+    The applicability check's tokens and time count toward the solve like any other call."""
     library = runtime.context.library
     if library is None:
         return {"insights": []}
-    return {"insights": library.retrieve(state["problem"], llm=runtime.context.llm, run_id=state["run_id"])}
+    meter = _Meter(runtime.context.llm)
+    insights = library.retrieve(state["problem"], llm=meter, run_id=state["run_id"])
+    return {"insights": insights, **meter.usage}
+
+
+class _Meter:
+    """Passes calls to the LLM client and adds up their usage in the state's terms."""
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.usage: dict[str, Any] = {}
+
+    def complete(self, messages: Any, **kwargs: Any) -> LLMResult:
+        result = self.llm.complete(messages, **kwargs)
+        for key, value in _usage(result).items():
+            self.usage[key] = value if key == "model" else self.usage.get(key, 0) + value
+        return result
 
 
 def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonN
 
 @pytest.fixture
 def setup(tmp_path, runner):
-    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library=None)
+    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library="none")
     store, index = open_library(settings)
 
     def learner(llm, **config):

@@ -23,7 +23,7 @@ INSIGHTS = [
 
 @pytest.fixture
 def library(tmp_path):
-    settings = load_settings(home=tmp_path / "home", use_library=True, retrieval_check_cap=3, starter_library=None)
+    settings = load_settings(home=tmp_path / "home", use_library=True, retrieval_check_cap=3, starter_library="none")
     store, index = open_library(settings)
     for stage, l1, l2, condition, explanation in INSIGHTS:
         insight = store.add_insight(InsightDraft(stage=stage, level1=l1, level2=l2, condition=condition,
@@ -78,7 +78,7 @@ def test_none_chosen_and_cache_invalidated_by_library_change(library):
 
 
 def test_empty_library_makes_no_call(tmp_path):
-    settings = load_settings(home=tmp_path / "h2", use_library=True, starter_library=None)
+    settings = load_settings(home=tmp_path / "h2", use_library=True, starter_library="none")
     retriever = LibraryRetriever.open(settings)
     try:
         assert retriever.retrieve(PROBLEM, llm=ScriptedLLM(), run_id="r") == []
@@ -88,7 +88,7 @@ def test_empty_library_makes_no_call(tmp_path):
 
 def test_starter_library_loads_into_a_fresh_home(tmp_path):
     starter = tmp_path / "starter.jsonl"
-    src = load_settings(home=tmp_path / "src", use_library=True, starter_library=None)
+    src = load_settings(home=tmp_path / "src", use_library=True, starter_library="none")
     store, index = open_library(src)
     store.add_insight(InsightDraft(stage="general_formulation", level1="a", level2="b", condition="c", explanation="e"),
                       status=Status.VERIFIED)
@@ -96,3 +96,23 @@ def test_starter_library_loads_into_a_fresh_home(tmp_path):
     fresh = load_settings(home=tmp_path / "fresh", use_library=True, starter_library=starter)
     store2, index2 = open_library(fresh)
     assert [i.id for i in store2.list(status="verified")] == ["I0001"] and index2.count() == 1
+
+
+def test_the_check_call_counts_toward_the_solve(library, runner):
+    from alphaopt.api import Agent
+    from tests.fakes import FORMULATION, LP_REPLY
+
+    llm = ScriptedLLM().enqueue("NONE", FORMULATION, LP_REPLY)
+    with Agent(library.settings, llm=llm, runner=runner, library=library) as agent:
+        solution = agent.solve(PROBLEM)
+    assert llm.prompt_names == ["check_insights", "formulate", "write_program"]
+    assert solution.tokens.calls == 3 and solution.insights == []
+    assert solution.tokens.input == sum(len(m["content"]) // 4 for c in llm.calls for m in c.messages)
+
+
+def test_starter_library_none_starts_empty(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALPHAOPT_STARTER_LIBRARY")
+    assert load_settings(home=tmp_path / "a").starter_library is not None  # the shipped one by default
+    assert load_settings(home=tmp_path / "b", starter_library="none").starter_library is None
+    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "none")
+    assert load_settings(home=tmp_path / "c").starter_library is None
