@@ -208,8 +208,9 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
 
 
 def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
-    """``Constraint(expr=a <= b, sense=...)`` fails on the unknown argument, and ``a < b`` is refused
-    as a strict inequality; the relation is what the model meant, so keep it and make it non-strict."""
+    """Three ways a model misstates a relation Pyomo would refuse: ``Constraint(a <= b)`` (the
+    expression taken for an index set: passed as ``expr=``), ``Constraint(expr=a <= b, sense=...)``
+    (an unknown argument: dropped) and ``a < b`` (a strict inequality: made non-strict)."""
     dropped = strict = moved = 0
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
