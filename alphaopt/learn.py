@@ -321,7 +321,21 @@ class Learner:
         parsed = reply.parsed if isinstance(reply.parsed, _Drafts) else _lenient(reply.text)
         if not parsed:
             return []
-        return [d for d in (self._mend(d, *programs) for d in parsed.insights) if _meaningful(d)]
+        drafts = [d for d in (self._mend(d, *programs) for d in parsed.insights) if _meaningful(d)]
+        return [self._generalize(d, task, run_id) for d in drafts]
+
+    def _generalize(self, draft: InsightDraft, task: Task, run_id: str) -> InsightDraft:
+        """A condition that repeats numbers from its source problem would only ever match that
+        problem: ask once for it in general words (the counterfactual check still follows)."""
+        if not _specific(draft.condition, task.text):
+            return draft
+        messages, sha = prompts.render("generalize", condition=draft.condition, explanation=draft.explanation)
+        reply = self.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80,
+                                     context=CallContext(run_id=run_id, task_id=task.id, node="generalize"))
+        condition = " ".join(reply.text.strip().strip('"').split())
+        if not condition or _specific(condition, task.text):
+            return draft
+        return draft.model_copy(update={"condition": condition})
 
     def _mend(self, draft: InsightDraft, wrong: str, right: str) -> InsightDraft:
         """A small model often copies the prompt's placeholders. Labels copied from the template
@@ -428,6 +442,15 @@ def _meaningful(draft: InsightDraft) -> bool:
     if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
         return False
     return _informative(draft.example)
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+def _specific(condition: str, problem: str) -> bool:
+    """True when the condition repeats a number (of two or more digits) from the problem text."""
+    numbers = {n for n in _NUMBER.findall(problem) if len(n.replace(".", "").replace(",", "")) >= 2}
+    return any(n in numbers for n in _NUMBER.findall(condition))
 
 
 def _informative(example: str) -> bool:

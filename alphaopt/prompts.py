@@ -149,6 +149,11 @@ Write 1 lesson about writing Pyomo code that avoids this error, as JSON:
 Use one of these categories (level1 / level2):
 {labels}"""
 
+GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+Rewrite the condition so that it fits every problem of the same kind: the situation in general words, with no numbers, names, places or products. Answer with the condition only, one sentence starting with "when"."""
+
 MERGE = """These lessons say nearly the same thing:
 <lessons>
 {lessons}
@@ -167,6 +172,7 @@ PROMPTS: dict[str, str] = {
     "explore": EXPLORE,
     "extract": EXTRACT,
     "extract_code": EXTRACT_CODE,
+    "generalize": GENERALIZE,
     "merge": MERGE,
 }
 

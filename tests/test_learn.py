@@ -312,3 +312,28 @@ def test_an_interrupted_run_is_recorded_as_stopped(setup):
     run = store.runs()[-1]
     assert run.status.value == "stopped" and run.counters["stopped"] == "stopped by signal 15"
     assert run.counters["seen"] == 1 and store.done_tasks() == {"toy_train/t1"}
+
+
+def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
+    store, _, learner = setup
+    item = ("toy_train", "t9", PROBLEM + " The plant has 40 workers.", 11.0)
+    specific = {"insights": [{**DRAFT["insights"][0], "condition": "when the plant has 40 workers and x is at most 3"}]}
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(specific))
+    llm.on("generalize", '"when one decision variable has its own upper limit"')
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=1).learn([item])
+    assert summary.verified == 1
+    assert store.get("I0001").condition == "when one decision variable has its own upper limit"
+    generalize = next(c for c in llm.calls if c.prompt_name == "generalize")
+    assert "40 workers" in generalize.user and PROBLEM not in generalize.user
+
+
+def test_specific_conditions():
+    from alphaopt.learn import _specific
+
+    problem = "A plant has 40 workers and makes 1,200 units at 2.5 hours each."
+    assert _specific("when the plant has 40 workers", problem)
+    assert _specific("when 1,200 units are made", problem)
+    assert not _specific("when a plant has a fixed workforce", problem)
+    assert not _specific("when there are 2 products", problem)  # one digit: too common to count

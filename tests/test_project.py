@@ -80,6 +80,7 @@ NODE_KWARGS = {
     "explore": {"problem": "P", "program": "C", "outcome": "the optimal objective 3 (too low)", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L"},
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
+    "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
 }
 
@@ -89,7 +90,7 @@ def test_every_prompt_renders_with_its_node_kwargs(name):
     messages, sha = prompts.render(name, **NODE_KWARGS[name])
     assert messages[0]["content"] == prompts.SYSTEM and len(sha) == 12
     user = messages[1]["content"]
-    if name != "merge":
+    if name not in ("merge", "generalize"):
         assert user.startswith("<problem>\nP\n</problem>\n")  # shared prefix for the prompt cache
     assert "{problem}" not in user and "{target}" not in user
 
