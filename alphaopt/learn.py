@@ -437,9 +437,11 @@ _PLACEHOLDER_LABELS = {"category", "subcategory"}  # the prompt's own example va
 
 
 def _meaningful(draft: InsightDraft) -> bool:
-    """Drop drafts that say nothing: labels copied from the prompt's template, or an example whose
-    'wrong' and 'right' parts are the same."""
+    """Drop drafts that say nothing: labels, a condition or an explanation copied from the prompt's
+    template, or an example with nothing in it."""
     if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
+        return False
+    if "..." in draft.condition or "..." in draft.explanation:  # the template's own text, copied
         return False
     return _informative(draft.example)
 

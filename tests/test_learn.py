@@ -337,3 +337,15 @@ def test_specific_conditions():
     assert _specific("when 1,200 units are made", problem)
     assert not _specific("when a plant has a fixed workforce", problem)
     assert not _specific("when there are 2 products", problem)  # one digit: too common to count
+
+
+def test_a_draft_that_copies_the_template_is_dropped_before_verification(setup):
+    store, _, learner = setup
+    template = {"insights": [{"stage": "domain_modeling", "level1": "category", "level2": "subcategory",
+                              "condition": "when the problem text says or implies ... (the situation in general words)",
+                              "explanation": "do ...; the common mistake is ...; because ...",
+                              "example": "wrong: ... right: ..."}]}
+    llm = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(template))
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.added == 0 and store.list(status=None) == []
+    assert llm.prompt_names[-1] == "extract"  # no solve "with" a draft that says nothing
