@@ -135,15 +135,15 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Show the failed program and its error to the model and take its corrected program."""
     result = state["result"]
     settings = runtime.context.settings
-    previous = [a["program"] for a in state.get("attempts", [])[:-1]]
-    retry = int(state.get("program", "") in previous)  # the same failing program again: sample
     if state.get("truncated"):
-        # Fixing an unfinished program would run into the same limit: ask for a shorter one.
-        # sampled, with a seed per round, so a second rewrite is not the first one replayed
+        # Fixing an unfinished program would run into the same limit: ask for a shorter one,
+        # sampled with a seed per round, so that a second rewrite is not the first one replayed.
         reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program,
                             retry=state.get("repairs", 0) + 1,
                             problem=state["problem"], insights=_insights(state, CODE_STAGES))
     else:
+        previous = [a["program"] for a in state.get("attempts", [])[:-1]]
+        retry = int(state.get("program", "") in previous)  # the same failing program again: sample
         error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
         reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
                             problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:])
