@@ -84,6 +84,8 @@ def normalize(code: str) -> tuple[str, list[str]]:
     _rename_reserved(tree, fixes)
     _sum_indexed_vars(tree, fixes)
     _constraint_relations(tree, fixes)
+    _chained_indexes(tree, fixes)
+    _constraints_in_loops(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -173,10 +175,22 @@ def _wrap_module_model(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]
     return [*head, func]
 
 
+def _model_names(tree: ast.Module) -> set[str]:
+    """The names bound to a ``ConcreteModel()`` (or ``AbstractModel()``) in the program."""
+    return {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+            for t in n.targets if isinstance(t, ast.Name) and _ctor(n.value) in _MODEL_CTORS}
+
+
+def _component(node: ast.AST, models: set[str]) -> str | None:
+    """``NAME`` when the node is ``model.NAME`` for a model of the program."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in models:
+        return node.attr
+    return None
+
+
 def _rename_reserved(tree: ast.Module, fixes: list[str]) -> None:
     """``model.name = pyo.Var()`` fails in Pyomo; rename such components everywhere to ``name_``."""
-    models = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-              for t in n.targets if isinstance(t, ast.Name) and _ctor(n.value) in _MODEL_CTORS}
+    models = _model_names(tree)
     clashing = {t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
                 if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in models
                 and t.attr in RESERVED_NAMES}
@@ -240,6 +254,104 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
         fixes.append(f"made {strict} strict inequality(ies) in constraints non-strict (< to <=, > to >=)")
 
 
+def _chained_indexes(tree: ast.Module, fixes: list[str]) -> None:
+    """``model.x[i][j]`` on a component declared over two or more index sets
+    (``model.x = Var(I, J)``) fails with a KeyError: index it as ``model.x[i, j]``."""
+    models = _model_names(tree)
+    multi = {name for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+             and _ctor(n.value) in ("Var", "Param") and len(n.value.args) >= 2
+             for name in (_component(t, models) for t in n.targets) if name}
+    changed: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Subscript):
+            inner = node.value
+            name = _component(inner.value, models)
+            if name in multi and not isinstance(inner.slice, ast.Tuple):
+                parts = [inner.slice, *(node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice])]
+                node.value, node.slice = inner.value, ast.Tuple(elts=parts, ctx=ast.Load())
+                changed.add(name)
+    if changed:
+        fixes.append("indexed " + ", ".join(f"model.{n}[i, j]" for n in sorted(changed))
+                     + " as one tuple (model.x[i][j] fails on a component over several index sets)")
+
+
+def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
+    """``model.c = Constraint(expr=...)`` inside a loop replaces the same component on every pass,
+    so only the last constraint is kept (Pyomo merely warns). Make ``model.c`` a
+    ``ConstraintList``, declared before the loop, and add each pass's constraint to it."""
+    models = _model_names(tree)
+    outside: set[str] = set()
+    for stmt in _statements(tree.body, in_loop=False):
+        name = _loop_constraint(stmt[0], models)
+        if name and not stmt[1]:
+            outside.add(name)
+    declared: set[str] = set()
+
+    def rewrite_loop(node: ast.stmt, found: list[tuple[str, ast.expr]]) -> None:
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list):
+                continue
+            for k, stmt in enumerate(body):
+                name = _loop_constraint(stmt, models)
+                if name and name not in outside:
+                    assert isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call)
+                    expr = next(kw.value for kw in stmt.value.keywords if kw.arg == "expr")
+                    body[k] = ast.Expr(value=ast.Call(
+                        func=ast.Attribute(value=stmt.targets[0], attr="add", ctx=ast.Load()), args=[expr], keywords=[]))
+                    found.append((name, stmt))
+                else:
+                    rewrite_loop(stmt, found)
+
+    def visit(body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for stmt in body:
+            if isinstance(stmt, (ast.For, ast.While)):
+                found: list[tuple[str, ast.expr]] = []
+                rewrite_loop(stmt, found)
+                for name, assign in found:
+                    if name not in declared:
+                        declared.add(name)
+                        func = assign.value.func  # type: ignore[attr-defined]
+                        ctor = (ast.Attribute(value=func.value, attr="ConstraintList", ctx=ast.Load())
+                                if isinstance(func, ast.Attribute) else ast.Name(id="ConstraintList", ctx=ast.Load()))
+                        out.append(ast.Assign(targets=[assign.targets[0]],  # type: ignore[attr-defined]
+                                              value=ast.Call(func=ctor, args=[], keywords=[])))
+            else:
+                for field in ("body", "orelse", "finalbody"):
+                    inner = getattr(stmt, field, None)
+                    if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                        setattr(stmt, field, visit(inner))
+            out.append(stmt)
+        return out
+
+    tree.body = visit(tree.body)
+    if declared:
+        fixes.append("made " + ", ".join(f"model.{n}" for n in sorted(declared))
+                     + " a ConstraintList filled in the loop (assigning a Constraint in a loop keeps only the last one)")
+
+
+def _statements(body: list[ast.stmt], *, in_loop: bool):
+    """Every statement with whether it sits inside a for/while loop."""
+    for stmt in body:
+        yield stmt, in_loop
+        inner_loop = in_loop or isinstance(stmt, (ast.For, ast.While))
+        for field in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, field, None)
+            if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                yield from _statements(inner, in_loop=inner_loop)
+
+
+def _loop_constraint(stmt: ast.stmt, models: set[str]) -> str | None:
+    """``NAME`` for ``model.NAME = Constraint(expr=...)`` (no index set, no rule)."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.value, ast.Call)):
+        return None
+    call = stmt.value
+    if _ctor(call) != "Constraint" or call.args or not any(kw.arg == "expr" for kw in call.keywords):
+        return None
+    return _component(stmt.targets[0], models)
+
+
 def _expression_passed_as_index(call: ast.Call, name: str | None) -> bool:
     """``Constraint(a <= b)`` or ``Objective(2 * x + y)``: Pyomo reads a first positional argument as
     the index set and fails; the model meant ``expr=``."""
@@ -258,32 +370,58 @@ def cut_repetition(code: str, *, min_repeats: int = 3, max_period: int = 4) -> t
 
     When a block of up to ``max_period`` lines repeats at least ``min_repeats`` times in a row,
     everything after its first copy is the loop: it is dropped, then trailing lines are dropped
-    until the program parses. Returns the program unchanged (and no fix) when there is no loop
-    or nothing that parses is left.
+    until the program parses. A loop that only counts up the names (``model.c12 = ...``,
+    ``model.c13 = ...``, the rest the same) counts too when it runs on to the end of the reply,
+    at least ``min_repeats + 1`` times. Returns the program unchanged (and no fix) when there is
+    no loop or nothing that parses is left.
     """
     lines = code.splitlines()
-    stripped = [ln.strip() for ln in lines]
-    for start in range(len(lines)):
+    exact = [ln.strip() for ln in lines]
+    counted = [_COUNTED_CONSTRAINT.sub(r"\1#\2", ln) for ln in exact]
+    for keys, to_end in ((exact, False), (counted, True)):
+        found = _find_loop(keys, min_repeats + to_end, max_period, to_end)
+        if found is None:
+            continue
+        start, period, repeats = found
+        kept = lines[:start + period]
+        while kept:
+            try:
+                ast.parse("\n".join(kept))
+            except SyntaxError:
+                kept.pop()
+                continue
+            return "\n".join(kept) + "\n", [
+                f"cut a reply that repeated {period} line(s) {repeats}+ times until the token limit"]
+        return code, []
+    return code, []
+
+
+_COUNTED_CONSTRAINT = re.compile(r"^([\w.]*?[A-Za-z_])\d+(\s*=\s*\w*\.?Constraint\(.*)$")
+
+
+def _unfinished_copy(rest: list[str], block: list[str]) -> bool:
+    """Whether the lines after a loop are nothing or the start of one more copy of its block."""
+    if len(rest) > len(block):
+        return False
+    return rest[:-1] == block[:len(rest) - 1] and (not rest or block[len(rest) - 1].startswith(rest[-1]))
+
+
+def _find_loop(keys: list[str], min_repeats: int, max_period: int, to_end: bool) -> tuple[int, int, int] | None:
+    """The first ``(start, period, repeats)`` of a block repeated back to back; with ``to_end``,
+    only a run that lasts until the last (possibly unfinished) line."""
+    for start in range(len(keys)):
         for period in range(1, max_period + 1):
-            block = stripped[start:start + period]
+            block = keys[start:start + period]
             if len(block) < period or max(map(len, block)) < 8:  # not a run of closing brackets
                 continue
             repeats = 1
-            while stripped[start + repeats * period:start + (repeats + 1) * period] == block:
+            while keys[start + repeats * period:start + (repeats + 1) * period] == block:
                 repeats += 1
-            if repeats < min_repeats:
+            rest = keys[start + repeats * period:]
+            if repeats < min_repeats or (to_end and not _unfinished_copy(rest, block)):
                 continue
-            kept = lines[:start + period]
-            while kept:
-                try:
-                    ast.parse("\n".join(kept))
-                except SyntaxError:
-                    kept.pop()
-                    continue
-                return "\n".join(kept) + "\n", [
-                    f"cut a reply that repeated {period} line(s) {repeats}+ times until the token limit"]
-            return code, []
-    return code, []
+            return start, period, repeats
+    return None
 
 
 def _ctor(call: ast.Call) -> str | None:

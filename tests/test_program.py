@@ -186,3 +186,63 @@ model.idx = pyo.Constraint(range(2), rule=lambda m, i: m.y >= 0)
     assert any("3 expression(s)" in f for f in fixes)
     result = runner.run(fixed)
     assert result.status == "optimal" and result.objective == pytest.approx(11)
+
+
+def test_a_loop_that_only_counts_up_constraint_names_is_cut(runner):
+    copies = "\n".join(f"model.cap{i} = pyo.Constraint(expr=model.x <= 50)" for i in range(1, 9))
+    looping = extract_code(program(f"""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
+{copies}
+model.cap9 = pyo.Constraint(expr=model.x""")).replace("\n    return model", "")
+    cut, fixes = cut_repetition(looping)
+    assert "model.cap1 " in cut and "model.cap2" not in cut and fixes
+    result = runner.run(normalize(cut)[0])
+    assert result.status == "optimal" and result.objective == pytest.approx(50)
+    # different constraints that share a bound, followed by more code, are not a loop
+    distinct = "\n".join(f"    model.cap{i} = pyo.Constraint(expr=model.x{i} <= 50)" for i in range(1, 9))
+    listed = f"def build_model():\n{distinct}\n    model.obj = pyo.Obj"
+    assert cut_repetition(listed) == (listed, [])
+
+
+def test_two_index_variable_indexed_twice_becomes_one_tuple(runner):
+    code = program("""
+model = pyo.ConcreteModel()
+cost = [[2, 3], [4, 1]]
+model.x = pyo.Var(range(2), range(2), domain=pyo.NonNegativeReals)
+model.y = pyo.Var(range(2), domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=sum(cost[i][j] * model.x[i][j] for i in range(2) for j in range(2)) + model.y[0], sense=pyo.minimize)
+model.c = pyo.ConstraintList()
+for i in range(2):
+    model.c.add(sum(model.x[i][j] for j in range(2)) >= 1)
+""")
+    fixed, fixes = _fixed(extract_code(code))
+    assert "model.x[i, j]" in fixed and "model.x[i][j]" not in fixed and "cost[i][j]" in fixed
+    assert any("model.x[i, j]" in f for f in fixes)
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(3)
+
+
+def test_constraint_assigned_in_a_loop_becomes_a_constraint_list(runner):
+    code = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(range(3), domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=sum(model.x[i] for i in range(3)), sense=pyo.maximize)
+caps = [1, 2, 3]
+for i in range(3):
+    if caps[i] > 0:
+        model.cap = pyo.Constraint(expr=model.x[i] <= caps[i], name=f"cap_{i}")
+for i in range(3):
+    model.cap = pyo.Constraint(expr=model.x[i] <= 10)
+model.total = pyo.Constraint(expr=sum(model.x[i] for i in range(3)) <= 100)
+""")
+    fixed, fixes = _fixed(extract_code(code))
+    assert fixed.count("model.cap = pyo.ConstraintList()") == 1 and "model.cap.add(model.x[i] <= caps[i])" in fixed
+    assert "model.total = pyo.Constraint(expr=" in fixed  # not in a loop: left alone
+    assert any("ConstraintList" in f for f in fixes)
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(6)  # without the fix: 10 + 10 + 3
+    # a name also assigned outside any loop is left alone
+    mixed = "def build_model():\n    model = ConcreteModel()\n    model.c = Constraint(expr=x <= 1)\n    for i in I:\n        model.c = Constraint(expr=x <= i)\n    return model\n"
+    assert "ConstraintList" not in normalize(mixed)[0]
