@@ -94,7 +94,8 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         runtime, state, "write_program", runtime.context.settings.max_tokens_program,
         problem=state["problem"],
         insights=_insights(state, CODE_STAGES if runtime.context.settings.formulate else None),
-        formulation=state.get("formulation") or "(not written: model the problem directly)",
+        formulation=prompts.formulation_block(state.get("formulation") or ""),
+        goal=prompts.goal_block(state["problem"]),
     )
     return {**_program_update(reply, runtime.context.settings.max_tokens_program), "stage": "write_program", **usage}
 
@@ -140,13 +141,15 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         # sampled with a seed per round, so that a second rewrite is not the first one replayed.
         reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program,
                             retry=state.get("repairs", 0) + 1,
-                            problem=state["problem"], insights=_insights(state, CODE_STAGES))
+                            problem=state["problem"], insights=_insights(state, CODE_STAGES),
+                            goal=prompts.goal_block(state["problem"]))
     else:
         previous = [a["program"] for a in state.get("attempts", [])[:-1]]
         retry = int(state.get("program", "") in previous)  # the same failing program again: sample
         error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+        error = "\n".join(filter(None, [error[-_ERROR_CHARS:], prompts.repair_hints(error)]))
         reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
-                            problem=state["problem"], program=state.get("program", ""), error=error[-_ERROR_CHARS:])
+                            problem=state["problem"], program=state.get("program", ""), error=error)
     update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
@@ -165,6 +168,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             runtime, state, "diagnose_program", settings.max_tokens_program,
             problem=state["problem"], program=state.get("program", ""),
             status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
+            goal=prompts.goal_block(state["problem"]),
         )
         update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}

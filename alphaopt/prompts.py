@@ -8,6 +8,7 @@ tags. ``render`` returns the messages plus the template hash that the call log r
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,9 +20,10 @@ Pyomo program rules:
 - Write the numbers from the problem directly in the expressions.
 - Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices.
 - With a table or more than 4 similar items, put the data in Python lists or dicts and use indexes and loops: `model.x = pyo.Var(range(n), domain=...)`, `sum(c[i] * model.x[i] for i in range(n))`. Never declare x1, x2, x3, ... one by one.
-- Exactly one objective, the quantity the question asks for: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`).
+- Exactly one objective, the quantity the question asks for: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`). When it asks for a number of things ("minimize the total number of vehicles"), the objective adds up those variables, not their costs or resources.
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
 - Directions: "at least", "minimum", "no less than" mean >=; "at most", "no more than", "up to", "maximum", "available", "budget", "capacity" mean <=.
+- Shares and ratios relate variables: "at most 30% of the vehicles are bikes" is `model.bikes <= 0.3 * (model.bikes + model.scooters)`; "at least twice as many trams as trains" is `model.trams >= 2 * model.trains`.
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
 - Never solve, never print, never use SolverFactory.
 
@@ -56,12 +58,15 @@ maximize or minimize: the expression
 one line each: a name and the inequality, using the numbers from the problem
 Do not write code."""
 
-WRITE_PROGRAM = PROBLEM + """{insights}
-<formulation>
-{formulation}
-</formulation>
+GOAL = """The question: "{goal}"
+The objective must compute exactly the quantity this question asks to maximize or minimize.
+"""
 
-Write the Pyomo program for this model, following the rules. Answer with one ```python block only."""
+FORMULATION = "<formulation>\n{formulation}\n</formulation>\n"
+
+WRITE_PROGRAM = PROBLEM + """{insights}
+{formulation}{goal}
+Write the Pyomo program for this problem, following the rules. Answer with one ```python block only."""
 
 REPAIR = PROBLEM + """
 This program failed:
@@ -89,12 +94,43 @@ This program:
 {program}
 ```
 builds a model that the solver says is {status}. {hint}
-Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
+{goal}Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
 Write the corrected complete program. Answer with one ```python block only."""
 
 REWRITE_SHORTER = PROBLEM + """{insights}
 Your first program for this problem was cut off at the length limit, unfinished, because it wrote every item on its own line.
-Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
+{goal}Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
+
+#: Hints added to a Python/Pyomo error shown to the repair step: (pattern in the error, hint).
+REPAIR_HINTS: tuple[tuple[str, str], ...] = (
+    (r"'(Scalar|Indexed)Constraint'",
+     "A constraint is a condition, not a quantity: where you need the amount, write its expression again "
+     "(or keep it in a Python variable), never the constraint's name."),
+    (r"Index '.*' is not valid for indexed component",
+     "Use the index values the component was declared with: `pyo.Var(range(n))` has indexes 0 to n-1, "
+     "and a variable over two sets is written `model.x[i, j]`, not `model.x[i][j]`."),
+    (r"Cannot convert non-constant Pyomo expression",
+     "Python `if`, `and`, `or`, `min()` and `max()` cannot test a variable's value: write linear constraints "
+     "instead, with a binary variable for a yes/no choice."),
+    (r"expected 'else' after 'if' expression",
+     "In a sum, a condition goes after the loop: `sum(c[i] * model.x[i] for i in items if i != k)`."),
+    (r"NameError: name '(?P<name>\w+)' is not defined",
+     "Define `{name}` before using it: write the problem's data as Python lists or dicts at the start of "
+     "build_model()."),
+    (r"was never closed|unexpected EOF",
+     "The program is unfinished: write it complete, and shorter, with the data in lists and loops."),
+)
+
+
+def repair_hints(error: str) -> str:
+    """The hints whose pattern occurs in the error, one per line (empty when none does)."""
+    hints = []
+    for pattern, hint in REPAIR_HINTS:
+        found = re.search(pattern, error)
+        if found:
+            hints.append("Hint: " + hint.format(**found.groupdict()))
+    return "\n".join(hints)
+
 
 CONFIRMED = "CONFIRMED"
 
@@ -187,9 +223,45 @@ def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
+_OPTIMIZE = re.compile(r"\b(maximi[sz]|minimi[sz])", re.IGNORECASE)
+_EXTREME = re.compile(r"\b(maximum|minimum|max|min|most|least|fewest|lowest|highest|cheapest|smallest|largest"
+                      r"|greatest|best|optimal)\b", re.IGNORECASE)
+_GOAL_CHARS = 400
+
+
+def goal_sentence(problem: str) -> str:
+    """The sentence of the problem that states what to optimize: the last one that says
+    maximize/minimize, else the last question, else the last one with a word like "lowest" or
+    "maximum"; "" when there is none (or it is too long to be one sentence)."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(problem.strip()) if s.strip()]
+    for wanted in (_OPTIMIZE.search, lambda s: s.endswith("?"), _EXTREME.search):
+        hits = [s for s in sentences if wanted(s)]
+        if hits:
+            goal = " ".join(hits[-1].split())
+            return goal if len(goal) <= _GOAL_CHARS else ""
+    return ""
+
+
+def goal_block(problem: str) -> str:
+    """The question, repeated next to the instruction so that the objective is the quantity it
+    asks for; nothing when the problem has no recognisable goal sentence."""
+    goal = goal_sentence(problem)
+    return GOAL.format(goal=goal) if goal else ""
+
+
+def formulation_block(formulation: str) -> str:
+    """The formulation section of the program prompt, or nothing when none was written."""
+    return FORMULATION.format(formulation=formulation.strip()) if formulation.strip() else ""
+
+
 def prompt_sha(name: str) -> str:
     """Short hash of a template (and the shared system prompt), recorded with every call."""
-    return hashlib.sha256((SYSTEM + "\x00" + PROMPTS[name]).encode()).hexdigest()[:12]
+    template = PROMPTS[name]
+    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION)) if key in template]
+    if name == "repair":
+        blocks.append(repr(REPAIR_HINTS))
+    return hashlib.sha256("\x00".join([SYSTEM, template, *blocks]).encode()).hexdigest()[:12]
 
 
 def render(name: str, **kwargs: Any) -> tuple[list[dict[str, str]], str]:

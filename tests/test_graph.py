@@ -311,3 +311,20 @@ def test_a_second_shorter_rewrite_draws_a_new_sample(direct_agent, fake_llm):
     assert fake_llm.prompt_names == ["write_program", "rewrite_shorter", "rewrite_shorter"]
     assert fake_llm.calls[1].seed != fake_llm.calls[2].seed  # not a replay of the first rewrite
     assert solution.objective == pytest.approx(11)
+
+
+def test_direct_prompt_repeats_the_question_and_repair_gets_a_hint(direct_agent, fake_llm):
+    problem = "A shop sells x and y. Each x earns 3 and each y earns 2. How much should it sell to maximize profit?"
+    broken = program("""model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.total = pyo.Constraint(expr=model.x + model.y <= 4)
+model.obj = pyo.Objective(expr=3 * model.x + 2 * model.y, sense=pyo.maximize)
+model.half = pyo.Constraint(expr=model.x <= 0.5 * model.total)""")
+    fake_llm.enqueue(broken, LP_REPLY)
+    solution = direct_agent.solve(problem)
+    assert fake_llm.prompt_names == ["write_program", "repair"]
+    write = fake_llm.calls[0].user
+    assert 'The question: "How much should it sell to maximize profit?"' in write and "<formulation>" not in write
+    assert "Hint: A constraint is a condition, not a quantity" in fake_llm.calls[1].user
+    assert solution.objective == pytest.approx(11)

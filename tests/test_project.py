@@ -71,11 +71,11 @@ def test_runs_db_schema_is_pinned(tmp_path):
 # kwargs exactly as the nodes pass them
 NODE_KWARGS = {
     "formulate": {"problem": "P", "insights": ""},
-    "write_program": {"problem": "P", "insights": "", "formulation": "F"},
+    "write_program": {"problem": "P", "insights": "", "formulation": "<formulation>\nF\n</formulation>\n", "goal": "G\n"},
     "repair": {"problem": "P", "program": "C", "error": "E"},
     "diagnose": {"problem": "P", "formulation": "F", "status": "infeasible", "hint": "H"},
-    "diagnose_program": {"problem": "P", "program": "C", "status": "infeasible", "hint": "H"},
-    "rewrite_shorter": {"problem": "P", "insights": ""},
+    "diagnose_program": {"problem": "P", "program": "C", "status": "infeasible", "hint": "H", "goal": "G\n"},
+    "rewrite_shorter": {"problem": "P", "insights": "", "goal": "G\n"},
     "check_insights": {"problem": "P", "candidates": "[I0001] When x: y"},
     "explore": {"problem": "P", "program": "C", "outcome": "the optimal objective 3 (too low)", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L"},
@@ -112,6 +112,25 @@ def test_prompt_snapshot(monkeypatch):
         snapshot.parent.mkdir(exist_ok=True)
         snapshot.write_text(rendered)
     assert snapshot.read_text() == rendered
+
+
+def test_goal_sentence_is_the_question_to_optimize():
+    text = ("A farm grows wheat and corn. Wheat earns $2.5 per acre. At most 40% of the land is corn. "
+            "How many acres of each should it plant to maximize profit? Assume the land is 100 acres.")
+    assert prompts.goal_sentence(text) == "How many acres of each should it plant to maximize profit?"
+    assert prompts.goal_sentence("Buy x and y. Find the plan at the lowest cost.") == "Find the plan at the lowest cost."
+    assert prompts.goal_sentence("A table:\n| a | b |\nWhat is the best plan?") == "What is the best plan?"
+    assert prompts.goal_sentence("Nothing to optimize here.") == ""
+    block = prompts.goal_block(text)
+    assert '"How many acres of each should it plant to maximize profit?"' in block and "objective" in block
+    assert prompts.goal_block("Nothing to optimize here.") == ""
+
+
+def test_repair_hints_name_the_fix_for_known_errors():
+    hints = prompts.repair_hints("TypeError: unsupported operand type(s) for *: 'float' and 'ScalarConstraint'")
+    assert hints.startswith("Hint: A constraint is a condition")
+    assert "Define `cost`" in prompts.repair_hints("NameError: name 'cost' is not defined")
+    assert prompts.repair_hints("ZeroDivisionError: division by zero") == ""
 
 
 def test_insight_formatter():
