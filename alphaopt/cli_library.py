@@ -189,3 +189,33 @@ def library_rebuild(**kwargs: Any) -> None:
 
     store, index = open_library(_settings(kwargs))
     click.echo(f"Indexed {index.rebuild(store)} insights")
+
+
+@library.command("evolve")
+@click.option("--dry-run", is_flag=True, help="Only print the diagnosis of each verified insight.")
+@_settings_options
+@_errors
+def library_evolve(dry_run: bool, **kwargs: Any) -> None:
+    """Diagnose retrieval misalignment and refine too specific conditions, keeping a refinement
+    only when a solve of its source problems shows a lift."""
+    from alphaopt.api import solver_runner
+    from alphaopt.evolve import Evolver
+    from alphaopt.learn import Learner
+    from alphaopt.retrieval import open_library
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = _settings(kwargs)
+    store, index = open_library(settings)
+    command = "alphaopt library " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+    def report(found: Any, outcome: str) -> None:
+        click.echo(f"{found.insight_id}: {found.verdict} ({found.reason}; recalled {found.recalled}, chosen "
+                   f"elsewhere {found.used_elsewhere}, right {found.right_elsewhere}) -> {outcome}")
+
+    with solver_runner(settings) as runner:
+        llm = OpenAIClient(settings, RunLog(settings.runs_db))
+        summary = Evolver(Learner(settings, store, index, llm, runner)).evolve(
+            command=command, dry_run=dry_run, on_insight=report)
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.diagnosed.items())) or "no verified insights"
+    click.echo(f"Run {summary.run_id}: {verdicts}; refined {summary.refined}, reverted {summary.reverted}, "
+               f"unchanged {summary.unchanged}.")

@@ -186,7 +186,7 @@ class Learner:
         """One training problem, start to end; returns what happened to it."""
         self._retire_leftovers(task)
         answer = float(task.answer)
-        without = [self._solve(task, run_id, "solve", sample) for sample in range(self.config.k)]
+        without = [self.solve(task, run_id, "solve", sample) for sample in range(self.config.k)]
         wins = [s for s in without if self.config.correct(s.objective, answer)]
         if wins:
             summary.solved_before += 1
@@ -222,7 +222,7 @@ class Learner:
             "prompt_version": f"{step}:{prompts.prompt_sha(step)}", "run_id": run_id}) for d, step in drafts]
         summary.added += len(candidates)
         forced = [insight_dict(c) for c in candidates]
-        with_runs = [self._solve(task, run_id, "verify_with", sample, forced) for sample in range(self.config.k)]
+        with_runs = [self.solve(task, run_id, "verify_with", sample, forced) for sample in range(self.config.k)]
         lift = sum(self._success(s, answer, code_only) for s in with_runs)
         evidence = {"without": base, "with": lift, "k": self.config.k, "code_only": code_only}
         accepted = lift >= base + self.config.accept_margin and lift >= 1
@@ -249,9 +249,13 @@ class Learner:
         llm: Any = self.ledger if self.config.k == 1 else self.ledger.sampling(sample, self.config.sample_temperature)
         return Agent(self.settings, llm=llm, runner=self.runner, library=library)
 
-    def _solve(self, task: Task, run_id: str, kind: str, sample: int,
-               forced: list[dict[str, Any]] | None = None) -> Solution:
-        library: Any = self.retriever if forced is None else _Combined(self.retriever, forced)
+    def solve(self, task: Task, run_id: str, kind: str, sample: int,
+              forced: list[dict[str, Any]] | None = None, *, library: Any = None) -> Solution:
+        """Solve a task with the library (plus ``forced`` candidates, or through another
+        ``library`` retriever) and record the attempt."""
+        library = library or self.retriever
+        if forced is not None:
+            library = _Combined(library, forced)
         with self._agent(library, sample) as agent:
             solution = agent.solve(task.text)
         self.store.record_attempt(task.id, kind=kind, status=solution.status, run_id=run_id,
@@ -327,13 +331,13 @@ class Learner:
     def _generalize(self, draft: InsightDraft, task: Task, run_id: str) -> InsightDraft:
         """A condition that repeats numbers from its source problem would only ever match that
         problem: ask once for it in general words (the counterfactual check still follows)."""
-        if not _specific(draft.condition, task.text):
+        if not specific(draft.condition, task.text):
             return draft
         messages, sha = prompts.render("generalize", condition=draft.condition, explanation=draft.explanation)
         reply = self.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80,
                                      context=CallContext(run_id=run_id, task_id=task.id, node="generalize"))
         condition = " ".join(reply.text.strip().strip('"').split())
-        if not condition or _specific(condition, task.text):
+        if not condition or specific(condition, task.text):
             return draft
         return draft.model_copy(update={"condition": condition})
 
@@ -375,7 +379,7 @@ class Learner:
         wins = 0
         for task_id in sources:  # re-verify on every source problem before replacing the members
             task = self.store.get_task(task_id)
-            solution = self._solve(task, run_id, "verify_merge", 0, [insight_dict(merged)])
+            solution = self.solve(task, run_id, "verify_merge", 0, [insight_dict(merged)])
             wins += self.config.correct(solution.objective, float(task.answer))
         ok = wins == len(sources)
         with self.store.transaction():
@@ -449,7 +453,7 @@ def _meaningful(draft: InsightDraft) -> bool:
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 
-def _specific(condition: str, problem: str) -> bool:
+def specific(condition: str, problem: str) -> bool:
     """True when the condition repeats a number (of two or more digits) from the problem text."""
     numbers = {n for n in _NUMBER.findall(problem) if len(n.replace(".", "").replace(",", "")) >= 2}
     return any(n in numbers for n in _NUMBER.findall(condition))

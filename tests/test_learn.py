@@ -330,7 +330,7 @@ def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
 
 
 def test_specific_conditions():
-    from alphaopt.learn import _specific
+    from alphaopt.learn import specific as _specific
 
     problem = "A plant has 40 workers and makes 1,200 units at 2.5 hours each."
     assert _specific("when the plant has 40 workers", problem)

@@ -1,0 +1,187 @@
+"""The library's evolution job: find verified insights that retrieval misses, refine their
+conditions, and keep a refinement only when a solver run proves it.
+
+Run with: alphaopt library evolve --dry-run
+
+For each verified insight it reads the retrieval evidence the library recorded and diagnoses:
+
+- ``too specific``: the condition repeats numbers from its source problem, or recall returned
+  the insight ``min_recalls`` times or more and the applicability check never chose it. Such a
+  condition only ever matches its source, so the lesson never reaches another problem. The
+  condition is rewritten in general words (the ``generalize`` prompt) as a new version; then
+  each source problem is solved without the insight and with the library as a user gets it (the
+  insight has to be recalled and chosen, not forced). The new version stays only on a lift
+  (``with >= without + margin`` and at least one success); otherwise the old condition is
+  restored as a newer version, so the history shows both.
+- ``harmful``: chosen ``min_uses`` times or more for other problems and never followed by a
+  right answer. Reported; narrowing a condition with "does not apply when ..." is not built yet.
+- ``aligned``: nothing to do.
+
+Every step commits on its own; the job is recorded as a learning run, so it shows in the runs
+list with its counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from alphaopt import prompts
+from alphaopt.learn import Learner, specific
+from alphaopt.llm import CallContext, LLMClient
+from alphaopt.retrieval import LibraryRetriever
+from library import Insight, Status, Task
+
+TOO_SPECIFIC, HARMFUL, ALIGNED = "too specific", "harmful", "aligned"
+
+
+@dataclass
+class EvolveConfig:
+    """When a diagnosis fires, and how many source problems a refinement is checked on."""
+
+    min_recalls: int = 3
+    min_uses: int = 3
+    max_sources: int = 3
+
+
+@dataclass
+class Diagnosis:
+    """What the evidence says about one insight."""
+
+    insight_id: str
+    verdict: str
+    reason: str
+    recalled: int = 0
+    used_elsewhere: int = 0
+    right_elsewhere: int = 0
+
+
+@dataclass
+class EvolveSummary:
+    """What one evolution run did."""
+
+    run_id: str
+    diagnosed: dict[str, int] = field(default_factory=dict)
+    refined: int = 0
+    reverted: int = 0
+    unchanged: int = 0
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose(insight: Insight, evidence: list[Any], sources: list[Task], config: EvolveConfig) -> Diagnosis:
+    """The verdict on one insight from its evidence (no model call)."""
+    source_ids = set(insight.provenance.source_tasks)
+    elsewhere = [e for e in evidence if e.task_id not in source_ids]
+    recalled = sum(e.retrieved and not e.used for e in elsewhere)
+    used = [e for e in elsewhere if e.used and e.success is not None]
+    right = sum(bool(e.success) for e in used)
+    counts = {"recalled": recalled, "used_elsewhere": len(used), "right_elsewhere": right}
+    if any(specific(insight.condition, t.text) for t in sources):
+        return Diagnosis(insight.id, TOO_SPECIFIC, "its condition repeats numbers from its source problem", **counts)
+    if recalled >= config.min_recalls and not used:
+        return Diagnosis(insight.id, TOO_SPECIFIC, f"recalled {recalled} times, never chosen", **counts)
+    if len(used) >= config.min_uses and right == 0:
+        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, never right", **counts)
+    return Diagnosis(insight.id, ALIGNED, "chosen where it applies, or too little evidence yet", **counts)
+
+
+class Evolver:
+    """Diagnoses and refines the verified insights of the learner's library."""
+
+    def __init__(self, learner: Learner, config: EvolveConfig | None = None) -> None:
+        self.learner = learner
+        self.store, self.index = learner.store, learner.index
+        self.config = config or EvolveConfig()
+
+    def diagnoses(self) -> list[Diagnosis]:
+        """The verdict on every verified insight."""
+        found = []
+        for insight in self.store.list(status=Status.VERIFIED):
+            found.append(diagnose(insight, self.store.evidence_for(insight.id), self._sources(insight), self.config))
+        return found
+
+    def _sources(self, insight: Insight) -> list[Task]:
+        """The insight's source problems that this home holds (an imported library has none)."""
+        held = {t.id: t for t in self.store.tasks()}
+        return [held[t] for t in insight.provenance.source_tasks if t in held]
+
+    def evolve(self, *, command: str = "", dry_run: bool = False,
+               on_insight: Callable[[Diagnosis, str], None] | None = None) -> EvolveSummary:
+        """Diagnose every verified insight and refine the too specific ones (unless ``dry_run``)."""
+        run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run,
+                                    "model": self.learner.settings.model_name, **asdict(self.config)})
+        summary = EvolveSummary(run_id=run.id)
+        try:
+            for found in self.diagnoses():
+                summary.diagnosed[found.verdict] = summary.diagnosed.get(found.verdict, 0) + 1
+                outcome = found.reason
+                if found.verdict == TOO_SPECIFIC and not dry_run:
+                    outcome = self.refine(self.store.get(found.insight_id), run.id, summary)
+                summary.outcomes[found.insight_id] = f"{found.verdict}: {outcome}"
+                self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
+                if on_insight:
+                    on_insight(found, outcome)
+        except BaseException as exc:
+            self.store.finish_run(run.id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                  counters={**summary.as_dict(), "error": repr(exc)}, tokens=self.learner.ledger.spent)
+            raise
+        self.store.finish_run(run.id, status="finished", counters=summary.as_dict(), tokens=self.learner.ledger.spent)
+        return summary
+
+    def refine(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
+        """Rewrite a too specific condition and keep it only if it lifts its source problems."""
+        sources = self._sources(insight)[: self.config.max_sources]
+        if not sources:
+            summary.unchanged += 1
+            return "its source problems are not in this home (an imported library): unchanged"
+        condition = self._general_condition(insight, run_id)
+        if not condition or any(specific(condition, t.text) for t in sources):
+            summary.unchanged += 1
+            return "no general condition came back; unchanged"
+        old = insight
+        new = self.store.revise(insight.id, condition=condition, reason="evolve: the condition in general words")
+        self.index.upsert([new])
+        learner, margin = self.learner, self.learner.config.accept_margin
+        without = with_ = 0
+        for task in sources:
+            answer = float(task.answer)
+            base = learner.solve(task, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight.id))
+            without += learner.config.correct(base.objective, answer)
+            tried = learner.solve(task, run_id, "evolve_with", 0)
+            chosen = any(i["id"] == insight.id for i in tried.insights)
+            won = chosen and learner.config.correct(tried.objective, answer)
+            with_ += won
+            self.store.record_evidence(insight.id, task_id=task.id, run_id=run_id, retrieved=True, used=chosen,
+                                       success=won)
+        evidence = {"check": "evolve", "without": without, "with": with_, "sources": len(sources)}
+        if with_ >= without + margin and with_ >= 1:
+            self.store.revise(insight.id, evidence={**old.provenance.evidence, "refined": evidence},
+                              reason="evolve: refinement verified")
+            summary.refined += 1
+            return f"refined (with {with_}, without {without} on {len(sources)} source problem(s))"
+        restored = self.store.revise(insight.id, condition=old.condition,
+                                     reason=f"evolve: refinement reverted (with {with_}, without {without})")
+        self.index.upsert([restored])
+        summary.reverted += 1
+        return f"reverted: no lift (with {with_}, without {without} on {len(sources)} source problem(s))"
+
+    def _general_condition(self, insight: Insight, run_id: str) -> str:
+        messages, sha = prompts.render("generalize", condition=insight.condition, explanation=insight.explanation)
+        reply = self.learner.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80,
+                                             context=CallContext(run_id=run_id, node="evolve"))
+        return " ".join(reply.text.strip().strip('"').split())
+
+
+@dataclass
+class _Without:
+    """The library as retrieval returns it, minus one insight (the 'without' arm)."""
+
+    base: LibraryRetriever
+    insight_id: str
+
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
+        return [i for i in self.base.retrieve(problem, llm=llm, run_id=run_id) if i["id"] != self.insight_id]

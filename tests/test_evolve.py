@@ -1,0 +1,126 @@
+"""The evolution job: diagnosis from evidence, and a refinement kept only on a solver-proven lift."""
+
+from __future__ import annotations
+
+import pytest
+
+from alphaopt.config import load_settings
+from alphaopt.evolve import ALIGNED, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
+from alphaopt.learn import LearnConfig, Learner
+from alphaopt.retrieval import open_library
+from library import InsightDraft, Status
+from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM
+
+PROBLEM = ("A plant of 40 workers makes x and y. Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at "
+           "most 3, with x, y non-negative.")
+SPECIFIC = "when the plant of 40 workers may make at most 3 of x"
+GENERAL = "when the text gives an upper limit on a single decision variable of the problem"
+
+
+@pytest.fixture
+def library(tmp_path, runner):
+    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library="none")
+    store, index = open_library(settings)
+    task = store.add_task("toy_train", "t1", PROBLEM, 11.0)
+    insight = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="constraints", level2="upper limits", condition=SPECIFIC,
+        explanation="copy each limit exactly as stated; the common mistake is a wrong bound",
+        example="wrong: x <= 2 right: x <= 3"), status=Status.VERIFIED, provenance={"source_tasks": [task.id]})
+    index.upsert([insight])
+
+    def evolver(llm):
+        return Evolver(Learner(settings, store, index, llm, runner, LearnConfig()), EvolveConfig())
+
+    yield store, index, evolver
+    index.close()
+    store.close()
+
+
+def _arms(llm: RoutedLLM, *, with_reply: str) -> RoutedLLM:
+    """The 'without' solve writes the wrong bound; the 'with' solve writes ``with_reply``."""
+    llm.on("check_insights", "I0001")
+    return llm.on("formulate", FORMULATION, FORMULATION).on("write_program", WRONG_LP_REPLY, with_reply)
+
+
+def test_a_condition_naming_its_source_is_generalized_and_kept_on_a_lift(library):
+    store, index, evolver = library
+    llm = _arms(RoutedLLM().on("generalize", f'"{GENERAL}"'), with_reply=LP_REPLY)
+    summary = evolver(llm).evolve(command="alphaopt library evolve")
+    assert summary.diagnosed == {TOO_SPECIFIC: 1} and summary.refined == 1 and summary.reverted == 0
+    insight = store.get("I0001")
+    assert insight.condition == GENERAL and insight.status == Status.VERIFIED
+    assert insight.provenance.evidence["refined"] == {"check": "evolve", "without": 0, "with": 1, "sources": 1}
+    assert [v.reason for v in store.versions("I0001")][1:] == [
+        "evolve: the condition in general words", "evolve: refinement verified"]
+    # the 'with' arm went through retrieval: the insight was recalled and chosen, not forced
+    check = next(c for c in llm.calls if c.prompt_name == "check_insights")
+    assert "[I0001] When " + GENERAL in check.user
+    without, with_ = [c for c in llm.calls if c.prompt_name == "formulate"]
+    assert "[I0001]" not in without.user and "[I0001]" in with_.user
+    assert [a.kind for a in store.attempts(task_id="toy_train/t1")] == ["evolve_without", "evolve_with"]
+    assert index.recall(GENERAL)[0].insight_id == "I0001"
+    run = store.runs()[-1]
+    assert run.status.value == "finished" and run.counters["refined"] == 1
+
+
+def test_a_refinement_without_lift_is_reverted(library):
+    store, _, evolver = library
+    llm = _arms(RoutedLLM().on("generalize", GENERAL), with_reply=WRONG_LP_REPLY)
+    summary = evolver(llm).evolve()
+    assert summary.reverted == 1 and summary.refined == 0
+    versions = store.versions("I0001")
+    assert [v.condition for v in versions] == [SPECIFIC, GENERAL, SPECIFIC]  # history keeps the attempt
+    assert versions[-1].reason.startswith("evolve: refinement reverted (with 0, without 0)")
+    assert store.get("I0001").status == Status.VERIFIED
+
+
+def test_a_general_condition_that_still_names_the_problem_is_not_tried(library):
+    store, _, evolver = library
+    llm = RoutedLLM().on("generalize", "when the 40 workers make x")
+    summary = evolver(llm).evolve()
+    assert summary.unchanged == 1 and llm.prompt_names == ["generalize"]
+    assert len(store.versions("I0001")) == 1
+
+
+def test_dry_run_only_diagnoses(library):
+    store, _, evolver = library
+    llm = RoutedLLM()
+    summary = evolver(llm).evolve(dry_run=True)
+    assert summary.diagnosed == {TOO_SPECIFIC: 1} and llm.calls == []
+    assert "repeats numbers" in summary.outcomes["I0001"] and len(store.versions("I0001")) == 1
+
+
+def test_diagnosis_from_evidence(library):
+    store, _, _ = library
+    general = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="constraints", level2="upper limits", condition=GENERAL,
+        explanation="copy each limit"), status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
+    sources = [store.get_task("toy_train/t1")]
+    config = EvolveConfig(min_recalls=3, min_uses=3)
+
+    def verdict() -> str:
+        return diagnose(store.get(general.id), store.evidence_for(general.id), sources, config).verdict
+
+    assert verdict() == ALIGNED  # no evidence yet
+    for n in range(3):
+        store.record_evidence(general.id, run_id=f"r{n}", retrieved=True, used=False)
+    assert verdict() == TOO_SPECIFIC  # recalled three times, never chosen
+    for n in range(3):
+        store.record_evidence(general.id, run_id=f"u{n}", retrieved=True, used=True, success=False)
+    assert verdict() == HARMFUL  # chosen, never right
+    store.record_evidence(general.id, run_id="u3", retrieved=True, used=True, success=True)
+    assert verdict() == ALIGNED
+
+
+def test_an_imported_insight_without_its_source_problems_is_left_unchanged(library):
+    store, _, evolver = library
+    store.set_status("I0001", Status.RETIRED)
+    imported = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="constraints", level2="upper limits", condition=GENERAL,
+        explanation="copy each limit"), status=Status.VERIFIED, provenance={"source_tasks": ["elsewhere/x1"]})
+    for n in range(3):
+        store.record_evidence(imported.id, run_id=f"r{n}", retrieved=True, used=False)
+    llm = RoutedLLM()
+    summary = evolver(llm).evolve()
+    assert summary.unchanged == 1 and llm.calls == []
+    assert "not in this home" in summary.outcomes[imported.id]
