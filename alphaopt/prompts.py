@@ -20,10 +20,10 @@ Pyomo program rules:
 - Write the numbers from the problem directly in the expressions.
 - Variables: `pyo.Var(domain=pyo.NonNegativeReals)`; use `pyo.NonNegativeIntegers` for countable items and `pyo.Binary` for yes/no choices.
 - With a table or more than 4 similar items, put the data in Python lists or dicts and use indexes and loops: `model.x = pyo.Var(range(n), domain=...)`, `sum(c[i] * model.x[i] for i in range(n))`. Never declare x1, x2, x3, ... one by one.
-- Exactly one objective, the quantity the question asks for: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`). When it asks for a number of things ("minimize the total number of vehicles"), the objective adds up those variables, not their costs or resources.
+- Exactly one objective, the quantity the question asks for: `model.obj = pyo.Objective(expr=..., sense=pyo.maximize)` (or `pyo.minimize`). When it asks for a number of things ("minimize the total number of units"), the objective adds up those variables, not their costs or resources.
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
 - Directions: "at least", "minimum", "no less than" mean >=; "at most", "no more than", "up to", "maximum", "available", "budget", "capacity" mean <=.
-- Shares and ratios relate variables: "at most 30% of the vehicles are bikes" is `model.bikes <= 0.3 * (model.bikes + model.scooters)`; "at least twice as many trams as trains" is `model.trams >= 2 * model.trains`.
+- Shares and ratios relate variables: "at most 40% of all units are of type A" is `model.a <= 0.4 * (model.a + model.b)`; "A must be at least twice B" is `model.a >= 2 * model.b`.
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
 - Never solve, never print, never use SolverFactory.
 
