@@ -86,6 +86,7 @@ def normalize(code: str) -> tuple[str, list[str]]:
     _constraint_relations(tree, fixes)
     _chained_indexes(tree, fixes)
     _constraints_in_loops(tree, fixes)
+    _declare_before_use(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -329,6 +330,61 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
     if declared:
         fixes.append("made " + ", ".join(f"model.{n}" for n in sorted(declared))
                      + " a ConstraintList filled in the loop (assigning a Constraint in a loop keeps only the last one)")
+
+
+def _declare_before_use(tree: ast.Module, fixes: list[str]) -> None:
+    """A component used before the line that declares it (``model.dist`` in the objective, the
+    ``Param`` at the end) fails with an AttributeError. In ``build_model()``'s own body, move such
+    a declaration up to just before its first use, with the literal data it needs (``data = {...}``
+    in between), when it depends on nothing else assigned in between."""
+    build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_model"), None)
+    if build is None:
+        return
+    models = _model_names(tree)
+    moved: list[str] = []
+    k = 0
+    while k < len(build.body):
+        stmt = build.body[k]
+        name = _component(stmt.targets[0], models) if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+        first = next((j for j in range(k) if name and _uses_component(build.body[j], name, models)), None)
+        if name is None or first is None or any(_assigns_component(build.body[j], name, models) for j in range(k)):
+            k += 1
+            continue
+        needed = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name)}
+        needed_components = {c for n in ast.walk(stmt.value) if (c := _component(n, models))}
+        between = build.body[first:k]
+        data = [b for b in between if _binds(b, needed)]  # literal data the declaration needs comes along
+        if any(not _literal_assign(b) for b in data) or any(
+                _assigns_component(b, c, models) for b in between for c in needed_components):
+            k += 1
+            continue
+        for stmt_ in [*data, stmt]:
+            build.body.remove(stmt_)
+        build.body[first:first] = [*data, stmt]
+        moved.append(name)
+        k += 1
+    if moved:
+        fixes.append("declared " + ", ".join(f"model.{n}" for n in moved) + " before its first use")
+
+
+def _uses_component(stmt: ast.stmt, name: str, models: set[str]) -> bool:
+    return any(_component(n, models) == name and isinstance(n.ctx, ast.Load) for n in ast.walk(stmt)
+               if isinstance(n, ast.Attribute))
+
+
+def _assigns_component(stmt: ast.stmt, name: str, models: set[str]) -> bool:
+    return any(_component(n, models) == name and isinstance(n.ctx, ast.Store) for n in ast.walk(stmt)
+               if isinstance(n, ast.Attribute))
+
+
+def _literal_assign(stmt: ast.stmt) -> bool:
+    """``name = <a literal: numbers, strings, lists, dicts, tuples of them>``."""
+    return isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets) and not any(
+        isinstance(n, (ast.Name, ast.Attribute, ast.Call)) for n in ast.walk(stmt.value))
+
+
+def _binds(stmt: ast.stmt, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in names for n in ast.walk(stmt))
 
 
 def _statements(body: list[ast.stmt], *, in_loop: bool):

@@ -117,6 +117,9 @@ REPAIR_HINTS: tuple[tuple[str, str], ...] = (
     (r"NameError: name '(?P<name>\w+)' is not defined",
      "Define `{name}` before using it: write the problem's data as Python lists or dicts at the start of "
      "build_model()."),
+    (r"object has no attribute '(?P<attr>\w+)'",
+     "Declare `model.{attr}` (with its data) before the first line that uses it, or use the name that "
+     "was declared."),
     (r"was never closed|unexpected EOF",
      "The program is unfinished: write it complete, and shorter, with the data in lists and loops."),
 )

@@ -246,3 +246,28 @@ model.total = pyo.Constraint(expr=sum(model.x[i] for i in range(3)) <= 100)
     # a name also assigned outside any loop is left alone
     mixed = "def build_model():\n    model = ConcreteModel()\n    model.c = Constraint(expr=x <= 1)\n    for i in I:\n        model.c = Constraint(expr=x <= i)\n    return model\n"
     assert "ConstraintList" not in normalize(mixed)[0]
+
+
+def test_a_component_declared_after_its_first_use_is_moved_up(runner):
+    code = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(range(2), domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=sum(model.price[i] * model.x[i] for i in range(2)), sense=pyo.maximize)
+model.cap = pyo.Constraint(expr=sum(model.x[i] for i in range(2)) <= 4)
+prices = {0: 3, 1: 2}
+model.price = pyo.Param(range(2), initialize=prices)
+""")
+    fixed, fixes = _fixed(extract_code(code))
+    assert fixed.index("prices = {") < fixed.index("model.price = pyo.Param") < fixed.index("model.obj =")
+    assert fixes == ["declared model.price before its first use"]
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(12)
+    # a declaration that needs something computed in between stays where it is (the repair shows the error)
+    computed = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.k * model.x)
+k = max(1, 2)
+model.k = pyo.Param(initialize=k)
+""")
+    assert "before its first use" not in " ".join(normalize(extract_code(computed))[1])

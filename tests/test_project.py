@@ -130,6 +130,7 @@ def test_repair_hints_name_the_fix_for_known_errors():
     hints = prompts.repair_hints("TypeError: unsupported operand type(s) for *: 'float' and 'ScalarConstraint'")
     assert hints.startswith("Hint: A constraint is a condition")
     assert "Define `cost`" in prompts.repair_hints("NameError: name 'cost' is not defined")
+    assert "Declare `model.dist`" in prompts.repair_hints("AttributeError: 'ConcreteModel' object has no attribute 'dist'")
     assert prompts.repair_hints("ZeroDivisionError: division by zero") == ""
 
 
