@@ -6,9 +6,10 @@ For each training problem: solve it k times with the current library. If one is 
 after the repair loop fixed a run error, that error becomes a candidate code insight (step 4
 checks that the first program now runs and is right). If none is right,
 1. a run error that the repair loop fixed becomes a candidate code insight;
-2. answer-guided exploration: the model sees its failed program, how its objective compares with
-   the target value, and tries to reach it, each try editing the latest program that ran (the
-   solver computes the objective; a program that writes the target is rejected);
+2. answer-guided exploration: first the failed program is solved with its variables' integrality
+   flipped (no model call); then the model sees its failed program, how its objective compares
+   with the target value, and tries to reach it, each try editing the latest program that ran
+   (the solver computes the objective; a program that writes the target is rejected);
 3. contrasting the failed and the successful program gives candidate insights;
 4. counterfactual check: the problem is solved k times with the candidates, compared with the k
    runs without; only a lift (``with >= without + margin`` and at least one success) verifies;
@@ -33,7 +34,7 @@ from alphaopt.api import Agent
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError
 from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
-from alphaopt.program import extract_code, hardcodes, normalize
+from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
 from library import InsightDraft, LibraryStore, Status, Task
@@ -59,6 +60,7 @@ class LearnConfig:
     sample_temperature: float = 0.7
     merge_distance: float = 0.12
     max_tokens: int | None = None
+    flip_integrality: bool = True
     atol: float = 1e-6
     rtol: float = 1e-4
 
@@ -272,11 +274,21 @@ class Learner:
     def _explore(self, task: Task, failed: Solution, run_id: str) -> str | None:
         """Answer-guided exploration: return a program whose solved objective hits the target.
 
-        Each try edits the latest program that ran (the solve's at first), told how its result
-        compares with the target; a try that errors or writes the target leaves the chain where
-        it was, and the next try samples."""
+        First, without a model call, the failed program is run with its variables' domains
+        flipped (continuous to integer, integer to continuous): a wrong integrality is a common
+        mistake, and the flip costs a solve. Then each model try edits the latest program that ran
+        (the solve's at first), told how its result compares with the target; a try that errors
+        or writes the target leaves the chain where it was, and the next try samples."""
         answer = float(task.answer)
         program, outcome = failed.program or failed.model_text, _outcome(failed.status, failed.objective, answer)
+        if self.config.flip_integrality and failed.status in ("optimal", "feasible"):
+            for _, variant in integrality_variants(program):
+                result = self.runner.run(variant)
+                self.store.record_attempt(task.id, kind="explore_integrality", status=result.status.value,
+                                          run_id=run_id, program=variant, objective=result.objective,
+                                          error=result.error)
+                if result.ok and self.config.correct(result.objective, answer):
+                    return variant
         for attempt in range(self.config.explore_tries):
             llm: Any = self.ledger if attempt == 0 else self.ledger.sampling(attempt, self.config.sample_temperature)
             messages, sha = prompts.render("explore", problem=task.text, target=f"{answer:g}", outcome=outcome,

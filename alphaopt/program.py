@@ -517,6 +517,24 @@ def _missing_imports(tree: ast.Module, fixes: list[str]) -> list[ast.stmt]:
     return added
 
 
+_TO_INTEGERS = {"NonNegativeReals": "NonNegativeIntegers", "PositiveReals": "PositiveIntegers", "Reals": "Integers"}
+_TO_REALS = {v: k for k, v in _TO_INTEGERS.items()}
+
+
+def integrality_variants(program: str) -> list[tuple[str, str]]:
+    """The program with its variables' declared domains made integer, and made continuous:
+    ``(what changed, program)`` for each flip that changes something. Binary domains stay.
+    Learning tries these before asking the model, as the cheapest way to a target objective."""
+    variants = []
+    for what, mapping in (("made the continuous variables integer", _TO_INTEGERS),
+                          ("made the integer variables continuous", _TO_REALS)):
+        pattern = re.compile(r"\b(" + "|".join(mapping) + r")\b")
+        flipped = pattern.sub(lambda m: mapping[m.group(1)], program)
+        if flipped != program:
+            variants.append((what, flipped))
+    return variants
+
+
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
 

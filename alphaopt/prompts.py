@@ -169,9 +169,13 @@ This corrected program is right:
 ```python
 {right}
 ```
-Write 1 or 2 lessons that would have avoided the mistake on similar problems, as JSON:
-{{"insights": [{{"stage": "domain_modeling" or "general_formulation" or "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the problem text says or implies ... (the situation in general words, no numbers from this problem)", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}
-Prefer these categories (stage / level1 / level2) when one fits:
+Write 1 or 2 lessons that would have avoided the mistake on similar problems. Answer with JSON only, {{"insights": [lesson, ...]}}, each lesson an object with these keys:
+- "stage": "domain_modeling", "general_formulation" or "code_implementation"
+- "level1" and "level2": a category and subcategory from the list below
+- "condition": when the lesson applies, in general words that fit other problems (no numbers, names or products from this one), starting with "when"
+- "explanation": what to do, the common mistake, and why
+- "example": the wrong line and the right line, as "wrong: <code> right: <code>"
+Categories (stage / level1 / level2):
 {labels}"""
 
 EXTRACT_CODE = PROBLEM + """
@@ -183,9 +187,13 @@ The repaired program ran:
 ```python
 {right}
 ```
-Write 1 lesson about writing Pyomo code that avoids this error, as JSON:
-{{"insights": [{{"stage": "code_implementation", "level1": "category", "level2": "subcategory", "condition": "when the program needs ...", "explanation": "do ...; the common mistake is ...; because ...", "example": "wrong: ... right: ..."}}]}}
-Use one of these categories (level1 / level2):
+Write 1 lesson about writing Pyomo code that avoids this error. Answer with JSON only, {{"insights": [lesson]}}, the lesson an object with these keys:
+- "stage": "code_implementation"
+- "level1" and "level2": a category and subcategory from the list below
+- "condition": when the program needs it, in general words, starting with "when"
+- "explanation": what to do, the common mistake, and why
+- "example": the failing line and the fixed line, as "wrong: <code> right: <code>"
+Categories (level1 / level2):
 {labels}"""
 
 GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:

@@ -64,7 +64,32 @@ def test_exploration_extraction_and_counterfactual_accept(setup):
     assert "[I0001]" in last_formulate.user
     assert [h.insight_id for h in index.recall("an upper limit on one variable")] == ["I0001"]
     kinds = [a.kind for a in store.attempts(task_id="toy_train/t1")]
-    assert kinds == ["solve", "explore", "verify_with", "done"]
+    # the integer flip of the wrong program (objective 8, not 11) is tried first, without a model call
+    assert kinds == ["solve", "explore_integrality", "explore", "verify_with", "done"]
+
+
+CONTINUOUS_REPLY = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x + model.y, sense=pyo.maximize)
+model.c1 = pyo.Constraint(expr=2 * model.x + 2 * model.y <= 7)
+""")  # 3.5; with whole units 3
+
+
+def test_exploration_first_flips_integrality_without_a_model_call(setup):
+    store, _, learner = setup
+    item = ("toy_train", "t9", "How many whole boxes x and y fit in 7 units of space, each box 2 units?", 3.0)
+    integral = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
+    llm.on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", integral)  # the 'with' arm
+    summary = learner(llm, explore_tries=2).learn([item])
+    assert summary.verified == 1 and "explore" not in llm.prompt_names
+    flips = [a for a in store.attempts(task_id="toy_train/t9") if a.kind == "explore_integrality"]
+    assert [(a.status, a.objective) for a in flips] == [("optimal", pytest.approx(3.0))]
+    extract = next(c for c in llm.calls if c.prompt_name == "extract")
+    assert "NonNegativeIntegers" in extract.user.split("This corrected program is right")[1]
 
 
 def test_counterfactual_reject_retires_candidates(setup):
@@ -98,7 +123,8 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert insight.stage.value == "code_implementation" and insight.provenance.evidence["code_only"] is True
     extract = next(c for c in llm.calls if c.prompt_name == "extract_code")
     assert "AttributeError" in extract.user
-    assert "Use one of these categories" in extract.user and "/" in extract.user.split("categories")[-1]
+    assert "Categories (level1 / level2):" in extract.user and "/" in extract.user.split("Categories")[-1]
+    assert "<code>" in extract.user and "..." not in extract.user  # fields described, no template to copy
 
 
 def test_placeholder_labels_and_an_empty_example_are_mended(setup):

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from alphaopt.program import cut_repetition, extract_code, normalize
+from alphaopt.program import cut_repetition, extract_code, integrality_variants, normalize
 from tests.fakes import program
 
 
@@ -271,3 +271,11 @@ k = max(1, 2)
 model.k = pyo.Param(initialize=k)
 """)
     assert "before its first use" not in " ".join(normalize(extract_code(computed))[1])
+
+
+def test_integrality_variants_flip_declared_domains_both_ways():
+    code = "x = Var(domain=NonNegativeReals)\ny = Var(domain=pyo.NonNegativeIntegers)\nz = Var(domain=Binary)\n"
+    (what_int, to_int), (what_real, to_real) = integrality_variants(code)
+    assert "integer" in what_int and to_int.count("NonNegativeIntegers") == 2 and "Binary" in to_int
+    assert "continuous" in what_real and to_real.count("NonNegativeReals") == 2
+    assert integrality_variants("z = Var(domain=Binary)\n") == []
