@@ -52,11 +52,14 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL file of problems you evaluate on (repeatable): training problems that nearly copy "
                    "one of them are skipped.")
+@click.option("--retry-unsolved", is_flag=True,
+              help="Learn again from problems an earlier run ended unsolved (after the pipeline changed).")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, max_tokens: int | None,
-          skip_learned: Path | None, exclude: tuple[Path, ...], no_progress: bool, **kwargs: Any) -> None:
+          skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool, no_progress: bool,
+          **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
 
@@ -74,23 +77,24 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         items = [i for n, i in enumerate(items) if n not in copies]
         click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
     store, index = open_library(settings)
-    done = store.done_tasks()
-    if skip_learned:
-        from library import read_header
-
-        done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
-    todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
     config = LearnConfig(k=solves, explore_tries=explore_tries, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
-
-    def progress(task: Any, outcome: str, summary: Any) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
-
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
-        summary = Learner(settings, store, index, llm, runner, config).learn(todo, command=command, on_task=progress)
+        learner = Learner(settings, store, index, llm, runner, config)
+        done = store.done_tasks() - (learner.unsolved_done() if retry_unsolved else set())
+        if skip_learned:
+            from library import read_header
+
+            done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
+        todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
+        bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
+
+        def progress(task: Any, outcome: str, summary: Any) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
+
+        summary = learner.learn(todo, command=command, on_task=progress, retry_unsolved=retry_unsolved)
     bar.close()
     click.echo(
         f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "

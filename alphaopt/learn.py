@@ -141,14 +141,16 @@ class Learner:
 
     # -- the loop ---------------------------------------------------------------------------
     def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
-              on_task: Callable[[Task, str, LearnSummary], None] | None = None) -> LearnSummary:
-        """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs."""
+              on_task: Callable[[Task, str, LearnSummary], None] | None = None,
+              retry_unsolved: bool = False) -> LearnSummary:
+        """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs
+        (with ``retry_unsolved``, only those that ended solved or learned from)."""
         self._close_orphaned_runs()
         run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
                                     **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()
-        done = self.store.done_tasks(DONE)
+        done = self.store.done_tasks(DONE) - (self.unsolved_done() if retry_unsolved else set())
         try:
             for dataset, item_id, text, answer in items:
                 task = self.store.add_task(dataset, item_id, text, answer)
@@ -176,6 +178,13 @@ class Learner:
         self.store.finish_run(run.id, status="finished" if summary.stopped is None else "stopped",
                               counters=summary.as_dict(), tokens=summary.tokens)
         return summary
+
+    def unsolved_done(self) -> set[str]:
+        """Tasks whose last finished attempt ended unsolved (worth a retry after the pipeline changed)."""
+        last: dict[str, str] = {}
+        for attempt in self.store.attempts(kind=DONE):
+            last[attempt.task_id] = attempt.status
+        return {task for task, status in last.items() if status.startswith("unsolved")}
 
     def _close_orphaned_runs(self) -> None:
         """Runs still marked running whose process is gone were killed: record them as failed."""

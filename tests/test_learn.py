@@ -168,6 +168,21 @@ def test_already_solved_problem_learns_nothing(setup):
     assert summary.solved_before == 1 and summary.added == 0 and store.list(status=None) == []
 
 
+def test_retry_unsolved_learns_again_only_from_problems_that_ended_unsolved(setup):
+    store, _, learner = setup
+    solved = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = wrong_then(RoutedLLM()).on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    first = learner(llm, explore_tries=0).learn([ITEM, solved])
+    assert (first.seen, first.solved_before) == (2, 1)
+    assert learner(RoutedLLM()).unsolved_done() == {"toy_train/t1"}
+    again = learner(RoutedLLM(), explore_tries=0).learn([ITEM, solved])
+    assert (again.seen, again.skipped) == (0, 2)  # a plain rerun resumes: nothing to do
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the pipeline got better
+    retried = learner(llm, explore_tries=0).learn([ITEM, solved], retry_unsolved=True)
+    assert (retried.seen, retried.skipped, retried.solved_before) == (1, 1, 1)
+    assert learner(RoutedLLM()).unsolved_done() == set()
+
+
 def test_near_duplicate_is_merged_and_reverified(setup):
     store, index, learner = setup
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
