@@ -90,6 +90,9 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
     assert [(a.status, a.objective) for a in flips] == [("optimal", pytest.approx(3.0))]
     extract = next(c for c in llm.calls if c.prompt_name == "extract")
     assert "NonNegativeIntegers" in extract.user.split("This corrected program is right")[1]
+    differ = extract.user.split("The lines that differ, which hold the mistake: ")[1].splitlines()[0]
+    assert differ.startswith("wrong: model.x = pyo.Var(domain=pyo.NonNegativeReals)")
+    assert "right: model.x = pyo.Var(domain=pyo.NonNegativeIntegers)" in differ
 
 
 def test_counterfactual_reject_retires_candidates(setup):
