@@ -215,9 +215,10 @@ class Learner:
         fixed = next((s for s in without if _repaired(s)), None)
         if fixed is not None:
             drafts += [(d, "extract_code") for d in self._extract_code(task, fixed, run_id)]
-        right = self._explore(task, without[0], run_id)
-        if right is not None:
-            drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id)]
+        found = self._explore(task, without[0], run_id)
+        if found is not None:
+            right, change = found
+            drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id, change)]
         if not drafts:
             return "unsolved: nothing learned"
         return self._verify(task, run_id, summary, drafts, without)
@@ -280,8 +281,9 @@ class Learner:
             return right and bool(solution.attempts) and solution.attempts[0].status not in _REPAIRABLE
         return right
 
-    def _explore(self, task: Task, failed: Solution, run_id: str) -> str | None:
-        """Answer-guided exploration: return a program whose solved objective hits the target.
+    def _explore(self, task: Task, failed: Solution, run_id: str) -> tuple[str, str] | None:
+        """Answer-guided exploration: a program whose solved objective hits the target, and what
+        changed when the change is known (an integrality flip), else "".
 
         First, without a model call, the failed program is run with its variables' domains
         flipped (continuous to integer, integer to continuous): a wrong integrality is a common
@@ -291,13 +293,13 @@ class Learner:
         answer = float(task.answer)
         program, outcome = failed.program or failed.model_text, _outcome(failed.status, failed.objective, answer)
         if self.config.flip_integrality and failed.status in ("optimal", "feasible"):
-            for _, variant in integrality_variants(program):
+            for change, variant in integrality_variants(program):
                 result = self.runner.run(variant)
                 self.store.record_attempt(task.id, kind="explore_integrality", status=result.status.value,
                                           run_id=run_id, program=variant, objective=result.objective,
                                           error=result.error)
                 if result.ok and self.config.correct(result.objective, answer):
-                    return variant
+                    return variant, change
         for attempt in range(self.config.explore_tries):
             llm: Any = self.ledger if attempt == 0 else self.ledger.sampling(attempt, self.config.sample_temperature)
             messages, sha = prompts.render("explore", problem=task.text, target=f"{answer:g}", outcome=outcome,
@@ -314,17 +316,18 @@ class Learner:
             self.store.record_attempt(task.id, kind="explore", status=result.status.value, run_id=run_id,
                                       program=candidate, objective=result.objective, error=result.error)
             if result.ok and self.config.correct(result.objective, answer):
-                return candidate
+                return candidate, ""
             if result.ok or result.status.value in ("infeasible", "unbounded", "infeasible_or_unbounded"):
                 program, outcome = candidate, _outcome(result.status.value, result.objective, answer)
         return None
 
-    def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
+    def _extract(self, task: Task, failed: Solution, right: str, run_id: str, change: str = "") -> list[InsightDraft]:
         labels = self._label_lines(with_stage=True)
         outcome = f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else "")
         diff = diff_example(failed.program, right, max_lines=6, max_chars=800) or "(only the layout)"
         return self._drafts("extract", task, run_id, (failed.program, right),
-                            outcome=outcome, wrong=failed.program, right=right, labels=labels, diff=diff)
+                            outcome=outcome, wrong=failed.program, right=right, labels=labels, diff=diff,
+                            change=f"\nWhat fixed it: the correction {change}." if change else "")
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
         broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
@@ -336,7 +339,8 @@ class Learner:
     def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
         """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
         return "\n".join((f"{lab.stage.value} / " if with_stage else "") + f"{lab.level1} / {lab.level2}"
-                         for lab in self.store.labels() if stage is None or lab.stage.value == stage)
+                         for lab in self.store.labels() if (stage is None or lab.stage.value == stage)
+                         and not {canonical(lab.level1), canonical(lab.level2)} & _PLACEHOLDER_LABELS)
 
     def _drafts(self, step: str, task: Task, run_id: str, programs: tuple[str, str], **kwargs: str) -> list[InsightDraft]:
         """Drafts from one extraction call, mended where the model left the template's placeholders

@@ -93,6 +93,7 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
     differ = extract.user.split("The lines that differ, which hold the mistake: ")[1].splitlines()[0]
     assert differ.startswith("wrong: model.x = pyo.Var(domain=pyo.NonNegativeReals)")
     assert "right: model.x = pyo.Var(domain=pyo.NonNegativeIntegers)" in differ
+    assert "What fixed it: the correction made the continuous variables integer." in extract.user
 
 
 def test_counterfactual_reject_retires_candidates(setup):
