@@ -218,7 +218,10 @@ class Learner:
         found = self._explore(task, without[0], run_id)
         if found is not None:
             right, change = found
-            drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id, change)]
+            if change:
+                drafts += [(d, "integrality_condition") for d in self._integrality(task, without[0], right, change, run_id)]
+            else:
+                drafts += [(d, "extract") for d in self._extract(task, without[0], right, run_id)]
         if not drafts:
             return "unsolved: nothing learned"
         return self._verify(task, run_id, summary, drafts, without)
@@ -320,6 +323,29 @@ class Learner:
             if result.ok or result.status.value in ("infeasible", "unbounded", "infeasible_or_unbounded"):
                 program, outcome = candidate, _outcome(result.status.value, result.objective, answer)
         return None
+
+    def _integrality(self, task: Task, failed: Solution, right: str, change: str, run_id: str) -> list[InsightDraft]:
+        """The draft after an integrality flip: the change itself is known, so the explanation and
+        the example state it; the model is asked only when the lesson applies (the condition),
+        which is what a small model could not isolate from a whole-program contrast."""
+        messages, sha = prompts.render("integrality_condition", problem=task.text, change=change)
+        reply = self.ledger.complete(messages, prompt_name="integrality_condition", prompt_sha=sha, max_tokens=80,
+                                     context=CallContext(run_id=run_id, task_id=task.id, node="integrality_condition"))
+        condition = " ".join(reply.text.strip().strip('"').split())
+        if not condition.lower().startswith("when") or specific(condition, task.text):
+            return []
+        integer = "integer" in change.split("made the")[-1]
+        explanation = (
+            "declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
+            "variables, whose optimum is fractional and differs from the whole-number optimum" if integer else
+            "declare these quantities with domain=pyo.NonNegativeReals; the common mistake is integer variables "
+            "where fractional amounts are allowed, which makes the optimum worse")
+        example = diff_example(failed.program, right) or (
+            "wrong: domain=pyo.NonNegativeReals right: domain=pyo.NonNegativeIntegers" if integer else
+            "wrong: domain=pyo.NonNegativeIntegers right: domain=pyo.NonNegativeReals")
+        draft = InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                             condition=condition, explanation=explanation, example=example)
+        return [draft]
 
     def _extract(self, task: Task, failed: Solution, right: str, run_id: str, change: str = "") -> list[InsightDraft]:
         labels = self._label_lines(with_stage=True)

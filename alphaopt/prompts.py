@@ -197,6 +197,10 @@ Write 1 lesson about writing Pyomo code that avoids this error. Answer with JSON
 Categories (level1 / level2):
 {labels}"""
 
+INTEGRALITY_CONDITION = PROBLEM + """
+The first program for this problem was wrong. It became right when the correction {change}, with nothing else changed.
+When should a program use that kind of variables? Describe the kind of problem, in general words that fit other problems like this one (no numbers or names from it): what is counted, bought or chosen. Answer with the condition only, one sentence starting with "when"."""
+
 GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:
 <condition>{condition}</condition>
 <lesson>{explanation}</lesson>
@@ -220,6 +224,7 @@ PROMPTS: dict[str, str] = {
     "explore": EXPLORE,
     "extract": EXTRACT,
     "extract_code": EXTRACT_CODE,
+    "integrality_condition": INTEGRALITY_CONDITION,
     "generalize": GENERALIZE,
     "merge": MERGE,
 }

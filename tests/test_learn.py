@@ -82,18 +82,29 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
     item = ("toy_train", "t9", "How many whole boxes x and y fit in 7 units of space, each box 2 units?", 3.0)
     integral = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
     llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
-    llm.on("extract", json.dumps(DRAFT))
+    llm.on("integrality_condition", '"when the problem asks how many whole items to pack"')
     llm.on("formulate", FORMULATION).on("write_program", integral)  # the 'with' arm
     summary = learner(llm, explore_tries=2).learn([item])
-    assert summary.verified == 1 and "explore" not in llm.prompt_names
+    assert summary.verified == 1 and "explore" not in llm.prompt_names and "extract" not in llm.prompt_names
     flips = [a for a in store.attempts(task_id="toy_train/t9") if a.kind == "explore_integrality"]
     assert [(a.status, a.objective) for a in flips] == [("optimal", pytest.approx(3.0))]
-    extract = next(c for c in llm.calls if c.prompt_name == "extract")
-    assert "NonNegativeIntegers" in extract.user.split("This corrected program is right")[1]
-    differ = extract.user.split("The lines that differ, which hold the mistake: ")[1].splitlines()[0]
-    assert differ.startswith("wrong: model.x = pyo.Var(domain=pyo.NonNegativeReals)")
-    assert "right: model.x = pyo.Var(domain=pyo.NonNegativeIntegers)" in differ
-    assert "What fixed it: the correction made the continuous variables integer." in extract.user
+    ask = next(c for c in llm.calls if c.prompt_name == "integrality_condition")
+    assert "the correction made the continuous variables integer" in ask.user and "3" not in ask.user.split("</problem>")[1]
+    insight = store.get("I0001")
+    assert insight.condition == "when the problem asks how many whole items to pack"
+    assert (insight.stage.value, insight.level1, insight.level2) == ("general_formulation", "variables", "integrality")
+    assert "NonNegativeIntegers" in insight.explanation
+    assert insight.example.startswith("wrong: model.x = pyo.Var(domain=pyo.NonNegativeReals)")
+    assert insight.provenance.prompt_version.startswith("integrality_condition:")
+
+
+def test_an_integrality_condition_that_names_the_problem_is_dropped(setup):
+    store, _, learner = setup
+    item = ("toy_train", "t9", "How many of the 12 boxes x and y fit in 7 units of space?", 3.0)
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
+    llm.on("integrality_condition", "when packing 12 boxes")
+    summary = learner(llm, explore_tries=0).learn([item])
+    assert summary.added == 0 and store.list(status=None) == []
 
 
 def test_counterfactual_reject_retires_candidates(setup):

@@ -82,6 +82,7 @@ NODE_KWARGS = {
                 "diff": "wrong: W right: R", "change": ""},
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
     "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
+    "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
 }
 
