@@ -234,7 +234,7 @@ def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
     """The one formatter for insights in prompts: ``[id] When <condition>: <explanation>``, then
     its example (wrong vs right) on the next line when it has one."""
     return "\n".join(
-        f"[{i['id']}] When {i['condition'].strip()}: {i['explanation'].strip()}"
+        f"[{i['id']}] {_when(i['condition'])}: {i['explanation'].strip()}"
         + (f"\n  Example: {i['example'].strip()}" if (i.get("example") or "").strip() else "")
         for i in insights
     )
@@ -285,6 +285,12 @@ def render(name: str, **kwargs: Any) -> tuple[list[dict[str, str]], str]:
     """Render the named step's messages; returns ``(messages, prompt_sha)``."""
     user = PROMPTS[name].format(**kwargs)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], prompt_sha(name)
+
+
+def _when(condition: str) -> str:
+    """A condition as a clause starting with "When" (learned ones often start with it already)."""
+    text = condition.strip().rstrip(".")
+    return "When " + text[5:] if text.lower().startswith("when ") else "When " + text
 
 
 def insights_block(insights: Sequence[Mapping[str, Any]]) -> str:

@@ -140,6 +140,8 @@ def test_insight_formatter():
     block = prompts.insights_block([{"id": "I1", "condition": " the text says at least ", "explanation": "use >= "}])
     assert "[I1] When the text says at least: use >=" in block
     assert prompts.insights_block([]) == ""
+    learned = prompts.format_insights([{"id": "I2", "condition": "When the problem counts items.", "explanation": "E"}])
+    assert learned == "[I2] When the problem counts items: E"
 
 
 def _imports(package: str) -> dict[str, set[str]]:
