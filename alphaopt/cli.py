@@ -21,6 +21,7 @@ from alphaopt.batch import run_batch
 from alphaopt.config import Settings, load_settings, raise_errors
 from alphaopt.errors import AlphaoptError, InputError
 from alphaopt.runlog import RunLog
+from library.errors import LibraryError
 
 
 def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,10 +61,11 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except AlphaoptError as exc:
+        except (AlphaoptError, LibraryError) as exc:
             if raise_errors():
                 raise
-            raise click.ClickException(str(exc)) from exc
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise click.ClickException(str(message)) from exc
 
     return wrapper
 

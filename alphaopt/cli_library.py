@@ -170,6 +170,25 @@ def library_export(path: Path, home: Path | None) -> None:
     click.echo(f"Exported {count} verified insights learned from {len(tasks)} training problems to {path}")
 
 
+@library.command("retire")
+@click.argument("insight_id")
+@click.option("--reason", required=True, help="Why, with the evidence (kept in the insight's history).")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
+    """Retire an insight on a reviewer's decision; the reason becomes a new version's note."""
+    from alphaopt.retrieval import open_library
+
+    store, index = open_library(load_settings(home=home))
+    insight = store.get(insight_id)
+    with store.transaction():
+        store.revise(insight_id, evidence={**insight.provenance.evidence, "retired_by_review": reason},
+                     reason=f"retired by review: {reason}")
+        store.set_status(insight_id, "retired")
+    index.remove(insight_id)
+    click.echo(f"Retired {insight_id}: {reason}")
+
+
 @library.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--home", type=click.Path(path_type=Path))

@@ -167,6 +167,28 @@ def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
     assert settings.library_db.exists() and not settings.chroma_dir.exists()
 
 
+def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
+    from alphaopt.config import load_settings
+    from alphaopt.retrieval import open_store
+    from library import InsightDraft
+
+    home = tmp_path / "lib"
+    store = open_store(load_settings(home=home))
+    insight = store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                             condition="when items are counted", explanation="use integers"),
+                                status="verified")
+    store.close()
+    out = invoke("library", "retire", insight.id, "--reason", "chose it for a cost problem and broke it", "--home", str(home))
+    assert out.exit_code == 0, out.output
+    store = open_store(load_settings(home=home))
+    assert store.get(insight.id).status.value == "retired"
+    assert store.get(insight.id).reason == "retired by review: chose it for a cost problem and broke it"
+    out = invoke("library", "export", str(tmp_path / "out.jsonl"), "--home", str(home))
+    assert "Exported 0 verified insights" in out.output
+    missing = invoke("library", "retire", "I9999", "--reason", "x", "--home", str(home))
+    assert missing.exit_code != 0 and "no insight 'I9999'" in missing.output
+
+
 def test_a_missing_file_is_an_error_not_a_problem_text(tmp_path):
     out = invoke("solve", str(tmp_path / "bakery.txt"))
     assert out.exit_code != 0 and "No such file" in out.output and "problem text itself" in out.output
