@@ -347,13 +347,12 @@ class Learner:
                              condition=condition, explanation=explanation, example=example)
         return [draft]
 
-    def _extract(self, task: Task, failed: Solution, right: str, run_id: str, change: str = "") -> list[InsightDraft]:
+    def _extract(self, task: Task, failed: Solution, right: str, run_id: str) -> list[InsightDraft]:
         labels = self._label_lines(with_stage=True)
         outcome = f"status {failed.status}" + (f", objective {failed.objective:g}" if failed.objective is not None else "")
         diff = diff_example(failed.program, right, max_lines=6, max_chars=800) or "(only the layout)"
         return self._drafts("extract", task, run_id, (failed.program, right),
-                            outcome=outcome, wrong=failed.program, right=right, labels=labels, diff=diff,
-                            change=f"\nWhat fixed it: the correction {change}." if change else "")
+                            outcome=outcome, wrong=failed.program, right=right, labels=labels, diff=diff)
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
         broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)

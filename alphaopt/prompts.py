@@ -169,7 +169,7 @@ This corrected program is right:
 ```python
 {right}
 ```
-The lines that differ, which hold the mistake: {diff}{change}
+The lines that differ, which hold the mistake: {diff}
 Write 1 or 2 lessons that would have avoided the mistake on similar problems. Answer with JSON only, {{"insights": [lesson, ...]}}, each lesson an object with these keys:
 - "stage": "domain_modeling", "general_formulation" or "code_implementation"
 - "level1" and "level2": a category and subcategory from the list below

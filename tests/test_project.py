@@ -79,7 +79,7 @@ NODE_KWARGS = {
     "check_insights": {"problem": "P", "candidates": "[I0001] When x: y"},
     "explore": {"problem": "P", "program": "C", "outcome": "the optimal objective 3 (too low)", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L",
-                "diff": "wrong: W right: R", "change": ""},
+                "diff": "wrong: W right: R"},
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
     "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
