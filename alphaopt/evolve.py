@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alphaopt import prompts
 from alphaopt.learn import Learner, specific
 from alphaopt.llm import CallContext, LLMClient
 from alphaopt.retrieval import LibraryRetriever
 from library import Insight, Status, Task
+from library.errors import NotFoundError
 
 TOO_SPECIFIC, HARMFUL, ALIGNED = "too specific", "harmful", "aligned"
 
@@ -106,8 +106,13 @@ class Evolver:
 
     def _sources(self, insight: Insight) -> list[Task]:
         """The insight's source problems that this home holds (an imported library has none)."""
-        held = {t.id: t for t in self.store.tasks()}
-        return [held[t] for t in insight.provenance.source_tasks if t in held]
+        found = []
+        for task_id in insight.provenance.source_tasks:
+            try:
+                found.append(self.store.get_task(task_id))
+            except NotFoundError:
+                continue
+        return found
 
     def evolve(self, *, command: str = "", dry_run: bool = False,
                on_insight: Callable[[Diagnosis, str], None] | None = None) -> EvolveSummary:
@@ -138,7 +143,8 @@ class Evolver:
         if not sources:
             summary.unchanged += 1
             return "its source problems are not in this home (an imported library): unchanged"
-        condition = self._general_condition(insight, run_id)
+        condition = self.learner.general_condition(insight.condition, insight.explanation,
+                                                   CallContext(run_id=run_id, node="evolve"))
         if not condition or any(specific(condition, t.text) for t in sources):
             summary.unchanged += 1
             return "no general condition came back; unchanged"
@@ -168,12 +174,6 @@ class Evolver:
         self.index.upsert([restored])
         summary.reverted += 1
         return f"reverted: no lift (with {with_}, without {without} on {len(sources)} source problem(s))"
-
-    def _general_condition(self, insight: Insight, run_id: str) -> str:
-        messages, sha = prompts.render("generalize", condition=insight.condition, explanation=insight.explanation)
-        reply = self.learner.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80,
-                                             context=CallContext(run_id=run_id, node="evolve"))
-        return " ".join(reply.text.strip().strip('"').split())
 
 
 @dataclass

@@ -384,13 +384,17 @@ class Learner:
         problem: ask once for it in general words (the counterfactual check still follows)."""
         if not specific(draft.condition, task.text):
             return draft
-        messages, sha = prompts.render("generalize", condition=draft.condition, explanation=draft.explanation)
-        reply = self.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80,
-                                     context=CallContext(run_id=run_id, task_id=task.id, node="generalize"))
-        condition = " ".join(reply.text.strip().strip('"').split())
+        condition = self.general_condition(draft.condition, draft.explanation,
+                                           CallContext(run_id=run_id, task_id=task.id, node="generalize"))
         if not condition or specific(condition, task.text):
             return draft
         return draft.model_copy(update={"condition": condition})
+
+    def general_condition(self, condition: str, explanation: str, context: CallContext) -> str:
+        """One ``generalize`` call: the condition rewritten in general words (may be empty)."""
+        messages, sha = prompts.render("generalize", condition=condition, explanation=explanation)
+        reply = self.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80, context=context)
+        return " ".join(reply.text.strip().strip('"').split())
 
     def _mend(self, draft: InsightDraft, wrong: str, right: str) -> InsightDraft:
         """A small model often copies the prompt's placeholders. Labels copied from the template
