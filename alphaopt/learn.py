@@ -334,7 +334,7 @@ class Learner:
         condition = " ".join(reply.text.strip().strip('"').split())
         if not condition.lower().startswith("when") or specific(condition, task.text):
             return []
-        integer = "integer" in change.split("made the")[-1]
+        integer = change.endswith("integer")  # "made the continuous variables integer", or "... continuous"
         explanation = (
             "declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
             "variables, whose optimum is fractional and differs from the whole-number optimum" if integer else

@@ -98,6 +98,19 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
     assert insight.provenance.prompt_version.startswith("integrality_condition:")
 
 
+def test_a_flip_to_continuous_says_so_in_the_insight(setup):
+    store, _, learner = setup
+    item = ("toy_train", "t8", "How much of x and y fits in 7 units of space, each unit 2?", 3.5)
+    integral = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", integral)
+    llm.on("integrality_condition", "when amounts can be split into fractions")
+    llm.on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
+    summary = learner(llm, explore_tries=0).learn([item])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    assert "NonNegativeReals" in insight.explanation and "NonNegativeIntegers" not in insight.explanation
+
+
 def test_an_integrality_condition_that_names_the_problem_is_dropped(setup):
     store, _, learner = setup
     item = ("toy_train", "t9", "How many of the 12 boxes x and y fit in 7 units of space?", 3.0)
