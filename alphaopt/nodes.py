@@ -97,10 +97,11 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         formulation=prompts.formulation_block(state.get("formulation") or ""),
         goal=prompts.goal_block(state["problem"]),
     )
-    return {**_program_update(reply, runtime.context.settings.max_tokens_program), "stage": "write_program", **usage}
+    update = _program_update(reply, runtime.context.settings.max_tokens_program, state["problem"])
+    return {**update, "stage": "write_program", **usage}
 
 
-def _program_update(reply: LLMResult, max_tokens: int, fallback: str = "") -> dict[str, Any]:
+def _program_update(reply: LLMResult, max_tokens: int, problem: str, fallback: str = "") -> dict[str, Any]:
     """The program in a reply, with the contract fixes applied. A reply that stopped at the token
     limit is cut where it started repeating itself; if it did not repeat, it is marked
     ``truncated`` so that the repair asks for a shorter program instead of fixing this one."""
@@ -111,7 +112,7 @@ def _program_update(reply: LLMResult, max_tokens: int, fallback: str = "") -> di
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = normalize(code)
+    program, fixes = normalize(code, sense=prompts.goal_sense(problem))
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
@@ -150,7 +151,7 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         error = "\n".join(filter(None, [error[-_ERROR_CHARS:], prompts.repair_hints(error)]))
         reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
                             problem=state["problem"], program=state.get("program", ""), error=error)
-    update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
+    update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
 
@@ -170,7 +171,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
             goal=prompts.goal_block(state["problem"]),
         )
-        update = _program_update(reply, settings.max_tokens_program, fallback=state.get("program", ""))
+        update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
         runtime, state, "diagnose", runtime.context.settings.max_tokens_formulation,

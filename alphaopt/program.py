@@ -16,7 +16,9 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
 - a ``sense=`` argument given to a constraint (the relation already says it) is dropped, a
   strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``, and an
   expression passed as the first positional argument of ``Constraint``/``Objective`` (Pyomo reads
-  it as an index set) is passed as ``expr=``.
+  it as an index set) is passed as ``expr=``;
+- the objective's sense is set to the one the problem text asks for, when the text is
+  unambiguous (``normalize(code, sense=...)``).
 
 ``cut_repetition`` mends a reply that ran into the token limit by repeating itself: a small
 model at temperature 0 can loop on one line until the limit; the loop is cut after its first
@@ -61,9 +63,11 @@ def extract_code(reply: str) -> str:
     return max(blocks, key=len)
 
 
-def normalize(code: str) -> tuple[str, list[str]]:
+def normalize(code: str, *, sense: str | None = None) -> tuple[str, list[str]]:
     """Apply the mechanical contract fixes; returns ``(program, fixes applied)``.
 
+    ``sense`` (``"maximize"`` or ``"minimize"``), when the problem text says it unambiguously,
+    sets the sense of the program's one objective.
     Code that does not parse is returned unchanged: the run reports the syntax error and the
     repair loop shows it to the model.
     """
@@ -87,6 +91,8 @@ def normalize(code: str) -> tuple[str, list[str]]:
     _chained_indexes(tree, fixes)
     _constraints_in_loops(tree, fixes)
     _declare_before_use(tree, fixes)
+    if sense:
+        _objective_sense(tree, sense, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -253,6 +259,39 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
         fixes.append(f"dropped the sense= argument of {dropped} constraint(s): the relation in expr says it")
     if strict:
         fixes.append(f"made {strict} strict inequality(ies) in constraints non-strict (< to <=, > to >=)")
+
+
+_SENSES = {"maximize": "maximize", "minimize": "minimize", -1: "maximize", 1: "minimize"}
+
+
+def _objective_sense(tree: ast.Module, sense: str, fixes: list[str]) -> None:
+    """Give the program's one objective the sense the problem asks for. A small model often
+    writes ``sense=maximize`` for "the minimum cost" (or leaves out ``sense=`` for a profit,
+    which Pyomo minimizes): the solver then reports unbounded, or the wrong extreme. Left alone
+    when there are several objectives, or the sense is set in a form not recognised here."""
+    objectives = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _ctor(n) == "Objective"]
+    if len(objectives) != 1 or any(isinstance(n, ast.Attribute) and n.attr == "sense"
+                                   and isinstance(n.ctx, ast.Store) for n in ast.walk(tree)):
+        return
+    call = objectives[0]
+    given = next((k for k in call.keywords if k.arg == "sense"), None)
+    if given is None:
+        written = "minimize"  # Pyomo's default
+    else:
+        node = given.value
+        key = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else \
+            node.value if isinstance(node, ast.Constant) else None
+        written = _SENSES.get(key) if isinstance(key, (str, int)) else None
+        if written is None:
+            return
+    if written == sense:
+        return
+    module = call.func.value if isinstance(call.func, ast.Attribute) else None
+    value = ast.Attribute(value=module, attr=sense, ctx=ast.Load()) if module is not None \
+        else ast.Name(id=sense, ctx=ast.Load())
+    call.keywords = [k for k in call.keywords if k.arg != "sense"] + [ast.keyword(arg="sense", value=value)]
+    fixes.append(f"set the objective's sense to {sense}, as the problem asks"
+                 + (" (it had none, and Pyomo minimizes by default)" if given is None else f" (it said {written})"))
 
 
 def _chained_indexes(tree: ast.Module, fixes: list[str]) -> None:

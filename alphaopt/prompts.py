@@ -260,6 +260,28 @@ def goal_sentence(problem: str) -> str:
     return ""
 
 
+_MAXIMIZE = re.compile(r"\bmaximi[sz]", re.IGNORECASE)
+_MINIMIZE = re.compile(r"\bminimi[sz]", re.IGNORECASE)
+_MOST = re.compile(r"\b(maximum|most|highest|largest|greatest|biggest)\b", re.IGNORECASE)
+_LEAST = re.compile(r"\b(minimum|least|fewest|lowest|cheapest|smallest)\b", re.IGNORECASE)
+_BOUND_WORDS = re.compile(r"\bat (most|least)\b", re.IGNORECASE)
+
+
+def goal_sense(problem: str) -> str | None:
+    """``"maximize"`` or ``"minimize"`` when the text says which unambiguously, else None.
+
+    The verbs (maximize/minimize) anywhere in the text decide; without them, words like
+    "minimum" or "highest" in the last question do. Both directions present means no answer;
+    "at most" and "at least" are bounds, not goals, and are ignored."""
+    text = _BOUND_WORDS.sub(" ", problem)
+    questions = [s for s in _SENTENCE_END.split(text.strip()) if s.strip().endswith("?")]
+    for where, up, down in ((text, _MAXIMIZE, _MINIMIZE), (questions[-1] if questions else "", _MOST, _LEAST)):
+        wants_max, wants_min = bool(up.search(where)), bool(down.search(where))
+        if wants_max or wants_min:
+            return None if wants_max and wants_min else "maximize" if wants_max else "minimize"
+    return None
+
+
 def goal_block(problem: str) -> str:
     """The question, repeated next to the instruction so that the objective is the quantity it
     asks for; nothing when the problem has no recognisable goal sentence."""

@@ -168,7 +168,7 @@ def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     code_labels = {(lab.level1, lab.level2) for lab in store.labels() if lab.stage.value == "code_implementation"}
     assert (insight.level1, insight.level2) in code_labels  # the nearest real label, not the placeholder
     # the example is the diff of the broken and the repaired program
-    assert insight.example.startswith("wrong: model.obj = pyo.Objective(expr=model.z)") and "right: " in insight.example
+    assert insight.example.startswith("wrong: model.obj = pyo.Objective(expr=model.z") and "right: " in insight.example
 
 
 @pytest.mark.parametrize(("example", "informative"), [

@@ -146,6 +146,57 @@ model.cs.add(sum(model.x[i] for i in range(3) if i > 0) < 1)
     assert result.status == "optimal" and result.objective == pytest.approx(6)
 
 
+def test_the_objective_gets_the_sense_the_problem_asks_for(runner):
+    diet = extract_code(program("""
+model = pyo.ConcreteModel()
+model.a = pyo.Var(domain=pyo.NonNegativeReals)
+model.b = pyo.Var(domain=pyo.NonNegativeReals)
+model.cost = pyo.Objective(expr=6.5 * model.a + 4 * model.b, sense=pyo.maximize)
+model.calories = pyo.Constraint(expr=800 * model.a + 450 * model.b >= 2200)
+"""))
+    assert runner.run(normalize(diet)[0]).status in ("unbounded", "infeasible_or_unbounded")
+    fixed, fixes = normalize(diet, sense="minimize")
+    assert "sense=pyo.minimize" in fixed and "maximize" not in fixed
+    assert fixes == ["set the objective's sense to minimize, as the problem asks (it said maximize)"]
+    result = runner.run(fixed)
+    assert result.status == "optimal" and result.objective == pytest.approx(6.5 * 2200 / 800)
+    assert normalize(diet, sense="maximize") == (diet, [])  # already right: untouched
+
+    profit = extract_code(program("""
+from pyomo.environ import ConcreteModel, Var, Objective, NonNegativeReals
+model = ConcreteModel()
+model.x = Var(domain=NonNegativeReals, bounds=(0, 10))
+model.obj = Objective(expr=3 * model.x)
+"""))
+    fixed, fixes = normalize(profit, sense="maximize")
+    assert "sense=maximize" in fixed and "Pyomo minimizes by default" in fixes[0]
+    assert runner.run(fixed).objective == pytest.approx(30)
+    assert normalize(profit.replace("3 * model.x)", "3 * model.x, sense=1)"), sense="maximize")[0].count("sense=") == 1
+
+
+def test_the_objective_sense_is_left_alone_when_it_is_not_one_plain_objective():
+    two = extract_code(program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.o1 = pyo.Objective(expr=model.x, sense=pyo.maximize)
+model.o2 = pyo.Objective(expr=model.x)
+"""))
+    assert normalize(two, sense="minimize") == (two, [])
+    assigned = extract_code(program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x)
+model.obj.sense = pyo.maximize
+"""))
+    assert normalize(assigned, sense="minimize") == (assigned, [])
+    chosen = extract_code(program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=model.x, sense=SENSE)
+"""))
+    assert normalize(chosen, sense="maximize") == (chosen, [])
+
+
 def test_cut_repetition_keeps_the_first_copy_and_a_parsable_program(runner):
     looping = extract_code(program("""
 model = pyo.ConcreteModel()
