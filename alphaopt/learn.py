@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from alphaopt import prompts
+from alphaopt import prompts, reading
 from alphaopt.api import Agent
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError
@@ -310,7 +310,8 @@ class Learner:
             reply = llm.complete(messages, prompt_name="explore", prompt_sha=sha,
                                  max_tokens=self.settings.max_tokens_program,
                                  context=CallContext(run_id=run_id, task_id=task.id, node="explore"))
-            candidate, _ = normalize(extract_code(reply.text), sense=prompts.goal_sense(task.text))
+            candidate, _ = normalize(extract_code(reply.text), sense=reading.goal_sense(task.text),
+                                     bounds=reading.bounds(task.text))
             if hardcodes(candidate, answer, task.text):
                 self.store.record_attempt(task.id, kind="explore", status="rejected: writes the target value",
                                           run_id=run_id, program=candidate)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from alphaopt import prompts
+from alphaopt import prompts, reading
 from alphaopt.llm import CallContext, LLMResult
 from alphaopt.program import cut_repetition, extract_code, normalize
 from alphaopt.state import AgentContext, SolveState
@@ -112,7 +112,7 @@ def _program_update(reply: LLMResult, max_tokens: int, problem: str, fallback: s
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = normalize(code, sense=prompts.goal_sense(problem))
+    program, fixes = normalize(code, sense=reading.goal_sense(problem), bounds=reading.bounds(problem))
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 

@@ -17,8 +17,10 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
   strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``, and an
   expression passed as the first positional argument of ``Constraint``/``Objective`` (Pyomo reads
   it as an index set) is passed as ``expr=``;
-- the objective's sense is set to the one the problem text asks for, when the text is
-  unambiguous (``normalize(code, sense=...)``).
+- readings of the problem text (``alphaopt.reading``), when the text is unambiguous: the
+  objective's sense is set to the one the text asks for, and a constraint that bounds an
+  expression by a number the other way than the text states it ("at least 2000" written
+  ``<= 2000``) is turned around.
 
 ``cut_repetition`` mends a reply that ran into the token limit by repeating itself: a small
 model at temperature 0 can loop on one line until the limit; the loop is cut after its first
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -63,11 +66,14 @@ def extract_code(reply: str) -> str:
     return max(blocks, key=len)
 
 
-def normalize(code: str, *, sense: str | None = None) -> tuple[str, list[str]]:
+def normalize(code: str, *, sense: str | None = None,
+              bounds: Mapping[float, str] | None = None) -> tuple[str, list[str]]:
     """Apply the mechanical contract fixes; returns ``(program, fixes applied)``.
 
-    ``sense`` (``"maximize"`` or ``"minimize"``), when the problem text says it unambiguously,
-    sets the sense of the program's one objective.
+    Two readings of the problem text (``alphaopt.reading``) may be passed: ``sense``
+    (``"maximize"`` or ``"minimize"``) sets the sense of the program's one objective, and
+    ``bounds`` (a number the text states as a bound, and its relation, ``">="`` or ``"<="``)
+    turns around a constraint that bounds an expression by that number the other way.
     Code that does not parse is returned unchanged: the run reports the syntax error and the
     repair loop shows it to the model.
     """
@@ -93,6 +99,8 @@ def normalize(code: str, *, sense: str | None = None) -> tuple[str, list[str]]:
     _declare_before_use(tree, fixes)
     if sense:
         _objective_sense(tree, sense, fixes)
+    if bounds:
+        _bound_directions(tree, bounds, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -292,6 +300,42 @@ def _objective_sense(tree: ast.Module, sense: str, fixes: list[str]) -> None:
     call.keywords = [k for k in call.keywords if k.arg != "sense"] + [ast.keyword(arg="sense", value=value)]
     fixes.append(f"set the objective's sense to {sense}, as the problem asks"
                  + (" (it had none, and Pyomo minimizes by default)" if given is None else f" (it said {written})"))
+
+
+_TURNED = {ast.LtE: ast.GtE, ast.GtE: ast.LtE}
+
+
+def _bound_directions(tree: ast.Module, bounds: Mapping[float, str], fixes: list[str]) -> None:
+    """``expr <= 2000`` where the text says "at least 2000" (and the like): the relation is
+    turned around. Only a constraint with one relation between an expression and a plain number
+    is looked at, and only numbers the text states once, with one direction."""
+    turned = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _ctor(node) in ("Constraint", "add")):
+            continue
+        for relation in [*node.args, *(k.value for k in node.keywords if k.arg == "expr")]:
+            if not (isinstance(relation, ast.Compare) and len(relation.ops) == 1 and type(relation.ops[0]) in _TURNED):
+                continue
+            left, right = _number(relation.left), _number(relation.comparators[0])
+            if (left is None) == (right is None):
+                continue
+            says = isinstance(relation.ops[0], ast.LtE) == (right is not None)  # True: "expr <= number"
+            wanted = bounds.get(left if right is None else right)
+            if wanted and (wanted == "<=") != says:
+                relation.ops = [_TURNED[type(relation.ops[0])]()]
+                turned.append(ast.unparse(relation))
+    if turned:
+        fixes.append("turned around the relation the text states for its number: " + "; ".join(turned))
+
+
+def _number(node: ast.expr) -> float | None:
+    """The value of a plain number (or a negated one), else None."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _number(node.operand)
+        return None if value is None else -value
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value)
+    return None
 
 
 def _chained_indexes(tree: ast.Module, fixes: list[str]) -> None:

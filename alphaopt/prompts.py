@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from alphaopt.reading import goal_sentence
+
 SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct linear or mixed-integer models.
 
 Pyomo program rules:
@@ -238,48 +240,6 @@ def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
         + (f"\n  Example: {i['example'].strip()}" if (i.get("example") or "").strip() else "")
         for i in insights
     )
-
-
-_SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
-_OPTIMIZE = re.compile(r"\b(maximi[sz]|minimi[sz])", re.IGNORECASE)
-_EXTREME = re.compile(r"\b(maximum|minimum|max|min|most|least|fewest|lowest|highest|cheapest|smallest|largest"
-                      r"|greatest|best|optimal)\b", re.IGNORECASE)
-_GOAL_CHARS = 400
-
-
-def goal_sentence(problem: str) -> str:
-    """The sentence of the problem that states what to optimize: the last one that says
-    maximize/minimize, else the last question, else the last one with a word like "lowest" or
-    "maximum"; "" when there is none (or it is too long to be one sentence)."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(problem.strip()) if s.strip()]
-    for wanted in (_OPTIMIZE.search, lambda s: s.endswith("?"), _EXTREME.search):
-        hits = [s for s in sentences if wanted(s)]
-        if hits:
-            goal = " ".join(hits[-1].split())
-            return goal if len(goal) <= _GOAL_CHARS else ""
-    return ""
-
-
-_MAXIMIZE = re.compile(r"\bmaximi[sz]", re.IGNORECASE)
-_MINIMIZE = re.compile(r"\bminimi[sz]", re.IGNORECASE)
-_MOST = re.compile(r"\b(maximum|most|highest|largest|greatest|biggest)\b", re.IGNORECASE)
-_LEAST = re.compile(r"\b(minimum|least|fewest|lowest|cheapest|smallest)\b", re.IGNORECASE)
-_BOUND_WORDS = re.compile(r"\bat (most|least)\b", re.IGNORECASE)
-
-
-def goal_sense(problem: str) -> str | None:
-    """``"maximize"`` or ``"minimize"`` when the text says which unambiguously, else None.
-
-    The verbs (maximize/minimize) anywhere in the text decide; without them, words like
-    "minimum" or "highest" in the last question do. Both directions present means no answer;
-    "at most" and "at least" are bounds, not goals, and are ignored."""
-    text = _BOUND_WORDS.sub(" ", problem)
-    questions = [s for s in _SENTENCE_END.split(text.strip()) if s.strip().endswith("?")]
-    for where, up, down in ((text, _MAXIMIZE, _MINIMIZE), (questions[-1] if questions else "", _MOST, _LEAST)):
-        wants_max, wants_min = bool(up.search(where)), bool(down.search(where))
-        if wants_max or wants_min:
-            return None if wants_max and wants_min else "maximize" if wants_max else "minimize"
-    return None
 
 
 def goal_block(problem: str) -> str:

@@ -174,6 +174,28 @@ model.obj = Objective(expr=3 * model.x)
     assert normalize(profit.replace("3 * model.x)", "3 * model.x, sense=1)"), sense="maximize")[0].count("sense=") == 1
 
 
+def test_a_bound_written_the_other_way_than_the_text_states_it_is_turned_around(runner):
+    # "at least 2000 units must be sent": the model wrote <= 2000 and got an empty plan
+    code = extract_code(program("""
+model = pyo.ConcreteModel()
+model.c = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.t = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.obj = pyo.Objective(expr=model.c + model.t, sense=pyo.minimize)
+model.oil = pyo.Constraint(expr=30 * model.c + 40 * model.t <= 2000)
+model.cs = pyo.ConstraintList()
+model.cs.add(15 >= model.c)
+model.cs.add(model.t <= 0.5 * model.c)
+"""))
+    assert runner.run(code).objective == pytest.approx(0)
+    fixed, fixes = normalize(code, bounds={2000.0: ">=", 15.0: ">=", 0.5: "<="})
+    assert "30 * model.c + 40 * model.t >= 2000" in fixed and "15 <= model.c" in fixed
+    assert "model.t <= 0.5 * model.c" in fixed  # not a plain number on one side: untouched
+    assert fixes == ["turned around the relation the text states for its number: "
+                     "30 * model.c + 40 * model.t >= 2000; 15 <= model.c"]
+    assert runner.run(fixed).objective == pytest.approx(60)
+    assert normalize(fixed, bounds={2000.0: ">=", 15.0: ">="}) == (fixed, [])  # already right
+
+
 def test_the_objective_sense_is_left_alone_when_it_is_not_one_plain_objective():
     two = extract_code(program("""
 model = pyo.ConcreteModel()

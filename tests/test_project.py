@@ -116,30 +116,6 @@ def test_prompt_snapshot(monkeypatch):
     assert snapshot.read_text() == rendered
 
 
-def test_goal_sentence_is_the_question_to_optimize():
-    text = ("A farm grows wheat and corn. Wheat earns $2.5 per acre. At most 40% of the land is corn. "
-            "How many acres of each should it plant to maximize profit? Assume the land is 100 acres.")
-    assert prompts.goal_sentence(text) == "How many acres of each should it plant to maximize profit?"
-    assert prompts.goal_sentence("Buy x and y. Find the plan at the lowest cost.") == "Find the plan at the lowest cost."
-    assert prompts.goal_sentence("A table:\n| a | b |\nWhat is the best plan?") == "What is the best plan?"
-    assert prompts.goal_sentence("Nothing to optimize here.") == ""
-    block = prompts.goal_block(text)
-    assert '"How many acres of each should it plant to maximize profit?"' in block and "objective" in block
-    assert prompts.goal_block("Nothing to optimize here.") == ""
-
-
-def test_goal_sense_reads_the_direction_only_when_the_text_is_unambiguous():
-    assert prompts.goal_sense("Cook at most 5 meals. How many of each to maximize profit?") == "maximize"
-    assert prompts.goal_sense("It must use at least 20 vans. The goal is to minimise the cost.") == "minimize"
-    # without the verbs, the last question's words decide; "at most"/"at least" are bounds
-    assert prompts.goal_sense("Buy at most 4 of A. What is the cheapest diet?") == "minimize"
-    assert prompts.goal_sense("A minimum of 3 runs. What is the highest number of boxes at least 2 trucks carry?") \
-        == "maximize"
-    assert prompts.goal_sense("Maximize profit while you minimize waste.") is None
-    assert prompts.goal_sense("What is the maximum profit at the minimum price?") is None
-    assert prompts.goal_sense("Plan the week. Each worker has at most 40 hours.") is None
-
-
 def test_repair_hints_name_the_fix_for_known_errors():
     hints = prompts.repair_hints("TypeError: unsupported operand type(s) for *: 'float' and 'ScalarConstraint'")
     assert hints.startswith("Hint: A constraint is a condition")

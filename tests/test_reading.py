@@ -1,0 +1,41 @@
+"""Readings of the problem text that the program fixes rely on: each answers only when the
+text is unambiguous."""
+
+from __future__ import annotations
+
+from alphaopt import prompts, reading
+
+
+def test_goal_sentence_is_the_question_to_optimize():
+    text = ("A farm grows wheat and corn. Wheat earns $2.5 per acre. At most 40% of the land is corn. "
+            "How many acres of each should it plant to maximize profit? Assume the land is 100 acres.")
+    assert reading.goal_sentence(text) == "How many acres of each should it plant to maximize profit?"
+    assert reading.goal_sentence("Buy x and y. Find the plan at the lowest cost.") == "Find the plan at the lowest cost."
+    assert reading.goal_sentence("A table:\n| a | b |\nWhat is the best plan?") == "What is the best plan?"
+    assert reading.goal_sentence("Nothing to optimize here.") == ""
+    block = prompts.goal_block(text)
+    assert '"How many acres of each should it plant to maximize profit?"' in block and "objective" in block
+    assert prompts.goal_block("Nothing to optimize here.") == ""
+
+
+def test_goal_sense_reads_the_direction_only_when_the_text_is_unambiguous():
+    assert reading.goal_sense("Cook at most 5 meals. How many of each to maximize profit?") == "maximize"
+    assert reading.goal_sense("It must use at least 20 vans. The goal is to minimise the cost.") == "minimize"
+    # without the verbs, the last question's words decide; "at most"/"at least" are bounds
+    assert reading.goal_sense("Buy at most 4 of A. What is the cheapest diet?") == "minimize"
+    assert reading.goal_sense("A minimum of 3 runs. What is the highest number of boxes at least 2 trucks carry?") \
+        == "maximize"
+    assert reading.goal_sense("Maximize profit while you minimize waste.") is None
+    assert reading.goal_sense("What is the maximum profit at the minimum price?") is None
+    assert reading.goal_sense("Plan the week. Each worker has at most 40 hours.") is None
+
+
+def test_bounds_are_numbers_the_text_states_once_with_one_direction():
+    text = ("At least 2,000 units of oil must be sent, and the firm has a budget of $1500. "
+            "It can use at most 35% of its trucks, and needs 12 technicians; a truck holds 40 units "
+            "and a container holds 40 units. Up to 7.5 tons fit.")
+    assert reading.bounds(text) == {2000.0: ">=", 1500.0: "<=", 12.0: ">=", 7.5: "<="}
+    # a number written twice, or stated both ways, is not a reading
+    assert reading.bounds("Make at least 10 chairs. Each chair takes 10 minutes.") == {}
+    assert reading.bounds("At least 5 vans are needed, and at most 5 vans") == {}
+    assert reading.bounds("A version 1.2.3 needs at most 4 units") == {4.0: "<="}
