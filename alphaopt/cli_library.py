@@ -219,8 +219,8 @@ def library_rebuild(**kwargs: Any) -> None:
 @_settings_options
 @_errors
 def library_evolve(dry_run: bool, **kwargs: Any) -> None:
-    """Diagnose retrieval misalignment and refine too specific conditions, keeping a refinement
-    only when a solve of its source problems shows a lift."""
+    """Diagnose retrieval misalignment: refine too specific conditions (kept only when a solve of
+    their source problems shows a lift) and narrow harmful ones (retired when narrowing fails)."""
     from alphaopt.api import solver_runner
     from alphaopt.evolve import Evolver
     from alphaopt.learn import Learner
@@ -241,4 +241,4 @@ def library_evolve(dry_run: bool, **kwargs: Any) -> None:
             command=command, dry_run=dry_run, on_insight=report)
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.diagnosed.items())) or "no verified insights"
     click.echo(f"Run {summary.run_id}: {verdicts}; refined {summary.refined}, reverted {summary.reverted}, "
-               f"unchanged {summary.unchanged}.")
+               f"narrowed {summary.narrowed}, retired {summary.retired}, unchanged {summary.unchanged}.")

@@ -14,7 +14,14 @@ For each verified insight it reads the retrieval evidence the library recorded a
   (``with >= without + margin`` and at least one success); otherwise the old condition is
   restored as a newer version, so the history shows both.
 - ``harmful``: chosen ``min_uses`` times or more for other problems and never followed by a
-  right answer. Reported; narrowing a condition with "does not apply when ..." is not built yet.
+  right answer. Those problems (the training problems this home holds, up to ``max_sources``)
+  are solved without the insight. If none comes out right, the insight is not what fails them,
+  and nothing changes. Otherwise the condition is narrowed ("... but not when ...", the
+  ``narrow`` prompt, shown one of those problems) as a new version, and the problems are solved
+  again with the library: the narrowed condition stays only if none of them is wrong any more
+  and its own source problems (where this home holds them) are still solved with it. If the
+  narrowing does not hold, the old condition is restored and the insight is retired, with the
+  with/without counts in its evidence.
 - ``aligned``: nothing to do.
 
 Every step commits on its own; the job is recorded as a learning run, so it shows in the runs
@@ -27,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from alphaopt import prompts
 from alphaopt.learn import Learner, specific
 from alphaopt.llm import CallContext, LLMClient
 from alphaopt.retrieval import LibraryRetriever
@@ -65,6 +73,8 @@ class EvolveSummary:
     diagnosed: dict[str, int] = field(default_factory=dict)
     refined: int = 0
     reverted: int = 0
+    narrowed: int = 0
+    retired: int = 0
     unchanged: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -116,7 +126,8 @@ class Evolver:
 
     def evolve(self, *, command: str = "", dry_run: bool = False,
                on_insight: Callable[[Diagnosis, str], None] | None = None) -> EvolveSummary:
-        """Diagnose every verified insight and refine the too specific ones (unless ``dry_run``)."""
+        """Diagnose every verified insight, refine the too specific ones and narrow (or retire)
+        the harmful ones (unless ``dry_run``)."""
         run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run,
                                     "model": self.learner.settings.model_name, **asdict(self.config)})
         summary = EvolveSummary(run_id=run.id)
@@ -126,6 +137,8 @@ class Evolver:
                 outcome = found.reason
                 if found.verdict == TOO_SPECIFIC and not dry_run:
                     outcome = self.refine(self.store.get(found.insight_id), run.id, summary)
+                elif found.verdict == HARMFUL and not dry_run:
+                    outcome = self.narrow(self.store.get(found.insight_id), run.id, summary)
                 summary.outcomes[found.insight_id] = f"{found.verdict}: {outcome}"
                 self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
                 if on_insight:
@@ -174,6 +187,75 @@ class Evolver:
         self.index.upsert([restored])
         summary.reverted += 1
         return f"reverted: no lift (with {with_}, without {without} on {len(sources)} source problem(s))"
+
+
+    def narrow(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
+        """Narrow the condition of an insight that misleads other problems, or retire it."""
+        learner, old = self.learner, insight
+        misled = self._misled(insight)[: self.config.max_sources]
+        if not misled:
+            summary.unchanged += 1
+            return "the problems it was chosen for are not in this home: unchanged"
+        freed = [t for t in misled if learner.config.correct(
+            learner.solve(t, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight.id)).objective,
+            float(t.answer))]
+        if not freed:
+            summary.unchanged += 1
+            return f"the {len(misled)} problem(s) it was chosen for fail without it too: unchanged"
+        messages, sha = prompts.render("narrow", condition=insight.condition, explanation=insight.explanation,
+                                       problem=freed[0].text)
+        reply = learner.ledger.complete(messages, prompt_name="narrow", prompt_sha=sha, max_tokens=100,
+                                        context=CallContext(run_id=run_id, node="evolve"))
+        condition = " ".join(reply.text.strip().strip('"').split())
+        counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed)}
+        sources = self._sources(insight)[: self.config.max_sources]
+        if condition and condition != old.condition and not any(specific(condition, t.text) for t in freed + sources):
+            new = self.store.revise(insight.id, condition=condition,
+                                    reason="evolve: narrowed, it misled problems it was chosen for")
+            self.index.upsert([new])
+            still_wrong = sum(not self._solved_with(insight.id, t, run_id) for t in freed)
+            counts["still_wrong"] = still_wrong
+            kept = 0
+            if still_wrong == 0:  # only then is it worth checking its own sources
+                kept = sum(self._solved_with(insight.id, t, run_id, must_choose=True) for t in sources)
+                counts |= {"sources": len(sources), "sources_kept": kept}
+            if still_wrong == 0 and (not sources or kept >= 1):
+                self.store.revise(insight.id, evidence={**old.provenance.evidence, "narrowed": counts},
+                                  reason="evolve: narrowing verified")
+                summary.narrowed += 1
+                return (f"narrowed (right on {len(freed)} problem(s) it had misled; "
+                        f"{kept} of {len(sources)} source problem(s) still solved with it)")
+        with self.store.transaction():
+            self.store.revise(insight.id, condition=old.condition, evidence={**old.provenance.evidence, "retired": counts},
+                              reason=f"evolve: retired, wrong with it and right without it on {len(freed)} problem(s)")
+            self.store.set_status(insight.id, Status.RETIRED)
+        self.index.remove(insight.id)
+        summary.retired += 1
+        return f"retired: right without it on {len(freed)} of {len(misled)} problem(s) it misled; narrowing did not hold"
+
+    def _misled(self, insight: Insight) -> list[Task]:
+        """Other training problems this home holds, where the insight was chosen and the answer was wrong."""
+        sources, seen, found = set(insight.provenance.source_tasks), set(), []
+        for e in self.store.evidence_for(insight.id):
+            if e.used and e.success is False and e.task_id and e.task_id not in sources and e.task_id not in seen:
+                seen.add(e.task_id)
+                try:
+                    task = self.store.get_task(e.task_id)
+                except NotFoundError:
+                    continue
+                if task.answer is not None:
+                    found.append(task)
+        return found
+
+    def _solved_with(self, insight_id: str, task: Task, run_id: str, *, must_choose: bool = False) -> bool:
+        """Solve with the library as a user gets it and record the evidence; True when right
+        (and, with ``must_choose``, the insight was chosen)."""
+        tried = self.learner.solve(task, run_id, "evolve_with", 0)
+        chosen = any(i["id"] == insight_id for i in tried.insights)
+        right = self.learner.config.correct(tried.objective, float(task.answer))
+        self.store.record_evidence(insight_id, task_id=task.id, run_id=run_id, retrieved=chosen, used=chosen,
+                                   success=right if chosen else None)
+        return right and (chosen or not must_choose)
 
 
 @dataclass

@@ -208,6 +208,12 @@ GENERALIZE = """This lesson was learned from one problem, and its condition name
 <lesson>{explanation}</lesson>
 Rewrite the condition so that it fits every problem of the same kind: the situation in general words, with no numbers, names, places or products. Answer with the condition only, one sentence starting with "when"."""
 
+NARROW = PROBLEM + """
+A lesson learned from other problems was applied to this problem, where it does not fit: the answer was wrong with the lesson and right without it.
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+Rewrite the condition so that it still covers the problems it was learned from and leaves out problems like this one: add "but not when ..." in general words, with no numbers, names or products. Answer with the condition only, one sentence starting with "when"."""
+
 MERGE = """These lessons say nearly the same thing:
 <lessons>
 {lessons}
@@ -228,6 +234,7 @@ PROMPTS: dict[str, str] = {
     "extract_code": EXTRACT_CODE,
     "integrality_condition": INTEGRALITY_CONDITION,
     "generalize": GENERALIZE,
+    "narrow": NARROW,
     "merge": MERGE,
 }
 

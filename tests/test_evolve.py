@@ -124,3 +124,62 @@ def test_an_imported_insight_without_its_source_problems_is_left_unchanged(libra
     summary = evolver(llm).evolve()
     assert summary.unchanged == 1 and llm.calls == []
     assert "not in this home" in summary.outcomes[imported.id]
+
+
+NARROWED = GENERAL + ", but not when the limit is on a sum of several variables"
+
+
+@pytest.fixture
+def harmful(library):
+    """I0001 in general words (aligned with its source), chosen three times for another
+    training problem that was then answered wrong."""
+    store, index, evolver = library
+    store.revise("I0001", condition=GENERAL, reason="test: general")
+    index.upsert([store.get("I0001")])
+    other = store.add_task("toy_train", "t2", PROBLEM.replace("A plant", "Another plant"), 11.0)
+    for n in range(3):
+        store.record_evidence("I0001", task_id=other.id, run_id=f"u{n}", retrieved=True, used=True, success=False)
+    return store, index, evolver
+
+
+def _solves(llm: RoutedLLM, *programs: str) -> RoutedLLM:
+    for reply in programs:
+        llm.on("formulate", FORMULATION).on("write_program", reply)
+    return llm
+
+
+def test_a_harmful_insight_is_narrowed_when_the_narrowing_holds(harmful):
+    store, index, evolver = harmful
+    llm = RoutedLLM().on("check_insights", "I0001", "NONE", "I0001").on("narrow", f'"{NARROWED}"')
+    _solves(llm, LP_REPLY, LP_REPLY, LP_REPLY)  # without it: right; narrowed: not chosen, right; source: right
+    summary = evolver(llm).evolve()
+    assert summary.diagnosed == {HARMFUL: 1} and summary.narrowed == 1 and summary.retired == 0
+    insight = store.get("I0001")
+    assert insight.condition == NARROWED and insight.status == Status.VERIFIED
+    assert insight.provenance.evidence["narrowed"] == {
+        "check": "evolve-narrow", "misled": 1, "right_without": 1, "still_wrong": 0, "sources": 1, "sources_kept": 1}
+    narrow = next(c for c in llm.calls if c.prompt_name == "narrow")
+    assert "Another plant" in narrow.user and GENERAL in narrow.user
+    assert [a.kind for a in store.attempts(task_id="toy_train/t2")] == ["evolve_without", "evolve_with"]
+    assert summary.outcomes["I0001"].startswith("harmful: narrowed (right on 1 problem(s) it had misled")
+
+
+def test_a_harmful_insight_whose_narrowing_does_not_hold_is_retired(harmful):
+    store, index, evolver = harmful
+    llm = RoutedLLM().on("check_insights", "I0001", "I0001").on("narrow", NARROWED)
+    _solves(llm, LP_REPLY, WRONG_LP_REPLY, LP_REPLY)  # still chosen for t2 and wrong with it
+    summary = evolver(llm).evolve()
+    assert summary.retired == 1 and summary.narrowed == 0
+    insight = store.get("I0001")
+    assert insight.status == Status.RETIRED and insight.condition == GENERAL  # the old condition, retired
+    assert insight.provenance.evidence["retired"]["still_wrong"] == 1
+    assert [v.condition for v in store.versions("I0001")][-3:] == [GENERAL, NARROWED, GENERAL]
+    assert index.recall(GENERAL) == [] or all(r.insight_id != "I0001" for r in index.recall(GENERAL))
+
+
+def test_a_harmful_insight_is_kept_when_its_problems_fail_without_it_too(harmful):
+    store, _, evolver = harmful
+    llm = _solves(RoutedLLM().on("check_insights", "I0001"), WRONG_LP_REPLY)
+    summary = evolver(llm).evolve()
+    assert summary.unchanged == 1 and "fail without it too" in summary.outcomes["I0001"]
+    assert "narrow" not in llm.prompt_names and store.get("I0001").status == Status.VERIFIED

@@ -84,6 +84,7 @@ NODE_KWARGS = {
     "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
+    "narrow": {"condition": "C", "explanation": "E", "problem": "P"},
 }
 
 
