@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from alphaopt import prompts
 from alphaopt.config import load_settings
 from alphaopt.errors import ConfigError
+from alphaopt.program import normalize
 from alphaopt.runlog import RunLog, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +117,16 @@ def test_prompt_snapshot(monkeypatch):
         snapshot.parent.mkdir(exist_ok=True)
         snapshot.write_text(rendered)
     assert snapshot.read_text() == rendered
+
+
+def test_the_system_prompt_examples_meet_the_contract_and_solve(runner):
+    """The model copies the examples' style: each must run unchanged and reach its optimum."""
+    examples = re.findall(r"```python\n(.*?)```", prompts.SYSTEM, re.DOTALL)
+    assert examples
+    for code in examples:
+        assert normalize(code) == (code, [])  # no mechanical fix needed
+        result = runner.run(code)
+        assert result.status == "optimal" and result.objective and result.objective > 0
 
 
 def test_repair_hints_name_the_fix_for_known_errors():
