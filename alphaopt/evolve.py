@@ -195,7 +195,7 @@ class Evolver:
         misled = self._misled(insight)[: self.config.max_sources]
         if not misled:
             summary.unchanged += 1
-            return "the problems it was chosen for are not in this home: unchanged"
+            return "no problem it misled is in this home, or an earlier narrowing fixed them: unchanged"
         freed = [t for t in misled if learner.config.correct(
             learner.solve(t, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight.id)).objective,
             float(t.answer))]
@@ -207,7 +207,8 @@ class Evolver:
         reply = learner.ledger.complete(messages, prompt_name="narrow", prompt_sha=sha, max_tokens=100,
                                         context=CallContext(run_id=run_id, node="evolve"))
         condition = " ".join(reply.text.strip().strip('"').split())
-        counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed)}
+        counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed),
+                  "tasks": [t.id for t in freed]}
         sources = self._sources(insight)[: self.config.max_sources]
         if condition and condition != old.condition and not any(specific(condition, t.text) for t in freed + sources):
             new = self.store.revise(insight.id, condition=condition,
@@ -234,8 +235,10 @@ class Evolver:
         return f"retired: right without it on {len(freed)} of {len(misled)} problem(s) it misled; narrowing did not hold"
 
     def _misled(self, insight: Insight) -> list[Task]:
-        """Other training problems this home holds, where the insight was chosen and the answer was wrong."""
-        sources, seen, found = set(insight.provenance.source_tasks), set(), []
+        """Other training problems this home holds, where the insight was chosen and the answer was
+        wrong (less those an earlier narrowing already fixed)."""
+        handled = set(insight.provenance.evidence.get("narrowed", {}).get("tasks", []))
+        sources, seen, found = set(insight.provenance.source_tasks) | handled, set(), []
         for e in self.store.evidence_for(insight.id):
             if e.used and e.success is False and e.task_id and e.task_id not in sources and e.task_id not in seen:
                 seen.add(e.task_id)
@@ -253,8 +256,9 @@ class Evolver:
         tried = self.learner.solve(task, run_id, "evolve_with", 0)
         chosen = any(i["id"] == insight_id for i in tried.insights)
         right = self.learner.config.correct(tried.objective, float(task.answer))
-        self.store.record_evidence(insight_id, task_id=task.id, run_id=run_id, retrieved=chosen, used=chosen,
-                                   success=right if chosen else None)
+        if chosen:  # (retrieval itself records what it recalled; a task's outcome matters where it was chosen)
+            self.store.record_evidence(insight_id, task_id=task.id, run_id=run_id, retrieved=True, used=True,
+                                       success=right)
         return right and (chosen or not must_choose)
 
 

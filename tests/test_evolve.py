@@ -157,11 +157,15 @@ def test_a_harmful_insight_is_narrowed_when_the_narrowing_holds(harmful):
     insight = store.get("I0001")
     assert insight.condition == NARROWED and insight.status == Status.VERIFIED
     assert insight.provenance.evidence["narrowed"] == {
-        "check": "evolve-narrow", "misled": 1, "right_without": 1, "still_wrong": 0, "sources": 1, "sources_kept": 1}
+        "check": "evolve-narrow", "misled": 1, "right_without": 1, "tasks": ["toy_train/t2"], "still_wrong": 0,
+        "sources": 1, "sources_kept": 1}
     narrow = next(c for c in llm.calls if c.prompt_name == "narrow")
     assert "Another plant" in narrow.user and GENERAL in narrow.user
     assert [a.kind for a in store.attempts(task_id="toy_train/t2")] == ["evolve_without", "evolve_with"]
     assert summary.outcomes["I0001"].startswith("harmful: narrowed (right on 1 problem(s) it had misled")
+    # the next run does not narrow again for the problems this narrowing fixed
+    again = RoutedLLM()
+    assert "narrowed" not in evolver(again).evolve().outcomes["I0001"] and again.calls == []
 
 
 def test_a_harmful_insight_whose_narrowing_does_not_hold_is_retired(harmful):
@@ -175,6 +179,14 @@ def test_a_harmful_insight_whose_narrowing_does_not_hold_is_retired(harmful):
     assert insight.provenance.evidence["retired"]["still_wrong"] == 1
     assert [v.condition for v in store.versions("I0001")][-3:] == [GENERAL, NARROWED, GENERAL]
     assert index.recall(GENERAL) == [] or all(r.insight_id != "I0001" for r in index.recall(GENERAL))
+
+
+def test_problems_an_earlier_narrowing_fixed_are_not_narrowed_for_again(harmful):
+    store, _, evolver = harmful
+    store.revise("I0001", evidence={"narrowed": {"tasks": ["toy_train/t2"]}}, reason="test: narrowed before")
+    llm = RoutedLLM()
+    summary = evolver(llm).evolve()
+    assert "an earlier narrowing fixed them" in summary.outcomes["I0001"] and llm.calls == []
 
 
 def test_a_harmful_insight_is_kept_when_its_problems_fail_without_it_too(harmful):
