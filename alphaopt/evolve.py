@@ -174,8 +174,6 @@ class Evolver:
             chosen = any(i["id"] == insight.id for i in tried.insights)
             won = chosen and learner.config.correct(tried.objective, answer)
             with_ += won
-            self.store.record_evidence(insight.id, task_id=task.id, run_id=run_id, retrieved=True, used=chosen,
-                                       success=won)
         evidence = {"check": "evolve", "without": without, "with": with_, "sources": len(sources)}
         if with_ >= without + margin and with_ >= 1:
             self.store.revise(insight.id, evidence={**old.provenance.evidence, "refined": evidence},
@@ -251,14 +249,11 @@ class Evolver:
         return found
 
     def _solved_with(self, insight_id: str, task: Task, run_id: str, *, must_choose: bool = False) -> bool:
-        """Solve with the library as a user gets it and record the evidence; True when right
-        (and, with ``must_choose``, the insight was chosen)."""
+        """Solve with the library as a user gets it (the learner records the evidence); True when
+        right (and, with ``must_choose``, the insight was chosen)."""
         tried = self.learner.solve(task, run_id, "evolve_with", 0)
         chosen = any(i["id"] == insight_id for i in tried.insights)
         right = self.learner.config.correct(tried.objective, float(task.answer))
-        if chosen:  # (retrieval itself records what it recalled; a task's outcome matters where it was chosen)
-            self.store.record_evidence(insight_id, task_id=task.id, run_id=run_id, retrieved=True, used=True,
-                                       success=right)
         return right and (chosen or not must_choose)
 
 

@@ -245,9 +245,6 @@ class Learner:
             for c in candidates:
                 self.store.revise(c.id, evidence=evidence, reason="counterfactual check")
                 self.store.set_status(c.id, Status.VERIFIED if accepted else Status.RETIRED)
-                for s in with_runs:
-                    self.store.record_evidence(c.id, task_id=task.id, run_id=run_id, retrieved=True, used=True,
-                                               success=self.config.correct(s.objective, answer))
         if not accepted:
             summary.rejected += len(candidates)
             return "candidates rejected" if solved else "unsolved: candidates rejected"
@@ -271,8 +268,17 @@ class Learner:
         library = library or self.retriever
         if forced is not None:
             library = _Combined(library, forced)
-        with self._agent(library, sample) as agent:
+        with self._agent(_Judged(library), sample) as agent:
             solution = agent.solve(task.text)
+        if solution.insights and task.answer is not None:
+            # the outcome of each insight in the prompt, judged against the known answer (a
+            # user's solve can only record whether it ran)
+            right = self.config.correct(solution.objective, float(task.answer))
+            with self.store.transaction():
+                for insight in solution.insights:
+                    self.store.record_evidence(insight["id"], task_id=task.id, run_id=run_id,
+                                               version=insight.get("version"), retrieved=True, used=True,
+                                               success=right)
         self.store.record_attempt(task.id, kind=kind, status=solution.status, run_id=run_id,
                                   program=solution.program, objective=solution.objective,
                                   error=solution.error, tokens=solution.tokens.input + solution.tokens.output)
@@ -454,6 +460,17 @@ class Learner:
         for insight in self.store.list(status=Status.CANDIDATE):
             if task.id in insight.provenance.source_tasks:
                 self.store.set_status(insight.id, Status.RETIRED)
+
+
+@dataclass
+class _Judged:
+    """A library for a training solve: retrieval only, so the agent does not record a
+    "ran or not" outcome; ``Learner.solve`` records right or wrong against the answer."""
+
+    base: Any
+
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
+        return self.base.retrieve(problem, llm=llm, run_id=run_id)
 
 
 @dataclass

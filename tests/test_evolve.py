@@ -195,3 +195,14 @@ def test_a_harmful_insight_is_kept_when_its_problems_fail_without_it_too(harmful
     summary = evolver(llm).evolve()
     assert summary.unchanged == 1 and "fail without it too" in summary.outcomes["I0001"]
     assert "narrow" not in llm.prompt_names and store.get("I0001").status == Status.VERIFIED
+
+
+def test_a_training_solve_records_right_or_wrong_against_the_answer(library):
+    store, _, evolver = library
+    llm = _solves(RoutedLLM().on("check_insights", "I0001"), WRONG_LP_REPLY)
+    learner = evolver(llm).learner
+    run = store.start_run({"job": "test"})
+    solution = learner.solve(store.get_task("toy_train/t1"), run.id, "solve", 0)
+    assert solution.status == "optimal" and [i["id"] for i in solution.insights] == ["I0001"]
+    outcomes = [(e.task_id, e.used, e.success) for e in store.evidence_for("I0001") if e.success is not None]
+    assert outcomes == [("toy_train/t1", True, False)]  # it ran, but it was wrong: not a task-less "ran" row

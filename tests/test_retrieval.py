@@ -100,9 +100,15 @@ def test_starter_library_loads_into_a_fresh_home(tmp_path):
 
 def test_the_check_call_counts_toward_the_solve(library, runner):
     from alphaopt.api import Agent
-    from tests.fakes import FORMULATION, LP_REPLY
+    from tests.fakes import FORMULATION, program
 
-    llm = ScriptedLLM().enqueue("NONE", FORMULATION, LP_REPLY)
+    trucks = program("""
+model = pyo.ConcreteModel()
+model.trucks = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.obj = pyo.Objective(expr=100 * model.trucks, sense=pyo.minimize)
+model.gravel = pyo.Constraint(expr=20 * model.trucks >= 115)
+""")
+    llm = ScriptedLLM().enqueue("NONE", FORMULATION, trucks)
     with Agent(library.settings, llm=llm, runner=runner, library=library) as agent:
         solution = agent.solve(PROBLEM)
     assert llm.prompt_names == ["check_insights", "formulate", "write_program"]
