@@ -55,6 +55,9 @@ _NUMBER = r"\$?\s*(\d[\d,]*(?:\.\d+)?)"
 _NOT_PERCENT = r"(?!\s*(?:%|percent|per cent)|[\d.,]*\d)"
 _AT_LEAST = (r"at least|no less than|not less than|(?:a )?minimum of|at minimum|requires?|requiring|needs?(?: to \w+)?"
              r"|demand of|must (?:transport|produce|make|deliver|send|supply|move|ship)")
+#: "a table needs 3 hours", "each box requires 2 kg": a need per unit is a coefficient, not a bound.
+_PER_UNIT = re.compile(r"\b(each|every|per|a|an|one)\b[^.;,]{0,30}$", re.IGNORECASE)
+_NEED = re.compile(r"^(requires?|requiring|needs?)\b", re.IGNORECASE)
 _AT_MOST = (r"at most|no more than|not more than|(?:a )?maximum of|up to|not exceed|cannot exceed|not to exceed"
             r"|available|budget of|capacity of|only (?:has|have)")
 _ANY_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
@@ -70,6 +73,8 @@ def bounds(problem: str) -> dict[float, str]:
     said: dict[float, set[str]] = {}
     for relation, words in ((">=", _AT_LEAST), ("<=", _AT_MOST)):
         for found in re.finditer(rf"\b(?:{words})\s+{_NUMBER}{_NOT_PERCENT}", problem, re.IGNORECASE):
+            if _NEED.match(found.group(0)) and _PER_UNIT.search(problem[max(0, found.start() - 40):found.start()]):
+                continue
             value = _value(found.group(1))
             if value is not None:
                 said.setdefault(value, set()).add(relation)

@@ -39,3 +39,6 @@ def test_bounds_are_numbers_the_text_states_once_with_one_direction():
     assert reading.bounds("Make at least 10 chairs. Each chair takes 10 minutes.") == {}
     assert reading.bounds("At least 5 vans are needed, and at most 5 vans") == {}
     assert reading.bounds("A version 1.2.3 needs at most 4 units") == {4.0: "<="}
+    # a need per unit is a coefficient, not a bound
+    assert reading.bounds("A table needs 3 hours of carpentry; each chair requires 2 hours.") == {}
+    assert reading.bounds("The project is requiring 500 hours of labor.") == {500.0: ">="}
