@@ -13,8 +13,8 @@ For each verified insight it reads the retrieval evidence the library recorded a
   insight has to be recalled and chosen, not forced). The new version stays only on a lift
   (``with >= without + margin`` and at least one success); otherwise the old condition is
   restored as a newer version, so the history shows both.
-- ``harmful``: chosen ``min_uses`` times or more for other problems and never followed by a
-  right answer. Those problems (the training problems this home holds, up to ``max_sources``)
+- ``harmful``: chosen ``min_uses`` times or more for other training problems and never
+  followed by a right answer (only training problems count: their answer is known). Those problems (the training problems this home holds, up to ``max_sources``)
   are solved without the insight. If none comes out right, the insight is not what fails them,
   and nothing changes. Otherwise the condition is narrowed ("... but not when ...", the
   ``narrow`` prompt, shown one of those problems) as a new version, and the problems are solved
@@ -87,7 +87,8 @@ def diagnose(insight: Insight, evidence: list[Any], sources: list[Task], config:
     source_ids = set(insight.provenance.source_tasks)
     elsewhere = [e for e in evidence if e.task_id not in source_ids]
     recalled = sum(e.retrieved and not e.used for e in elsewhere)
-    used = [e for e in elsewhere if e.used and e.success is not None]
+    # right or wrong is known only for a training problem (a user's solve records whether it ran)
+    used = [e for e in elsewhere if e.used and e.success is not None and e.task_id]
     right = sum(bool(e.success) for e in used)
     counts = {"recalled": recalled, "used_elsewhere": len(used), "right_elsewhere": right}
     if any(specific(insight.condition, t.text) for t in sources):

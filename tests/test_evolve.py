@@ -106,9 +106,14 @@ def test_diagnosis_from_evidence(library):
         store.record_evidence(general.id, run_id=f"r{n}", retrieved=True, used=False)
     assert verdict() == TOO_SPECIFIC  # recalled three times, never chosen
     for n in range(3):
-        store.record_evidence(general.id, run_id=f"u{n}", retrieved=True, used=True, success=False)
-    assert verdict() == HARMFUL  # chosen, never right
-    store.record_evidence(general.id, run_id="u3", retrieved=True, used=True, success=True)
+        store.record_evidence(general.id, run_id=f"x{n}", retrieved=True, used=True, success=False)
+    assert verdict() == TOO_SPECIFIC  # a user's solve (no task) says only whether it ran: not counted
+    for n in range(3):
+        store.add_task("toy_train", f"o{n}", f"other problem {n}", 1.0)
+        store.record_evidence(general.id, task_id=f"toy_train/o{n}", run_id=f"u{n}", retrieved=True, used=True,
+                              success=False)
+    assert verdict() == HARMFUL  # chosen for other training problems, never right
+    store.record_evidence(general.id, task_id="toy_train/o0", run_id="u3", retrieved=True, used=True, success=True)
     assert verdict() == ALIGNED
 
 
