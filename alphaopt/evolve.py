@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alphaopt import prompts
 from alphaopt.learn import Learner, specific
 from alphaopt.llm import CallContext, LLMClient
 from alphaopt.retrieval import LibraryRetriever
@@ -201,11 +200,9 @@ class Evolver:
         if not freed:
             summary.unchanged += 1
             return f"the {len(misled)} problem(s) it was chosen for fail without it too: unchanged"
-        messages, sha = prompts.render("narrow", condition=insight.condition, explanation=insight.explanation,
-                                       problem=freed[0].text)
-        reply = learner.ledger.complete(messages, prompt_name="narrow", prompt_sha=sha, max_tokens=100,
-                                        context=CallContext(run_id=run_id, node="evolve"))
-        condition = " ".join(reply.text.strip().strip('"').split())
+        condition = learner.rewrite_condition("narrow", CallContext(run_id=run_id, node="evolve"), max_tokens=100,
+                                              condition=insight.condition, explanation=insight.explanation,
+                                              problem=freed[0].text)
         counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed),
                   "tasks": [t.id for t in freed]}
         sources = self._sources(insight)[: self.config.max_sources]

@@ -399,8 +399,15 @@ class Learner:
 
     def general_condition(self, condition: str, explanation: str, context: CallContext) -> str:
         """One ``generalize`` call: the condition rewritten in general words (may be empty)."""
-        messages, sha = prompts.render("generalize", condition=condition, explanation=explanation)
-        reply = self.ledger.complete(messages, prompt_name="generalize", prompt_sha=sha, max_tokens=80, context=context)
+        return self.rewrite_condition("generalize", context, max_tokens=80, condition=condition,
+                                      explanation=explanation)
+
+    def rewrite_condition(self, prompt_name: str, context: CallContext, *, max_tokens: int, **fields: str) -> str:
+        """One call of a prompt that answers with a condition only; the condition, on one line
+        and unquoted (may be empty)."""
+        messages, sha = prompts.render(prompt_name, **fields)
+        reply = self.ledger.complete(messages, prompt_name=prompt_name, prompt_sha=sha, max_tokens=max_tokens,
+                                     context=context)
         return " ".join(reply.text.strip().strip('"').split())
 
     def _mend(self, draft: InsightDraft, wrong: str, right: str) -> InsightDraft:
