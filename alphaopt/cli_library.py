@@ -180,11 +180,7 @@ def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
     from alphaopt.retrieval import open_library
 
     store, index = open_library(load_settings(home=home))
-    insight = store.get(insight_id)
-    with store.transaction():
-        store.revise(insight_id, evidence={**insight.provenance.evidence, "retired_by_review": reason},
-                     reason=f"retired by review: {reason}")
-        store.set_status(insight_id, "retired")
+    store.retire(insight_id, reason=f"retired by review: {reason}", evidence={"retired_by_review": reason})
     index.remove(insight_id)
     click.echo(f"Retired {insight_id}: {reason}")
 

@@ -222,10 +222,8 @@ class Evolver:
                 summary.narrowed += 1
                 return (f"narrowed (right on {len(freed)} problem(s) it had misled; "
                         f"{kept} of {len(sources)} source problem(s) still solved with it)")
-        with self.store.transaction():
-            self.store.revise(insight.id, condition=old.condition, evidence={**old.provenance.evidence, "retired": counts},
-                              reason=f"evolve: retired, wrong with it and right without it on {len(freed)} problem(s)")
-            self.store.set_status(insight.id, Status.RETIRED)
+        self.store.retire(insight.id, condition=old.condition, evidence={"retired": counts},
+                          reason=f"evolve: retired, wrong with it and right without it on {len(freed)} problem(s)")
         self.index.remove(insight.id)
         summary.retired += 1
         return f"retired: right without it on {len(freed)} of {len(misled)} problem(s) it misled; narrowing did not hold"

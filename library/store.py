@@ -250,6 +250,15 @@ class LibraryStore(TrainingRecords):
                 s.flush()
             return _insight(ins, ver, label)
 
+    def retire(self, insight_id: str, *, reason: str, evidence: dict[str, Any],
+               **changes: Unpack[InsightChanges]) -> Insight:
+        """Retire an insight in one transaction: a new version whose evidence gains ``evidence``
+        and whose note is ``reason`` (with any other ``changes``), then the retired status."""
+        with self.transaction():
+            current = self.get(insight_id)
+            self.revise(insight_id, evidence={**current.provenance.evidence, **evidence}, reason=reason, **changes)
+            return self.set_status(insight_id, Status.RETIRED)
+
     def delete(self, insight_id: str) -> None:
         """Remove an insight and its versions for good; its id is not reused. Prefer retiring."""
         with self.transaction() as s:

@@ -327,3 +327,13 @@ def test_sqlite_readers_do_not_wait_for_an_open_write(tmp_path: Path):
         started = time.monotonic()
         assert reader.list() == [] and reader.version_stamp()  # sees the last commit, at once
         assert time.monotonic() - started < 5
+
+
+def test_retire_writes_why_as_a_version_then_the_status(store: LibraryStore):
+    insight = store.add_insight(draft(), status=Status.VERIFIED, provenance={"evidence": {"with": 1}})
+    retired = store.retire(insight.id, reason="misled three problems", evidence={"retired": {"misled": 3}},
+                           condition="when something narrower")
+    assert retired.status is Status.RETIRED and retired.version == 2
+    assert retired.provenance.evidence == {"with": 1, "retired": {"misled": 3}}  # earlier evidence kept
+    assert retired.condition == "when something narrower" and retired.reason == "misled three problems"
+    assert [v.condition for v in store.versions(insight.id)] == [insight.condition, "when something narrower"]
