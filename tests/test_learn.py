@@ -77,13 +77,21 @@ model.c1 = pyo.Constraint(expr=2 * model.x + 2 * model.y <= 7)
 """)  # 3.5; with whole units 3
 
 
+INTEGRAL_REPLY = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
+
+
+def _flip(first: str, right: str, condition: str) -> RoutedLLM:
+    """The first program is wrong only in its integrality; the model writes ``condition``; the
+    'with' arm of the check writes ``right``."""
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", first)
+    llm.on("integrality_condition", condition)
+    return llm.on("formulate", FORMULATION).on("write_program", right)
+
+
 def test_exploration_first_flips_integrality_without_a_model_call(setup):
     store, _, learner = setup
     item = ("toy_train", "t9", "How many whole boxes x and y fit in 7 units of space, each box 2 units?", 3.0)
-    integral = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
-    llm.on("integrality_condition", '"when the problem asks how many whole items to pack"')
-    llm.on("formulate", FORMULATION).on("write_program", integral)  # the 'with' arm
+    llm = _flip(CONTINUOUS_REPLY, INTEGRAL_REPLY, '"when the problem asks how many whole items to pack"')
     summary = learner(llm, explore_tries=2).learn([item])
     assert summary.verified == 1 and "explore" not in llm.prompt_names and "extract" not in llm.prompt_names
     flips = [a for a in store.attempts(task_id="toy_train/t9") if a.kind == "explore_integrality"]
@@ -101,10 +109,7 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
 def test_a_flip_to_continuous_says_so_in_the_insight(setup):
     store, _, learner = setup
     item = ("toy_train", "t8", "How much of x and y fits in 7 units of space, each unit 2?", 3.5)
-    integral = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntegers")
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", integral)
-    llm.on("integrality_condition", "when amounts can be split into fractions")
-    llm.on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
+    llm = _flip(INTEGRAL_REPLY, CONTINUOUS_REPLY, "when amounts can be split into fractions")
     summary = learner(llm, explore_tries=0).learn([item])
     assert summary.verified == 1
     insight = store.get("I0001")
