@@ -64,6 +64,10 @@ GOAL = """The question: "{goal}"
 The objective must compute exactly the quantity this question asks to maximize or minimize.
 """
 
+CONFLICT = """These constraints cannot all hold together, so at least one of them is wrong:
+{constraints}
+"""
+
 FORMULATION = "<formulation>\n{formulation}\n</formulation>\n"
 
 WRITE_PROGRAM = PROBLEM + """{insights}
@@ -86,7 +90,7 @@ DIAGNOSE = PROBLEM + """
 {formulation}
 </formulation>
 The solver says the model is {status}. {hint}
-Check each constraint against the problem text: a wrong direction (<= vs >=), a wrong number, a missing or extra constraint, or a wrong objective sense.
+{conflict}Check each constraint against the problem text: a wrong direction (<= vs >=), a wrong number, a missing or extra constraint, or a wrong objective sense.
 If the model already matches the text exactly (the problem itself is {status}), answer only: CONFIRMED.
 Otherwise write the corrected mathematical model in the same format (## Variables, ## Objective, ## Constraints). Do not write code."""
 
@@ -96,7 +100,7 @@ This program:
 {program}
 ```
 builds a model that the solver says is {status}. {hint}
-{goal}Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
+{conflict}{goal}Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
 Write the corrected complete program. Answer with one ```python block only."""
 
 REWRITE_SHORTER = PROBLEM + """{insights}
@@ -256,6 +260,14 @@ def goal_block(problem: str) -> str:
     return GOAL.format(goal=goal) if goal else ""
 
 
+def conflict_block(conflict: Sequence[Mapping[str, Any]] | None) -> str:
+    """The constraints of an infeasible model that cannot hold together, as the solver found
+    them (``name: text`` per line), or nothing when there is no conflict."""
+    if not conflict:
+        return ""
+    return CONFLICT.format(constraints="\n".join(f"- {c['name']}: {c['text']}" for c in conflict))
+
+
 def formulation_block(formulation: str) -> str:
     """The formulation section of the program prompt, or nothing when none was written."""
     return FORMULATION.format(formulation=formulation.strip()) if formulation.strip() else ""
@@ -264,7 +276,8 @@ def formulation_block(formulation: str) -> str:
 def prompt_sha(name: str) -> str:
     """Short hash of a template (and the shared system prompt), recorded with every call."""
     template = PROMPTS[name]
-    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION)) if key in template]
+    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT))
+              if key in template]
     if name == "repair":
         blocks.append(repr(REPAIR_HINTS))
     return hashlib.sha256("\x00".join([SYSTEM, template, *blocks]).encode()).hexdigest()[:12]

@@ -51,6 +51,9 @@ def render_solution(solution: Solution, *, show_code: bool = False, saved_to: st
         rows = ((k, f"{fmt_number(v)}  (slack {fmt_number((solution.slacks or {}).get(k))})")
                 for k, v in sorted(solution.duals.items()))
         out += ["", "Constraints (LP duals):", table(rows, ("constraint", "dual"))]
+    if solution.conflict:
+        out += ["", "These constraints cannot all hold together (remove or relax one of them):",
+                table(((c["name"], c["text"]) for c in solution.conflict), ("constraint", "as built"))]
     if solution.error and not solution.ok:
         out += ["", "Error:", solution.error.strip()[-1500:]]
     if solution.formulation:

@@ -112,6 +112,7 @@ class Solution(BaseModel):
     duals: dict[str, float] | None = None
     slacks: dict[str, float] | None = None
     is_mip: bool = False
+    conflict: list[dict[str, str]] | None = None  # infeasible: constraints that cannot hold together
     formulation: str = ""  # the model's own math (empty when it wrote the program directly)
     model_text: str = ""  # the model as built and solved, in algebraic form
     program: str = ""

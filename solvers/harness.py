@@ -18,6 +18,9 @@ import types
 from typing import Any
 
 MAX_ENTRIES = 5000  # cap on variables / duals / slacks / reduced costs returned
+CONFLICT_MAX_CONSTRAINTS = 200  # an infeasible model larger than this gets no conflict search
+CONFLICT_BUDGET_S = 5.0  # time one conflict search may spend, at most (and a fifth of the solve's limit)
+CONFLICT_MAX_SHOWN = 8  # constraints of a conflict reported
 MODEL_TEXT_LINES = 60  # cap on constraints and variables shown in the model text
 MODEL_TEXT_CHARS = 6000
 PROGRAM_NAME = "program.py"
@@ -223,6 +226,8 @@ def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float |
     elif status == "error":
         out["error"] = f"HiGHS reported a solver error (termination condition {tc}); see log_tail"
     out["status"] = status
+    if status in ("infeasible", "infeasible_or_unbounded"):
+        out.update(_conflict(model, objective, variables, status, options, owner))
     if status not in ("optimal", "feasible"):
         return out
     out["objective"] = _finite(res.incumbent_objective)
@@ -231,6 +236,63 @@ def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float |
     if status == "optimal" and not is_mip:
         out.update(_lp_sensitivity(model, res))
     return out
+
+
+def _conflict(model: Any, objective: Any, variables: list[Any], status: str, options: dict[str, Any],
+              owner: int) -> dict[str, Any]:
+    """For a model the solver calls infeasible: a smallest set of constraints that cannot hold
+    together (an irreducible infeasible subset), as ``{"conflict": [{"name", "text"}, ...]}``.
+
+    A deletion filter on the feasibility problem (the same constraints, variable bounds and
+    domains, with a constant objective): a constraint is dropped for good when the rest stays
+    infeasible without it. A variable whose own bounds cross (its lower bound, or its domain's,
+    above its upper bound) is the conflict by itself. A model that is feasible without its
+    objective was unbounded, so an ``infeasible_or_unbounded`` status is resolved either way.
+    Best effort: a model with more
+    than ``CONFLICT_MAX_CONSTRAINTS`` constraints, a search past its time budget, or any
+    failure, gives no conflict.
+    """
+    import pyomo.environ as pyo
+    from pyomo.contrib.solver.common.factory import SolverFactory
+
+    for var in variables:
+        if var.lb is not None and var.ub is not None and var.lb > var.ub:
+            return {"status": "infeasible",
+                    "conflict": [{"name": var.name, "text": f"{var.name} >= {var.lb:g} and {var.name} <= {var.ub:g}"}]}
+    solver = SolverFactory("highs")
+    deadline = time.perf_counter() + min(CONFLICT_BUDGET_S, float(options.get("time_limit") or 25.0) / 5)
+    constraints = list(model.component_data_objects(pyo.Constraint, active=True, descend_into=True))
+    if not constraints or len(constraints) > CONFLICT_MAX_CONSTRAINTS:
+        return {}
+
+    def infeasible() -> bool:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("conflict search budget spent")
+        res = solver.solve(model, **{**options, "time_limit": left})
+        _exit_if_not_owner(owner)
+        return res.termination_condition.name in ("provenInfeasible", "locallyInfeasible")
+
+    resolved: dict[str, Any] = {}
+    objective.deactivate()
+    model._alphaopt_zero = pyo.Objective(expr=0.0)
+    try:
+        if not infeasible():
+            return {"status": "unbounded"} if status == "infeasible_or_unbounded" else {}
+        resolved = {"status": "infeasible"}
+        for con in constraints:
+            con.deactivate()
+            if not infeasible():
+                con.activate()
+        conflict = [{"name": c.name, "text": _constraint_text(c)} for c in constraints if c.active]
+        return {**resolved, "conflict": conflict[:CONFLICT_MAX_SHOWN]}
+    except Exception:  # noqa: BLE001 - best effort: the status stands without a conflict
+        return resolved
+    finally:
+        for con in constraints:
+            con.activate()
+        model.del_component("_alphaopt_zero")
+        objective.activate()
 
 
 def _nonlinear_parts(model: Any, objective: Any, limit: int = 5) -> str:

@@ -42,6 +42,13 @@ class SolveStatus(StrEnum):
             return cls.UNKNOWN
 
 
+class ConflictConstraint(BaseModel):
+    """A constraint in an infeasible model's conflict."""
+
+    name: str
+    text: str  # as built: "body <= bound"
+
+
 class SolveResult(BaseModel):
     """Everything the agent needs to know about one run."""
 
@@ -57,6 +64,8 @@ class SolveResult(BaseModel):
     reduced_costs: dict[str, float] | None = None  # LPs only: variable name -> reduced cost
     solve_time_s: float | None = None  # time inside the solver
     wall_time_s: float = 0.0  # whole run as seen by the caller
+    # Infeasible models: constraints that cannot hold together (an irreducible subset)
+    conflict: list[ConflictConstraint] | None = None
     model_text: str = ""  # the built model in algebraic form (objective, constraints, variables)
     log_tail: str = ""  # tail of program output + solver log
     error: str | None = None  # exception type, message and program.py traceback lines

@@ -63,6 +63,13 @@ def test_solve_json_and_show_code(scripted):
     assert "def build_model" in invoke("solve", PROBLEM, "--show-code", "--no-cache").output
 
 
+def test_infeasible_answer_names_the_conflicting_constraints(scripted):
+    scripted.enqueue(FORMULATION, INFEASIBLE_REPLY, "CONFIRMED")
+    out = invoke("solve", "An impossible problem.").output
+    assert "Status: infeasible" in out
+    assert "These constraints cannot all hold together" in out and "  c1          x >= 10\n  c2          x <= 5" in out
+
+
 def test_solve_reads_file_and_stdin(scripted, tmp_path):
     path = tmp_path / "p.txt"
     path.write_text(PROBLEM)

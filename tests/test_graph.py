@@ -270,6 +270,8 @@ def test_direct_infeasible_is_diagnosed_into_a_corrected_program(direct_agent, f
     assert fake_llm.prompt_names == ["write_program", "diagnose_program"]
     diagnose = fake_llm.calls[1].user
     assert "infeasible" in diagnose and "model.x >= 10" in diagnose and "CONFIRMED" not in diagnose
+    # the solver's conflict: the two constraints that cannot hold together, as built
+    assert "cannot all hold together" in diagnose and "- c1: x >= 10\n- c2: x <= 5" in diagnose
     assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", "infeasible"), ("diagnose", "optimal")]
     assert solution.objective == pytest.approx(11)
 
@@ -279,6 +281,7 @@ def test_direct_infeasible_rewritten_unchanged_stays_infeasible(direct_agent, fa
     solution = direct_agent.solve("An impossible problem.")
     assert fake_llm.prompt_names == ["write_program", "diagnose_program"]  # one diagnosis, then stop
     assert solution.status == "infeasible" and solution.objective is None
+    assert solution.conflict == [{"name": "c1", "text": "x >= 10"}, {"name": "c2", "text": "x <= 5"}]
 
 
 def test_reply_looping_to_the_token_limit_is_cut_and_runs(direct_agent, fake_llm):

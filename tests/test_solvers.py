@@ -132,6 +132,44 @@ def test_infeasible(runner):
     assert res.model_text.startswith(("minimize", "maximize"))  # the model is shown even when no plan exists
 
 
+CONFLICTING = """
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.a = pyo.Var(domain=pyo.NonNegativeIntegers)
+    m.b = pyo.Var(domain=pyo.Reals)
+    m.obj = pyo.Objective(expr=3 * m.a + 2 * m.b, sense=pyo.maximize)
+    m.cap = pyo.Constraint(expr=m.a + m.b <= 10)
+    m.extra = pyo.Constraint(expr=m.b <= 7)
+    m.rows = pyo.ConstraintList()
+    m.rows.add(m.b >= 1)
+    m.rows.add(m.a >= 12)
+    return m
+"""
+
+
+def test_infeasible_model_names_the_constraints_in_conflict(runner):
+    res = runner.run(CONFLICTING)
+    assert res.status is SolveStatus.INFEASIBLE
+    # the irreducible subset: without any one of these three the rest is feasible; b <= 7 is not needed
+    assert [(c.name, c.text) for c in res.conflict] == [
+        ("cap", "a + b <= 10"), ("rows[1]", "b >= 1"), ("rows[2]", "a >= 12")]
+
+
+def test_a_variable_whose_bounds_cross_is_the_conflict(runner):
+    res = runner.run(INFEASIBLE.replace("m.c = pyo.Constraint(expr=m.x <= -1)",
+                                        "m.x.setub(-1)\n    m.c = pyo.Constraint(expr=m.x <= 5)"))
+    assert res.status is SolveStatus.INFEASIBLE
+    assert [(c.name, c.text) for c in res.conflict] == [("x", "x >= 0 and x <= -1")]
+
+
+def test_feasible_and_unbounded_models_have_no_conflict(runner):
+    assert runner.run(MILP).conflict is None
+    unbounded = runner.run(UNBOUNDED.replace("NonNegativeReals", "NonNegativeIntegers"))
+    assert unbounded.status is SolveStatus.UNBOUNDED and unbounded.conflict is None
+
+
 def test_model_text_is_the_model_as_built(runner):
     res = runner.run(MILP)
     lines = res.model_text.splitlines()
