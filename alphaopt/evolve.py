@@ -13,11 +13,14 @@ For each verified insight it reads the retrieval evidence the library recorded a
   insight has to be recalled and chosen, not forced). The new version stays only on a lift
   (``with >= without + margin`` and at least one success); otherwise the old condition is
   restored as a newer version, so the history shows both.
-- ``harmful``: chosen ``min_uses`` times or more for other training problems and never
-  followed by a right answer (only training problems count: their answer is known). Those problems (the training problems this home holds, up to ``max_sources``)
-  are solved without the insight. If none comes out right, the insight is not what fails them,
-  and nothing changes. Otherwise the condition is narrowed ("... but not when ...", the
-  ``narrow`` prompt, shown one of those problems) as a new version, and the problems are solved
+- ``harmful``: chosen ``min_uses`` times or more for other training problems and wrong more
+  often than right there (only training problems count: their answer is known). That is only a
+  suspicion, settled by a with/without comparison on the training problems this home holds (up
+  to ``max_sources`` of each kind): those it was chosen for and answered wrong are solved
+  without it (right now: it misled them), and those it was chosen for and answered right are
+  solved without it too (wrong now: it helped them). Unless it misled more than it helped,
+  nothing changes. Otherwise the condition is narrowed ("... but not when ...", the ``narrow``
+  prompt, shown one problem it misled) as a new version, and the misled problems are solved
   again with the library: the narrowed condition stays only if none of them is wrong any more
   and its own source problems (where this home holds them) are still solved with it. If the
   narrowing does not hold, the old condition is restored and the insight is retired, with the
@@ -94,8 +97,9 @@ def diagnose(insight: Insight, evidence: list[Any], sources: list[Task], config:
         return Diagnosis(insight.id, TOO_SPECIFIC, "its condition repeats numbers from its source problem", **counts)
     if recalled >= config.min_recalls and not used:
         return Diagnosis(insight.id, TOO_SPECIFIC, f"recalled {recalled} times, never chosen", **counts)
-    if len(used) >= config.min_uses and right == 0:
-        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, never right", **counts)
+    if len(used) >= config.min_uses and right < len(used) - right:
+        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, right {right} times",
+                         **counts)
     return Diagnosis(insight.id, ALIGNED, "chosen where it applies, or too little evidence yet", **counts)
 
 
@@ -167,13 +171,8 @@ class Evolver:
         learner, margin = self.learner, self.learner.config.accept_margin
         without = with_ = 0
         for task in sources:
-            answer = float(task.answer)
-            base = learner.solve(task, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight.id))
-            without += learner.config.correct(base.objective, answer)
-            tried = learner.solve(task, run_id, "evolve_with", 0)
-            chosen = any(i["id"] == insight.id for i in tried.insights)
-            won = chosen and learner.config.correct(tried.objective, answer)
-            with_ += won
+            without += self._right_without(insight.id, task, run_id)
+            with_ += self._solved_with(insight.id, task, run_id, must_choose=True)
         evidence = {"check": "evolve", "without": without, "with": with_, "sources": len(sources)}
         if with_ >= without + margin and with_ >= 1:
             self.store.revise(insight.id, evidence={**old.provenance.evidence, "refined": evidence},
@@ -188,23 +187,28 @@ class Evolver:
 
 
     def narrow(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
-        """Narrow the condition of an insight that misleads other problems, or retire it."""
+        """Compare with and without an insight where it was chosen; narrow its condition when it
+        misled more problems than it helped, or retire it."""
         learner, old = self.learner, insight
-        misled = self._misled(insight)[: self.config.max_sources]
+        misled = self._chosen_for(insight, success=False)[: self.config.max_sources]
         if not misled:
             summary.unchanged += 1
             return "no problem it misled is in this home, or an earlier narrowing fixed them: unchanged"
-        freed = [t for t in misled if learner.config.correct(
-            learner.solve(t, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight.id)).objective,
-            float(t.answer))]
+        freed = [t for t in misled if self._right_without(insight.id, t, run_id)]
         if not freed:
             summary.unchanged += 1
             return f"the {len(misled)} problem(s) it was chosen for fail without it too: unchanged"
+        aided = self._chosen_for(insight, success=True)[: self.config.max_sources]
+        helped = sum(not self._right_without(insight.id, t, run_id) for t in aided)
+        if helped >= len(freed):
+            summary.unchanged += 1
+            return (f"no net harm: right without it on {len(freed)} of {len(misled)} problem(s) it misled, "
+                    f"wrong without it on {helped} of {len(aided)} it got right: unchanged")
         condition = learner.rewrite_condition("narrow", CallContext(run_id=run_id, node="evolve"), max_tokens=100,
                                               condition=insight.condition, explanation=insight.explanation,
                                               problem=freed[0].text)
         counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed),
-                  "tasks": [t.id for t in freed]}
+                  "aided": len(aided), "helped": helped, "tasks": [t.id for t in freed]}
         sources = self._sources(insight)[: self.config.max_sources]
         if condition and condition != old.condition and not any(specific(condition, t.text) for t in freed + sources):
             new = self.store.revise(insight.id, condition=condition,
@@ -228,13 +232,13 @@ class Evolver:
         summary.retired += 1
         return f"retired: right without it on {len(freed)} of {len(misled)} problem(s) it misled; narrowing did not hold"
 
-    def _misled(self, insight: Insight) -> list[Task]:
+    def _chosen_for(self, insight: Insight, *, success: bool) -> list[Task]:
         """Other training problems this home holds, where the insight was chosen and the answer was
-        wrong (less those an earlier narrowing already fixed)."""
+        right (``success``) or wrong, each once (less those an earlier narrowing already fixed)."""
         handled = set(insight.provenance.evidence.get("narrowed", {}).get("tasks", []))
         sources, seen, found = set(insight.provenance.source_tasks) | handled, set(), []
         for e in self.store.evidence_for(insight.id):
-            if e.used and e.success is False and e.task_id and e.task_id not in sources and e.task_id not in seen:
+            if e.used and e.success is success and e.task_id and e.task_id not in sources and e.task_id not in seen:
                 seen.add(e.task_id)
                 try:
                     task = self.store.get_task(e.task_id)
@@ -243,6 +247,12 @@ class Evolver:
                 if task.answer is not None:
                     found.append(task)
         return found
+
+    def _right_without(self, insight_id: str, task: Task, run_id: str) -> bool:
+        """Solve with the library less this insight; True when right."""
+        learner = self.learner
+        tried = learner.solve(task, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight_id))
+        return learner.config.correct(tried.objective, float(task.answer))
 
     def _solved_with(self, insight_id: str, task: Task, run_id: str, *, must_choose: bool = False) -> bool:
         """Solve with the library as a user gets it (the learner records the evidence); True when

@@ -113,8 +113,12 @@ def test_diagnosis_from_evidence(library):
         store.record_evidence(general.id, task_id=f"toy_train/o{n}", run_id=f"u{n}", retrieved=True, used=True,
                               success=False)
     assert verdict() == HARMFUL  # chosen for other training problems, never right
-    store.record_evidence(general.id, task_id="toy_train/o0", run_id="u3", retrieved=True, used=True, success=True)
-    assert verdict() == ALIGNED
+    for n in range(2):
+        store.record_evidence(general.id, task_id=f"toy_train/o{n}", run_id=f"v{n}", retrieved=True, used=True,
+                              success=True)
+    assert verdict() == HARMFUL  # right 2 times, wrong 3 times: a with/without check will decide
+    store.record_evidence(general.id, task_id="toy_train/o2", run_id="v2", retrieved=True, used=True, success=True)
+    assert verdict() == ALIGNED  # as often right as wrong
 
 
 def test_an_imported_insight_without_its_source_problems_is_left_unchanged(library):
@@ -162,8 +166,8 @@ def test_a_harmful_insight_is_narrowed_when_the_narrowing_holds(harmful):
     insight = store.get("I0001")
     assert insight.condition == NARROWED and insight.status == Status.VERIFIED
     assert insight.provenance.evidence["narrowed"] == {
-        "check": "evolve-narrow", "misled": 1, "right_without": 1, "tasks": ["toy_train/t2"], "still_wrong": 0,
-        "sources": 1, "sources_kept": 1}
+        "check": "evolve-narrow", "misled": 1, "right_without": 1, "aided": 0, "helped": 0, "tasks": ["toy_train/t2"],
+        "still_wrong": 0, "sources": 1, "sources_kept": 1}
     narrow = next(c for c in llm.calls if c.prompt_name == "narrow")
     assert "Another plant" in narrow.user and GENERAL in narrow.user
     assert [a.kind for a in store.attempts(task_id="toy_train/t2")] == ["evolve_without", "evolve_with"]
@@ -200,6 +204,37 @@ def test_a_harmful_insight_is_kept_when_its_problems_fail_without_it_too(harmful
     summary = evolver(llm).evolve()
     assert summary.unchanged == 1 and "fail without it too" in summary.outcomes["I0001"]
     assert "narrow" not in llm.prompt_names and store.get("I0001").status == Status.VERIFIED
+
+
+@pytest.fixture
+def mixed(harmful):
+    """As ``harmful``, and chosen once for a third training problem that was answered right."""
+    store, index, evolver = harmful
+    third = store.add_task("toy_train", "t3", PROBLEM.replace("A plant", "A third plant"), 11.0)
+    store.record_evidence("I0001", task_id=third.id, run_id="w0", retrieved=True, used=True, success=True)
+    return store, index, evolver
+
+
+def test_an_insight_that_helped_as_often_as_it_misled_is_kept(mixed):
+    store, _, evolver = mixed
+    # without it: t2 (misled) comes out right, but t3 (right with it) comes out wrong
+    llm = _solves(RoutedLLM().on("check_insights", "I0001", "I0001"), LP_REPLY, WRONG_LP_REPLY)
+    summary = evolver(llm).evolve()
+    assert summary.diagnosed == {HARMFUL: 1} and summary.unchanged == 1 and summary.retired == 0
+    assert "no net harm: right without it on 1 of 1 problem(s) it misled, wrong without it on 1 of 1" in (
+        summary.outcomes["I0001"])
+    assert "narrow" not in llm.prompt_names and store.get("I0001").condition == GENERAL
+    assert [a.kind for a in store.attempts(task_id="toy_train/t3")] == ["evolve_without"]
+
+
+def test_an_insight_that_misled_more_than_it_helped_is_narrowed(mixed):
+    store, _, evolver = mixed
+    # without it both are right: it helped none; narrowed: not chosen for t2 and right; its source still right
+    llm = RoutedLLM().on("check_insights", "I0001", "I0001", "NONE", "I0001").on("narrow", NARROWED)
+    summary = evolver(_solves(llm, LP_REPLY, LP_REPLY, LP_REPLY, LP_REPLY)).evolve()
+    assert summary.narrowed == 1 and store.get("I0001").condition == NARROWED
+    assert store.get("I0001").provenance.evidence["narrowed"]["aided"] == 1
+    assert store.get("I0001").provenance.evidence["narrowed"]["helped"] == 0
 
 
 def test_a_training_solve_records_right_or_wrong_against_the_answer(library):
