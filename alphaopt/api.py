@@ -185,6 +185,7 @@ def to_solution(state: dict[str, Any], total_s: float) -> Solution:
         slacks=result.get("slacks"),
         is_mip=bool(result.get("is_mip")),
         conflict=result.get("conflict"),
+        unbounded=result.get("unbounded"),
         formulation=state.get("formulation", ""),
         model_text=result.get("model_text", ""),
         program=state.get("program", ""),

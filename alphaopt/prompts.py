@@ -68,6 +68,9 @@ CONFLICT = """These constraints cannot all hold together, so at least one of the
 {constraints}
 """
 
+UNBOUNDED_VARIABLES = """These variables can grow without limit: {variables}
+"""
+
 FORMULATION = "<formulation>\n{formulation}\n</formulation>\n"
 
 WRITE_PROGRAM = PROBLEM + """{insights}
@@ -260,12 +263,15 @@ def goal_block(problem: str) -> str:
     return GOAL.format(goal=goal) if goal else ""
 
 
-def conflict_block(conflict: Sequence[Mapping[str, Any]] | None) -> str:
-    """The constraints of an infeasible model that cannot hold together, as the solver found
-    them (``name: text`` per line), or nothing when there is no conflict."""
-    if not conflict:
-        return ""
-    return CONFLICT.format(constraints="\n".join(f"- {c['name']}: {c['text']}" for c in conflict))
+def conflict_block(result: Mapping[str, Any]) -> str:
+    """What the solver found about a model with no optimum: for an infeasible one the constraints
+    that cannot hold together (``name: text`` per line), for an unbounded one the variables that
+    grow without limit; nothing when it found neither."""
+    if result.get("conflict"):
+        return CONFLICT.format(constraints="\n".join(f"- {c['name']}: {c['text']}" for c in result["conflict"]))
+    if result.get("unbounded"):
+        return UNBOUNDED_VARIABLES.format(variables=", ".join(result["unbounded"]))
+    return ""
 
 
 def formulation_block(formulation: str) -> str:
@@ -276,7 +282,7 @@ def formulation_block(formulation: str) -> str:
 def prompt_sha(name: str) -> str:
     """Short hash of a template (and the shared system prompt), recorded with every call."""
     template = PROMPTS[name]
-    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT))
+    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT + UNBOUNDED_VARIABLES))
               if key in template]
     if name == "repair":
         blocks.append(repr(REPAIR_HINTS))

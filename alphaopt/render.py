@@ -54,6 +54,9 @@ def render_solution(solution: Solution, *, show_code: bool = False, saved_to: st
     if solution.conflict:
         out += ["", "These constraints cannot all hold together (remove or relax one of them):",
                 table(((c["name"], c["text"]) for c in solution.conflict), ("constraint", "as built"))]
+    if solution.unbounded:
+        out += ["", "These variables can grow without limit (a limit on them is missing): "
+                + ", ".join(solution.unbounded)]
     if solution.error and not solution.ok:
         out += ["", "Error:", solution.error.strip()[-1500:]]
     if solution.formulation:

@@ -113,6 +113,7 @@ class Solution(BaseModel):
     slacks: dict[str, float] | None = None
     is_mip: bool = False
     conflict: list[dict[str, str]] | None = None  # infeasible: constraints that cannot hold together
+    unbounded: list[str] | None = None  # unbounded: variables that grow without limit
     formulation: str = ""  # the model's own math (empty when it wrote the program directly)
     model_text: str = ""  # the model as built and solved, in algebraic form
     program: str = ""

@@ -20,7 +20,8 @@ from typing import Any
 MAX_ENTRIES = 5000  # cap on variables / duals / slacks / reduced costs returned
 CONFLICT_MAX_CONSTRAINTS = 200  # an infeasible model larger than this gets no conflict search
 CONFLICT_BUDGET_S = 5.0  # time one conflict search may spend, at most (and a fifth of the solve's limit)
-CONFLICT_MAX_SHOWN = 8  # constraints of a conflict reported
+CONFLICT_MAX_SHOWN = 8  # constraints of a conflict (or unbounded variables) reported
+UNBOUNDED_BOX = 1e9  # an unbounded model is solved once more inside this box to see what grows
 MODEL_TEXT_LINES = 60  # cap on constraints and variables shown in the model text
 MODEL_TEXT_CHARS = 6000
 PROGRAM_NAME = "program.py"
@@ -228,7 +229,9 @@ def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float |
     out["status"] = status
     if status in ("infeasible", "infeasible_or_unbounded"):
         out.update(_conflict(model, objective, variables, status, options, owner))
-    if status not in ("optimal", "feasible"):
+    if out.get("status", status) == "unbounded":
+        out.update(_unbounded(model, variables, options, owner))
+    if out["status"] not in ("optimal", "feasible"):
         return out
     out["objective"] = _finite(res.incumbent_objective)
     res.solution_loader.load_vars()
@@ -293,6 +296,39 @@ def _conflict(model: Any, objective: Any, variables: list[Any], status: str, opt
             con.activate()
         model.del_component("_alphaopt_zero")
         objective.activate()
+
+
+def _unbounded(model: Any, variables: list[Any], options: dict[str, Any], owner: int) -> dict[str, Any]:
+    """For an unbounded model: the variables that grow without limit, as ``{"unbounded": [names]}``.
+
+    Every variable is boxed in ``[-UNBOUNDED_BOX, UNBOUNDED_BOX]`` for one more solve; those that
+    end at the box are the ones the model lets grow forever. The bounds are restored after.
+    Best effort: any failure gives nothing.
+    """
+    from pyomo.contrib.solver.common.factory import SolverFactory
+
+    if len(variables) > MAX_ENTRIES:
+        return {}
+    saved = [(v, v.lb, v.ub) for v in variables]
+    try:
+        for v in variables:
+            v.setlb(max(v.lb, -UNBOUNDED_BOX) if v.lb is not None else -UNBOUNDED_BOX)
+            v.setub(min(v.ub, UNBOUNDED_BOX) if v.ub is not None else UNBOUNDED_BOX)
+        limit = min(CONFLICT_BUDGET_S, float(options.get("time_limit") or 25.0) / 5)
+        res = SolverFactory("highs").solve(model, **{**options, "time_limit": limit})
+        _exit_if_not_owner(owner)
+        if res.incumbent_objective is None:
+            return {}
+        res.solution_loader.load_vars()
+        grown = [v.name for v in variables if v.value is not None and abs(v.value) >= UNBOUNDED_BOX / 2]
+        return {"unbounded": grown[:CONFLICT_MAX_SHOWN]} if grown else {}
+    except Exception:  # noqa: BLE001 - best effort: the status stands without it
+        return {}
+    finally:
+        for v, lb, ub in saved:
+            v.setlb(lb)
+            v.setub(ub)
+            v.value = None
 
 
 def _nonlinear_parts(model: Any, objective: Any, limit: int = 5) -> str:

@@ -66,6 +66,7 @@ class SolveResult(BaseModel):
     wall_time_s: float = 0.0  # whole run as seen by the caller
     # Infeasible models: constraints that cannot hold together (an irreducible subset)
     conflict: list[ConflictConstraint] | None = None
+    unbounded: list[str] | None = None  # unbounded models: the variables that grow without limit
     model_text: str = ""  # the built model in algebraic form (objective, constraints, variables)
     log_tail: str = ""  # tail of program output + solver log
     error: str | None = None  # exception type, message and program.py traceback lines

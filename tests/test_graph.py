@@ -284,6 +284,15 @@ def test_direct_infeasible_rewritten_unchanged_stays_infeasible(direct_agent, fa
     assert solution.conflict == [{"name": "c1", "text": "x >= 10"}, {"name": "c2", "text": "x <= 5"}]
 
 
+def test_direct_unbounded_diagnosis_names_the_variables_that_grow(direct_agent, fake_llm):
+    fake_llm.enqueue(UNBOUNDED_REPLY, LP_REPLY)
+    solution = direct_agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program", "diagnose_program"]
+    assert "is unbounded" in fake_llm.calls[1].user and "These variables can grow without limit: x\n" in (
+        fake_llm.calls[1].user)
+    assert [a.status for a in solution.attempts] == ["unbounded", "optimal"]
+
+
 def test_reply_looping_to_the_token_limit_is_cut_and_runs(direct_agent, fake_llm):
     loop = "\n".join(["model.c3 = pyo.Constraint(expr=model.x <= 3)"] * 12)
     looping = LP_REPLY.replace("    return model\n```", "    " + loop.replace("\n", "\n    ") + "\n    model.c")

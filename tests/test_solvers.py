@@ -165,9 +165,27 @@ def test_a_variable_whose_bounds_cross_is_the_conflict(runner):
 
 
 def test_feasible_and_unbounded_models_have_no_conflict(runner):
-    assert runner.run(MILP).conflict is None
+    assert runner.run(MILP).conflict is None and runner.run(MILP).unbounded is None
     unbounded = runner.run(UNBOUNDED.replace("NonNegativeReals", "NonNegativeIntegers"))
     assert unbounded.status is SolveStatus.UNBOUNDED and unbounded.conflict is None
+
+
+def test_unbounded_model_names_the_variables_that_grow(runner):
+    res = runner.run("""
+import pyomo.environ as pyo
+
+def build_model():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(3), domain=pyo.NonNegativeReals)
+    m.y = pyo.Var(domain=pyo.NonNegativeIntegers)
+    m.o = pyo.Objective(expr=m.x[0] + m.x[1] + m.x[2] + m.y, sense=pyo.maximize)
+    m.c = pyo.Constraint(expr=m.x[0] + m.x[1] <= 4)
+    m.d = pyo.Constraint(expr=m.y - m.x[2] <= 1)
+    return m
+""")
+    assert res.status in (SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED)
+    assert res.status is SolveStatus.UNBOUNDED  # resolved: the constraints alone are feasible
+    assert res.unbounded == ["x[2]", "y"] and res.objective is None and res.variables == {}
 
 
 def test_model_text_is_the_model_as_built(runner):
