@@ -54,11 +54,15 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
                    "one of them are skipped.")
 @click.option("--retry-unsolved", is_flag=True,
               help="Learn again from problems an earlier run ended unsolved (after the pipeline changed).")
+@click.option("--revisit-solved", is_flag=True,
+              help="Solve again the problems an earlier run ended solved, with the library: fresh evidence on "
+                   "whether its insights help or mislead (for `alphaopt library evolve`).")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, max_tokens: int | None,
-          skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool, no_progress: bool,
+          skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool, revisit_solved: bool,
+          no_progress: bool,
           **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
@@ -82,7 +86,8 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
         learner = Learner(settings, store, index, llm, runner, config)
-        done = store.done_tasks() - (learner.unsolved_done() if retry_unsolved else set())
+        revisit = ["unsolved"] * retry_unsolved + ["solved"] * revisit_solved
+        done = store.done_tasks() - learner.ended(revisit)
         if skip_learned:
             from library import read_header
 
@@ -94,7 +99,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             bar.update(1)
             bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
 
-        summary = learner.learn(todo, command=command, on_task=progress, retry_unsolved=retry_unsolved)
+        summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit)
     bar.close()
     click.echo(
         f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "

@@ -98,7 +98,7 @@ def diagnose(insight: Insight, evidence: list[Any], sources: list[Task], config:
     if recalled >= config.min_recalls and not used:
         return Diagnosis(insight.id, TOO_SPECIFIC, f"recalled {recalled} times, never chosen", **counts)
     if len(used) >= config.min_uses and right < len(used) - right:
-        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, right {right} times",
+        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, right on {right}",
                          **counts)
     return Diagnosis(insight.id, ALIGNED, "chosen where it applies, or too little evidence yet", **counts)
 

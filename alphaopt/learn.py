@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from library.index import LibraryIndex
 from solvers import SolverRunner
 
 DONE = "done"
+_ENDINGS = {"unsolved": ("unsolved",), "solved": ("solved", "learned")}  # how a task's learning ended
 _REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed"}
 
 
@@ -142,15 +143,17 @@ class Learner:
     # -- the loop ---------------------------------------------------------------------------
     def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
               on_task: Callable[[Task, str, LearnSummary], None] | None = None,
-              retry_unsolved: bool = False) -> LearnSummary:
-        """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs
-        (with ``retry_unsolved``, only those that ended solved or learned from)."""
+              revisit: Collection[str] = ()) -> LearnSummary:
+        """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs,
+        except those that ended as ``revisit`` names: ``"unsolved"`` (to learn again after the
+        pipeline changed) or ``"solved"`` (solved or learned from: to gather fresh evidence on
+        the library's insights against known answers)."""
         self._close_orphaned_runs()
         run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
                                     **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()
-        done = self.store.done_tasks(DONE) - (self.unsolved_done() if retry_unsolved else set())
+        done = self.store.done_tasks(DONE) - self.ended(revisit)
         try:
             for dataset, item_id, text, answer in items:
                 task = self.store.add_task(dataset, item_id, text, answer)
@@ -179,12 +182,14 @@ class Learner:
                               counters=summary.as_dict(), tokens=summary.tokens)
         return summary
 
-    def unsolved_done(self) -> set[str]:
-        """Tasks whose last finished attempt ended unsolved (worth a retry after the pipeline changed)."""
+    def ended(self, outcomes: Collection[str]) -> set[str]:
+        """Tasks whose last finished attempt ended as one of ``outcomes``: ``"unsolved"``, or
+        ``"solved"`` (which includes "learned": solved with a newly verified insight)."""
+        prefixes = tuple(p for o in outcomes for p in _ENDINGS[o])
         last: dict[str, str] = {}
         for attempt in self.store.attempts(kind=DONE):
             last[attempt.task_id] = attempt.status
-        return {task for task, status in last.items() if status.startswith("unsolved")}
+        return {task for task, status in last.items() if prefixes and status.startswith(prefixes)}
 
     def _close_orphaned_runs(self) -> None:
         """Runs still marked running whose process is gone were killed: record them as failed."""

@@ -10,7 +10,7 @@ from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
 from alphaopt.learn import LearnConfig, Learner
 from alphaopt.retrieval import open_library
-from library import Status
+from library import InsightDraft, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
@@ -207,13 +207,31 @@ def test_retry_unsolved_learns_again_only_from_problems_that_ended_unsolved(setu
     llm = wrong_then(RoutedLLM()).on("formulate", FORMULATION).on("write_program", LP_REPLY)
     first = learner(llm, explore_tries=0).learn([ITEM, solved])
     assert (first.seen, first.solved_before) == (2, 1)
-    assert learner(RoutedLLM()).unsolved_done() == {"toy_train/t1"}
+    assert learner(RoutedLLM()).ended(["unsolved"]) == {"toy_train/t1"}
+    assert learner(RoutedLLM()).ended(["solved"]) == {"toy_train/t2"}
     again = learner(RoutedLLM(), explore_tries=0).learn([ITEM, solved])
     assert (again.seen, again.skipped) == (0, 2)  # a plain rerun resumes: nothing to do
     llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the pipeline got better
-    retried = learner(llm, explore_tries=0).learn([ITEM, solved], retry_unsolved=True)
+    retried = learner(llm, explore_tries=0).learn([ITEM, solved], revisit=["unsolved"])
     assert (retried.seen, retried.skipped, retried.solved_before) == (1, 1, 1)
-    assert learner(RoutedLLM()).unsolved_done() == set()
+    assert learner(RoutedLLM()).ended(["unsolved"]) == set()
+
+
+def test_revisit_solved_solves_again_with_the_library_and_records_the_evidence(setup):
+    store, index, learner = setup
+    solved = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    assert learner(llm, explore_tries=0).learn([solved]).solved_before == 1
+    near = "when the problem maximizes 3x + 2y subject to limits on x + y, x + 3y and on x alone"
+    insight = store.add_insight(InsightDraft(**{**DRAFT["insights"][0], "condition": near}), status=Status.VERIFIED,
+                                provenance={"source_tasks": ["x/y"]})
+    index.upsert([insight])
+    # now the library's insight is chosen, and the answer comes out wrong with it
+    llm = wrong_then(RoutedLLM().on("check_insights", insight.id))
+    revisited = learner(llm, explore_tries=0).learn([solved], revisit=["solved"])
+    assert (revisited.seen, revisited.solved_before) == (1, 0)
+    judged = [(e.task_id, e.used, e.success) for e in store.evidence_for(insight.id) if e.task_id]
+    assert judged == [("toy_train/t2", True, False)]
 
 
 def test_near_duplicate_is_merged_and_reverified(setup):
