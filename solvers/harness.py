@@ -251,9 +251,8 @@ def _conflict(model: Any, objective: Any, variables: list[Any], status: str, opt
     infeasible without it. A variable whose own bounds cross (its lower bound, or its domain's,
     above its upper bound) is the conflict by itself. A model that is feasible without its
     objective was unbounded, so an ``infeasible_or_unbounded`` status is resolved either way.
-    Best effort: a model with more
-    than ``CONFLICT_MAX_CONSTRAINTS`` constraints, a search past its time budget, or any
-    failure, gives no conflict.
+    Best effort: a model with more than ``CONFLICT_MAX_CONSTRAINTS`` constraints, a search past
+    its time budget, or any failure, gives no conflict.
     """
     import pyomo.environ as pyo
     from pyomo.contrib.solver.common.factory import SolverFactory
@@ -263,7 +262,7 @@ def _conflict(model: Any, objective: Any, variables: list[Any], status: str, opt
             return {"status": "infeasible",
                     "conflict": [{"name": var.name, "text": f"{var.name} >= {var.lb:g} and {var.name} <= {var.ub:g}"}]}
     solver = SolverFactory("highs")
-    deadline = time.perf_counter() + min(CONFLICT_BUDGET_S, float(options.get("time_limit") or 25.0) / 5)
+    deadline = time.perf_counter() + _extra_budget(options)
     constraints = list(model.component_data_objects(pyo.Constraint, active=True, descend_into=True))
     if not constraints or len(constraints) > CONFLICT_MAX_CONSTRAINTS:
         return {}
@@ -302,20 +301,18 @@ def _unbounded(model: Any, variables: list[Any], options: dict[str, Any], owner:
     """For an unbounded model: the variables that grow without limit, as ``{"unbounded": [names]}``.
 
     Every variable is boxed in ``[-UNBOUNDED_BOX, UNBOUNDED_BOX]`` for one more solve; those that
-    end at the box are the ones the model lets grow forever. The bounds are restored after.
-    Best effort: any failure gives nothing.
+    end at the box are the ones the model lets grow forever. The model stays boxed: nothing
+    runs on it after this. Best effort: any failure gives nothing.
     """
     from pyomo.contrib.solver.common.factory import SolverFactory
 
     if len(variables) > MAX_ENTRIES:
         return {}
-    saved = [(v, v.lb, v.ub) for v in variables]
     try:
         for v in variables:
             v.setlb(max(v.lb, -UNBOUNDED_BOX) if v.lb is not None else -UNBOUNDED_BOX)
             v.setub(min(v.ub, UNBOUNDED_BOX) if v.ub is not None else UNBOUNDED_BOX)
-        limit = min(CONFLICT_BUDGET_S, float(options.get("time_limit") or 25.0) / 5)
-        res = SolverFactory("highs").solve(model, **{**options, "time_limit": limit})
+        res = SolverFactory("highs").solve(model, **{**options, "time_limit": _extra_budget(options)})
         _exit_if_not_owner(owner)
         if res.incumbent_objective is None:
             return {}
@@ -324,11 +321,11 @@ def _unbounded(model: Any, variables: list[Any], options: dict[str, Any], owner:
         return {"unbounded": grown[:CONFLICT_MAX_SHOWN]} if grown else {}
     except Exception:  # noqa: BLE001 - best effort: the status stands without it
         return {}
-    finally:
-        for v, lb, ub in saved:
-            v.setlb(lb)
-            v.setub(ub)
-            v.value = None
+
+
+def _extra_budget(options: dict[str, Any]) -> float:
+    """Seconds the solves after the first (conflict, unbounded variables) may take together."""
+    return min(CONFLICT_BUDGET_S, float(options.get("time_limit") or 25.0) / 5)
 
 
 def _nonlinear_parts(model: Any, objective: Any, limit: int = 5) -> str:
