@@ -138,10 +138,11 @@ class Agent:
         run_id = run_id or str(ULID())
         config = {"configurable": {"thread_id": run_id}}
         start = time.perf_counter()
-        first: dict[str, Any] | None = {"run_id": run_id, "problem": text, "samples": self.settings.samples}
+        first: dict[str, Any] | None = {"run_id": run_id, "problem": text, "samples": self.settings.samples,
+                                        "resample": self.settings.resample_failed}
         if formulation is not None:
             seed = {"run_id": run_id, "problem": text, "insights": insights or [], "formulation": formulation.strip(),
-                    "samples": 1}
+                    "samples": 1, "resample": 0}
             self.graph.update_state(config, seed, as_node="formulate")
             first = None
         for chunk in self.graph.stream(first, config, context=self._context(), stream_mode="updates"):

@@ -132,8 +132,9 @@ class Learner:
 
     def __init__(self, settings: Settings, store: LibraryStore, index: LibraryIndex, llm: LLMClient,
                  runner: SolverRunner, config: LearnConfig | None = None) -> None:
-        # one sample per solve: the learner draws its own k samples to compare with and without insights
-        self.settings = settings.model_copy(update={"use_library": True, "samples": 1})
+        # one sample per solve, none drawn again after a failure: the learner draws its own k samples
+        # to compare with and without insights
+        self.settings = settings.model_copy(update={"use_library": True, "samples": 1, "resample_failed": 0})
         self.store, self.index = store, index
         self.config = config or LearnConfig()
         self.ledger = Ledger(llm, self.config.max_tokens)

@@ -256,6 +256,15 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
 
 
 def route_after_sample(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["formulate", "answer"]:
-    """Draw another sample until the vote is decided or ``samples`` are spent."""
-    samples = state.get("samples") or runtime.context.settings.samples
-    return "answer" if decided(state.get("candidates", []), samples) else "formulate"
+    """Draw another sample until the vote is decided or ``samples`` are spent; then, when all
+    were drawn and none has ended optimal (a program that never ran, a model still infeasible or unbounded
+    after its diagnosis), up to ``resample`` more, each from scratch at the retry temperature."""
+    settings = runtime.context.settings
+    samples = state.get("samples") or settings.samples
+    candidates = state.get("candidates", [])
+    if not decided(candidates, samples):
+        return "formulate"
+    extra = state.get("resample", settings.resample_failed)
+    if samples <= len(candidates) < samples + extra and not any(c["status"] == "optimal" for c in candidates):
+        return "formulate"
+    return "answer"

@@ -50,6 +50,7 @@ class SolveState(TypedDict, total=False):
     diagnoses: int
     confirmed: bool
     samples: int  # how many samples this run may draw (Settings.samples; 1 for an edited formulation)
+    resample: int  # more samples when none ended optimal (Settings.resample_failed; 0 for an edited formulation)
     sample: int
     candidates: Annotated[list[dict[str, Any]], operator.add]
     chosen_sample: int

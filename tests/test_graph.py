@@ -229,6 +229,30 @@ def test_no_optimal_sample_answers_the_first_failure(settings, runner, fake_llm)
     assert [c.status for c in solution.candidates] == ["infeasible", "unbounded"]
 
 
+def test_a_failed_sample_is_followed_by_a_fresh_one(settings, runner, fake_llm):
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()")  # no objective
+    fake_llm.enqueue(broken, INFEASIBLE_REPLY, LP_REPLY)
+    with sampled_agent(settings, runner, fake_llm, resample_failed=2, max_repairs=0, max_diagnoses=0) as agent:
+        solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program"] * 3
+    # the fresh samples are drawn at the retry temperature, each with its own seed
+    assert [c.temperature for c in fake_llm.calls] == [None, settings.retry_temperature, settings.retry_temperature]
+    assert [c.seed for c in fake_llm.calls[1:]] == [settings.seed + 100, settings.seed + 200]
+    assert [c.status for c in solution.candidates] == ["invalid_program", "infeasible", "optimal"]
+    assert solution.objective == pytest.approx(11) and solution.candidates[2].chosen
+
+
+def test_resampling_stops_at_the_first_optimum_and_at_its_cap(settings, runner, fake_llm):
+    fake_llm.enqueue(LP_REPLY)
+    with sampled_agent(settings, runner, fake_llm, resample_failed=2) as agent:
+        assert agent.solve(PROBLEM).objective == pytest.approx(11) and len(fake_llm.calls) == 1
+    fake_llm.enqueue(INFEASIBLE_REPLY, INFEASIBLE_REPLY)
+    with sampled_agent(settings, runner, fake_llm, resample_failed=1, max_diagnoses=0) as agent:
+        solution = agent.solve(PROBLEM)
+    # both samples proved it infeasible: reported as infeasible
+    assert len(fake_llm.calls) == 3 and solution.status == "infeasible" and len(solution.candidates) == 2
+
+
 def test_vote_rules():
     from alphaopt.vote import decided, vote
 
