@@ -1,0 +1,121 @@
+"""Does showing the solver's conflict help the diagnosis of an infeasible program?
+
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.diagnose_ab --from .alphaopt/learn --from .alphaopt/dev
+
+Takes the infeasible programs that earlier runs stored for **training** problems (the learning
+attempts in a home's ``library.db`` and the saved runs in its ``runs.db``; a problem counts only
+when its text is in a bundled ``*_train.jsonl`` file, whose answer scores it). Each program is run
+again (the solver now names a conflict: constraints that cannot hold together), then diagnosed
+twice with the same prompt, once without and once with that conflict, and both corrected
+programs are run and scored. Prints one line per program and the totals; writes them to
+``benchmarks/results/<run>/diagnose_ab.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alphaopt import prompts, reading
+from alphaopt.api import solver_runner
+from alphaopt.config import load_settings
+from alphaopt.llm import CallContext, OpenAIClient
+from alphaopt.program import extract_code, normalize
+from alphaopt.runlog import RunLog
+from benchmarks import registry
+from benchmarks.scoring import Tolerance
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def training_answers() -> dict[str, float]:
+    """Problem text -> answer, for every bundled training item."""
+    answers: dict[str, float] = {}
+    for name in registry.names("train"):
+        for item in registry.load(name):
+            answers[item.description] = item.answer
+    return answers
+
+
+def stored_infeasible(homes: list[Path], answers: dict[str, float]) -> list[dict[str, Any]]:
+    """Distinct infeasible programs for training problems, from the homes' learning attempts
+    and saved runs."""
+    found: dict[str, dict[str, Any]] = {}
+    for home in homes:
+        rows = []
+        library = home / "library.db"
+        if library.is_file():
+            with sqlite3.connect(library) as db:
+                if db.execute("select 1 from sqlite_master where name = 'attempts'").fetchone():
+                    rows = db.execute(
+                        "select t.text, a.program from attempts a join training_tasks t on a.task_id = t.id "
+                        "where a.status in ('infeasible', 'infeasible_or_unbounded')").fetchall()
+            for text, program in rows:
+                if text in answers:
+                    found.setdefault(program, {"problem": text, "program": program})
+        runs = home / "runs.db"
+        if runs.is_file():
+            with sqlite3.connect(runs) as db:
+                for (solution,) in db.execute("select solution from runs"):
+                    data = json.loads(solution)
+                    if data.get("problem") not in answers:
+                        continue
+                    for attempt in data.get("attempts", []):
+                        if attempt.get("status") in ("infeasible", "infeasible_or_unbounded"):
+                            found.setdefault(attempt["program"], {"problem": data["problem"], "program": attempt["program"]})
+    return list(found.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="homes", type=Path, action="append", required=True,
+                        help="an alphaopt home whose stored programs to take (repeatable)")
+    parser.add_argument("--run", default="diagnose-ab", help="results folder name")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    answers = training_answers()
+    items = stored_infeasible(args.homes, answers)
+    tolerance = Tolerance()
+    out_dir = RESULTS / args.run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "diagnose_ab.jsonl"
+    done = {json.loads(line)["program"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    llm = OpenAIClient(settings, RunLog(settings.runs_db))
+    with solver_runner(settings) as runner:
+        for item in items:
+            if item["program"] in done:
+                continue
+            first = runner.run(item["program"])
+            if first.status.value != "infeasible" or not first.conflict:
+                continue
+            conflict = [c.model_dump() for c in first.conflict]
+            row: dict[str, Any] = {"program": item["program"], "answer": answers[item["problem"]],
+                                   "conflict": conflict}
+            for arm, block in (("without", ""), ("with", prompts.conflict_block({"conflict": conflict}))):
+                messages, sha = prompts.render(
+                    "diagnose_program", problem=item["problem"], program=item["program"], status="infeasible",
+                    hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(item["problem"]))
+                reply = llm.complete(messages, prompt_name="diagnose_program", prompt_sha=sha,
+                                     max_tokens=settings.max_tokens_program, context=CallContext(node="diagnose_ab"))
+                program, _ = normalize(extract_code(reply.text), sense=reading.goal_sense(item["problem"]),
+                                       bounds=reading.bounds(item["problem"]))
+                result = runner.run(program)
+                right = result.ok and tolerance.correct(result.objective, row["answer"])
+                row[arm] = {"status": result.status.value, "objective": result.objective, "right": right}
+            print(f"answer {row['answer']:>12g}  without: {row['without']['status']:<12} {row['without']['right']!s:<5}  "
+                  f"with: {row['with']['status']:<12} {row['with']['right']!s:<5}", flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    for arm in ("without", "with"):
+        feasible = sum(r[arm]["status"] == "optimal" for r in rows)
+        right = sum(r[arm]["right"] for r in rows)
+        print(f"{arm:>7} the conflict: {right} of {len(rows)} right, {feasible} optimal")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
