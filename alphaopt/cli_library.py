@@ -87,12 +87,14 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
         learner = Learner(settings, store, index, llm, runner, config)
         revisit = ["unsolved"] * retry_unsolved + ["solved"] * revisit_solved
-        done = store.done_tasks() - learner.ended(revisit)
+        again = learner.ended(revisit)
+        done = store.done_tasks() - again
         if skip_learned:
             from library import read_header
 
             done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
-        todo = [i for i in items if f"{i[0]}/{i[1]}" not in done][:limit]
+        todo = [i for i in items if f"{i[0]}/{i[1]}" not in done]
+        todo = sorted(todo, key=lambda i: f"{i[0]}/{i[1]}" not in again)[:limit]  # the problems revisited first
         bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
 
         def progress(task: Any, outcome: str, summary: Any) -> None:

@@ -346,6 +346,26 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
     assert len(llm.calls) == 2 and all(other in c.user and PROBLEM not in c.user for c in llm.calls)  # only t2
 
 
+def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt import cli, cli_library
+
+    other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
+    new, solved = {"id": "t1", "description": other, "answer": 11}, {"id": "t2", "description": PROBLEM, "answer": 11}
+    train = tmp_path / "toy_train.jsonl"
+    train.write_text(json.dumps(solved) + "\n")
+    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, LP_REPLY)
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
+    assert "solved before 1" in CliRunner().invoke(cli.cli, ["learn", str(train), "--no-progress"]).output
+    train.write_text(json.dumps(new) + "\n" + json.dumps(solved) + "\n")  # a new problem comes first in the file
+    run = CliRunner().invoke(cli.cli, ["learn", str(train), "--revisit-solved", "--limit", "1", "--no-progress"],
+                             catch_exceptions=False)
+    assert ": 1 problems" in run.output and "solved before 1" in run.output
+    assert len(llm.calls) == 4 and PROBLEM in llm.calls[-1].user  # the solved one, solved again
+
+
 def test_near_duplicates():
     from alphaopt.dedup import near_duplicates
 
