@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     retry_temperature: float = 0.6
     max_diagnoses: int = 1
     samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote: see benchmarks/README.md for what it bought
-    resample_failed: int = Field(default=1, ge=0, le=5)  # more samples while none has ended optimal
+    resample_failed: int = Field(default=0, ge=0, le=5)  # more samples when none ended optimal (bought nothing on the 1.5B model)
 
     # Solver sandbox.
     solver_wall_time_s: float = 30.0

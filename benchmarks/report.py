@@ -94,8 +94,8 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- correctness: {meta.get('tolerance')}",
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
-        f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)} "
-        f"(retry temperature {meta.get('retry_temperature')}); prompts {meta.get('prompt_shas')}",
+        f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
+        f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}); prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
         "",
         table(rows) if rows else "(no items finished yet)",

@@ -20,7 +20,6 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "0")  # library tests turn it on explicitly
     monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "none")  # and load a library of their own
     monkeypatch.setenv("ALPHAOPT_SAMPLES", "1")  # scripted tests script one sample; vote tests ask for more
-    monkeypatch.setenv("ALPHAOPT_RESAMPLE_FAILED", "0")  # and no second one after a failure; resample tests do
     monkeypatch.setenv("ALPHAOPT_FORMULATE", "1")  # and the formulate step; direct-mode tests turn it off
     monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", False)
 
