@@ -222,8 +222,9 @@ def library_rebuild(**kwargs: Any) -> None:
 @_settings_options
 @_errors
 def library_evolve(dry_run: bool, **kwargs: Any) -> None:
-    """Diagnose retrieval misalignment: refine too specific conditions (kept only when a solve of
-    their source problems shows a lift) and narrow harmful ones (retired when narrowing fails)."""
+    """Diagnose retrieval misalignment: merge insights that say the same, refine too specific
+    conditions (kept only when a solve of their source problems shows a lift) and narrow harmful
+    ones (retired when narrowing fails)."""
     from alphaopt.api import solver_runner
     from alphaopt.evolve import Evolver
     from alphaopt.learn import Learner
@@ -244,4 +245,5 @@ def library_evolve(dry_run: bool, **kwargs: Any) -> None:
             command=command, dry_run=dry_run, on_insight=report)
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.diagnosed.items())) or "no verified insights"
     click.echo(f"Run {summary.run_id}: {verdicts}; refined {summary.refined}, reverted {summary.reverted}, "
-               f"narrowed {summary.narrowed}, retired {summary.retired}, unchanged {summary.unchanged}.")
+               f"narrowed {summary.narrowed}, retired {summary.retired}, merged {summary.merged}, "
+               f"unchanged {summary.unchanged}.")

@@ -27,6 +27,10 @@ For each verified insight it reads the retrieval evidence the library recorded a
   with/without counts in its evidence.
 - ``aligned``: nothing to do.
 
+Before those, verified insights that say nearly the same (a lesson learned twice in other words)
+are merged by the learner's merge, which keeps the merged lesson only if it solves all their
+source problems.
+
 Every step commits on its own; the job is recorded as a learning run, so it shows in the runs
 list with its counters.
 """
@@ -43,7 +47,7 @@ from alphaopt.retrieval import LibraryRetriever
 from library import Insight, Status, Task
 from library.errors import NotFoundError
 
-TOO_SPECIFIC, HARMFUL, ALIGNED = "too specific", "harmful", "aligned"
+TOO_SPECIFIC, HARMFUL, ALIGNED, DUPLICATE = "too specific", "harmful", "aligned", "duplicate"
 
 
 @dataclass
@@ -77,6 +81,7 @@ class EvolveSummary:
     reverted: int = 0
     narrowed: int = 0
     retired: int = 0
+    merged: int = 0
     unchanged: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -136,6 +141,7 @@ class Evolver:
                                     "model": self.learner.settings.model_name, **asdict(self.config)})
         summary = EvolveSummary(run_id=run.id)
         try:
+            self.merge_duplicates(run.id, summary, dry_run=dry_run, on_insight=on_insight)
             for found in self.diagnoses():
                 summary.diagnosed[found.verdict] = summary.diagnosed.get(found.verdict, 0) + 1
                 outcome = found.reason
@@ -153,6 +159,30 @@ class Evolver:
             raise
         self.store.finish_run(run.id, status="finished", counters=summary.as_dict(), tokens=self.learner.ledger.spent)
         return summary
+
+    def merge_duplicates(self, run_id: str, summary: EvolveSummary, *, dry_run: bool = False,
+                         on_insight: Callable[[Diagnosis, str], None] | None = None) -> None:
+        """Merge verified insights that say nearly the same (``Learner.near_duplicate``): the
+        learner's merge writes one lesson for both and keeps it only if it solves all their
+        source problems, then retires the two."""
+        for insight in self.store.list(status=Status.VERIFIED):
+            if self.store.get(insight.id).status != Status.VERIFIED:
+                continue  # merged away earlier in this pass
+            other = self.learner.near_duplicate(insight)
+            if other is None:
+                continue
+            found = Diagnosis(insight.id, DUPLICATE, f"says nearly what {other.id} says")
+            summary.diagnosed[DUPLICATE] = summary.diagnosed.get(DUPLICATE, 0) + 1
+            outcome = found.reason
+            if not dry_run:
+                merged = self.learner.merge(insight, run_id)
+                summary.merged += merged
+                outcome = ("merged with it into one re-verified lesson" if merged
+                           else "the merged lesson did not solve their source problems: both kept")
+            summary.outcomes[insight.id] = f"{DUPLICATE}: {outcome}"
+            self.store.update_run(run_id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
+            if on_insight:
+                on_insight(found, outcome)
 
     def refine(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
         """Rewrite a too specific condition and keep it only if it lifts its source problems."""

@@ -37,7 +37,7 @@ from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
 from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
-from library import InsightDraft, LibraryStore, Status, Task
+from library import Insight, InsightDraft, LibraryStore, Status, Task
 from library.taxonomy import canonical
 from library.index import LibraryIndex
 from solvers import SolverRunner
@@ -259,7 +259,7 @@ class Learner:
             summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
         self.index.upsert([self.store.get(c.id) for c in candidates])
         for c in candidates:
-            summary.merged += self._merge(self.store.get(c.id), run_id)
+            summary.merged += self.merge(self.store.get(c.id), run_id)
         return "learned"
 
     # -- steps -------------------------------------------------------------------------------
@@ -433,13 +433,31 @@ class Learner:
                 update["example"] = example
         return draft.model_copy(update=update) if update else draft
 
-    def _merge(self, insight: Any, run_id: str) -> int:
-        """Merge a newly verified insight with a near-duplicate; returns 1 when a merge replaced them."""
+    def near_duplicate(self, insight: Insight) -> Insight | None:
+        """A verified insight that says nearly the same: its condition within ``merge_distance``
+        of this one's, or, under the same taxonomy label, its whole lesson (condition and
+        explanation) within it. Conditions alone miss a lesson learned twice in other words
+        ("the problem involves counting" against "when ... counting, use integer variables")."""
         hits = [h for h in self.index.recall(insight.condition, k=3, stage=insight.stage)
                 if h.insight_id != insight.id and h.distance <= self.config.merge_distance]
-        if not hits:
+        if hits:
+            return self.store.get(hits[0].insight_id)
+        label = (insight.stage, insight.level1, insight.level2)
+        peers = [i for i in self.store.list(status=Status.VERIFIED)
+                 if i.id != insight.id and (i.stage, i.level1, i.level2) == label]
+        if not peers:
+            return None
+        vectors = self.index.embedder.embed([_lesson(insight), *(_lesson(i) for i in peers)])
+        distances = 1.0 - vectors[1:] @ vectors[0]
+        best = int(distances.argmin())
+        return peers[best] if distances[best] <= self.config.merge_distance else None
+
+    def merge(self, insight: Insight, run_id: str) -> int:
+        """Merge a verified insight with a near-duplicate; returns 1 when a merge replaced them."""
+        other = self.near_duplicate(insight)
+        if other is None:
             return 0
-        members = [insight, self.store.get(hits[0].insight_id)]
+        members = [insight, other]
         lessons = prompts.format_insights([insight_dict(m) for m in members])
         messages, sha = prompts.render("merge", lessons=lessons, stage=insight.stage.value,
                                        level1=insight.level1, level2=insight.level2)
@@ -473,6 +491,11 @@ class Learner:
         for insight in self.store.list(status=Status.CANDIDATE):
             if task.id in insight.provenance.source_tasks:
                 self.store.set_status(insight.id, Status.RETIRED)
+
+
+def _lesson(insight: Insight) -> str:
+    """The text two insights are compared on for a merge: condition and explanation."""
+    return f"{insight.condition.strip()}: {insight.explanation.strip()}"
 
 
 @dataclass

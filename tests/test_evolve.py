@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from alphaopt.config import load_settings
-from alphaopt.evolve import ALIGNED, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
+from alphaopt.evolve import ALIGNED, DUPLICATE, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
 from alphaopt.learn import LearnConfig, Learner
 from alphaopt.retrieval import open_library
 from library import InsightDraft, Status
@@ -235,6 +237,38 @@ def test_an_insight_that_misled_more_than_it_helped_is_narrowed(mixed):
     assert summary.narrowed == 1 and store.get("I0001").condition == NARROWED
     assert store.get("I0001").provenance.evidence["narrowed"]["aided"] == 1
     assert store.get("I0001").provenance.evidence["narrowed"]["helped"] == 0
+
+
+INTEGER = ("declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
+           "variables, whose optimum is fractional and differs from the whole-number optimum")
+
+
+def test_a_lesson_learned_twice_in_other_words_is_merged(library):
+    store, index, evolver = library
+    store.set_status("I0001", Status.RETIRED)
+    draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
+    first = store.add_insight(InsightDraft(condition="The problem involves counting, buying, or choosing", **draft),
+                              status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
+    second = store.add_insight(InsightDraft(
+        condition="When the problem involves counting, buying, or choosing, a program should use integer variables.",
+        **draft), status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
+    other = store.add_insight(InsightDraft(
+        condition="when a share of the total is bounded", explanation="relate the variables, not a constant",
+        stage="general_formulation", level1="variables", level2="integrality"), status=Status.VERIFIED,
+        provenance={"source_tasks": ["toy_train/t1"]})
+    index.upsert([first, second, other])
+    # the conditions alone are too far apart for a merge; the lessons are not
+    assert index.recall(first.condition, k=3)[1].distance > 0.12
+    merged = {**draft, "condition": "when things are counted, bought or chosen", "example": ""}
+    llm = RoutedLLM().on("merge", json.dumps(merged)).on("check_insights", "NONE")
+    llm = _solves(llm, LP_REPLY)  # the merged lesson re-verified on the source problem
+    summary = evolver(llm).evolve()
+    assert summary.merged == 1 and summary.diagnosed[DUPLICATE] == 1
+    assert summary.outcomes[first.id] == "duplicate: merged with it into one re-verified lesson"
+    verified = store.list(status=Status.VERIFIED)
+    assert [i.condition for i in verified] == ["when a share of the total is bounded", merged["condition"]]
+    assert store.get(verified[1].id).provenance.evidence["merge_of"] == [first.id, second.id]
+    assert {store.get(i).status for i in (first.id, second.id)} == {Status.RETIRED}
 
 
 def test_a_training_solve_records_right_or_wrong_against_the_answer(library):
