@@ -198,7 +198,7 @@ class Evolver:
         old = insight
         new = self.store.revise(insight.id, condition=condition, reason="evolve: the condition in general words")
         self.index.upsert([new])
-        learner, margin = self.learner, self.learner.config.accept_margin
+        margin = self.learner.config.accept_margin
         without = with_ = 0
         for task in sources:
             without += self._right_without(insight.id, task, run_id)
