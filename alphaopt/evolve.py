@@ -149,7 +149,8 @@ class Evolver:
                     outcome = self.refine(self.store.get(found.insight_id), run.id, summary)
                 elif found.verdict == HARMFUL and not dry_run:
                     outcome = self.narrow(self.store.get(found.insight_id), run.id, summary)
-                summary.outcomes[found.insight_id] = f"{found.verdict}: {outcome}"
+                earlier = summary.outcomes.get(found.insight_id)
+                summary.outcomes[found.insight_id] = (f"{earlier}; " if earlier else "") + f"{found.verdict}: {outcome}"
                 self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
                 if on_insight:
                     on_insight(found, outcome)
@@ -174,7 +175,10 @@ class Evolver:
             found = Diagnosis(insight.id, DUPLICATE, f"says nearly what {other.id} says")
             summary.diagnosed[DUPLICATE] = summary.diagnosed.get(DUPLICATE, 0) + 1
             outcome = found.reason
-            if not dry_run:
+            sources = {t for m in (insight, other) for t in m.provenance.source_tasks}
+            if len(self._sources(insight)) + len(self._sources(other)) < len(sources):
+                outcome = "their source problems are not in this home (an imported library): both kept"
+            elif not dry_run:
                 merged = self.learner.merge(insight, run_id)
                 summary.merged += merged
                 outcome = ("merged with it into one re-verified lesson" if merged

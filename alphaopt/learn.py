@@ -458,6 +458,7 @@ class Learner:
         if other is None:
             return 0
         members = [insight, other]
+        sources = sorted({t for m in members for t in m.provenance.source_tasks})
         lessons = prompts.format_insights([insight_dict(m) for m in members])
         messages, sha = prompts.render("merge", lessons=lessons, stage=insight.stage.value,
                                        level1=insight.level1, level2=insight.level2)
@@ -465,7 +466,6 @@ class Learner:
                                      context=CallContext(run_id=run_id, node="merge"))
         if not isinstance(reply.parsed, InsightDraft):
             return 0
-        sources = sorted({t for m in members for t in m.provenance.source_tasks})
         merged = self.store.add_insight(reply.parsed, provenance={
             "source_tasks": sources, "model": self.settings.model_name,
             "prompt_version": f"merge:{sha}", "run_id": run_id})

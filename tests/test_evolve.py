@@ -271,6 +271,20 @@ def test_a_lesson_learned_twice_in_other_words_is_merged(library):
     assert {store.get(i).status for i in (first.id, second.id)} == {Status.RETIRED}
 
 
+def test_duplicates_whose_source_problems_are_not_here_are_not_merged(library):
+    store, index, evolver = library
+    store.set_status("I0001", Status.RETIRED)
+    draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
+    pair = [store.add_insight(InsightDraft(condition=c, **draft), status=Status.VERIFIED,
+                              provenance={"source_tasks": ["elsewhere/x1"]})
+            for c in ("The problem involves counting", "When the problem involves counting, use integer variables.")]
+    index.upsert(pair)
+    llm = RoutedLLM()
+    summary = evolver(llm).evolve()
+    assert summary.merged == 0 and llm.calls == []  # an imported library: nothing to re-verify a merge on
+    assert summary.outcomes[pair[0].id].startswith("duplicate: their source problems are not in this home")
+
+
 def test_a_training_solve_records_right_or_wrong_against_the_answer(library):
     store, _, evolver = library
     llm = _solves(RoutedLLM().on("check_insights", "I0001"), WRONG_LP_REPLY)
