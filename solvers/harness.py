@@ -229,7 +229,7 @@ def _solve(model: Any, objective: Any, variables: list[Any], time_limit: float |
     out["status"] = status
     if status in ("infeasible", "infeasible_or_unbounded"):
         out.update(_conflict(model, objective, variables, status, options, owner))
-    if out.get("status", status) == "unbounded":
+    if out["status"] == "unbounded":
         out.update(_unbounded(model, variables, options, owner))
     if out["status"] not in ("optimal", "feasible"):
         return out
