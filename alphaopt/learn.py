@@ -29,12 +29,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from alphaopt import prompts, reading
+from alphaopt import prompts
 from alphaopt.api import Agent
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError
 from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
-from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize
+from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize_for
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
 from library import Insight, InsightDraft, LibraryStore, Status, Task
@@ -322,8 +322,7 @@ class Learner:
             reply = llm.complete(messages, prompt_name="explore", prompt_sha=sha,
                                  max_tokens=self.settings.max_tokens_program,
                                  context=CallContext(run_id=run_id, task_id=task.id, node="explore"))
-            candidate, _ = normalize(extract_code(reply.text), sense=reading.goal_sense(task.text),
-                                     bounds=reading.bounds(task.text))
+            candidate, _ = normalize_for(extract_code(reply.text), task.text)
             if hardcodes(candidate, answer, task.text):
                 self.store.record_attempt(task.id, kind="explore", status="rejected: writes the target value",
                                           run_id=run_id, program=candidate)

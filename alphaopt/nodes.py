@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from alphaopt import prompts, reading
+from alphaopt import prompts
 from alphaopt.llm import CallContext, LLMResult
-from alphaopt.program import cut_repetition, extract_code, normalize
+from alphaopt.program import cut_repetition, extract_code, normalize_for
 from alphaopt.state import AgentContext, SolveState
 from alphaopt.vote import decided, vote
 
@@ -112,7 +112,7 @@ def _program_update(reply: LLMResult, max_tokens: int, problem: str, fallback: s
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = normalize(code, sense=reading.goal_sense(problem), bounds=reading.bounds(problem))
+    program, fixes = normalize_for(code, problem)
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
@@ -257,8 +257,9 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
 
 def route_after_sample(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["formulate", "answer"]:
     """Draw another sample until the vote is decided or ``samples`` are spent; then, when all
-    were drawn and none has ended optimal (a program that never ran, a model still infeasible or unbounded
-    after its diagnosis), up to ``resample`` more, each from scratch at the retry temperature."""
+    were drawn and none has ended optimal (a program that never ran, a model still infeasible
+    or unbounded after its diagnosis), up to ``resample`` more, each from scratch at the retry
+    temperature."""
     settings = runtime.context.settings
     samples = state.get("samples") or settings.samples
     candidates = state.get("candidates", [])

@@ -33,6 +33,8 @@ import ast
 import re
 from collections.abc import Mapping
 
+from alphaopt import reading
+
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 #: Bare Pyomo names a program may use without importing them.
@@ -64,6 +66,12 @@ def extract_code(reply: str) -> str:
         if hits:
             return max(hits, key=len)
     return max(blocks, key=len)
+
+
+def normalize_for(code: str, problem: str) -> tuple[str, list[str]]:
+    """``normalize`` with what the problem text says: the objective's sense it asks for and the
+    bounds it states (``alphaopt.reading``)."""
+    return normalize(code, sense=reading.goal_sense(problem), bounds=reading.bounds(problem))
 
 
 def normalize(code: str, *, sense: str | None = None,

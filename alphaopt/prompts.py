@@ -282,8 +282,8 @@ def formulation_block(formulation: str) -> str:
 def prompt_sha(name: str) -> str:
     """Short hash of a template (and the shared system prompt), recorded with every call."""
     template = PROMPTS[name]
-    blocks = [block for key, block in (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT + UNBOUNDED_VARIABLES))
-              if key in template]
+    parts = (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT + UNBOUNDED_VARIABLES))
+    blocks = [block for key, block in parts if key in template]
     if name == "repair":
         blocks.append(repr(REPAIR_HINTS))
     return hashlib.sha256("\x00".join([SYSTEM, template, *blocks]).encode()).hexdigest()[:12]

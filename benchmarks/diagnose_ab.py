@@ -19,11 +19,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from alphaopt import prompts, reading
+from alphaopt import prompts
 from alphaopt.api import solver_runner
 from alphaopt.config import load_settings
 from alphaopt.llm import CallContext, OpenAIClient
-from alphaopt.program import extract_code, normalize
+from alphaopt.program import extract_code, normalize_for
 from alphaopt.runlog import RunLog
 from benchmarks import registry
 from benchmarks.scoring import Tolerance
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(item["problem"]))
                 reply = llm.complete(messages, prompt_name="diagnose_program", prompt_sha=sha,
                                      max_tokens=settings.max_tokens_program, context=CallContext(node="diagnose_ab"))
-                program, _ = normalize(extract_code(reply.text), sense=reading.goal_sense(item["problem"]),
-                                       bounds=reading.bounds(item["problem"]))
+                program, _ = normalize_for(extract_code(reply.text), item["problem"])
                 result = runner.run(program)
                 right = result.ok and tolerance.correct(result.objective, row["answer"])
                 row[arm] = {"status": result.status.value, "objective": result.objective, "right": right}
