@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +24,10 @@ from alphaopt.config import load_settings
 from alphaopt.llm import CallContext, OpenAIClient
 from alphaopt.program import extract_code, normalize_for
 from alphaopt.runlog import RunLog
-from benchmarks import registry
+from benchmarks.stored import stored_programs, training_answers
 from benchmarks.scoring import Tolerance
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def training_answers() -> dict[str, float]:
-    """Problem text -> answer, for every bundled training item."""
-    answers: dict[str, float] = {}
-    for name in registry.names("train"):
-        for item in registry.load(name):
-            answers[item.description] = item.answer
-    return answers
-
-
-def stored_infeasible(homes: list[Path], answers: dict[str, float]) -> list[dict[str, Any]]:
-    """Distinct infeasible programs for training problems, from the homes' learning attempts
-    and saved runs."""
-    found: dict[str, dict[str, Any]] = {}
-    for home in homes:
-        rows = []
-        library = home / "library.db"
-        if library.is_file():
-            with sqlite3.connect(library) as db:
-                if db.execute("select 1 from sqlite_master where name = 'attempts'").fetchone():
-                    rows = db.execute(
-                        "select t.text, a.program from attempts a join training_tasks t on a.task_id = t.id "
-                        "where a.status in ('infeasible', 'infeasible_or_unbounded')").fetchall()
-            for text, program in rows:
-                if text in answers:
-                    found.setdefault(program, {"problem": text, "program": program})
-        runs = home / "runs.db"
-        if runs.is_file():
-            with sqlite3.connect(runs) as db:
-                for (solution,) in db.execute("select solution from runs"):
-                    data = json.loads(solution)
-                    if data.get("problem") not in answers:
-                        continue
-                    for attempt in data.get("attempts", []):
-                        if attempt.get("status") in ("infeasible", "infeasible_or_unbounded"):
-                            found.setdefault(attempt["program"], {"problem": data["problem"], "program": attempt["program"]})
-    return list(found.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     answers = training_answers()
-    items = stored_infeasible(args.homes, answers)
+    items = stored_programs(args.homes, answers, ("infeasible", "infeasible_or_unbounded"))
     tolerance = Tolerance()
     out_dir = RESULTS / args.run
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -139,3 +139,25 @@ def test_result_rows_keep_an_errors_first_line_and_its_end():
     short = _short(error)
     assert short.startswith("TypeError: the message") and short.endswith("the failing line") and len(short) < 420
     assert _short("short") == "short"
+
+
+def test_stored_programs_come_from_training_problems_only(tmp_path):
+    """The A/B scripts read programs stored for training problems, never for test ones."""
+    from alphaopt.runlog import RunLog
+    from benchmarks.stored import stored_programs
+    from library import LibraryStore
+
+    answers = {"train problem": 5.0}
+    with LibraryStore(tmp_path / "library.db") as store:
+        for item_id, text in (("1", "train problem"), ("2", "a test problem")):
+            task = store.add_task("d", item_id, text)
+            store.record_attempt(task.id, kind="solve", status="error", program=f"P{item_id}", error="E")
+        store.record_attempt(store.tasks()[0].id, kind="solve", status="optimal", program="OK")
+    RunLog(tmp_path / "runs.db").save_run("r1", "train problem", "infeasible", None, json.dumps({
+        "problem": "train problem",
+        "attempts": [{"program": "P1", "status": "error"}, {"program": "P3", "status": "infeasible", "error": ""}]}))
+    found = stored_programs([tmp_path], answers, ("error", "infeasible"))
+    assert [(f["program"], f["status"]) for f in found] == [("P1", "error"), ("P3", "infeasible")]
+    assert all(f["problem"] == "train problem" for f in found)
+    assert stored_programs([tmp_path], answers, ("infeasible",)) == [
+        {"problem": "train problem", "program": "P3", "status": "infeasible", "error": ""}]

@@ -1,0 +1,54 @@
+"""Programs that earlier runs stored for **training** problems, for the A/B scripts.
+
+They come from a home's learning attempts (``library.db``) and its saved runs (``runs.db``); a
+problem counts only when its text is in a bundled ``*_train.jsonl`` file, whose answer scores it.
+Test problems never enter: the A/B scripts decide prompt changes on training data alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from benchmarks import registry
+
+
+def training_answers() -> dict[str, float]:
+    """Problem text -> answer, for every bundled training item."""
+    answers: dict[str, float] = {}
+    for name in registry.names("train"):
+        for item in registry.load(name):
+            answers[item.description] = item.answer
+    return answers
+
+
+def stored_programs(homes: list[Path], answers: dict[str, float], statuses: Collection[str]) -> list[dict[str, Any]]:
+    """Distinct programs for training problems that ended with one of ``statuses``, in the order
+    they were stored: ``{"problem", "program", "status", "error"}`` each."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def keep(problem: str, program: str, status: str, error: str | None) -> None:
+        if problem in answers and status in statuses and program.strip():
+            found.setdefault(program, {"problem": problem, "program": program, "status": status, "error": error or ""})
+
+    for home in homes:
+        library = home / "library.db"
+        if library.is_file():
+            with sqlite3.connect(library) as db:
+                if db.execute("select 1 from sqlite_master where name = 'attempts'").fetchone():
+                    for row in db.execute(
+                            "select t.text, a.program, a.status, a.error from attempts a "
+                            "join training_tasks t on a.task_id = t.id order by a.created_at"):
+                        keep(*row)
+        runs = home / "runs.db"
+        if runs.is_file():
+            with sqlite3.connect(runs) as db:
+                for (solution,) in db.execute("select solution from runs order by created_at"):
+                    data = json.loads(solution)
+                    for attempt in data.get("attempts", []):
+                        keep(data.get("problem", ""), attempt.get("program", ""), attempt.get("status", ""),
+                             attempt.get("error"))
+    return list(found.values())
