@@ -147,12 +147,18 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     else:
         previous = [a["program"] for a in state.get("attempts", [])[:-1]]
         retry = int(state.get("program", "") in previous)  # the same failing program again: sample
-        error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
-        error = "\n".join(filter(None, [error[-_ERROR_CHARS:], prompts.repair_hints(error)]))
         reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
-                            problem=state["problem"], program=state.get("program", ""), error=error)
+                            problem=state["problem"], program=state.get("program", ""),
+                            error=error_for_prompt(result))
     update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
+
+
+def error_for_prompt(result: dict[str, Any]) -> str:
+    """A failed run as the model is shown it: the error's last ``_ERROR_CHARS`` (or the status and
+    the solver log's tail), then the hints that match it."""
+    error = result.get("error") or f"status {result['status']}: {result.get('log_tail', '')[-400:]}"
+    return "\n".join(filter(None, [error[-_ERROR_CHARS:], prompts.repair_hints(error)]))
 
 
 def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""When a program keeps failing, is a fresh program better than another repair?
+
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.repair_ab --from .alphaopt/learn --from .alphaopt/dev
+
+Takes, for each **training** problem, the last program that earlier runs stored with a Python or
+Pyomo error (``benchmarks.stored``), runs it again (skipping those that now run), and answers the
+error twice: with the repair prompt (the program and its error, as the repair step shows them)
+and with ``REWRITE`` below (the error only, asking for a new program: the embedded model often
+gives a failing program back unchanged when it is shown it). Both programs are run and scored
+against the problem's answer. Prints one line per problem and the totals; writes them to
+``benchmarks/results/<run>/repair_ab.jsonl`` (resumable).
+
+The rewrite arm lost (2026-11-29: 0 of 14 right against 2 for the repair), so ``REWRITE`` lives
+here, as the record of what was tried, and not in ``alphaopt.prompts``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from alphaopt import prompts
+from alphaopt.api import solver_runner
+from alphaopt.config import load_settings
+from alphaopt.llm import CallContext, OpenAIClient
+from alphaopt.nodes import error_for_prompt
+from alphaopt.program import extract_code, normalize_for
+from alphaopt.runlog import RunLog
+from benchmarks.scoring import Tolerance
+from benchmarks.stored import stored_programs, training_answers
+
+RESULTS = Path(__file__).parent / "results"
+REWRITE = prompts.PROBLEM + """{insights}
+A program written for this problem failed, and fixing it did not help:
+<error>
+{error}
+</error>
+{goal}Write a new complete program from the start that avoids this error, following the rules. Answer with one ```python block only."""
+_FAILED = ("error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="homes", type=Path, action="append", required=True,
+                        help="an alphaopt home whose stored programs to take (repeatable)")
+    parser.add_argument("--run", default="repair-ab", help="results folder name")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    answers = training_answers()
+    last: dict[str, dict[str, Any]] = {}
+    for item in stored_programs(args.homes, answers, _FAILED):
+        last[item["problem"]] = item  # stored in order: the last failed program per problem wins
+    tolerance = Tolerance()
+    out_dir = RESULTS / args.run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "repair_ab.jsonl"
+    done = {json.loads(line)["problem"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    llm = OpenAIClient(settings, RunLog(settings.runs_db))
+    with solver_runner(settings) as runner:
+        for problem, item in last.items():
+            if problem in done:
+                continue
+            first = runner.run(item["program"])
+            if first.status.value not in _FAILED:
+                continue
+            error = error_for_prompt(first.model_dump(mode="json"))
+            row: dict[str, Any] = {"problem": problem, "program": item["program"], "answer": answers[problem],
+                                   "error": error}
+            goal = prompts.goal_block(problem)
+            repair, sha = prompts.render("repair", problem=problem, program=item["program"], error=error)
+            rewrite = [repair[0], {"role": "user", "content": REWRITE.format(problem=problem, insights="", error=error,
+                                                                             goal=goal)}]
+            rewrite_sha = hashlib.sha256(f"{prompts.SYSTEM}\x00{REWRITE}".encode()).hexdigest()[:12]
+            for arm, messages, name, sha in (("repair", repair, "repair", sha),
+                                             ("rewrite", rewrite, "rewrite_after_error", rewrite_sha)):
+                reply = llm.complete(messages, prompt_name=name, prompt_sha=sha,
+                                     max_tokens=settings.max_tokens_program, context=CallContext(node="repair_ab"))
+                program, _ = normalize_for(extract_code(reply.text), problem)
+                result = runner.run(program)
+                right = result.ok and tolerance.correct(result.objective, row["answer"])
+                row[arm] = {"status": result.status.value, "objective": result.objective, "right": right,
+                            "same_program": program.strip() == item["program"].strip()}
+            print(f"answer {row['answer']:>12g}  repair: {row['repair']['status']:<16} {row['repair']['right']!s:<5} "
+                  f"rewrite: {row['rewrite']['status']:<16} {row['rewrite']['right']!s:<5}", flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    for arm in ("repair", "rewrite"):
+        ran = sum(r[arm]["status"] not in _FAILED for r in rows)
+        right = sum(r[arm]["right"] for r in rows)
+        same = sum(r[arm]["same_program"] for r in rows)
+        print(f"{arm:>7}: {right} of {len(rows)} right, {ran} ran, {same} returned the program unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
