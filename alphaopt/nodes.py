@@ -175,7 +175,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             runtime, state, "diagnose_program", settings.max_tokens_program,
             problem=state["problem"], program=state.get("program", ""),
             status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
-            conflict=prompts.conflict_block(state["result"]),
+            conflict=prompts.no_optimum_block(state["result"]),
             goal=prompts.goal_block(state["problem"]),
         )
         update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
@@ -185,7 +185,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
         problem=state["problem"],
         formulation=state.get("formulation") or state["result"].get("model_text") or state.get("program", ""),
         status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
-        conflict=prompts.conflict_block(state["result"]),
+        conflict=prompts.no_optimum_block(state["result"]),
     )
     update: dict[str, Any] = {"diagnoses": state.get("diagnoses", 0) + 1, **usage}
     text = reply.text.strip()

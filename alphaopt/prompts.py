@@ -263,7 +263,7 @@ def goal_block(problem: str) -> str:
     return GOAL.format(goal=goal) if goal else ""
 
 
-def conflict_block(result: Mapping[str, Any]) -> str:
+def no_optimum_block(result: Mapping[str, Any]) -> str:
     """What the solver found about a model with no optimum: for an infeasible one the constraints
     that cannot hold together (``name: text`` per line), for an unbounded one the variables that
     grow without limit; nothing when it found neither."""

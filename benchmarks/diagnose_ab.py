@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             conflict = [c.model_dump() for c in first.conflict]
             row: dict[str, Any] = {"program": item["program"], "answer": answers[item["problem"]],
                                    "conflict": conflict}
-            for arm, block in (("without", ""), ("with", prompts.conflict_block({"conflict": conflict}))):
+            for arm, block in (("without", ""), ("with", prompts.no_optimum_block({"conflict": conflict}))):
                 messages, sha = prompts.render(
                     "diagnose_program", problem=item["problem"], program=item["program"], status="infeasible",
                     hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(item["problem"]))
