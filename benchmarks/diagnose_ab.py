@@ -24,8 +24,8 @@ from alphaopt.config import load_settings
 from alphaopt.llm import CallContext, OpenAIClient
 from alphaopt.program import extract_code, normalize_for
 from alphaopt.runlog import RunLog
-from benchmarks.stored import stored_programs, training_answers
 from benchmarks.scoring import Tolerance
+from benchmarks.stored import stored_programs, training_answers
 
 RESULTS = Path(__file__).parent / "results"
 
