@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alphaopt import prompts
-from alphaopt.config import load_settings
+from alphaopt.config import Settings, load_settings
 from alphaopt.errors import ConfigError
 from alphaopt.program import normalize
 from alphaopt.runlog import RunLog, migrate
@@ -195,3 +195,10 @@ def test_insights_reach_prompts_with_their_example():
         {"id": "I0002", "condition": "c", "explanation": "e", "example": ""}])
     assert text == ("[I0001] When the text caps a share: compare with the total\n"
                     "  Example: wrong: x <= 30 right: x <= 0.3 * (x + y)\n[I0002] When c: e")
+
+
+def test_readme_documents_every_setting():
+    """The configuration table names every field of ``Settings`` as its environment variable."""
+    documented = set(re.findall(r"`ALPHAOPT_([A-Z0-9_]+)`", (ROOT / "README.md").read_text()))
+    missing = {name.upper() for name in Settings.model_fields} - documented
+    assert not missing, f"add these settings to the README's configuration table: {sorted(missing)}"
