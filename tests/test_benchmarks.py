@@ -161,3 +161,13 @@ def test_stored_programs_come_from_training_problems_only(tmp_path):
     assert all(f["problem"] == "train problem" for f in found)
     assert stored_programs([tmp_path], answers, ("infeasible",)) == [
         {"problem": "train problem", "program": "P3", "status": "infeasible", "error": ""}]
+
+
+def test_a_longer_run_also_reports_the_first_items_of_each_dataset():
+    from benchmarks.report import first_items_line
+
+    items = registry.load("nl4opt_test")[:20]
+    rows = [{"key": i.key, "dataset": i.dataset, "correct": n < 3 or n == 19} for n, i in enumerate(items)]
+    assert first_items_line(rows, first=15) == (
+        "On the first 15 items of each dataset (15 items, the set shorter runs measured): 3/15 = 20.0% (7.0–45.2).")
+    assert first_items_line(rows[:15], first=15) == ""  # nothing beyond them: the table says it all
