@@ -26,7 +26,6 @@ Pyomo program rules:
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
 - Directions: "at least", "minimum", "no less than" mean >=; "at most", "no more than", "up to", "maximum", "available", "budget", "capacity" mean <=.
 - Shares and ratios relate variables: "at most 40% of all units are of type A" is `model.a <= 0.4 * (model.a + model.b)`; "A must be at least twice B" is `model.a >= 2 * model.b`.
-- Above the objective and each constraint, write a comment that quotes the words of the problem it comes from. Write no constraint that the problem does not state.
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
 - Never solve, never print, never use SolverFactory.
 
@@ -39,11 +38,10 @@ def build_model():
     # Variables
     model.wheat = pyo.Var(domain=pyo.NonNegativeReals)  # acres of wheat
     model.corn = pyo.Var(domain=pyo.NonNegativeReals)  # acres of corn
-    # "maximize profit": "$200 per acre of wheat and $300 per acre of corn"
+    # Objective
     model.obj = pyo.Objective(expr=200 * model.wheat + 300 * model.corn, sense=pyo.maximize)
-    # "The farm has 50 acres"
+    # Constraints
     model.land = pyo.Constraint(expr=model.wheat + model.corn <= 50)
-    # "at least 10 acres of wheat"
     model.min_wheat = pyo.Constraint(expr=model.wheat >= 10)
     return model
 ```"""
