@@ -1,8 +1,9 @@
 """Programs that earlier runs stored for **training** problems, for the A/B scripts.
 
 They come from a home's learning attempts (``library.db``) and its saved runs (``runs.db``); a
-problem counts only when its text is in a bundled ``*_train.jsonl`` file, whose answer scores it.
-Test problems never enter: the A/B scripts decide prompt changes on training data alone.
+problem counts only when its text is in a bundled ``*_train.jsonl`` file, whose answer scores it,
+so the A/B scripts decide on training data alone (a training text may also be a test item's
+verbatim twin: ``benchmarks.honesty`` lists them).
 """
 
 from __future__ import annotations
