@@ -2,8 +2,8 @@
 
 They come from a home's learning attempts (``library.db``) and its saved runs (``runs.db``); a
 problem counts only when its text is in a bundled ``*_train.jsonl`` file, whose answer scores it,
-so the A/B scripts decide on training data alone (a training text may also be a test item's
-verbatim twin: ``benchmarks.honesty`` lists them).
+and is not a twin of a test item (``benchmarks.honesty``: 77 test items have a near-copy in the
+training files), so the A/B scripts decide on training data alone.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from benchmarks import registry
+from benchmarks import honesty, registry
 
 
 def training_answers() -> dict[str, float]:
-    """Problem text -> answer, for every bundled training item."""
-    answers: dict[str, float] = {}
-    for name in registry.names("train"):
-        for item in registry.load(name):
-            answers[item.description] = item.answer
-    return answers
+    """Problem text -> answer, for every bundled training item that is no test item's twin."""
+    train = [i for n in registry.names("train") for i in registry.load(n)]
+    test = [i for n in registry.names("test") for i in registry.load(n)]
+    twins = {t.train for t in honesty.find_twins(train, test)}
+    return {item.description: item.answer for item in train if item.key not in twins}
 
 
 def stored_programs(homes: list[Path], answers: dict[str, float], statuses: Collection[str]) -> list[dict[str, Any]]:

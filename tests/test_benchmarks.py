@@ -171,3 +171,13 @@ def test_a_longer_run_also_reports_the_first_items_of_each_dataset():
     assert first_items_line(rows, first=15) == (
         "On the first 15 items of each dataset (15 items, the set shorter runs measured): 3/15 = 20.0% (7.0–45.2).")
     assert first_items_line(rows[:15], first=15) == ""  # nothing beyond them: the table says it all
+
+
+def test_training_answers_leave_out_the_twins_of_test_items():
+    from benchmarks.stored import training_answers
+
+    answers = training_answers()
+    test_texts = {i.description for n in registry.names("test") for i in registry.load(n)}
+    train = [i for n in registry.names("train") for i in registry.load(n)]
+    assert not test_texts & set(answers)  # the 75 verbatim copies are out
+    assert 250 < len(answers) < len({i.description for i in train})  # distinct texts, less the twins
