@@ -180,6 +180,20 @@ def _short(error: str, head: int = 200, tail: int = 200) -> str:
     return error if len(error) <= head + tail else error[:head] + " … " + error[-tail:]
 
 
+def select_items(datasets: list[str], *, limit: int | None = None, skip_test_twins: bool = False) -> list[registry.Item]:
+    """The items of the named datasets ("test" and "train" name all splits of that kind), the
+    first ``limit`` of each (after leaving out near-copies of test items when asked), interleaved
+    so that a run stopped early still covers every dataset."""
+    names = [n for d in datasets for n in (registry.names(d) if d in ("test", "train") else [d])]
+    per_dataset = [registry.load(n) for n in names]
+    if skip_test_twins:
+        test = [i for n in registry.names("test") for i in registry.load(n)]
+        twins = {t.train for t in honesty.find_twins([i for d in per_dataset for i in d], test)}
+        per_dataset = [[i for i in d if i.key not in twins] for d in per_dataset]
+    per_dataset = [d[:limit] for d in per_dataset]
+    return [i for group in zip_longest(*per_dataset) for i in group if i is not None]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Accuracy on benchmark datasets.")
     parser.add_argument("--dataset", action="append", required=True,
@@ -193,13 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--atol", type=float, default=Tolerance().atol)
     parser.add_argument("--rtol", type=float, default=Tolerance().rtol)
+    parser.add_argument("--skip-test-twins", action="store_true",
+                        help="leave out items that are near-copies of a test item (for decisions made on training data)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    names = [n for d in args.dataset for n in (registry.names(d) if d in ("test", "train") else [d])]
-    per_dataset = [registry.load(n)[: args.limit] for n in names]
-    # interleaved, so that a run stopped early still covers every dataset
-    items = [i for group in zip_longest(*per_dataset) for i in group if i is not None]
+    items = select_items(args.dataset, limit=args.limit, skip_test_twins=args.skip_test_twins)
     settings = load_settings(model=args.model, base_url=args.base_url)
     library_path = None if args.library == "none" else settings.starter_library if args.library == "starter" else Path(args.library)
     if library_path is not None and not Path(library_path).is_file():

@@ -181,3 +181,14 @@ def test_training_answers_leave_out_the_twins_of_test_items():
     train = [i for n in registry.names("train") for i in registry.load(n)]
     assert not test_texts & set(answers)  # the 75 verbatim copies are out
     assert 250 < len(answers) < len({i.description for i in train})  # distinct texts, less the twins
+
+
+def test_items_are_interleaved_and_can_leave_out_the_twins_of_test_items():
+    from benchmarks.run import select_items
+
+    items = select_items(["train"], limit=6)
+    assert [i.dataset for i in items[:4]] == sorted(registry.names("train")) and len(items) == 24
+    clean = select_items(["train"], limit=6, skip_test_twins=True)
+    test_texts = {i.description for n in registry.names("test") for i in registry.load(n)}
+    assert len(clean) == 24 and not test_texts & {i.description for i in clean}
+    assert test_texts & {i.description for i in items}  # the plain selection has some
