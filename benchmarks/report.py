@@ -62,6 +62,24 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
             f"{_pct(vote / n)}%; at least one sample right {any_right}/{n} (an upper bound for any vote).")
 
 
+_SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
+                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "prompt_shas")
+
+
+def sessions_lines(meta: dict[str, Any]) -> list[str]:
+    """For a resumed run: when each session started, at which commit, from which row; and a
+    warning naming what differed, since rows from different pipelines are not one measurement."""
+    sessions = [*meta.get("earlier", []), meta]
+    if len(sessions) < 2:
+        return []
+    lines = ["- sessions: " + "; ".join(
+        f"{m.get('started')} at git {m.get('git_sha')} from row {m.get('rows_at_start', '?')}" for m in sessions)]
+    changed = sorted({k for m in sessions[:-1] for k in _SAME_PIPELINE if m.get(k) != meta.get(k)})
+    if changed:
+        lines.append(f"- **warning: the sessions differ in {', '.join(changed)}**; the rows are not one pipeline")
+    return lines
+
+
 def first_items_line(rows: list[dict[str, Any]], first: int = FIRST) -> str:
     """Accuracy on the first ``first`` items of each bundled dataset, when the run went further:
     the subset that runs with ``--limit 15`` measured, so that a longer run stays comparable."""
@@ -116,6 +134,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}); prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
+        *sessions_lines(meta),
         "",
         table(rows) if rows else "(no items finished yet)",
         "",

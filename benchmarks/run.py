@@ -118,9 +118,13 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "retry_temperature": settings.retry_temperature,
         "max_tokens_program": settings.max_tokens_program,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
-        "datasets": sorted({i.dataset for i in items}), "items": len(items),
+        "datasets": sorted({i.dataset for i in items}), "items": len(items), "rows_at_start": len(done),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    meta_path = out_dir / "meta.json"
+    if meta_path.is_file():  # a resumed run keeps what the earlier sessions ran with
+        earlier = json.loads(meta_path.read_text())
+        meta["earlier"] = [*earlier.pop("earlier", []), earlier]
+    meta_path.write_text(json.dumps(meta, indent=2))
     lock = threading.Lock()
     own = agent is None
     agent = agent or Agent(settings)

@@ -77,6 +77,15 @@ def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runne
 
     summary = write_summary(tmp_path / "out", rows)
     assert "| tiny_test | 2 | 50.0" in summary and "|got - answer|" in summary
+    # the resumed session kept the first one's settings, and the summary names both sessions
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["rows_at_start"] == 2 and [m["rows_at_start"] for m in meta["earlier"]] == [0]
+    assert "- sessions: " in summary and "from row 0" in summary and "warning" not in summary
+
+    changed = settings.model_copy(update={"max_repairs": 5})
+    with Agent(changed, llm=ScriptedLLM(), runner=runner) as agent:
+        run(items, tmp_path / "out", changed, tol=Tolerance(), progress=False, agent=agent)
+    assert "**warning: the sessions differ in max_repairs**" in write_summary(tmp_path / "out", rows)
     s = stats(rows)
     assert s["accuracy"] == 0.5 and s["execution_rate"] == 1.0
 
