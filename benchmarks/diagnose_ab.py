@@ -13,9 +13,7 @@ programs are run and scored. Prints one line per program and the totals; writes 
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from alphaopt import prompts
@@ -25,25 +23,17 @@ from alphaopt.llm import CallContext, OpenAIClient
 from alphaopt.program import extract_code, normalize_for
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import stored_programs, training_answers
+from benchmarks.stored import ab_arguments, results_file, stored_programs, training_answers
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="homes", type=Path, action="append", required=True,
-                        help="an alphaopt home whose stored programs to take (repeatable)")
-    parser.add_argument("--run", default="diagnose-ab", help="results folder name")
-    args = parser.parse_args(argv)
+    args = ab_arguments(argv, __doc__, "diagnose-ab")
     settings = load_settings()
     answers = training_answers()
     items = stored_programs(args.homes, answers, ("infeasible", "infeasible_or_unbounded"))
     tolerance = Tolerance()
-    out_dir = RESULTS / args.run
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "diagnose_ab.jsonl"
-    done = {json.loads(line)["program"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    out, done = results_file(args.run, "diagnose_ab.jsonl", "program")
     llm = OpenAIClient(settings, RunLog(settings.runs_db))
     with solver_runner(settings) as runner:
         for item in items:

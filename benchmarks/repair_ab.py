@@ -10,16 +10,14 @@ gives a failing program back unchanged when it is shown it). Both programs are r
 against the problem's answer. Prints one line per problem and the totals; writes them to
 ``benchmarks/results/<run>/repair_ab.jsonl`` (resumable).
 
-The rewrite arm lost (2026-11-29: 0 of 14 right against 2 for the repair), so ``REWRITE`` lives
+The rewrite arm lost (2026-11-29: 0 of 15 right against 2 for the repair), so ``REWRITE`` lives
 here, as the record of what was tried, and not in ``alphaopt.prompts``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from alphaopt import prompts
@@ -30,9 +28,8 @@ from alphaopt.nodes import error_for_prompt
 from alphaopt.program import extract_code, normalize_for
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import stored_programs, training_answers
+from benchmarks.stored import ab_arguments, results_file, stored_programs, training_answers
 
-RESULTS = Path(__file__).parent / "results"
 REWRITE = prompts.PROBLEM + """{insights}
 A program written for this problem failed, and fixing it did not help:
 <error>
@@ -43,21 +40,14 @@ _FAILED = ("error", "invalid_program", "timeout", "memory_limit", "output_limit"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="homes", type=Path, action="append", required=True,
-                        help="an alphaopt home whose stored programs to take (repeatable)")
-    parser.add_argument("--run", default="repair-ab", help="results folder name")
-    args = parser.parse_args(argv)
+    args = ab_arguments(argv, __doc__, "repair-ab")
     settings = load_settings()
     answers = training_answers()
     last: dict[str, dict[str, Any]] = {}
     for item in stored_programs(args.homes, answers, _FAILED):
         last[item["problem"]] = item  # stored in order: the last failed program per problem wins
     tolerance = Tolerance()
-    out_dir = RESULTS / args.run
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "repair_ab.jsonl"
-    done = {json.loads(line)["problem"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    out, done = results_file(args.run, "repair_ab.jsonl", "problem")
     llm = OpenAIClient(settings, RunLog(settings.runs_db))
     with solver_runner(settings) as runner:
         for problem, item in last.items():

@@ -8,6 +8,7 @@ training files), so the A/B scripts decide on training data alone.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 from collections.abc import Collection
@@ -52,3 +53,21 @@ def stored_programs(homes: list[Path], answers: dict[str, float], statuses: Coll
                         keep(data.get("problem", ""), attempt.get("program", ""), attempt.get("status", ""),
                              attempt.get("error"))
     return list(found.values())
+
+
+def ab_arguments(argv: list[str] | None, doc: str, default_run: str) -> argparse.Namespace:
+    """The A/B scripts' command line: ``--from HOME`` (repeatable) and ``--run NAME``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--from", dest="homes", type=Path, action="append", required=True,
+                        help="an alphaopt home whose stored programs to take (repeatable)")
+    parser.add_argument("--run", default=default_run, help="results folder name")
+    return parser.parse_args(argv)
+
+
+def results_file(run: str, name: str, key: str) -> tuple[Path, set[str]]:
+    """An A/B script's JSONL of results under ``benchmarks/results/<run>/``, and the ``key``
+    values of the rows it already holds (the script skips those: a rerun resumes)."""
+    out = Path(__file__).parent / "results" / run / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(line)[key] for line in out.read_text().splitlines()} if out.is_file() else set()
+    return out, done
