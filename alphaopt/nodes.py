@@ -20,7 +20,8 @@ from alphaopt.vote import decided, vote
 _ERROR_CHARS = 1500
 FORMULATION_STAGES = ("domain_modeling", "general_formulation")
 CODE_STAGES = ("code_implementation",)
-_REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown"}
+#: Statuses of a program that did not run to a solver answer: the repair step takes these.
+REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown"}
 _DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
 
 
@@ -254,7 +255,7 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
     """Repair a broken program, diagnose a wrong model, or end this sample."""
     settings = runtime.context.settings
     status = state["result"]["status"]
-    if status in _REPAIRABLE:
+    if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
     if _diagnosis_reason(state) and state.get("diagnoses", 0) < settings.max_diagnoses:
         return "diagnose"

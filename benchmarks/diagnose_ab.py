@@ -19,11 +19,10 @@ from typing import Any
 from alphaopt import prompts
 from alphaopt.api import solver_runner
 from alphaopt.config import load_settings
-from alphaopt.llm import CallContext, OpenAIClient
-from alphaopt.program import extract_code, normalize_for
+from alphaopt.llm import OpenAIClient
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import ab_arguments, results_file, stored_programs, training_answers
+from benchmarks.stored import ab_arguments, answer_and_score, results_file, stored_programs, training_answers
 
 
 
@@ -49,12 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                 messages, sha = prompts.render(
                     "diagnose_program", problem=item["problem"], program=item["program"], status="infeasible",
                     hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(item["problem"]))
-                reply = llm.complete(messages, prompt_name="diagnose_program", prompt_sha=sha,
-                                     max_tokens=settings.max_tokens_program, context=CallContext(node="diagnose_ab"))
-                program, _ = normalize_for(extract_code(reply.text), item["problem"])
-                result = runner.run(program)
-                right = result.ok and tolerance.correct(result.objective, row["answer"])
-                row[arm] = {"status": result.status.value, "objective": result.objective, "right": right}
+                _, row[arm] = answer_and_score(
+                    llm, runner, messages, prompt_name="diagnose_program", prompt_sha=sha, problem=item["problem"],
+                    answer=row["answer"], max_tokens=settings.max_tokens_program, node="diagnose_ab",
+                    tolerance=tolerance)
             print(f"answer {row['answer']:>12g}  without: {row['without']['status']:<12} {row['without']['right']!s:<5}  "
                   f"with: {row['with']['status']:<12} {row['with']['right']!s:<5}", flush=True)
             with out.open("a") as f:

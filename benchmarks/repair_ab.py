@@ -23,12 +23,11 @@ from typing import Any
 from alphaopt import prompts
 from alphaopt.api import solver_runner
 from alphaopt.config import load_settings
-from alphaopt.llm import CallContext, OpenAIClient
-from alphaopt.nodes import error_for_prompt
-from alphaopt.program import extract_code, normalize_for
+from alphaopt.llm import OpenAIClient
+from alphaopt.nodes import REPAIRABLE, error_for_prompt
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import ab_arguments, results_file, stored_programs, training_answers
+from benchmarks.stored import ab_arguments, answer_and_score, results_file, stored_programs, training_answers
 
 REWRITE = prompts.PROBLEM + """{insights}
 A program written for this problem failed, and fixing it did not help:
@@ -36,7 +35,6 @@ A program written for this problem failed, and fixing it did not help:
 {error}
 </error>
 {goal}Write a new complete program from the start that avoids this error, following the rules. Answer with one ```python block only."""
-_FAILED = ("error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     answers = training_answers()
     last: dict[str, dict[str, Any]] = {}
-    for item in stored_programs(args.homes, answers, _FAILED):
+    for item in stored_programs(args.homes, answers, REPAIRABLE):
         last[item["problem"]] = item  # stored in order: the last failed program per problem wins
     tolerance = Tolerance()
     out, done = results_file(args.run, "repair_ab.jsonl", "problem")
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if problem in done:
                 continue
             first = runner.run(item["program"])
-            if first.status.value not in _FAILED:
+            if first.status.value not in REPAIRABLE:
                 continue
             error = error_for_prompt(first.model_dump(mode="json"))
             row: dict[str, Any] = {"problem": problem, "program": item["program"], "answer": answers[problem],
@@ -66,20 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             rewrite_sha = hashlib.sha256(f"{prompts.SYSTEM}\x00{REWRITE}".encode()).hexdigest()[:12]
             for arm, messages, name, sha in (("repair", repair, "repair", sha),
                                              ("rewrite", rewrite, "rewrite_after_error", rewrite_sha)):
-                reply = llm.complete(messages, prompt_name=name, prompt_sha=sha,
-                                     max_tokens=settings.max_tokens_program, context=CallContext(node="repair_ab"))
-                program, _ = normalize_for(extract_code(reply.text), problem)
-                result = runner.run(program)
-                right = result.ok and tolerance.correct(result.objective, row["answer"])
-                row[arm] = {"status": result.status.value, "objective": result.objective, "right": right,
-                            "same_program": program.strip() == item["program"].strip()}
+                program, row[arm] = answer_and_score(
+                    llm, runner, messages, prompt_name=name, prompt_sha=sha, problem=problem, answer=row["answer"],
+                    max_tokens=settings.max_tokens_program, node="repair_ab", tolerance=tolerance)
+                row[arm]["same_program"] = program.strip() == item["program"].strip()
             print(f"answer {row['answer']:>12g}  repair: {row['repair']['status']:<16} {row['repair']['right']!s:<5} "
                   f"rewrite: {row['rewrite']['status']:<16} {row['rewrite']['right']!s:<5}", flush=True)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     for arm in ("repair", "rewrite"):
-        ran = sum(r[arm]["status"] not in _FAILED for r in rows)
+        ran = sum(r[arm]["status"] not in REPAIRABLE for r in rows)
         right = sum(r[arm]["right"] for r in rows)
         same = sum(r[arm]["same_program"] for r in rows)
         print(f"{arm:>7}: {right} of {len(rows)} right, {ran} ran, {same} returned the program unchanged")

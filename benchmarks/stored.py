@@ -15,7 +15,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from alphaopt.llm import CallContext, LLMClient
+from alphaopt.program import extract_code, normalize_for
 from benchmarks import honesty, registry
+from benchmarks.scoring import Tolerance
 
 
 def training_answers() -> dict[str, float]:
@@ -71,3 +74,16 @@ def results_file(run: str, name: str, key: str) -> tuple[Path, set[str]]:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)[key] for line in out.read_text().splitlines()} if out.is_file() else set()
     return out, done
+
+
+def answer_and_score(llm: LLMClient, runner: Any, messages: list[dict[str, str]], *, prompt_name: str,
+                     prompt_sha: str, problem: str, answer: float, max_tokens: int, node: str,
+                     tolerance: Tolerance) -> tuple[str, dict[str, Any]]:
+    """One arm of an A/B: ask the model, take its program with the fixes the pipeline applies,
+    run it and score it. Returns the program and ``{"status", "objective", "right"}``."""
+    reply = llm.complete(messages, prompt_name=prompt_name, prompt_sha=prompt_sha, max_tokens=max_tokens,
+                         context=CallContext(node=node))
+    program, _ = normalize_for(extract_code(reply.text), problem)
+    result = runner.run(program)
+    return program, {"status": result.status.value, "objective": result.objective,
+                     "right": result.ok and tolerance.correct(result.objective, answer)}

@@ -201,3 +201,20 @@ def test_items_are_interleaved_and_can_leave_out_the_twins_of_test_items():
     test_texts = {i.description for n in registry.names("test") for i in registry.load(n)}
     assert len(clean) == 24 and not test_texts & {i.description for i in clean}
     assert test_texts & {i.description for i in items}  # the plain selection has some
+
+
+def test_an_ab_arm_runs_the_fixed_program_and_scores_it(runner):
+    from benchmarks.stored import answer_and_score
+
+    problem = "Maximize 3x + 2y with x + y <= 4, x + 3y <= 6, x <= 3."
+    llm = ScriptedLLM().enqueue(LP_REPLY.replace("    return model", "    pyo.SolverFactory('highs').solve(model)\n    return model"),
+                                LP_REPLY)
+    messages = [{"role": "user", "content": problem}]
+    kwargs = {"prompt_name": "repair", "prompt_sha": "x", "problem": problem, "max_tokens": 100, "node": "test",
+              "tolerance": Tolerance()}
+    program, arm = answer_and_score(llm, runner, messages, answer=11, **kwargs)
+    assert "SolverFactory" not in program  # the pipeline's fixes were applied before the run
+    assert arm == {"status": "optimal", "objective": pytest.approx(11), "right": True}
+    _, wrong = answer_and_score(llm, runner, messages, answer=12, **kwargs)
+    assert wrong["status"] == "optimal" and not wrong["right"]
+    assert [c.prompt_name for c in llm.calls] == ["repair", "repair"]
