@@ -13,7 +13,6 @@ programs are run and scored. Prints one line per program and the totals; writes 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from alphaopt import prompts
@@ -22,7 +21,8 @@ from alphaopt.config import load_settings
 from alphaopt.llm import OpenAIClient
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import ab_arguments, answer_and_score, results_file, stored_programs, training_answers
+from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
+                               training_answers)
 
 
 
@@ -52,11 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                     llm, runner, messages, prompt_name="diagnose_program", prompt_sha=sha, problem=item["problem"],
                     answer=row["answer"], max_tokens=settings.max_tokens_program, node="diagnose_ab",
                     tolerance=tolerance)
-            print(f"answer {row['answer']:>12g}  without: {row['without']['status']:<12} {row['without']['right']!s:<5}  "
-                  f"with: {row['with']['status']:<12} {row['with']['right']!s:<5}", flush=True)
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+            record(out, row, ("without", "with"))
+    rows = recorded(out)
     for arm in ("without", "with"):
         feasible = sum(r[arm]["status"] == "optimal" for r in rows)
         right = sum(r[arm]["right"] for r in rows)

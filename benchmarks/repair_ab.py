@@ -17,7 +17,6 @@ here, as the record of what was tried, and not in ``alphaopt.prompts``.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from alphaopt import prompts
@@ -27,7 +26,8 @@ from alphaopt.llm import OpenAIClient
 from alphaopt.nodes import REPAIRABLE, error_for_prompt
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import ab_arguments, answer_and_score, results_file, stored_programs, training_answers
+from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
+                               training_answers)
 
 REWRITE = prompts.PROBLEM + """{insights}
 A program written for this problem failed, and fixing it did not help:
@@ -68,11 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                     llm, runner, messages, prompt_name=name, prompt_sha=sha, problem=problem, answer=row["answer"],
                     max_tokens=settings.max_tokens_program, node="repair_ab", tolerance=tolerance)
                 row[arm]["same_program"] = program.strip() == item["program"].strip()
-            print(f"answer {row['answer']:>12g}  repair: {row['repair']['status']:<16} {row['repair']['right']!s:<5} "
-                  f"rewrite: {row['rewrite']['status']:<16} {row['rewrite']['right']!s:<5}", flush=True)
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+            record(out, row, ("repair", "rewrite"))
+    rows = recorded(out)
     for arm in ("repair", "rewrite"):
         ran = sum(r[arm]["status"] not in REPAIRABLE for r in rows)
         right = sum(r[arm]["right"] for r in rows)

@@ -72,8 +72,7 @@ def results_file(run: str, name: str, key: str) -> tuple[Path, set[str]]:
     values of the rows it already holds (the script skips those: a rerun resumes)."""
     out = Path(__file__).parent / "results" / run / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)[key] for line in out.read_text().splitlines()} if out.is_file() else set()
-    return out, done
+    return out, {row[key] for row in recorded(out)}
 
 
 def answer_and_score(llm: LLMClient, runner: Any, messages: list[dict[str, str]], *, prompt_name: str,
@@ -87,3 +86,17 @@ def answer_and_score(llm: LLMClient, runner: Any, messages: list[dict[str, str]]
     result = runner.run(program)
     return program, {"status": result.status.value, "objective": result.objective,
                      "right": result.ok and tolerance.correct(result.objective, answer)}
+
+
+def record(out: Path, row: dict[str, Any], arms: tuple[str, ...]) -> None:
+    """Print one A/B row (the answer, then each arm's status and whether it was right) and
+    append it to the results file."""
+    print(f"answer {row['answer']:>12g}  " + "  ".join(
+        f"{arm}: {row[arm]['status']:<16} {row[arm]['right']!s:<5}" for arm in arms), flush=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def recorded(out: Path) -> list[dict[str, Any]]:
+    """Every row of a results file (none when it does not exist yet)."""
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []

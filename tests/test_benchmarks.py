@@ -218,3 +218,17 @@ def test_an_ab_arm_runs_the_fixed_program_and_scores_it(runner):
     _, wrong = answer_and_score(llm, runner, messages, answer=12, **kwargs)
     assert wrong["status"] == "optimal" and not wrong["right"]
     assert [c.prompt_name for c in llm.calls] == ["repair", "repair"]
+
+
+def test_ab_results_are_appended_and_read_back(tmp_path, capsys):
+    from benchmarks.stored import record, recorded
+
+    out = tmp_path / "ab.jsonl"
+    assert recorded(out) == []
+    row = {"problem": "P", "answer": 5.0, "a": {"status": "optimal", "right": True},
+           "b": {"status": "error", "right": False}}
+    record(out, row, ("a", "b"))
+    record(out, {**row, "problem": "Q"}, ("a", "b"))
+    assert [r["problem"] for r in recorded(out)] == ["P", "Q"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["answer", "5", "a:", "optimal", "True", "b:", "error", "False"]
