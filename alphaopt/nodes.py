@@ -30,8 +30,9 @@ def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_token
     """One model call. The first sample's calls are greedy; later samples (``state["sample"]``)
     and ``retry > 0`` sample at ``retry_temperature`` with a seed of their own, so that a second
     repair of the same program, or a second sample, does not replay the first answer."""
-    messages, sha = prompts.render(node, **kwargs)
     settings = runtime.context.settings
+    quote = prompts.quotes(state["problem"], settings.quote_max_words)
+    messages, sha = prompts.render(node, quote=quote, **kwargs)
     variant = 100 * state.get("sample", 0) + retry
     sampling = {"temperature": settings.retry_temperature, "seed": settings.seed + variant} if variant else {}
     result = runtime.context.llm.complete(

@@ -46,6 +46,36 @@ def build_model():
     return model
 ```"""
 
+#: The quote rule (``Settings.quote_max_words``): a comment quoting the problem's words above the
+#: objective and each constraint, and the example written that way. Measured on training items
+#: (benchmarks/README.md): it helps short problems and makes long programs too long to finish.
+QUOTE_RULE = ("- Above the objective and each constraint, write a comment that quotes the words of the problem "
+              "it comes from. Write no constraint that the problem does not state.\n")
+_QUOTED_EXAMPLE = (
+    ("    # Objective\n", '    # "maximize profit": "$200 per acre of wheat and $300 per acre of corn"\n'),
+    ("    # Constraints\n    model.land", '    # "The farm has 50 acres"\n    model.land'),
+    ("    model.min_wheat", '    # "at least 10 acres of wheat"\n    model.min_wheat'),
+)
+
+
+def _quoting(system: str) -> str:
+    """``system`` with the quote rule before the linearity rule and the example quoting the text."""
+    rule_at = system.index("- Keep it linear")
+    quoted = system[:rule_at] + QUOTE_RULE + system[rule_at:]
+    for plain, with_quote in _QUOTED_EXAMPLE:
+        assert quoted.count(plain) == 1, plain
+        quoted = quoted.replace(plain, with_quote)
+    return quoted
+
+
+SYSTEM_QUOTE = _quoting(SYSTEM)
+
+
+def quotes(problem: str, max_words: int) -> bool:
+    """Whether a problem gets the quote rule: it has at most ``max_words`` words (0: none does)."""
+    return 0 < len(problem.split()) <= max_words
+
+
 PROBLEM = "<problem>\n{problem}\n</problem>\n"
 
 INSIGHTS = "\nLessons that apply to this problem (cite their ids in a comment if you use them):\n<insights>\n{insights}\n</insights>\n"
@@ -279,20 +309,23 @@ def formulation_block(formulation: str) -> str:
     return FORMULATION.format(formulation=formulation.strip()) if formulation.strip() else ""
 
 
-def prompt_sha(name: str) -> str:
-    """Short hash of a template (and the shared system prompt), recorded with every call."""
+def prompt_sha(name: str, *, quote: bool = False) -> str:
+    """Short hash of a template (and the system prompt it goes with), recorded with every call."""
     template = PROMPTS[name]
     parts = (("{goal}", GOAL), ("{formulation}", FORMULATION), ("{conflict}", CONFLICT + UNBOUNDED_VARIABLES))
     blocks = [block for key, block in parts if key in template]
     if name == "repair":
         blocks.append(repr(REPAIR_HINTS))
-    return hashlib.sha256("\x00".join([SYSTEM, template, *blocks]).encode()).hexdigest()[:12]
+    system = SYSTEM_QUOTE if quote else SYSTEM
+    return hashlib.sha256("\x00".join([system, template, *blocks]).encode()).hexdigest()[:12]
 
 
-def render(name: str, **kwargs: Any) -> tuple[list[dict[str, str]], str]:
-    """Render the named step's messages; returns ``(messages, prompt_sha)``."""
+def render(name: str, *, quote: bool = False, **kwargs: Any) -> tuple[list[dict[str, str]], str]:
+    """Render the named step's messages, with the quote rule in the system prompt when ``quote``;
+    returns ``(messages, prompt_sha)``."""
     user = PROMPTS[name].format(**kwargs)
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], prompt_sha(name)
+    system = SYSTEM_QUOTE if quote else SYSTEM
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}], prompt_sha(name, quote=quote)
 
 
 def _when(condition: str) -> str:

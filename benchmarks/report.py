@@ -63,7 +63,9 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "prompt_shas")
+                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "quote_max_words", "prompt_shas")
+#: What a run's metadata meant by a setting it predates.
+_BEFORE_IT_EXISTED = {"quote_max_words": 0}
 
 
 def sessions_lines(meta: dict[str, Any]) -> list[str]:
@@ -74,7 +76,10 @@ def sessions_lines(meta: dict[str, Any]) -> list[str]:
         return []
     lines = ["- sessions: " + "; ".join(
         f"{m.get('started')} at git {m.get('git_sha')} from row {m.get('rows_at_start', '?')}" for m in sessions)]
-    changed = sorted({k for m in sessions[:-1] for k in _SAME_PIPELINE if m.get(k) != meta.get(k)})
+    def setting(m: dict[str, Any], key: str) -> Any:
+        return m.get(key, _BEFORE_IT_EXISTED.get(key))
+
+    changed = sorted({k for m in sessions[:-1] for k in _SAME_PIPELINE if setting(m, k) != setting(meta, k)})
     if changed:
         lines.append(f"- **warning: the sessions differ in {', '.join(changed)}**; the rows are not one pipeline")
     return lines
@@ -132,7 +137,8 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
         f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
-        f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}); prompts {meta.get('prompt_shas')}",
+        f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
+        f"quote_max_words {meta.get('quote_max_words', 0)}; prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
         *sessions_lines(meta),
         "",

@@ -364,3 +364,15 @@ model.half = pyo.Constraint(expr=model.x <= 0.5 * model.total)""")
     assert 'The question: "How much should it sell to maximize profit?"' in write and "<formulation>" not in write
     assert "Hint: A constraint is a condition, not a quantity" in fake_llm.calls[1].user
     assert solution.objective == pytest.approx(11)
+
+
+def test_the_quote_rule_reaches_every_call_of_a_short_problem_only(settings, runner, fake_llm):
+    quoting = settings.model_copy(update={"quote_max_words": 25, "formulate": False})
+    with Agent(quoting, llm=fake_llm, runner=runner) as agent:
+        fake_llm.enqueue(UNBOUNDED_REPLY, LP_REPLY)
+        agent.solve(PROBLEM)  # 23 words: unbounded, then diagnosed, both with the rule
+        assert fake_llm.prompt_names == ["write_program", "diagnose_program"]
+        assert all("quotes the words of the problem" in c.messages[0]["content"] for c in fake_llm.calls)
+        fake_llm.enqueue(LP_REPLY)
+        agent.solve(PROBLEM + " Answer with the plan and its value.")  # 30 words
+        assert "quotes the words of the problem" not in fake_llm.calls[-1].messages[0]["content"]

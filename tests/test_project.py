@@ -113,7 +113,7 @@ def test_prompt_snapshot(monkeypatch):
     for name in sorted(prompts.PROMPTS):
         messages, sha = prompts.render(name, **NODE_KWARGS[name])
         parts.append(f"===== {name} {sha}\n{messages[1]['content']}\n")
-    rendered = f"===== system\n{prompts.SYSTEM}\n" + "".join(parts)
+    rendered = f"===== system\n{prompts.SYSTEM}\n===== system with the quote rule\n{prompts.SYSTEM_QUOTE}\n" + "".join(parts)
     snapshot = ROOT / "tests" / "snapshots" / "prompts.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         snapshot.parent.mkdir(exist_ok=True)
@@ -123,12 +123,22 @@ def test_prompt_snapshot(monkeypatch):
 
 def test_the_system_prompt_examples_meet_the_contract_and_solve(runner):
     """The model copies the examples' style: each must run unchanged and reach its optimum."""
-    examples = re.findall(r"```python\n(.*?)```", prompts.SYSTEM, re.DOTALL)
-    assert examples
+    examples = re.findall(r"```python\n(.*?)```", prompts.SYSTEM + prompts.SYSTEM_QUOTE, re.DOTALL)
+    assert len(examples) == 2
     for code in examples:
         assert normalize(code) == (code, [])  # no mechanical fix needed
         result = runner.run(code)
         assert result.status == "optimal" and result.objective and result.objective > 0
+
+
+def test_the_quote_rule_changes_only_the_system_prompt_and_only_for_short_problems():
+    plain, plain_sha = prompts.render("repair", problem="P", program="x", error="e")
+    quoted, quoted_sha = prompts.render("repair", quote=True, problem="P", program="x", error="e")
+    assert plain[1] == quoted[1] and plain_sha != quoted_sha
+    assert prompts.QUOTE_RULE in quoted[0]["content"] and prompts.QUOTE_RULE not in plain[0]["content"]
+    assert '# "The farm has 50 acres"' in quoted[0]["content"]
+    assert prompts.quotes("one two three", 3) and not prompts.quotes("one two three four", 3)
+    assert not prompts.quotes("short", 0)  # 0: never
 
 
 def test_repair_hints_name_the_fix_for_known_errors():
