@@ -34,6 +34,7 @@ from alphaopt.api import Agent
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError
 from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
+from alphaopt.nodes import REPAIRABLE
 from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize_for
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
@@ -44,7 +45,6 @@ from solvers import SolverRunner
 
 DONE = "done"
 _ENDINGS = {"unsolved": ("unsolved",), "solved": ("solved", "learned")}  # how a task's learning ended
-_REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed"}
 
 
 class BudgetExceeded(AlphaoptError):
@@ -293,7 +293,7 @@ class Learner:
     def _success(self, solution: Solution, answer: float, code_only: bool) -> bool:
         right = self.config.correct(solution.objective, answer)
         if code_only:  # a code insight must make the first program run, not only the final one
-            return right and bool(solution.attempts) and solution.attempts[0].status not in _REPAIRABLE
+            return right and bool(solution.attempts) and solution.attempts[0].status not in REPAIRABLE
         return right
 
     def _explore(self, task: Task, failed: Solution, run_id: str) -> tuple[str, str] | None:
@@ -367,7 +367,7 @@ class Learner:
                             outcome=outcome, wrong=failed.program, right=right, labels=labels, diff=diff)
 
     def _extract_code(self, task: Task, fixed: Solution, run_id: str) -> list[InsightDraft]:
-        broken = next(a for a in fixed.attempts if a.status in _REPAIRABLE)
+        broken = next(a for a in fixed.attempts if a.status in REPAIRABLE)
         labels = self._label_lines(with_stage=False, stage="code_implementation")
         return [d for d in self._drafts("extract_code", task, run_id, (broken.program, fixed.program),
                                         error=(broken.error or broken.status)[-1200:], right=fixed.program,
@@ -542,7 +542,7 @@ def _alive(pid: int) -> bool:
 def _repaired(solution: Solution) -> bool:
     """A run error that the repair loop fixed: an error attempt followed by a program that ran."""
     statuses = [a.status for a in solution.attempts]
-    return any(s in _REPAIRABLE for s in statuses) and statuses[-1] not in _REPAIRABLE
+    return any(s in REPAIRABLE for s in statuses) and statuses[-1] not in REPAIRABLE
 
 
 _PLACEHOLDER_LABELS = {"category", "subcategory"}  # the prompt's own example values, copied

@@ -160,6 +160,21 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert "<code>" in extract.user and "..." not in extract.user  # fields described, no template to copy
 
 
+def test_a_nonlinear_model_the_solver_refused_and_the_repair_fixed_becomes_a_code_insight(setup):
+    """HiGHS refuses a product of integer variables; the repair that makes it linear teaches a
+    code lesson, like the repair of a Python error."""
+    store, _, learner = setup
+    refused = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeIntegers, bounds=(0, 3))\n"
+                      "model.y = pyo.Var(domain=pyo.NonNegativeIntegers, bounds=(0, 3))\n"
+                      "model.obj = pyo.Objective(expr=model.x * model.y, sense=pyo.maximize)")
+    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", refused).on("repair", WRONG_LP_REPLY)
+    llm.on("extract_code", json.dumps(CODE_DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=0).learn([ITEM])
+    assert "extract_code" in [c.prompt_name for c in llm.calls]
+    assert summary.verified == 1 and store.get("I0001").stage.value == "code_implementation"
+
+
 def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     store, _, learner = setup
     lazy = {"insights": [{**CODE_DRAFT["insights"][0], "level1": "category", "level2": "subcategory",
