@@ -68,22 +68,41 @@ def bounds(problem: str) -> dict[float, str]:
     must be sent", ``{500.0: "<="}`` for "a budget of $500".
 
     A number is kept only when it occurs once in the text and its words say one direction
-    (percentages are left out: they bound a share, not a total). A small model often writes
+    (percentages are left out: they bound a share, not a total). A list that follows the number
+    shares its bound: "at least 97 grams of protein, 163 grams of carbohydrates, and 2217
+    calories" states three. A small model often writes
     ``<= 2000`` for "at least 2000"; ``program.normalize`` turns such a relation around."""
     said: dict[float, set[str]] = {}
     for relation, words in ((">=", _AT_LEAST), ("<=", _AT_MOST)):
         for found in re.finditer(rf"\b(?:{words})\s+{_NUMBER}{_NOT_PERCENT}", problem, re.IGNORECASE):
             if _NEED.match(found.group(0)) and _PER_UNIT.search(problem[max(0, found.start() - 40):found.start()]):
                 continue
-            value = _value(found.group(1))
-            if value is not None:
-                said.setdefault(value, set()).add(relation)
+            # a list after "requires" is most often a need per unit ("requires 17 hours of labor, 8 hours of ...")
+            listed = [] if _NEED.match(found.group(0)) else _listed_after(problem, found.end())
+            for value in (_value(found.group(1)), *listed):
+                if value is not None:
+                    said.setdefault(value, set()).add(relation)
     counts: dict[float | None, int] = {}
     for found in _ANY_NUMBER.finditer(problem):
         value = _value(found.group(0))
         counts[value] = counts.get(value, 0) + 1
     return {value: relations.pop() for value, relations in said.items()
             if len(relations) == 1 and counts.get(value) == 1}
+
+
+#: The next item of a list after a bound: "at least 97 grams of protein, 163 grams of carbohydrates,
+#: and 2217 calories" bounds all three. A few words of unit, then a comma or "and", then the number.
+_NEXT_IN_LIST = re.compile(rf"[^.;:?!,\d%$]{{0,40}}?(?:,\s*(?:and\s+)?|\s+and\s+){_NUMBER}{_NOT_PERCENT}")
+
+
+def _listed_after(problem: str, end: int) -> list[float | None]:
+    """The numbers listed after a bound's number, in the same sentence, as in "at least 97 grams
+    of protein, 163 grams of carbohydrates, and 2217 calories"."""
+    listed = []
+    while found := _NEXT_IN_LIST.match(problem, end):
+        listed.append(_value(found.group(1)))
+        end = found.end()
+    return listed
 
 
 def _value(number: str) -> float | None:

@@ -42,3 +42,17 @@ def test_bounds_are_numbers_the_text_states_once_with_one_direction():
     # a need per unit is a coefficient, not a bound
     assert reading.bounds("A table needs 3 hours of carpentry; each chair requires 2 hours.") == {}
     assert reading.bounds("The project is requiring 500 hours of labor.") == {500.0: ">="}
+
+
+def test_a_bound_carries_over_the_list_that_follows_it():
+    diet = "Get at least 97 grams of protein, 163 grams of carbohydrates, and 2217 calories from these foods."
+    assert reading.bounds(diet) == {97.0: ">=", 163.0: ">=", 2217.0: ">="}
+    assert reading.bounds("It has available 100 units of paint, 50 units of glitter, and 70 units of glue.") == {
+        100.0: "<=", 50.0: "<=", 70.0: "<="}
+    assert reading.bounds("It can spend at most $5000 and 2000 hours of labor.") == {5000.0: "<=", 2000.0: "<="}
+    # the list ends with the sentence, at a number in other words, and at a percentage
+    assert reading.bounds("At least 20 chairs and 30 tables. Tables sell for 40 and 55.") == {20.0: ">=", 30.0: ">="}
+    assert reading.bounds("At least 20 chairs and costs 30 each.") == {20.0: ">="}
+    assert reading.bounds("At least 20 chairs and 30% tables.") == {20.0: ">="}
+    # after "requires" a list is a need per unit: "requires 17 hours of labor, 8 hours of inspection"
+    assert reading.bounds("The project requires 500 hours of labor, 8 hours of inspection.") == {500.0: ">="}
