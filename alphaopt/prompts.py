@@ -29,7 +29,8 @@ Pyomo program rules:
 - Keep it linear: never multiply two variables, no abs/min/max/if on variables.
 - Never solve, never print, never use SolverFactory.
 
-Example:
+Example problem: "A farm has 50 acres for wheat and corn, and at least 10 acres must be wheat. An acre of wheat earns $200 and an acre of corn $300. How many acres of each maximize the profit?"
+Its program:
 ```python
 import pyomo.environ as pyo
 
