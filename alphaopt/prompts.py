@@ -48,14 +48,14 @@ def build_model():
 ```"""
 
 #: The quote rule (``Settings.quote_max_words``): a comment quoting the problem's words above the
-#: objective and each constraint, and the example written that way. Measured on training items
-#: (benchmarks/README.md): it helps short problems and makes long programs too long to finish.
+#: objective and each constraint, and the example written that way. Off by default: on fresh short
+#: training problems it changed nothing, and long programs grow too long to finish (benchmarks/README.md).
 QUOTE_RULE = ("- Above the objective and each constraint, write a comment that quotes the words of the problem "
               "it comes from. Write no constraint that the problem does not state.\n")
 _QUOTED_EXAMPLE = (
-    ("    # Objective\n", '    # "maximize profit": "$200 per acre of wheat and $300 per acre of corn"\n'),
-    ("    # Constraints\n    model.land", '    # "The farm has 50 acres"\n    model.land'),
-    ("    model.min_wheat", '    # "at least 10 acres of wheat"\n    model.min_wheat'),
+    ("    # Objective\n", '    # "maximize the profit": "An acre of wheat earns $200 and an acre of corn $300"\n'),
+    ("    # Constraints\n    model.land", '    # "A farm has 50 acres for wheat and corn"\n    model.land'),
+    ("    model.min_wheat", '    # "at least 10 acres must be wheat"\n    model.min_wheat'),
 )
 
 

@@ -70,8 +70,8 @@ def bounds(problem: str) -> dict[float, str]:
     A number is kept only when it occurs once in the text and its words say one direction
     (percentages are left out: they bound a share, not a total). A list that follows the number
     shares its bound: "at least 97 grams of protein, 163 grams of carbohydrates, and 2217
-    calories" states three. A small model often writes
-    ``<= 2000`` for "at least 2000"; ``program.normalize`` turns such a relation around."""
+    calories" states three. A small model often writes ``<= 2000`` for "at least 2000";
+    ``program.normalize`` turns such a relation around."""
     said: dict[float, set[str]] = {}
     for relation, words in ((">=", _AT_LEAST), ("<=", _AT_MOST)):
         for found in re.finditer(rf"\b(?:{words})\s+{_NUMBER}{_NOT_PERCENT}", problem, re.IGNORECASE):

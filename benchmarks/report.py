@@ -68,6 +68,10 @@ _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", 
 _BEFORE_IT_EXISTED = {"quote_max_words": 0}
 
 
+def _setting(meta: dict[str, Any], key: str) -> Any:
+    return meta.get(key, _BEFORE_IT_EXISTED.get(key))
+
+
 def sessions_lines(meta: dict[str, Any]) -> list[str]:
     """For a resumed run: when each session started, at which commit, from which row; and a
     warning naming what differed, since rows from different pipelines are not one measurement."""
@@ -76,10 +80,7 @@ def sessions_lines(meta: dict[str, Any]) -> list[str]:
         return []
     lines = ["- sessions: " + "; ".join(
         f"{m.get('started')} at git {m.get('git_sha')} from row {m.get('rows_at_start', '?')}" for m in sessions)]
-    def setting(m: dict[str, Any], key: str) -> Any:
-        return m.get(key, _BEFORE_IT_EXISTED.get(key))
-
-    changed = sorted({k for m in sessions[:-1] for k in _SAME_PIPELINE if setting(m, k) != setting(meta, k)})
+    changed = sorted({k for m in sessions[:-1] for k in _SAME_PIPELINE if _setting(m, k) != _setting(meta, k)})
     if changed:
         lines.append(f"- **warning: the sessions differ in {', '.join(changed)}**; the rows are not one pipeline")
     return lines

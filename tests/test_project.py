@@ -136,7 +136,7 @@ def test_the_quote_rule_changes_only_the_system_prompt_and_only_for_short_proble
     quoted, quoted_sha = prompts.render("repair", quote=True, problem="P", program="x", error="e")
     assert plain[1] == quoted[1] and plain_sha != quoted_sha
     assert prompts.QUOTE_RULE in quoted[0]["content"] and prompts.QUOTE_RULE not in plain[0]["content"]
-    assert '# "The farm has 50 acres"' in quoted[0]["content"]
+    assert '# "A farm has 50 acres for wheat and corn"' in quoted[0]["content"]
     assert prompts.quotes("one two three", 3) and not prompts.quotes("one two three four", 3)
     assert not prompts.quotes("short", 0)  # 0: never
 
