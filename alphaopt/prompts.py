@@ -64,7 +64,8 @@ def _quoting(system: str) -> str:
     rule_at = system.index("- Keep it linear")
     quoted = system[:rule_at] + QUOTE_RULE + system[rule_at:]
     for plain, with_quote in _QUOTED_EXAMPLE:
-        assert quoted.count(plain) == 1, plain
+        if quoted.count(plain) != 1:  # the example changed: the quote rule must follow it
+            raise ValueError(f"the system prompt's example no longer has exactly one {plain.strip()!r}")
         quoted = quoted.replace(plain, with_quote)
     return quoted
 

@@ -75,10 +75,11 @@ def bounds(problem: str) -> dict[float, str]:
     said: dict[float, set[str]] = {}
     for relation, words in ((">=", _AT_LEAST), ("<=", _AT_MOST)):
         for found in re.finditer(rf"\b(?:{words})\s+{_NUMBER}{_NOT_PERCENT}", problem, re.IGNORECASE):
-            if _NEED.match(found.group(0)) and _PER_UNIT.search(problem[max(0, found.start() - 40):found.start()]):
+            need = _NEED.match(found.group(0))
+            if need and _PER_UNIT.search(problem[max(0, found.start() - 40):found.start()]):
                 continue
             # a list after "requires" is most often a need per unit ("requires 17 hours of labor, 8 hours of ...")
-            listed = [] if _NEED.match(found.group(0)) else _listed_after(problem, found.end())
+            listed = [] if need else _listed_after(problem, found.end())
             for value in (_value(found.group(1)), *listed):
                 if value is not None:
                     said.setdefault(value, set()).add(relation)
