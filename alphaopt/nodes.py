@@ -12,12 +12,15 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 
 from alphaopt import prompts
+from alphaopt.config import Settings
 from alphaopt.llm import CallContext, LLMResult
-from alphaopt.program import cut_repetition, extract_code, normalize_for
+from alphaopt.program import apply_lines, cut_repetition, extract_code, normalize_for, numeric_constants
+from alphaopt.reading import unused_numbers
 from alphaopt.state import AgentContext, SolveState
 from alphaopt.vote import decided, vote
 
 _ERROR_CHARS = 1500
+_PATCH_TOKENS = 150  # one constraint line
 FORMULATION_STAGES = ("domain_modeling", "general_formulation")
 CODE_STAGES = ("code_implementation",)
 #: Statuses of a program that did not run to a solver answer: the repair step takes these.
@@ -170,8 +173,10 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     corrected one, which runs next; if it writes the same model again, the same status stands.
     With ``formulate`` on, it checks the formulation and may answer CONFIRMED, or rewrites the
     math for ``write_program``. (Offered CONFIRMED, the embedded model took it 27 times of 27.)"""
-    status = _diagnosis_reason(state) or state["result"]["status"]
     settings = runtime.context.settings
+    status = _diagnosis_reason(state, settings) or state["result"]["status"]
+    if status == "unused":
+        return _patch_unused(state, runtime)
     if not settings.formulate:
         reply, usage = _ask(
             runtime, state, "diagnose_program", settings.max_tokens_program,
@@ -196,19 +201,49 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     return {**update, "formulation": text}
 
 
+def _patch_unused(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """An optimal program that never writes a few of the text's numbers (up to
+    ``Settings.max_unused_patches``): for each, the model writes the one constraint line that the number's
+    phrase gives, which goes into the program (replacing a line of the same name). Asked for a
+    whole corrected program instead, the embedded model handed the same one back. The optimal
+    result is kept, and stands if the patched program reaches no optimum or leaves more of the
+    text's numbers unused."""
+    settings = runtime.context.settings
+    program = original = state.get("program", "")
+    fixes: list[str] = []
+    usage: dict[str, Any] = {}
+    for number, phrase in unused_numbers(state["problem"], numeric_constants(program)):
+        reply, used = _ask(runtime, state, "patch_unused", _PATCH_TOKENS, problem=state["problem"],
+                           program=program, phrase=phrase, number=number)
+        usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
+        program, changed = apply_lines(program, extract_code(reply.text))
+        fixes += changed
+    program, normalized = normalize_for(program, state["problem"])
+    return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
+            "diagnoses": state.get("diagnoses", 0) + 1, "kept": {"result": state["result"], "program": original},
+            **usage}
+
+
 def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Keep this sample's final outcome as a candidate and reset the per-sample counters."""
+    """Keep this sample's final outcome as a candidate and reset the per-sample counters. After a
+    rewrite for unused numbers, the optimal result before it stands when the rewrite reached no
+    optimum or leaves more of the text's numbers unused."""
     result = state.get("result") or {}
+    program = state.get("program", "")
+    kept = state.get("kept")
+    if kept and (result.get("status") not in ("optimal", "feasible")
+                 or _unused_count(state["problem"], program) > _unused_count(state["problem"], kept["program"])):
+        result, program = kept["result"], kept["program"]
     candidate = {
         "sample": state.get("sample", 0),
         "status": result.get("status", "error"),
         "objective": result.get("objective") if result.get("status") in ("optimal", "feasible") else None,
         "result": result,
-        "program": state.get("program", ""),
+        "program": program,
         "formulation": state.get("formulation", ""),
     }
     return {"candidates": [candidate], "sample": state.get("sample", 0) + 1,
-            "repairs": 0, "diagnoses": 0, "confirmed": False, "truncated": False}
+            "repairs": 0, "diagnoses": 0, "confirmed": False, "truncated": False, "kept": None}
 
 
 def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -221,19 +256,28 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             "chosen_sample": chosen["sample"]}
 
 
+def _unused_count(problem: str, program: str) -> int:
+    return len(unused_numbers(problem, numeric_constants(program)))
+
+
 def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
     """The insights block for a prompt: only those of the given stages (all when None)."""
     chosen = [i for i in state.get("insights", []) if stages is None or i.get("stage") in stages]
     return prompts.insights_block(chosen)
 
 
-def _diagnosis_reason(state: SolveState) -> str | None:
+def _diagnosis_reason(state: SolveState, settings: Settings) -> str | None:
     result = state.get("result") or {}
     status = result.get("status")
     if status in _DIAGNOSABLE:
         return str(status)
     if status == "optimal" and is_implausible(result):
         return "implausible"
+    if status == "optimal" and settings.check_unused_numbers:
+        # more than a few unused: too far off for a line each (a table's data left out, most often)
+        unused = _unused_count(state["problem"], state.get("program", ""))
+        if 0 < unused <= settings.max_unused_patches:
+            return "unused"
     return None
 
 
@@ -256,9 +300,11 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
     """Repair a broken program, diagnose a wrong model, or end this sample."""
     settings = runtime.context.settings
     status = state["result"]["status"]
+    if state.get("kept") and status not in ("optimal", "feasible"):
+        return "finish_sample"  # the program corrected for unused numbers failed: the kept optimum stands
     if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
-    if _diagnosis_reason(state) and state.get("diagnoses", 0) < settings.max_diagnoses:
+    if _diagnosis_reason(state, settings) and state.get("diagnoses", 0) < settings.max_diagnoses:
         return "diagnose"
     return "finish_sample"
 

@@ -657,3 +657,63 @@ def hardcodes(program: str, target: float, problem: str) -> bool:
 
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 + 1e-6 * abs(a) or abs(a + b) <= 1e-6 + 1e-6 * abs(a) and a != 0
+
+
+def numeric_constants(code: str) -> set[float]:
+    """The numbers a program's code writes (comments and strings left out); empty when it
+    does not parse."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {float(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and type(node.value) in (int, float)}
+
+
+_PATCHABLE = frozenset({"Constraint", "Objective"})
+
+
+def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
+    """Put the ``model.NAME = pyo.Constraint(...)`` (or ``Objective``) statements of ``lines``
+    into ``code``'s ``build_model``: one that names a component the program already assigns
+    replaces that statement, a new one goes before the ``return``. Anything else in ``lines`` is
+    ignored. Returns ``(program, what changed)``; the program is unchanged when nothing applied
+    (either does not parse, no such statement, or each is already there word for word)."""
+    try:
+        tree, patch = ast.parse(code), ast.parse(lines)
+    except SyntaxError:
+        return code, []
+    build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_model"), None)
+    models = _model_names(tree)
+    if build is None or not models:
+        return code, []
+    model = next(iter(models))
+    changes: list[str] = []
+    for stmt in patch.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.value, ast.Call)
+                and _ctor(stmt.value) in _PATCHABLE):
+            continue
+        target = stmt.targets[0]
+        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)):
+            continue
+        name = target.attr
+        base = target.value.id
+        for node in ast.walk(stmt):  # the line's model variable is the program's
+            if isinstance(node, ast.Name) and node.id == base:
+                node.id = model
+        text = ast.unparse(stmt)
+        at = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Assign) and len(n.targets) == 1
+                   and _component(n.targets[0], models) == name), None)
+        if at is not None:
+            if ast.unparse(build.body[at]) == text:
+                continue
+            build.body[at] = stmt
+            changes.append(f"replaced: {text}")
+        else:
+            end = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Return)), len(build.body))
+            build.body.insert(end, stmt)
+            changes.append(f"added: {text}")
+    if not changes:
+        return code, []
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree) + "\n", changes

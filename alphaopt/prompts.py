@@ -138,6 +138,14 @@ builds a model that the solver says is {status}. {hint}
 {conflict}{goal}Check the objective and every constraint against the problem text: the direction ("at least" is >=, "at most" is <=), each number, a missing or extra constraint, integrality, the objective's sense and quantity.
 Write the corrected complete program. Answer with one ```python block only."""
 
+PATCH_UNUSED = PROBLEM + """
+This program:
+```python
+{program}
+```
+never uses this part of the problem: "{phrase}" (the number {number}).
+Write the one line of Pyomo that says it with the program's variables: a new constraint `model.<new_name> = pyo.Constraint(expr=...)`, or, if a line of the program means it but has it wrong, that line corrected under the same name. Answer with that line in one ```python block only."""
+
 REWRITE_SHORTER = PROBLEM + """{insights}
 Your first program for this problem was cut off at the length limit, unfinished, because it wrote every item on its own line.
 {goal}Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
@@ -266,6 +274,7 @@ PROMPTS: dict[str, str] = {
     "repair": REPAIR,
     "diagnose": DIAGNOSE,
     "diagnose_program": DIAGNOSE_PROGRAM,
+    "patch_unused": PATCH_UNUSED,
     "rewrite_shorter": REWRITE_SHORTER,
     "check_insights": CHECK_INSIGHTS,
     "explore": EXPLORE,

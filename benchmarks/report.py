@@ -63,9 +63,10 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "quote_max_words", "prompt_shas")
+                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "quote_max_words",
+                  "check_unused_numbers", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
-_BEFORE_IT_EXISTED = {"quote_max_words": 0}
+_BEFORE_IT_EXISTED = {"quote_max_words": 0, "check_unused_numbers": False}
 
 
 def _setting(meta: dict[str, Any], key: str) -> Any:
@@ -139,7 +140,8 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
         f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
-        f"quote_max_words {meta.get('quote_max_words', 0)}; prompts {meta.get('prompt_shas')}",
+        f"quote_max_words {meta.get('quote_max_words', 0)}, "
+        f"check_unused_numbers {meta.get('check_unused_numbers', False)}; prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
         *sessions_lines(meta),
         "",

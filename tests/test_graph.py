@@ -376,3 +376,96 @@ def test_the_quote_rule_reaches_every_call_of_a_short_problem_only(settings, run
         fake_llm.enqueue(LP_REPLY)
         agent.solve(PROBLEM + " Answer with the plan and its value.")  # 30 words
         assert "quotes the words of the problem" not in fake_llm.calls[-1].messages[0]["content"]
+
+
+FURNITURE = ("A shop makes chairs and tables. A chair earns $5 and a table $8. A chair takes 1 hour and a table "
+             "2 hours, and 40 hours are available. At most 12 chairs can be sold. Maximize the profit.")
+NO_CHAIR_LIMIT = program("""
+model = pyo.ConcreteModel()
+model.chairs = pyo.Var(domain=pyo.NonNegativeReals)
+model.tables = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=5 * model.chairs + 8 * model.tables, sense=pyo.maximize)
+model.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)
+""")  # optimum 200: all chairs
+WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model", "    model.sold = pyo.Constraint(expr=model.chairs <= 12)\n    return model")
+
+
+@pytest.fixture
+def checking_agent(settings, runner, fake_llm, monkeypatch):
+    """The direct pipeline with ``check_unused_numbers`` on."""
+    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
+    from alphaopt.config import load_settings
+
+    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, check_unused_numbers=True),
+               llm=fake_llm, runner=runner) as a:
+        yield a
+
+
+SOLD = "```python\nmodel.sold = pyo.Constraint(expr=model.chairs <= 12)\n```"
+
+
+def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(checking_agent, fake_llm):
+    fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD)
+    solution = checking_agent.solve(FURNITURE)
+    assert fake_llm.prompt_names == ["write_program", "patch_unused"]
+    prompt = fake_llm.calls[1].user
+    assert 'never uses this part of the problem: "At most 12 chairs can be sold." (the number 12)' in prompt
+    assert "model.hours" in prompt  # the program, for its variable names
+    assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", "optimal"), ("diagnose", "optimal")]
+    assert solution.status == "optimal" and solution.objective == pytest.approx(172)
+    assert "model.sold" in solution.program and "model.hours" in solution.program
+    assert solution.attempts[1].fixes[0] == "added: model.sold = pyo.Constraint(expr=model.chairs <= 12)"
+
+
+def test_the_optimum_stands_when_the_patched_program_fails(checking_agent, fake_llm):
+    fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD.replace("model.chairs", "model.chair"))
+    solution = checking_agent.solve(FURNITURE)
+    assert fake_llm.prompt_names == ["write_program", "patch_unused"]  # no repair of the patch
+    assert [a.status for a in solution.attempts] == ["optimal", "error"]
+    assert solution.status == "optimal" and solution.objective == pytest.approx(200)
+    assert "model.sold" not in solution.program
+
+
+def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(checking_agent, fake_llm):
+    fake_llm.enqueue(NO_CHAIR_LIMIT, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 50)\n```")
+    solution = checking_agent.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
+    assert solution.attempts[1].fixes[0].startswith("replaced: model.hours")
+    assert solution.objective == pytest.approx(200) and "<= 40" in solution.program
+
+
+def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused(settings, runner, fake_llm, monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
+    from alphaopt.config import load_settings
+
+    bare = NO_CHAIR_LIMIT.replace("<= 40", "<= 4")  # 40 and 12 unused
+    for cap, replies in ((2, [bare, SOLD, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)\n```"]),
+                         (1, [bare])):
+        fake_llm.calls.clear()
+        with Agent(load_settings(home=settings.home, check_unused_numbers=True, max_unused_patches=cap),
+                   llm=fake_llm, runner=runner) as agent:
+            fake_llm.enqueue(*replies)
+            solution = agent.solve(FURNITURE)
+        if cap == 2:
+            assert fake_llm.prompt_names == ["write_program", "patch_unused", "patch_unused"]
+            assert "(the number 40)" in fake_llm.calls[1].user and "(the number 12)" in fake_llm.calls[2].user
+            assert solution.objective == pytest.approx(172)
+        else:
+            assert fake_llm.prompt_names == ["write_program"] and solution.objective == pytest.approx(20)
+
+
+def test_a_program_that_uses_every_number_is_not_diagnosed(checking_agent, fake_llm):
+    fake_llm.enqueue(WITH_CHAIR_LIMIT)
+    assert checking_agent.solve(FURNITURE).objective == pytest.approx(172)
+    assert fake_llm.prompt_names == ["write_program"]
+
+
+def test_unused_numbers_are_checked_by_default_and_not_when_switched_off(settings, runner, fake_llm, monkeypatch):
+    from alphaopt.config import Settings, load_settings
+
+    assert Settings.model_fields["check_unused_numbers"].default is True
+    monkeypatch.setenv("ALPHAOPT_CHECK_UNUSED_NUMBERS", "0")  # as conftest sets for all tests
+    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
+    with Agent(load_settings(home=settings.home), llm=fake_llm, runner=runner) as agent:
+        fake_llm.enqueue(NO_CHAIR_LIMIT)
+        assert agent.solve(FURNITURE).objective == pytest.approx(200)
+    assert fake_llm.prompt_names == ["write_program"]

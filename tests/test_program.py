@@ -6,7 +6,14 @@ import ast
 
 import pytest
 
-from alphaopt.program import cut_repetition, extract_code, integrality_variants, normalize
+from alphaopt.program import (
+    apply_lines,
+    cut_repetition,
+    extract_code,
+    integrality_variants,
+    normalize,
+    numeric_constants,
+)
 from tests.fakes import program
 
 
@@ -352,3 +359,21 @@ def test_integrality_variants_flip_declared_domains_both_ways():
     assert "integer" in what_int and to_int.count("NonNegativeIntegers") == 2 and "Binary" in to_int
     assert "continuous" in what_real and to_real.count("NonNegativeReals") == 2
     assert integrality_variants("z = Var(domain=Binary)\n") == []
+
+
+def test_numeric_constants_are_the_numbers_in_the_code_not_in_comments_or_strings():
+    code = 'import pyomo.environ as pyo\nx = 3 * 2.5  # 500 acres\nname = "40"\nflag = True\ny = -7\n'
+    assert numeric_constants(code) == {3.0, 2.5, 7.0}
+    assert numeric_constants("def (:") == set()
+
+
+def test_apply_lines_adds_a_constraint_or_replaces_the_one_of_the_same_name():
+    code = extract_code(program("m = pyo.ConcreteModel()\nm.x = pyo.Var()\nm.cap = pyo.Constraint(expr=m.x <= 4)"))
+    added, changes = apply_lines(code, "model.low = pyo.Constraint(expr=model.x >= 1)\nprint('hi')")
+    assert changes == ["added: m.low = pyo.Constraint(expr=m.x >= 1)"]  # on the program's own model name
+    assert added.index("m.low") < added.index("return m") and "print" not in added
+    replaced, changes = apply_lines(code, "m.cap = pyo.Constraint(expr=m.x <= 5)")
+    assert changes == ["replaced: m.cap = pyo.Constraint(expr=m.x <= 5)"] and "<= 4" not in replaced
+    # nothing to apply: the same line, a variable, or text that does not parse
+    for lines in ("m.cap = pyo.Constraint(expr=m.x <= 4)", "m.y = pyo.Var()", "the constraint is x <= 5"):
+        assert apply_lines(code, lines) == (code, [])

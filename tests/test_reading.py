@@ -56,3 +56,23 @@ def test_a_bound_carries_over_the_list_that_follows_it():
     assert reading.bounds("At least 20 chairs and 30% tables.") == {20.0: ">="}
     # after "requires" a list is a need per unit: "requires 17 hours of labor, 8 hours of inspection"
     assert reading.bounds("The project requires 500 hours of labor, 8 hours of inspection.") == {500.0: ">="}
+
+
+def test_unused_numbers_are_the_texts_quantities_a_program_never_writes():
+    text = ("A farmer has 500 acres of land. Wheat earns $1,200.50 per acre and corn $300. At most 40% of "
+            "the land may be corn. Sector 8 buys the corn. He grows 2 crops with a 4-wheeler.")
+    # the land (500) and the wheat's price are missing; 40% is written as 0.4; 2, "Sector 8" and
+    # the "4-" of a compound are not quantities of the model
+    assert reading.unused_numbers(text, {300.0, 0.4}) == [
+        ("500", "A farmer has 500 acres of land."), ("1,200.50", "Wheat earns $1,200.50 per acre and corn $300.")]
+    assert reading.unused_numbers(text, {500.0, 1200.5, 300, 40}) == []  # the percentage as written also counts
+    assert reading.unused_numbers(text, set(), max_phrases=1) == [("500", "A farmer has 500 acres of land.")]
+
+
+def test_table_cells_and_label_ranges_are_not_quantities_a_line_can_use():
+    text = "Data are in Table 1-17 and pages 4 - 9.\n| food | cost |\n| rice | 450 |\nBuy at least 60 units."
+    assert reading.unused_numbers(text, set()) == [("60", "Buy at least 60 units.")]
+
+
+def test_a_number_said_twice_is_listed_once():
+    assert reading.unused_numbers("Make at least 50 cars. Each car needs 50 bolts.", set()) == [("50", "Make at least 50 cars.")]
