@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     max_repairs: int = 2
     retry_temperature: float = 0.6
     max_diagnoses: int = 1
-    check_unused_numbers: bool = True  # an optimal program that never writes a few of the text's numbers is patched
+    patch_lines: bool = True  # an optimal program with a sign of a wrong model gets the model's line for it
     max_unused_patches: int = Field(default=3, ge=1, le=10)  # one constraint line asked for per unused number, up to this many
     quote_max_words: int = Field(default=0, ge=0)  # quote the text above each constraint for problems this short (0: never)
     samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote: see benchmarks/README.md for what it bought

@@ -1,8 +1,8 @@
 """The agent's nodes. Each takes the state and the runtime context and returns an update.
 
-Model mistakes (no code, a Python or Pyomo error, an infeasible model) are written into the
-state; the routing functions send them to ``repair`` or ``diagnose`` up to the caps in
-``Settings``.
+Model mistakes (no code, a Python or Pyomo error, an infeasible model, an optimal one with a
+sign of a wrong model) are written into the state; the routing functions send them to
+``repair`` or ``diagnose`` up to the caps in ``Settings``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from langgraph.runtime import Runtime
 from alphaopt import prompts
 from alphaopt.config import Settings
 from alphaopt.llm import CallContext, LLMResult
-from alphaopt.program import apply_lines, cut_repetition, extract_code, normalize_for, numeric_constants
-from alphaopt.reading import unused_numbers
+from alphaopt.program import (
+    apply_lines,
+    cut_repetition,
+    extract_code,
+    normalize_for,
+    numeric_constants,
+    weighted_objective,
+)
+from alphaopt.reading import counted_goal, unused_numbers
 from alphaopt.state import AgentContext, SolveState
 from alphaopt.vote import decided, vote
 
@@ -167,7 +174,8 @@ def error_for_prompt(result: dict[str, Any]) -> str:
 
 
 def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Check the model against the text after an infeasible, unbounded or empty result.
+    """Check the model against the text after an infeasible, unbounded or empty result, or mend
+    an optimal one with a sign of a wrong model one line at a time (``_patch``).
 
     Writing the program directly (the default), the model is shown its program and asked for a
     corrected one, which runs next; if it writes the same model again, the same status stands.
@@ -175,8 +183,8 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     math for ``write_program``. (Offered CONFIRMED, the embedded model took it 27 times of 27.)"""
     settings = runtime.context.settings
     status = _diagnosis_reason(state, settings) or state["result"]["status"]
-    if status == "unused":
-        return _patch_unused(state, runtime)
+    if status == "patch":
+        return _patch(state, runtime)
     if not settings.formulate:
         reply, usage = _ask(
             runtime, state, "diagnose_program", settings.max_tokens_program,
@@ -201,32 +209,60 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     return {**update, "formulation": text}
 
 
-def _patch_unused(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """An optimal program that never writes a few of the text's numbers (up to
-    ``Settings.max_unused_patches``): for each, the model writes the one constraint line that the number's
-    phrase gives, which goes into the program (replacing a line of the same name). Asked for a
-    whole corrected program instead, the embedded model handed the same one back. The optimal
-    result is kept, and stands if the patched program reaches no optimum or leaves more of the
-    text's numbers unused."""
+def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """An optimal program with a sign of a wrong model that one line can mend (``_patches``):
+    the model writes that line, which goes into the program (replacing a line of the same name,
+    or the objective). First the objective, when the question asks to minimize a number of
+    things and the program weights them; then one constraint line for each of the text's
+    numbers the program never writes. Asked for a whole corrected program instead, the embedded
+    model handed the same one back. The optimal result is kept, and stands if the patched
+    program reaches no optimum or leaves more of the text's numbers unused."""
     settings = runtime.context.settings
+    problem = state["problem"]
     program = original = state.get("program", "")
     fixes: list[str] = []
     usage: dict[str, Any] = {}
-    for number, phrase in unused_numbers(state["problem"], numeric_constants(program)):
-        reply, used = _ask(runtime, state, "patch_unused", _PATCH_TOKENS, problem=state["problem"],
-                           program=program, phrase=phrase, number=number)
+
+    def ask(node: str, **kwargs: str) -> None:
+        nonlocal program, usage
+        reply, used = _ask(runtime, state, node, _PATCH_TOKENS, problem=problem, program=program, **kwargs)
         usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
         program, changed = apply_lines(program, extract_code(reply.text))
-        fixes += changed
-    program, normalized = normalize_for(program, state["problem"])
+        fixes.extend(changed)
+
+    goal, objective = _count_objective(problem, program)
+    if goal and objective:
+        ask("patch_objective", objective=objective, goal=goal)
+    unused = unused_numbers(problem, numeric_constants(program))
+    if len(unused) <= settings.max_unused_patches:
+        for number, phrase in unused:
+            ask("patch_unused", phrase=phrase, number=number)
+    program, normalized = normalize_for(program, problem)
     return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
             "diagnoses": state.get("diagnoses", 0) + 1, "kept": {"result": state["result"], "program": original},
             **usage}
 
 
+def _count_objective(problem: str, program: str) -> tuple[str | None, str | None]:
+    """The goal when it asks to minimize a number of things, and the program's objective when
+    it weights its terms; either may be None."""
+    goal = counted_goal(problem)
+    return goal, weighted_objective(program) if goal else None
+
+
+def _patches(state: SolveState, settings: Settings) -> bool:
+    """Whether an optimal program shows a sign that ``_patch`` can mend: it weights a count the
+    question asks to minimize, or leaves out 1 to ``max_unused_patches`` of the text's numbers
+    (more: too far off for a line each, most often a table's data left out)."""
+    problem, program = state["problem"], state.get("program", "")
+    if all(_count_objective(problem, program)):
+        return True
+    return 0 < _unused_count(problem, program) <= settings.max_unused_patches
+
+
 def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Keep this sample's final outcome as a candidate and reset the per-sample counters. After a
-    rewrite for unused numbers, the optimal result before it stands when the rewrite reached no
+    patch (``_patch``), the optimal result before it stands when the patched program reached no
     optimum or leaves more of the text's numbers unused."""
     result = state.get("result") or {}
     program = state.get("program", "")
@@ -273,11 +309,8 @@ def _diagnosis_reason(state: SolveState, settings: Settings) -> str | None:
         return str(status)
     if status == "optimal" and is_implausible(result):
         return "implausible"
-    if status == "optimal" and settings.check_unused_numbers:
-        # more than a few unused: too far off for a line each (a table's data left out, most often)
-        unused = _unused_count(state["problem"], state.get("program", ""))
-        if 0 < unused <= settings.max_unused_patches:
-            return "unused"
+    if status == "optimal" and settings.patch_lines and _patches(state, settings):
+        return "patch"
     return None
 
 
@@ -301,7 +334,7 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
     settings = runtime.context.settings
     status = state["result"]["status"]
     if state.get("kept") and status not in ("optimal", "feasible"):
-        return "finish_sample"  # the program corrected for unused numbers failed: the kept optimum stands
+        return "finish_sample"  # the patched program failed: the kept optimum stands
     if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
     if _diagnosis_reason(state, settings) and state.get("diagnoses", 0) < settings.max_diagnoses:

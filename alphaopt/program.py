@@ -676,7 +676,8 @@ _PATCHABLE = frozenset({"Constraint", "Objective"})
 def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
     """Put the ``model.NAME = pyo.Constraint(...)`` (or ``Objective``) statements of ``lines``
     into ``code``'s ``build_model``: one that names a component the program already assigns
-    replaces that statement, a new one goes before the ``return``. Anything else in ``lines`` is
+    (or an objective, when the program has one, whatever its name) replaces that statement, a
+    new one goes before the ``return``. Anything else in ``lines`` is
     ignored. Returns ``(program, what changed)``; the program is unchanged when nothing applied
     (either does not parse, no such statement, or each is already there word for word)."""
     try:
@@ -703,7 +704,8 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
                 node.id = model
         text = ast.unparse(stmt)
         at = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Assign) and len(n.targets) == 1
-                   and _component(n.targets[0], models) == name), None)
+                   and (_component(n.targets[0], models) == name
+                        or _ctor(stmt.value) == "Objective" and _is_objective(n, models))), None)
         if at is not None:
             if ast.unparse(build.body[at]) == text:
                 continue
@@ -717,3 +719,26 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
         return code, []
     ast.fix_missing_locations(tree)
     return ast.unparse(tree) + "\n", changes
+
+
+def _is_objective(stmt: ast.Assign, models: set[str]) -> bool:
+    return (_component(stmt.targets[0], models) is not None and isinstance(stmt.value, ast.Call)
+            and _ctor(stmt.value) == "Objective")
+
+
+def weighted_objective(code: str) -> str | None:
+    """The objective's expression when it multiplies some term by a number other than 1
+    (``120 * model.trains + 30 * model.trams``); None when it adds its terms unweighted, or the
+    program has no single objective to read."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    exprs = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) and _ctor(node) == "Objective"
+             for kw in node.keywords if kw.arg == "expr"]
+    if len(exprs) != 1:
+        return None
+    weighted = any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
+                   and any(isinstance(side, ast.Constant) and side.value != 1 for side in (n.left, n.right))
+                   for n in ast.walk(exprs[0]))
+    return ast.unparse(exprs[0]) if weighted else None

@@ -146,6 +146,14 @@ This program:
 never uses this part of the problem: "{phrase}" (the number {number}).
 Write the one line of Pyomo that says it with the program's variables: a new constraint `model.<new_name> = pyo.Constraint(expr=...)`, or, if a line of the program means it but has it wrong, that line corrected under the same name. Answer with that line in one ```python block only."""
 
+PATCH_OBJECTIVE = PROBLEM + """
+This program:
+```python
+{program}
+```
+minimizes `{objective}`, but the question asks to {goal}: the count of those things themselves, not their capacity, cost or another weight.
+Write the one objective line `model.obj = pyo.Objective(expr=..., sense=pyo.minimize)` that adds up the variables of the things counted. Answer with that line in one ```python block only."""
+
 REWRITE_SHORTER = PROBLEM + """{insights}
 Your first program for this problem was cut off at the length limit, unfinished, because it wrote every item on its own line.
 {goal}Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
@@ -275,6 +283,7 @@ PROMPTS: dict[str, str] = {
     "diagnose": DIAGNOSE,
     "diagnose_program": DIAGNOSE_PROGRAM,
     "patch_unused": PATCH_UNUSED,
+    "patch_objective": PATCH_OBJECTIVE,
     "rewrite_shorter": REWRITE_SHORTER,
     "check_insights": CHECK_INSIGHTS,
     "explore": EXPLORE,

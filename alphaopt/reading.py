@@ -31,6 +31,20 @@ def goal_sentence(problem: str) -> str:
     return ""
 
 
+#: "minimize the total number of workers": a count of the things the variables stand for.
+_COUNT_GOAL = re.compile(r"\bminimi[sz]e (?:the )?(?:total |overall )?number of [\w -]{1,40}?(?= needed| required| used|[.?,;]|$)",
+                         re.IGNORECASE)
+
+
+def counted_goal(problem: str) -> str | None:
+    """What the goal asks to minimize when it is a number of things ("minimize the total number
+    of workers"): their count, whose objective adds the variables up unweighted. A small model
+    often weights them by a capacity or a cost instead. None for any other goal (a "maximize the
+    number of meals delivered" counts an output, which the weights rightly compute)."""
+    found = _COUNT_GOAL.search(goal_sentence(problem))
+    return found.group(0) if found else None
+
+
 _MAXIMIZE = re.compile(r"\bmaximi[sz]", re.IGNORECASE)
 _MINIMIZE = re.compile(r"\bminimi[sz]", re.IGNORECASE)
 _MOST = re.compile(r"\b(maximum|most|highest|largest|greatest|biggest)\b", re.IGNORECASE)

@@ -49,7 +49,7 @@ class SolveState(TypedDict, total=False):
     repairs: int
     diagnoses: int
     confirmed: bool
-    kept: dict[str, Any] | None  # the optimal result and program before a diagnosis of unused numbers
+    kept: dict[str, Any] | None  # the optimal result and program before a patch (nodes._patch)
     samples: int  # how many samples this run may draw (Settings.samples; 1 for an edited formulation)
     resample: int  # more samples when none ended optimal (Settings.resample_failed; 0 for an edited formulation)
     sample: int

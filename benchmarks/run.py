@@ -117,7 +117,7 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "formulate": settings.formulate, "samples": settings.samples, "resample_failed": settings.resample_failed,
         "retry_temperature": settings.retry_temperature,
         "max_tokens_program": settings.max_tokens_program, "quote_max_words": settings.quote_max_words,
-        "check_unused_numbers": settings.check_unused_numbers,
+        "patch_lines": settings.patch_lines,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items), "rows_at_start": len(done),
     }

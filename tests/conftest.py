@@ -22,7 +22,7 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAOPT_SAMPLES", "1")  # scripted tests script one sample; vote tests ask for more
     monkeypatch.setenv("ALPHAOPT_FORMULATE", "1")  # and the formulate step; direct-mode tests turn it off
     # no line asked for when a scripted program leaves out a number of its text; its tests turn it on
-    monkeypatch.setenv("ALPHAOPT_CHECK_UNUSED_NUMBERS", "0")
+    monkeypatch.setenv("ALPHAOPT_PATCH_LINES", "0")
     monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", False)
 
 

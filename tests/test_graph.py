@@ -392,11 +392,11 @@ WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model", "    model.sold = 
 
 @pytest.fixture
 def checking_agent(settings, runner, fake_llm, monkeypatch):
-    """The direct pipeline with ``check_unused_numbers`` on."""
+    """The direct pipeline with ``patch_lines`` on."""
     monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
     from alphaopt.config import load_settings
 
-    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, check_unused_numbers=True),
+    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, patch_lines=True),
                llm=fake_llm, runner=runner) as a:
         yield a
 
@@ -441,7 +441,7 @@ def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused
     for cap, replies in ((2, [bare, SOLD, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)\n```"]),
                          (1, [bare])):
         fake_llm.calls.clear()
-        with Agent(load_settings(home=settings.home, check_unused_numbers=True, max_unused_patches=cap),
+        with Agent(load_settings(home=settings.home, patch_lines=True, max_unused_patches=cap),
                    llm=fake_llm, runner=runner) as agent:
             fake_llm.enqueue(*replies)
             solution = agent.solve(FURNITURE)
@@ -453,6 +453,30 @@ def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused
             assert fake_llm.prompt_names == ["write_program"] and solution.objective == pytest.approx(20)
 
 
+WORKERS = ("A firm hires seniors at $300 a week and juniors at $100 a week, with a budget of $15000. At least "
+           "40 workers are needed. How many of each should be hired to minimize the total number of workers?")
+WAGES = program("""
+model = pyo.ConcreteModel()
+model.seniors = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.juniors = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.cost = pyo.Objective(expr=300 * model.seniors + 100 * model.juniors, sense=pyo.minimize)
+model.budget = pyo.Constraint(expr=300 * model.seniors + 100 * model.juniors <= 15000)
+model.need = pyo.Constraint(expr=model.seniors + model.juniors >= 40)
+""")  # minimizes the wages: 4000, where the count asked for is 40
+
+
+def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(checking_agent, fake_llm):
+    fake_llm.enqueue(WAGES, "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)\n```")
+    solution = checking_agent.solve(WORKERS)
+    assert fake_llm.prompt_names == ["write_program", "patch_objective"]
+    prompt = fake_llm.calls[1].user
+    assert "minimizes `300 * model.seniors + 100 * model.juniors`" in prompt
+    assert "the question asks to minimize the total number of workers:" in prompt
+    # the program's objective (named cost) is replaced, not joined by a second one
+    assert solution.objective == pytest.approx(40) and "model.cost" not in solution.program
+    assert solution.attempts[1].fixes == ["replaced: model.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"]
+
+
 def test_a_program_that_uses_every_number_is_not_diagnosed(checking_agent, fake_llm):
     fake_llm.enqueue(WITH_CHAIR_LIMIT)
     assert checking_agent.solve(FURNITURE).objective == pytest.approx(172)
@@ -462,8 +486,8 @@ def test_a_program_that_uses_every_number_is_not_diagnosed(checking_agent, fake_
 def test_unused_numbers_are_checked_by_default_and_not_when_switched_off(settings, runner, fake_llm, monkeypatch):
     from alphaopt.config import Settings, load_settings
 
-    assert Settings.model_fields["check_unused_numbers"].default is True
-    monkeypatch.setenv("ALPHAOPT_CHECK_UNUSED_NUMBERS", "0")  # as conftest sets for all tests
+    assert Settings.model_fields["patch_lines"].default is True
+    monkeypatch.setenv("ALPHAOPT_PATCH_LINES", "0")  # as conftest sets for all tests
     monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
     with Agent(load_settings(home=settings.home), llm=fake_llm, runner=runner) as agent:
         fake_llm.enqueue(NO_CHAIR_LIMIT)

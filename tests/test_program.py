@@ -13,6 +13,7 @@ from alphaopt.program import (
     integrality_variants,
     normalize,
     numeric_constants,
+    weighted_objective,
 )
 from tests.fakes import program
 
@@ -377,3 +378,10 @@ def test_apply_lines_adds_a_constraint_or_replaces_the_one_of_the_same_name():
     # nothing to apply: the same line, a variable, or text that does not parse
     for lines in ("m.cap = pyo.Constraint(expr=m.x <= 4)", "m.y = pyo.Var()", "the constraint is x <= 5"):
         assert apply_lines(code, lines) == (code, [])
+
+
+def test_weighted_objective_is_the_expression_when_a_term_has_a_weight():
+    body = "model = pyo.ConcreteModel()\nmodel.a = pyo.Var()\nmodel.b = pyo.Var()\nmodel.o = pyo.Objective(expr={})"
+    assert weighted_objective(extract_code(program(body.format("120 * model.a + model.b * 30")))) == "120 * model.a + model.b * 30"
+    assert weighted_objective(extract_code(program(body.format("model.a + 1 * model.b")))) is None
+    assert weighted_objective("x = (") is None

@@ -76,3 +76,11 @@ def test_table_cells_and_label_ranges_are_not_quantities_a_line_can_use():
 
 def test_a_number_said_twice_is_listed_once():
     assert reading.unused_numbers("Make at least 50 cars. Each car needs 50 bolts.", set()) == [("50", "Make at least 50 cars.")]
+
+
+def test_counted_goal_is_a_number_of_things_to_minimize():
+    assert reading.counted_goal("Vans carry 5. Minimize the total number of vans needed.") == "Minimize the total number of vans"
+    assert reading.counted_goal("How many should run to minimize the number of trips of either type?") == (
+        "minimize the number of trips of either type")
+    assert reading.counted_goal("Maximize the number of meals that can be delivered.") is None  # an output
+    assert reading.counted_goal("Minimize the total cost.") is None
