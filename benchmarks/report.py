@@ -109,7 +109,7 @@ def _pct(x: float) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table: one line per dataset and one overall."""
-    head = ("| dataset | n | accuracy % (95% CI) | without train twins % (n) | without suspect labels % (n) "
+    head = ("| dataset | n | accuracy % (95% CI) | without train/test twins % (n) | without suspect labels % (n) "
             "| executed % | prompt tokens | completion tokens | LLM s | solver s | overhead s |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     groups = sorted({r["dataset"] for r in rows})

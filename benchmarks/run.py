@@ -93,9 +93,16 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def honesty_flags(items: list[registry.Item]) -> tuple[set[str], dict[str, str]]:
-    """The items with a train twin, and the items with a suspect label (with the reason)."""
-    train = [i for n in registry.names("train") for i in registry.load(n)]
-    return {t.test for t in honesty.find_twins(train, items)}, honesty.suspect_labels(items, train)
+    """The items with a twin across the train/test line (a test item's near-copy in a training
+    split; for a training item, a test item it nearly copies), and the items with a suspect
+    label (with the reason). A training item is not its own twin."""
+    train_names = set(registry.names("train"))
+    train = [i for n in train_names for i in registry.load(n)]
+    test = [i for n in registry.names("test") for i in registry.load(n)]
+    of_train = [i for i in items if i.dataset in train_names]
+    of_test = [i for i in items if i.dataset not in train_names]
+    twins = {t.test for t in honesty.find_twins(train, of_test)} | {t.test for t in honesty.find_twins(test, of_train)}
+    return twins, honesty.suspect_labels(items, train)
 
 
 def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: Tolerance, concurrency: int = 1,

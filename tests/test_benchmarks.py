@@ -232,3 +232,16 @@ def test_ab_results_are_appended_and_read_back(tmp_path, capsys):
     assert [r["problem"] for r in recorded(out)] == ["P", "Q"]
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split() == ["answer", "5", "a:", "optimal", "True", "b:", "error", "False"]
+
+
+def test_a_training_item_is_flagged_a_twin_only_when_it_copies_a_test_item():
+    from benchmarks.run import honesty_flags
+
+    train = registry.load("nl4opt_train")
+    test = [i for n in registry.names("test") for i in registry.load(n)]
+    copies = {t.train for t in honesty.find_twins(train, test)}
+    twins, _ = honesty_flags(train)
+    assert twins == copies and 0 < len(twins) < len(train)  # not every training item (itself) any more
+    test_twins, _ = honesty_flags(registry.load("nl4opt_test"))
+    assert len(test_twins) == len({t.test for t in honesty.find_twins(
+        [i for n in registry.names("train") for i in registry.load(n)], registry.load("nl4opt_test"))})
