@@ -245,3 +245,17 @@ def test_a_training_item_is_flagged_a_twin_only_when_it_copies_a_test_item():
     test_twins, _ = honesty_flags(registry.load("nl4opt_test"))
     assert len(test_twins) == len({t.test for t in honesty.find_twins(
         [i for n in registry.names("train") for i in registry.load(n)], registry.load("nl4opt_test"))})
+
+
+def test_a_library_learned_from_a_test_items_copy_is_named_in_the_run_description(tmp_path):
+    from benchmarks.run import library_description
+
+    train = [i for n in registry.names("train") for i in registry.load(n)]
+    test = [i for n in registry.names("test") for i in registry.load(n)]
+    copy = sorted({t.train for t in honesty.find_twins(train, test)})[0]
+    clean = next(i.key for i in train if i.key not in {t.train for t in honesty.find_twins([i], test)})
+    export = tmp_path / "lib.jsonl"
+    export.write_text(json.dumps({"_header": {"learned_tasks": [copy, clean], "training_problems": 2}}) + "\n")
+    described = library_description(export)
+    assert described.startswith("lib.jsonl: 0 insights learned from 2 training problems; 1 of them nearly copy")
+    assert f"({copy})" in described and clean not in described
