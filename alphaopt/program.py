@@ -677,9 +677,10 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
     """Put the ``model.NAME = pyo.Constraint(...)`` (or ``Objective``) statements of ``lines``
     into ``code``'s ``build_model``: one that names a component the program already assigns
     (or an objective, when the program has one, whatever its name) replaces that statement, a
-    new one goes before the ``return``. Anything else in ``lines`` is
-    ignored. Returns ``(program, what changed)``; the program is unchanged when nothing applied
-    (either does not parse, no such statement, or each is already there word for word)."""
+    new one goes before the ``return``; the line's model variable becomes the program's.
+    Anything else in ``lines`` is ignored. Returns ``(program, what changed)``; the program is
+    unchanged when nothing applied (either does not parse, no such statement, or each is
+    already there word for word)."""
     try:
         tree, patch = ast.parse(code), ast.parse(lines)
     except SyntaxError:
