@@ -322,9 +322,9 @@ def is_implausible(result: dict[str, Any]) -> bool:
 
 def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> Literal[
         "write_program", "run_program", "finish_sample"]:
-    """The diagnosis wrote a corrected program (run it), confirmed the result (keep it) or
-    rewrote the formulation (program it)."""
-    if not runtime.context.settings.formulate:
+    """The diagnosis wrote a corrected or patched program (run it), confirmed the result (keep
+    it) or rewrote the formulation (program it)."""
+    if not runtime.context.settings.formulate or state.get("kept"):  # kept: a patched program
         return "run_program"
     return "finish_sample" if state.get("confirmed") else "write_program"
 

@@ -477,6 +477,14 @@ def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective
     assert solution.attempts[1].fixes == ["replaced: model.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"]
 
 
+def test_with_the_formulate_step_the_patched_program_runs_too(settings, runner, fake_llm):
+    with Agent(settings.model_copy(update={"patch_lines": True}), llm=fake_llm, runner=runner) as agent:
+        fake_llm.enqueue(FORMULATION, NO_CHAIR_LIMIT, SOLD)
+        solution = agent.solve(FURNITURE)
+    assert fake_llm.prompt_names == ["formulate", "write_program", "patch_unused"]
+    assert solution.objective == pytest.approx(172) and "model.sold" in solution.program
+
+
 def test_a_program_that_uses_every_number_is_not_diagnosed(checking_agent, fake_llm):
     fake_llm.enqueue(WITH_CHAIR_LIMIT)
     assert checking_agent.solve(FURNITURE).objective == pytest.approx(172)
