@@ -671,6 +671,8 @@ def numeric_constants(code: str) -> set[float]:
 
 
 _PATCHABLE = frozenset({"Constraint", "Objective"})
+#: How ``apply_lines`` reports each change it made (the answer lists them).
+LINE_CHANGES = ("added: ", "replaced: ")
 
 
 def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
@@ -711,11 +713,11 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
             if ast.unparse(build.body[at]) == text:
                 continue
             build.body[at] = stmt
-            changes.append(f"replaced: {text}")
+            changes.append(f"{LINE_CHANGES[1]}{text}")
         else:
             end = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Return)), len(build.body))
             build.body.insert(end, stmt)
-            changes.append(f"added: {text}")
+            changes.append(f"{LINE_CHANGES[0]}{text}")
     if not changes:
         return code, []
     ast.fix_missing_locations(tree)

@@ -7,6 +7,7 @@ import sqlite3
 import textwrap
 from collections.abc import Iterable
 
+from alphaopt.program import LINE_CHANGES
 from alphaopt.state import Solution
 
 _STATUS_WORDS = {
@@ -67,13 +68,14 @@ def render_solution(solution: Solution, *, show_code: bool = False, saved_to: st
         out += ["", f"Samples: {len(solution.candidates)}, answer by majority vote:"]
         out += [f"  {'*' if c.chosen else ' '} sample {c.sample + 1}: {c.status}"
                 + (f" {fmt_number(c.objective)}" if c.objective is not None else "") for c in solution.candidates]
-    patched = [a for a in solution.attempts if a.stage == "diagnose"
-               and any(f.startswith(("added: ", "replaced: ")) for f in a.fixes)]
+    patched = [(a, [f for f in a.fixes if f.startswith(LINE_CHANGES)]) for a in solution.attempts
+               if a.stage == "diagnose"]
+    patched = [(a, lines) for a, lines in patched if lines]
     if patched:
-        kept = patched[-1].program == solution.program
+        kept = patched[-1][0].program == solution.program
         out += ["", "Lines the model wrote after checking its program against the text"
                 + ("" if kept else " (not used: the first optimum stood)") + ":"]
-        out += [f"  {f}" for a in patched for f in a.fixes if f.startswith(("added: ", "replaced: "))]
+        out += [f"  {line}" for _, lines in patched for line in lines]
     if solution.insights:
         out += ["", "Insights used:"] + [f"  [{i['id']}] {i['condition']}" for i in solution.insights]
     if show_code and solution.program:

@@ -172,26 +172,23 @@ def library_description(path: Path | None) -> str:
     """'none', or the export's name, size and provenance header, for the report."""
     if path is None:
         return "none"
-    from library import read_header
+    from library import jsonl
 
-    header = read_header(path) or {}
-    count = sum(1 for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith('{"_header"'))
-    described = f"{path.name}: {count} insights learned from {header.get('training_problems', '?')} training problems"
-    copies = learned_test_twins(path)
+    header, records = jsonl.read(path)  # the whole file, read once
+    described = (f"{path.name}: {len(records)} insights learned from "
+                 f"{(header or {}).get('training_problems', '?')} training problems")
+    copies = learned_test_twins(header, [r for _, r in records])
     if copies:
         described += (f"; {len(copies)} of them nearly copy a test item ({', '.join(copies)}), so the"
                       " library may know those test items")
     return described
 
 
-def learned_test_twins(path: Path) -> list[str]:
+def learned_test_twins(header: dict[str, Any] | None, records: list[Any]) -> list[str]:
     """The training problems a library export learned from (its header's list and its insights'
     sources) that nearly copy a test item."""
-    from library import jsonl
-
-    header, records = jsonl.read(path)
     learned = set((header or {}).get("learned_tasks") or [])
-    learned |= {t for _, r in records for t in r.provenance.source_tasks}
+    learned |= {t for r in records for t in r.provenance.source_tasks}
     train = [i for n in registry.names("train") for i in registry.load(n) if i.key in learned]
     test = [i for n in registry.names("test") for i in registry.load(n)]
     return sorted({t.train for t in honesty.find_twins(train, test)})
