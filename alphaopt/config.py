@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     retrieval_max_distance: float = 0.8
     retrieval_check_cap: int = 6
     retrieval_check: bool = True
+    retrieval_source_similarity: float = Field(default=0.7, ge=0.0, le=1.0)  # 0: no source gate
 
     # Agent loop.
     max_problem_chars: int = 20000

@@ -124,13 +124,16 @@ class Evolver:
         return found
 
     def _sources(self, insight: Insight) -> list[Task]:
-        """The insight's source problems that this home holds (an imported library has none)."""
+        """The insight's source problems that this home holds with their answers (an imported
+        library brings their texts only)."""
         found = []
         for task_id in insight.provenance.source_tasks:
             try:
-                found.append(self.store.get_task(task_id))
+                task = self.store.get_task(task_id)
             except NotFoundError:
                 continue
+            if task.answer is not None:
+                found.append(task)
         return found
 
     def evolve(self, *, command: str = "", dry_run: bool = False,

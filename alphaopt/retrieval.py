@@ -2,9 +2,11 @@
 
 For each problem: taxonomy labels from the problem (embedding similarity to the label
 definitions, no model call) → vector recall of candidate conditions (within those labels, plus
-the nearest overall) → one LLM applicability check over a short, capped list → the chosen
-insights, with their ids. The whole library never reaches the model. What was retrieved and
-what was chosen is recorded as evidence; results are cached per (problem, library version).
+the nearest overall; an insight whose source problems the library holds is recalled instead for
+problems like them, ``retrieval_source_similarity``) → one LLM applicability check over a
+short, capped list → the chosen insights, with their ids. The whole library never reaches the
+model. What was retrieved and what was chosen is recorded as evidence; results are cached per
+(problem, library version).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from alphaopt import prompts
 from alphaopt.config import Settings
 from alphaopt.llm import CallContext, LLMClient
 from library import Insight, LibraryStore, Status
+from library.errors import NotFoundError
 from library.index import LibraryIndex
 
 _IDS = re.compile(r"\bI\d{4,}\b")
@@ -60,6 +63,7 @@ class LibraryRetriever:
         self.index = index
         self._cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._labels: tuple[str, list[tuple[str, str, str]], np.ndarray] | None = None
+        self._sources: tuple[str, dict[str, np.ndarray]] | None = None  # (stamp, id → source vectors)
         self._lock = threading.Lock()
 
     @classmethod
@@ -89,7 +93,15 @@ class LibraryRetriever:
         return [keys[i] for i in np.argsort(-scores)[:n]]
 
     def candidates(self, problem: str) -> list[Insight]:
-        """Verified insights near the problem, nearest first, capped."""
+        """Verified insights near the problem, nearest first, capped.
+
+        An insight is near when its condition is (cosine distance at most
+        ``retrieval_max_distance``). Where the library holds the texts of the problems an insight
+        was learned or verified on, those decide instead: it is near when the problem is at
+        least ``retrieval_source_similarity`` similar to one of them, whatever its condition
+        says (a condition the model wrote in general words is near everything and far from its
+        own sources). 0 turns that off.
+        """
         s = self.settings
         hits = self.index.recall(problem, k=s.retrieval_k)
         labels = self.labels_for(problem, s.retrieval_labels)
@@ -99,13 +111,53 @@ class LibraryRetriever:
         for hit in hits:
             if hit.distance <= s.retrieval_max_distance:
                 best[hit.insight_id] = min(hit.distance, best.get(hit.insight_id, 2.0))
-        ranked = sorted(best, key=best.__getitem__)[: s.retrieval_check_cap]
-        found = []
-        for insight_id in ranked:
+        if s.retrieval_source_similarity > 0:
+            for insight_id, similarity in self.source_similarities(problem).items():
+                if similarity >= s.retrieval_source_similarity:
+                    best[insight_id] = min(1.0 - similarity, best.get(insight_id, 2.0))
+                else:
+                    best.pop(insight_id, None)
+        found: list[Insight] = []
+        for insight_id in sorted(best, key=best.__getitem__):
             insight = self.store.get(insight_id)
             if insight.status == Status.VERIFIED:
                 found.append(insight)
+            if len(found) == s.retrieval_check_cap:
+                break
         return found
+
+    def source_similarities(self, problem: str) -> dict[str, float]:
+        """For each verified insight whose source problems the library holds (some of them):
+        the highest cosine similarity of ``problem`` to their texts."""
+        vectors = self._source_vectors()
+        if not vectors:
+            return {}
+        query = self.index.embedder.embed([problem])[0]
+        return {insight_id: float((matrix @ query).max()) for insight_id, matrix in vectors.items()}
+
+    def _source_vectors(self) -> dict[str, np.ndarray]:
+        """The embedded source-problem texts of each verified insight, per library version."""
+        stamp = self.store.version_stamp()
+        with self._lock:
+            if self._sources is not None and self._sources[0] == stamp:
+                return self._sources[1]
+        texts: dict[str, str] = {}
+        owners: dict[str, list[str]] = {}
+        for insight in self.store.list(status=Status.VERIFIED):
+            for task_id in insight.provenance.source_tasks:
+                if task_id not in texts:
+                    try:
+                        texts[task_id] = self.store.get_task(task_id).text
+                    except NotFoundError:
+                        continue
+                owners.setdefault(insight.id, []).append(task_id)
+        order = list(texts)
+        matrix = self.index.embedder.embed([texts[t] for t in order]) if order else np.zeros((0, 384))
+        row = {t: i for i, t in enumerate(order)}
+        vectors = {insight_id: matrix[[row[t] for t in ids]] for insight_id, ids in owners.items()}
+        with self._lock:
+            self._sources = (stamp, vectors)
+        return vectors
 
     def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
         """Insights that apply to the problem (possibly none), with evidence recorded."""

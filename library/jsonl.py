@@ -1,7 +1,7 @@
 """The reviewable JSONL form of a library: one insight per line, sorted by id, keys sorted.
 
 An optional first line ``{"_header": {...}}`` records what produced the library (command,
-settings, number of training problems). Each insight line carries its current version at the
+settings, number of training problems) and the texts of the insights' source problems. Each insight line carries its current version at the
 top level, its label's display name and definition, and its earlier versions under
 ``history``. Only stored values appear, so exporting twice gives identical bytes.
 """
@@ -28,6 +28,8 @@ from library.models import Insight, Label, Provenance, Status
 from library.taxonomy import Stage
 
 HEADER_KEY = "_header"
+#: The header key holding ``{task id: problem text}`` for the insights' source problems.
+SOURCE_PROBLEMS = "source_problems"
 ID_PATTERN = r"^I[0-9]{4,}$"
 
 
@@ -192,6 +194,19 @@ def read(source: str | Path | IO[str]) -> tuple[dict[str, Any] | None, list[tupl
 def read_header(source: str | Path | IO[str]) -> dict[str, Any] | None:
     """The ``_header`` of an exported file, or ``None`` when it has none."""
     return read(source)[0]
+
+
+def source_problems(header: dict[str, Any] | None) -> dict[str, str]:
+    """The header's ``source_problems`` (empty when absent).
+
+    Raises:
+        ImportLineError: It is not an object of task id → problem text (line 1 is the header).
+    """
+    found = (header or {}).get(SOURCE_PROBLEMS, {})
+    if not isinstance(found, dict) or not all(
+            isinstance(k, str) and "/" in k and isinstance(v, str) and v.strip() for k, v in found.items()):
+        raise ImportLineError(1, f"{SOURCE_PROBLEMS!r} must map task ids (\"dataset/item\") to problem texts")
+    return found
 
 
 def _brief(error: ValidationError) -> str:

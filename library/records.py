@@ -66,7 +66,9 @@ class TrainingRecords:
     # -- tasks
 
     def add_task(self, dataset: str, item_id: str, text: str, answer: Any = None) -> Task:
-        """Register a training problem; adding the same dataset and item again returns the stored one.
+        """Register a training problem; adding the same dataset and item again returns the stored one
+        (with ``answer`` filled in when it was stored without one, as an imported library's
+        source problems are).
 
         Args:
             dataset: Dataset name, e.g. ``"nl4opt"``.
@@ -88,6 +90,9 @@ class TrainingRecords:
             elif row.text != text:
                 raise LibraryError(f"task {task_id!r} is already stored with a different text; "
                                    "give the changed problem a new item id")
+            elif row.answer is None and answer is not None:  # imported as a source problem, text only
+                row.answer = answer
+                s.flush()
             return _task(row)
 
     def get_task(self, task_id: str) -> Task:

@@ -30,7 +30,7 @@ from library.models import (
     Status,
 )
 from library.records import TrainingRecords
-from library.tables import Counter, InsightRow, LabelRow, Meta, VersionRow
+from library.tables import Counter, InsightRow, LabelRow, Meta, TaskRow, VersionRow
 from library.taxonomy import SEED_LABELS, LabelKey, Stage, parse_stage
 
 _CONTENT = ("condition", "explanation", "example")
@@ -314,21 +314,34 @@ class LibraryStore(TrainingRecords):
         Args:
             target: A path or an open text file.
             status: Which statuses to export; ``None`` exports all.
-            header: Written first as ``{"_header": header}`` when given.
+            header: Written first as ``{"_header": header}`` when given, with
+                ``source_problems`` added (when there are any): the text of each training task
+                that an exported version names as a source and this store holds (retrieval compares a new
+                problem with them, so they travel with the library).
 
         Returns:
             The number of insights written.
         """
         with self._reading() as s:
             records = []
+            sources: set[str] = set()
             for current in self.list(status=status):
-                history = [v for v in self.versions(current.id) if not v.is_current]
+                versions = self.versions(current.id)
+                history = [v for v in versions if not v.is_current]
                 label = _label(self._current(s, current.id)[2])
                 records.append(jsonl.to_record(current, history, label))
+                sources.update(t for v in versions for t in v.provenance.source_tasks)
+            if header is not None:
+                rows = s.scalars(select(TaskRow).where(TaskRow.id.in_(sorted(sources)))).all()
+                if rows:
+                    header = {**header, jsonl.SOURCE_PROBLEMS: {r.id: r.text for r in rows}}
         return jsonl.write(target, records, header)
 
     def import_jsonl(self, source: str | Path | IO[str]) -> int:
         """Add the insights of an exported file, keeping their ids, versions and timestamps.
+
+        The header's ``source_problems`` become training tasks (text only, no answer) where the
+        store does not hold them yet.
 
         The whole file is validated first and written in one transaction: a bad line raises
         :class:`ImportLineError` naming it, and nothing from the file is stored.
@@ -336,8 +349,14 @@ class LibraryStore(TrainingRecords):
         Returns:
             The number of insights imported.
         """
-        _header, records = jsonl.read(source)
+        header, records = jsonl.read(source)
+        sources = jsonl.source_problems(header)
         with self.transaction() as s:
+            for task_id, text in sources.items():
+                if s.get(TaskRow, task_id) is None:
+                    dataset, _, item_id = task_id.rpartition("/")
+                    s.add(TaskRow(id=task_id, dataset=dataset, item_id=item_id, text=text, answer=None,
+                                  created_at=now_iso()))
             for number, record in records:
                 try:
                     with s.begin_nested():

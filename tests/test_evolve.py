@@ -126,9 +126,11 @@ def test_diagnosis_from_evidence(library):
 def test_an_imported_insight_without_its_source_problems_is_left_unchanged(library):
     store, _, evolver = library
     store.set_status("I0001", Status.RETIRED)
+    store.add_task("elsewhere", "x2", "A problem text that came with an imported library, without its answer")
     imported = store.add_insight(InsightDraft(
         stage="general_formulation", level1="constraints", level2="upper limits", condition=GENERAL,
-        explanation="copy each limit"), status=Status.VERIFIED, provenance={"source_tasks": ["elsewhere/x1"]})
+        explanation="copy each limit"), status=Status.VERIFIED,
+        provenance={"source_tasks": ["elsewhere/x1", "elsewhere/x2"]})  # one not held, one held as text only
     for n in range(3):
         store.record_evidence(imported.id, run_id=f"r{n}", retrieved=True, used=False)
     llm = RoutedLLM()

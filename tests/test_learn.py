@@ -268,6 +268,21 @@ def test_near_duplicate_is_merged_and_reverified(setup):
     assert store.get("I0003").provenance.evidence == {"merge_of": ["I0002", "I0001"], "sources": 2, "with": 2}
 
 
+def test_no_merge_with_an_imported_insight_whose_sources_have_no_answer(setup):
+    store, index, learner = setup
+    store.add_task("elsewhere", "x1", "A shipping company routes containers between ports at least cost.")
+    imported = store.add_insight(InsightDraft(**DRAFT["insights"][0]), status=Status.VERIFIED,
+                                 provenance={"source_tasks": ["elsewhere/x1"]})  # as an import brings it
+    index.upsert([imported])
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert (summary.verified, summary.merged) == (1, 0)  # it could not be re-verified on x1: no merge
+    assert "merge" not in llm.prompt_names and "check_insights" not in llm.prompt_names  # x1 is unlike t1
+    assert {i.id for i in store.list(status="verified")} == {imported.id, "I0002"}
+
+
 def test_crash_mid_run_then_resume(setup):
     store, _, learner = setup
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)

@@ -270,6 +270,34 @@ def test_a_bad_import_line_is_named_and_nothing_is_written(make_store: MakeStore
     assert [i.id for i in target.list()] == ["I0002"]
 
 
+def test_source_problems_travel_with_the_export(make_store: MakeStore, tmp_path: Path):
+    source = make_store()
+    source.add_task("nl4opt", "1", "A bakery makes bread and cakes ...", answer=30.0)
+    source.add_task("nl4opt", "2", "Not a source of anything", answer=5.0)
+    _populate(source)  # I0001 names nl4opt/1 as its source
+    path = tmp_path / "lib.jsonl"
+    source.export_jsonl(path, status=None, header={"training_problems": 2})
+    assert read_header(path) == {"training_problems": 2,
+                                 "source_problems": {"nl4opt/1": "A bakery makes bread and cakes ..."}}
+    target = make_store()
+    target.import_jsonl(path)
+    task = target.get_task("nl4opt/1")
+    assert (task.dataset, task.item_id, task.answer) == ("nl4opt", "1", None)  # text only: no answer travels
+    assert [t.id for t in target.tasks()] == ["nl4opt/1"]
+    assert target.add_task("nl4opt", "1", "A bakery makes bread and cakes ...", answer=30.0).answer == 30.0
+
+    for bad in ({"nl4opt/1": 3}, ["nl4opt/1"], {"no-slash": "text"}, {"nl4opt/9": "  "}):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        header = json.loads(lines[0])
+        header["_header"]["source_problems"] = bad
+        broken = tmp_path / "broken.jsonl"
+        broken.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+        fresh = make_store()
+        with pytest.raises(ImportLineError, match="line 1: 'source_problems' must map task ids"):
+            fresh.import_jsonl(broken)
+        assert (fresh.list(status=None), fresh.tasks()) == ([], [])
+
+
 def test_tasks_attempts_evidence_and_runs(store: LibraryStore):
     task = store.add_task("nl4opt", "12", "A bakery makes bread ...", answer={"objective": 30})
     assert store.add_task("nl4opt", "12", "A bakery makes bread ...") == task  # idempotent

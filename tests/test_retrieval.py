@@ -122,3 +122,38 @@ def test_starter_library_none_starts_empty(tmp_path, monkeypatch):
     assert load_settings(home=tmp_path / "b", starter_library="none").starter_library is None
     monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "none")
     assert load_settings(home=tmp_path / "c").starter_library is None
+
+
+DIET = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
+        "calories a day at the lowest cost; each serving has a price and its nutrients.")
+DIET_LIKE = ("Plan a day's meals from oats, milk and eggs: at least 50 g of protein and 1800 calories, "
+             "at the lowest cost; each serving has a price and its nutrients.")
+
+
+def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
+    settings = load_settings(home=tmp_path / "h", use_library=True, starter_library="none",
+                             retrieval_source_similarity=0.7)
+    store, index = open_library(settings)
+    store.add_task("diet_train", "E1", DIET, answer=12.0)
+    general = "The problem involves counting, buying, or choosing"  # near everything, far from a diet text
+    sourced = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="variables", level2="integrality", condition=general,
+        explanation="declare the variable NonNegativeIntegers"),
+        status=Status.VERIFIED, provenance={"source_tasks": ["diet_train/E1"]})
+    unsourced = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="variables", level2="integrality", condition=general,
+        explanation="declare the variable NonNegativeIntegers"),
+        status=Status.VERIFIED, provenance={"source_tasks": ["elsewhere/x"]})  # its source is not held
+    index.upsert([sourced, unsourced])
+    retriever = LibraryRetriever(settings, store, index)
+    try:
+        similarity = retriever.source_similarities
+        assert set(similarity(PROBLEM)) == {sourced.id}  # only where a source text is held
+        assert similarity(PROBLEM)[sourced.id] < 0.7 <= similarity(DIET_LIKE)[sourced.id]
+        assert [i.id for i in retriever.candidates(PROBLEM)] == [unsourced.id]  # trucks: not like the diet
+        assert [i.id for i in retriever.candidates(DIET_LIKE)] == [sourced.id]  # by its source, not its condition
+        off = LibraryRetriever(settings.model_copy(update={"retrieval_source_similarity": 0.0}), store, index)
+        assert {i.id for i in off.candidates(PROBLEM)} == {sourced.id, unsourced.id}  # 0: conditions alone
+        assert off.candidates(DIET_LIKE) == []
+    finally:
+        retriever.close()
