@@ -64,9 +64,9 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
                   "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "quote_max_words",
-                  "patch_lines", "prompt_shas")
+                  "patch_lines", "retrieval_source_similarity", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
-_BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False}
+_BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None}
 
 
 def _setting(meta: dict[str, Any], key: str) -> Any:
@@ -141,7 +141,10 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
         f"quote_max_words {meta.get('quote_max_words', 0)}, "
-        f"patch_lines {meta.get('patch_lines', False)}; prompts {meta.get('prompt_shas')}",
+        f"patch_lines {meta.get('patch_lines', False)}"
+        + (f", retrieval_source_similarity {meta['retrieval_source_similarity']}"
+           if meta.get("retrieval_source_similarity") is not None else "")
+        + f"; prompts {meta.get('prompt_shas')}",
         f"- items finished: {len(rows)} of {meta.get('items')}",
         *sessions_lines(meta),
         "",

@@ -125,6 +125,7 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "retry_temperature": settings.retry_temperature,
         "max_tokens_program": settings.max_tokens_program, "quote_max_words": settings.quote_max_words,
         "patch_lines": settings.patch_lines,
+        "retrieval_source_similarity": None if library_name == "none" else settings.retrieval_source_similarity,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items), "rows_at_start": len(done),
     }

@@ -80,6 +80,7 @@ def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runne
     # the resumed session kept the first one's settings, and the summary names both sessions
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["rows_at_start"] == 2 and [m["rows_at_start"] for m in meta["earlier"]] == [0]
+    assert meta["retrieval_source_similarity"] is None  # no library: retrieval settings do not apply
     assert "- sessions: " in summary and "from row 0" in summary and "warning" not in summary
 
     changed = settings.model_copy(update={"max_repairs": 5})
