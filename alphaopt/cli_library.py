@@ -158,23 +158,35 @@ def library_show(insight_id: str, home: Path | None) -> None:
 @library.command("export")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--home", type=click.Path(path_type=Path))
+@click.option("--continues", "earlier", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The export this home's learning went on from (given to `learn --skip-learned`): its learned "
+                   "tasks and runs stay in the new header.")
 @_errors
-def library_export(path: Path, home: Path | None) -> None:
+def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
     """Write the verified insights as reviewable JSONL, with how they were learned."""
     store = _open_store(home)
     done = store.done_tasks()
-    tasks = [t for t in store.tasks() if t.id in done]
-    runs = store.runs()
+    learned = {t.id: t.dataset for t in store.tasks() if t.id in done}
+    runs = [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
+             "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},
+             "counters": r.counters, "status": r.status.value} for r in store.runs()]
+    if earlier is not None:
+        from library import read_header
+
+        before = read_header(earlier) or {}
+        for task_id in before.get("learned_tasks", []):
+            learned.setdefault(task_id, task_id.rpartition("/")[0])
+        runs = [*({**r, "home": "earlier"} for r in before.get("runs", [])), *runs]
     header = {
-        "training_problems": len(tasks),
-        "learned_tasks": sorted(t.id for t in tasks),
-        "datasets": sorted({t.dataset for t in tasks}),
-        "runs": [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
-                  "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},
-                  "counters": r.counters, "status": r.status.value} for r in runs],
+        "training_problems": len(learned),
+        "learned_tasks": sorted(learned),
+        "datasets": sorted(set(learned.values())),
+        "runs": runs,
     }
+    if earlier is not None:
+        header["continues"] = earlier.name
     count = store.export_jsonl(path, header=header)
-    click.echo(f"Exported {count} verified insights learned from {len(tasks)} training problems to {path}")
+    click.echo(f"Exported {count} verified insights learned from {len(learned)} training problems to {path}")
 
 
 @library.command("retire")

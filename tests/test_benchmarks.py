@@ -260,3 +260,30 @@ def test_a_library_learned_from_a_test_items_copy_is_named_in_the_run_descriptio
     described = library_description(export)
     assert described.startswith("lib.jsonl: 0 insights learned from 2 training problems; 1 of them nearly copy")
     assert f"({copy})" in described and clean not in described
+
+
+def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path, capsys):
+    from benchmarks import reach
+    from library import InsightDraft, LibraryStore
+
+    diet = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
+            "calories a day at the lowest cost; each serving has a price and its nutrients.")
+    store = LibraryStore(tmp_path / "src.db")
+    store.add_task("diet_train", "E1", diet, answer=12.0)
+    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                   condition="The problem involves counting, buying, or choosing",
+                                   explanation="declare servings NonNegativeIntegers"),
+                      status="verified", provenance={"source_tasks": ["diet_train/E1"]})
+    export = tmp_path / "lib.jsonl"
+    store.export_jsonl(export, header={"training_problems": 1})
+    store.close()
+    data = tmp_path / "toy_test.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "near", "description": diet.replace("chicken, rice and beans", "oats, milk and eggs"), "answer": 9},
+        {"id": "far", "description": "A company hires trucks to ship at least 115 tons of gravel. Minimize cost.",
+         "answer": 3150},
+    ]) + "\n")
+    reach.main(["--dataset", str(data), "--library", str(export), "--out", str(tmp_path / "out")])
+    assert "1 of 2 items have a candidate insight" in capsys.readouterr().out
+    written = [json.loads(line) for line in (tmp_path / "out" / "toy_test.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["answer"]) for r in written] == [("near", 9)]

@@ -343,6 +343,14 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     again = CliRunner().invoke(cli.cli, ["learn", str(data), "--skip-learned", str(export), "--home", str(other),
                                          "--no-progress"], catch_exceptions=False)
     assert "0 problems (1 done earlier)" in again.output
+    went_on = tmp_path / "went_on.jsonl"  # a new home's export keeps what the earlier home learned
+    out = CliRunner().invoke(cli.cli, ["library", "export", str(went_on), "--home", str(other),
+                                       "--continues", str(export)], catch_exceptions=False).output
+    assert "learned from 1 training problems" in out
+    later = json.loads(went_on.read_text().splitlines()[0])["_header"]
+    assert later["learned_tasks"] == ["toy_train/t1"] and later["continues"] == "lib.jsonl"
+    assert [r["home"] for r in later["runs"][:1]] == ["earlier"] and len(later["runs"]) == 2
+    assert later["source_problems"] == {"toy_train/t1": PROBLEM}  # the source text came along with the import
 
 
 def test_runs_left_running_by_a_killed_process_are_closed(setup):
