@@ -39,10 +39,15 @@ def insight_dict(insight: Insight) -> dict[str, Any]:
 
 
 def open_store(settings: Settings) -> LibraryStore:
-    """Open the store named by the settings; load the starter library into an empty store."""
+    """Open the store named by the settings; load the starter library into an empty store (or,
+    into one that loaded it before its export carried source problems, just those texts)."""
     store = LibraryStore(settings.library_url or settings.library_db)
-    if not store.list(status=None) and settings.starter_library and Path(settings.starter_library).is_file():
-        store.import_jsonl(settings.starter_library)
+    starter = settings.starter_library
+    if starter and Path(starter).is_file():
+        if not store.list(status=None):
+            store.import_jsonl(starter)
+        else:
+            store.add_source_problems(starter)
     return store
 
 

@@ -367,6 +367,25 @@ class LibraryStore(TrainingRecords):
                 bump(s, "revision")
         return len(records)
 
+    def add_source_problems(self, source: str | Path | IO[str]) -> int:
+        """Store the texts of the source problems an export's header carries, for the insights this
+        store holds that name them and where the store lacks them (a library imported before
+        exports carried them). Returns how many were added.
+        """
+        sources = jsonl.source_problems(jsonl.read_header(source))
+        with self.transaction() as s:
+            named = {t for v in s.scalars(select(VersionRow)) for t in v.source_tasks}
+            added = 0
+            for task_id, text in sources.items():
+                if task_id in named and s.get(TaskRow, task_id) is None:
+                    dataset, _, item_id = task_id.rpartition("/")
+                    s.add(TaskRow(id=task_id, dataset=dataset, item_id=item_id, text=text, answer=None,
+                                  created_at=now_iso()))
+                    added += 1
+            if added:
+                bump(s, "revision")  # retrieval's caches key on the revision
+        return added
+
     def _import_record(self, s: Session, record: jsonl.InsightRecord) -> None:
         if s.get(InsightRow, record.id) is not None:
             raise InvalidInsightError(f"this library already holds {record.id!r}; import into a fresh library")

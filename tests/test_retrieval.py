@@ -157,3 +157,30 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
         assert off.candidates(DIET_LIKE) == []
     finally:
         retriever.close()
+
+
+def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
+    src = load_settings(home=tmp_path / "src", use_library=True, starter_library="none")
+    store, index = open_library(src)
+    store.add_task("diet_train", "E1", DIET, answer=12.0)
+    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                   condition="The problem involves counting, buying, or choosing",
+                                   explanation="declare servings NonNegativeIntegers"),
+                      status=Status.VERIFIED, provenance={"source_tasks": ["diet_train/E1"]})
+    starter = tmp_path / "starter.jsonl"
+    store.export_jsonl(starter, header={"training_problems": 1})
+    lines = starter.read_text().splitlines(keepends=True)
+    older = tmp_path / "older.jsonl"  # the same library as exported before headers carried source texts
+    older.write_text('{"_header":{"training_problems":1}}\n' + "".join(lines[1:]))
+
+    home = tmp_path / "user"
+    first = LibraryRetriever.open(load_settings(home=home, use_library=True, starter_library=older))
+    assert first.source_similarities(DIET_LIKE) == {} and first.store.tasks() == []
+    first.close()
+    later = LibraryRetriever.open(load_settings(home=home, use_library=True, starter_library=starter))
+    try:
+        assert [t.id for t in later.store.tasks()] == ["diet_train/E1"]
+        assert later.source_similarities(DIET_LIKE)["I0001"] >= 0.7
+        assert [i.id for i in later.candidates(PROBLEM)] == []  # recalled by its source now, not its condition
+    finally:
+        later.close()
