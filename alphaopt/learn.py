@@ -268,12 +268,13 @@ class Learner:
         return Agent(self.settings, llm=llm, runner=self.runner, library=library)
 
     def solve(self, task: Task, run_id: str, kind: str, sample: int,
-              forced: list[dict[str, Any]] | None = None, *, library: Any = None) -> Solution:
-        """Solve a task with the library (plus ``forced`` candidates, or through another
-        ``library`` retriever) and record the attempt."""
+              forced: list[dict[str, Any]] | None = None, *, library: Any = None,
+              without: Collection[str] = ()) -> Solution:
+        """Solve a task with the library (plus ``forced`` candidates, leaving out the insights in
+        ``without``, or through another ``library`` retriever) and record the attempt."""
         library = library or self.retriever
         if forced is not None:
-            library = _Combined(library, forced)
+            library = _Combined(library, forced, frozenset(without))
         with self._agent(_Judged(library), sample) as agent:
             solution = agent.solve(task.text)
         if solution.insights and task.answer is not None:
@@ -481,7 +482,8 @@ class Learner:
         wins = 0
         for task_id in sources:  # re-verify on every source problem before replacing the members
             task = self.store.get_task(task_id)
-            solution = self.solve(task, run_id, "verify_merge", 0, [insight_dict(merged)])
+            solution = self.solve(task, run_id, "verify_merge", 0, [insight_dict(merged)],
+                                  without=[m.id for m in members])  # the lesson alone, not its members
             wins += self.config.correct(solution.objective, float(task.answer))
         ok = wins == len(sources)
         with self.store.transaction():
@@ -520,15 +522,17 @@ class _Judged:
 
 @dataclass
 class _Combined:
-    """The library's own retrieval plus forced candidates (the 'with' arm of the check)."""
+    """The library's own retrieval plus forced candidates (the 'with' arm of the check); the
+    forced ones and those in ``without`` (a merge's members) are not offered again."""
 
     base: LibraryRetriever
     forced: list[dict[str, Any]]
+    without: frozenset[str] = frozenset()
 
     def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
-        found = self.base.retrieve(problem, llm=llm, run_id=run_id)
-        ids = {f["id"] for f in self.forced}
-        return [*self.forced, *[f for f in found if f["id"] not in ids]]
+        ids = {f["id"] for f in self.forced} | self.without
+        found = self.base.retrieve(problem, llm=llm, run_id=run_id, exclude=ids)
+        return [*self.forced, *found]
 
 
 def _outcome(status: str, objective: float | None, answer: float) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class LibraryRetriever:
         self.settings = settings
         self.store = store
         self.index = index
-        self._cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, str, frozenset[str]], list[dict[str, Any]]] = {}
         self._labels: tuple[str, list[tuple[str, str, str]], np.ndarray] | None = None
         self._sources: tuple[str, dict[str, np.ndarray]] | None = None  # (stamp, id → source vectors)
         self._lock = threading.Lock()
@@ -164,14 +165,16 @@ class LibraryRetriever:
             self._sources = (stamp, vectors)
         return vectors
 
-    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
-        """Insights that apply to the problem (possibly none), with evidence recorded."""
-        key = (hashlib.sha256(problem.encode()).hexdigest(), self.store.version_stamp())
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str,
+                 exclude: Collection[str] = ()) -> list[dict[str, Any]]:
+        """Insights that apply to the problem (possibly none), with evidence recorded; the ids in
+        ``exclude`` are never offered (the learner's checks use it to leave insights out)."""
+        key = (hashlib.sha256(problem.encode()).hexdigest(), self.store.version_stamp(), frozenset(exclude))
         if key in self._cache:
             chosen = self._cache[key]
             self._record(chosen, chosen, run_id)
             return chosen
-        found = self.candidates(problem)
+        found = [i for i in self.candidates(problem) if i.id not in exclude]
         chosen_ids: set[str] = set()
         if found and self.settings.retrieval_check:
             listing = prompts.format_insights([insight_dict(i) for i in found])

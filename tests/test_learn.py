@@ -256,6 +256,8 @@ def test_near_duplicate_is_merged_and_reverified(setup):
     for _ in range(2):
         wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
         llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    # t2 is like t1, so t1's verified lesson is recalled for t2's solves (by its source problem)
+    llm.on("check_insights", "NONE").on("check_insights", "NONE")
     merged = dict(DRAFT["insights"][0], condition="the text limits one decision variable from above")
     llm.on("merge", json.dumps(merged))
     for _ in range(2):  # re-verification on both source problems
@@ -266,6 +268,7 @@ def test_near_duplicate_is_merged_and_reverified(setup):
     assert store.get("I0003").provenance.source_tasks == ("toy_train/t1", "toy_train/t2")
     assert {store.get(i).status for i in ("I0001", "I0002")} == {Status.RETIRED}
     assert store.get("I0003").provenance.evidence == {"merge_of": ["I0002", "I0001"], "sources": 2, "with": 2}
+    assert llm.prompt_names.count("check_insights") == 2  # the re-verification offers no member again
 
 
 def test_no_merge_with_an_imported_insight_whose_sources_have_no_answer(setup):
