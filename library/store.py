@@ -54,6 +54,17 @@ def _insight(ins: InsightRow, ver: VersionRow, label: LabelRow) -> Insight:
     )
 
 
+def _add_text_tasks(s: Session, sources: dict[str, str]) -> int:
+    """Store each ``task id → text`` the session lacks as a training task without an answer."""
+    added = 0
+    for task_id, text in sources.items():
+        if s.get(TaskRow, task_id) is None:
+            dataset, _, item_id = task_id.rpartition("/")
+            s.add(TaskRow(id=task_id, dataset=dataset, item_id=item_id, text=text, answer=None, created_at=now_iso()))
+            added += 1
+    return added
+
+
 def _statuses(status: Status | str | Iterable[Status | str] | None) -> list[str] | None:
     if status is None:
         return None
@@ -352,11 +363,7 @@ class LibraryStore(TrainingRecords):
         header, records = jsonl.read(source)
         sources = jsonl.source_problems(header)
         with self.transaction() as s:
-            for task_id, text in sources.items():
-                if s.get(TaskRow, task_id) is None:
-                    dataset, _, item_id = task_id.rpartition("/")
-                    s.add(TaskRow(id=task_id, dataset=dataset, item_id=item_id, text=text, answer=None,
-                                  created_at=now_iso()))
+            _add_text_tasks(s, sources)
             for number, record in records:
                 try:
                     with s.begin_nested():
@@ -375,13 +382,7 @@ class LibraryStore(TrainingRecords):
         sources = jsonl.source_problems(jsonl.read_header(source))
         with self.transaction() as s:
             named = {t for v in s.scalars(select(VersionRow)) for t in v.source_tasks}
-            added = 0
-            for task_id, text in sources.items():
-                if task_id in named and s.get(TaskRow, task_id) is None:
-                    dataset, _, item_id = task_id.rpartition("/")
-                    s.add(TaskRow(id=task_id, dataset=dataset, item_id=item_id, text=text, answer=None,
-                                  created_at=now_iso()))
-                    added += 1
+            added = _add_text_tasks(s, {t: text for t, text in sources.items() if t in named})
             if added:
                 bump(s, "revision")  # retrieval's caches key on the revision
         return added
