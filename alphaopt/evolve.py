@@ -126,15 +126,7 @@ class Evolver:
     def _sources(self, insight: Insight) -> list[Task]:
         """The insight's source problems that this home holds with their answers (an imported
         library brings their texts only)."""
-        found = []
-        for task_id in insight.provenance.source_tasks:
-            try:
-                task = self.store.get_task(task_id)
-            except NotFoundError:
-                continue
-            if task.answer is not None:
-                found.append(task)
-        return found
+        return self.store.answered_tasks(insight.provenance.source_tasks)
 
     def evolve(self, *, command: str = "", dry_run: bool = False,
                on_insight: Callable[[Diagnosis, str], None] | None = None) -> EvolveSummary:

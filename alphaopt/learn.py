@@ -38,7 +38,7 @@ from alphaopt.nodes import REPAIRABLE
 from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize_for
 from alphaopt.retrieval import LibraryRetriever, insight_dict
 from alphaopt.state import Solution
-from library import Insight, InsightDraft, LibraryStore, NotFoundError, Status, Task
+from library import Insight, InsightDraft, LibraryStore, Status, Task
 from library.taxonomy import canonical
 from library.index import LibraryIndex
 from solvers import SolverRunner
@@ -452,14 +452,6 @@ class Learner:
         best = int(distances.argmin())
         return peers[best] if distances[best] <= self.config.merge_distance else None
 
-    def _answered(self, task_ids: list[str]) -> bool:
-        """Whether this home holds every one of these tasks with its answer (so a merge can be
-        re-verified on them)."""
-        try:
-            return all(self.store.get_task(t).answer is not None for t in task_ids)
-        except NotFoundError:
-            return False
-
     def merge(self, insight: Insight, run_id: str) -> int:
         """Merge a verified insight with a near-duplicate; returns 1 when a merge replaced them."""
         other = self.near_duplicate(insight)
@@ -467,8 +459,8 @@ class Learner:
             return 0
         members = [insight, other]
         sources = sorted({t for m in members for t in m.provenance.source_tasks})
-        if not self._answered(sources):  # e.g. an imported insight learned from problems not in this home
-            return 0
+        if len(self.store.answered_tasks(sources)) < len(sources):  # e.g. an imported insight's sources
+            return 0  # a merge could not be re-verified on them
         lessons = prompts.format_insights([insight_dict(m) for m in members])
         messages, sha = prompts.render("merge", lessons=lessons, stage=insight.stage.value,
                                        level1=insight.level1, level2=insight.level2)

@@ -1,9 +1,9 @@
 """The reviewable JSONL form of a library: one insight per line, sorted by id, keys sorted.
 
 An optional first line ``{"_header": {...}}`` records what produced the library (command,
-settings, number of training problems) and the texts of the insights' source problems. Each insight line carries its current version at the
-top level, its label's display name and definition, and its earlier versions under
-``history``. Only stored values appear, so exporting twice gives identical bytes.
+settings, number of training problems) and the texts of the insights' source problems. Each
+insight line carries its current version at the top level, its label's display name and
+definition, and its earlier versions under ``history``. Only stored values appear, so exporting twice gives identical bytes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ A mixin of :class:`library.store.LibraryStore`; every method joins the caller's
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -102,6 +103,13 @@ class TrainingRecords:
             if row is None:
                 raise NotFoundError(f"no training task {task_id!r}; add it with add_task()")
             return _task(row)
+
+    def answered_tasks(self, task_ids: Iterable[str]) -> list[Task]:
+        """Those of ``task_ids`` this store holds with an answer (an imported library's source
+        problems come as text only), in the given order."""
+        with self._reading() as s:
+            rows = [s.get(TaskRow, t) for t in task_ids]
+            return [_task(r) for r in rows if r is not None and r.answer is not None]
 
     def tasks(self, *, dataset: str | None = None) -> list[Task]:
         """All training tasks (of ``dataset``), by id."""

@@ -379,10 +379,13 @@ class LibraryStore(TrainingRecords):
         store holds that name them and where the store lacks them (a library imported before
         exports carried them). Returns how many were added.
         """
-        sources = jsonl.source_problems(jsonl.read_header(source))
         with self.transaction() as s:
             named = {t for v in s.scalars(select(VersionRow)) for t in v.source_tasks}
-            added = _add_text_tasks(s, {t: text for t, text in sources.items() if t in named})
+            missing = named - set(s.scalars(select(TaskRow.id).where(TaskRow.id.in_(sorted(named)))))
+            if not missing:  # the usual case: nothing to read
+                return 0
+            sources = jsonl.source_problems(jsonl.read_header(source))
+            added = _add_text_tasks(s, {t: text for t, text in sources.items() if t in missing})
             if added:
                 bump(s, "revision")  # retrieval's caches key on the revision
         return added
