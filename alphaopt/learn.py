@@ -164,17 +164,19 @@ class Learner:
                 outcome = self.learn_task(task, run.id, summary)
                 self.store.record_attempt(task.id, kind=DONE, status=outcome, run_id=run.id)
                 summary.seen += 1
-                summary.tokens = self.ledger.spent
+                summary.tokens, summary.seconds = self.ledger.spent, time.perf_counter() - start
                 self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.ledger.spent)
                 if on_task:
                     on_task(task, outcome, summary)
         except BudgetExceeded as exc:
             summary.stopped = str(exc)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from the CLI's handler: a stop, not a failure
+            summary.seconds = time.perf_counter() - start
             self.store.finish_run(run.id, status="stopped", tokens=self.ledger.spent,
                                   counters={**summary.as_dict(), "stopped": str(exc) or "interrupted"})
             raise
         except BaseException as exc:  # recorded on the run, then re-raised: a rerun resumes
+            summary.seconds = time.perf_counter() - start
             self.store.finish_run(run.id, status="failed", counters={**summary.as_dict(), "error": repr(exc)},
                                   tokens=self.ledger.spent)
             raise

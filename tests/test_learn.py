@@ -465,6 +465,7 @@ def test_an_interrupted_run_is_recorded_as_stopped(setup):
     run = store.runs()[-1]
     assert run.status.value == "stopped" and run.counters["stopped"] == "stopped by signal 15"
     assert run.counters["seen"] == 1 and store.done_tasks() == {"toy_train/t1"}
+    assert run.counters["seconds"] > 0  # the time spent is kept, not only for runs that finish
 
 
 def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
