@@ -77,11 +77,13 @@ def results_file(run: str, name: str, key: str) -> tuple[Path, set[str]]:
 
 def answer_and_score(llm: LLMClient, runner: Any, messages: list[dict[str, str]], *, prompt_name: str,
                      prompt_sha: str, problem: str, answer: float, max_tokens: int, node: str,
-                     tolerance: Tolerance) -> tuple[str, dict[str, Any]]:
-    """One arm of an A/B: ask the model, take its program with the fixes the pipeline applies,
-    run it and score it. Returns the program and ``{"status", "objective", "right"}``."""
+                     tolerance: Tolerance, temperature: float | None = None,
+                     seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    """One arm of an A/B: ask the model (at the settings' temperature unless given), take its
+    program with the fixes the pipeline applies, run it and score it. Returns the program and
+    ``{"status", "objective", "right"}``."""
     reply = llm.complete(messages, prompt_name=prompt_name, prompt_sha=prompt_sha, max_tokens=max_tokens,
-                         context=CallContext(node=node))
+                         context=CallContext(node=node), temperature=temperature, seed=seed)
     program, _ = normalize_for(extract_code(reply.text), problem)
     result = runner.run(program)
     return program, {"status": result.status.value, "objective": result.objective,

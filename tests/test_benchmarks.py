@@ -216,9 +216,10 @@ def test_an_ab_arm_runs_the_fixed_program_and_scores_it(runner):
     program, arm = answer_and_score(llm, runner, messages, answer=11, **kwargs)
     assert "SolverFactory" not in program  # the pipeline's fixes were applied before the run
     assert arm == {"status": "optimal", "objective": pytest.approx(11), "right": True}
-    _, wrong = answer_and_score(llm, runner, messages, answer=12, **kwargs)
+    _, wrong = answer_and_score(llm, runner, messages, answer=12, temperature=0.7, seed=1, **kwargs)
     assert wrong["status"] == "optimal" and not wrong["right"]
     assert [c.prompt_name for c in llm.calls] == ["repair", "repair"]
+    assert (llm.calls[0].temperature, llm.calls[1].temperature, llm.calls[1].seed) == (None, 0.7, 1)
 
 
 def test_ab_results_are_appended_and_read_back(tmp_path, capsys):

@@ -448,7 +448,8 @@ def test_exploration_edits_the_latest_program_that_ran(setup):
     first, second = [c for c in llm.calls if c.prompt_name == "explore"]
     assert "model.x <= 2" in first.user and "the optimal objective 8.66667, lower than the correct value" in first.user
     assert "<= 3)" in second.user and "the optimal objective 6.66667, lower than the correct value" in second.user
-    assert second.temperature and second.temperature > 0
+    assert first.temperature == second.temperature == 0.7  # sampled: greedy gives the program back unchanged
+    assert first.seed != second.seed
 
 
 def test_an_interrupted_run_is_recorded_as_stopped(setup):
