@@ -83,8 +83,9 @@ class LibraryRetriever:
         self.index.close()
         self.store.close()
 
-    def labels_for(self, problem: str, n: int) -> list[tuple[str, str, str]]:
-        """The ``n`` taxonomy labels whose definitions are nearest to the problem."""
+    def labels_for(self, problem: str | np.ndarray, n: int) -> list[tuple[str, str, str]]:
+        """The ``n`` taxonomy labels whose definitions are nearest to the problem (its text or
+        its embedding)."""
         stamp = self.store.version_stamp()
         with self._lock:
             if self._labels is None or self._labels[0] != stamp:
@@ -95,8 +96,11 @@ class LibraryRetriever:
             _, keys, vectors = self._labels
         if not keys:
             return []
-        scores = vectors @ self.index.embedder.embed([problem])[0]
+        scores = vectors @ self._embedding(problem)
         return [keys[i] for i in np.argsort(-scores)[:n]]
+
+    def _embedding(self, problem: str | np.ndarray) -> np.ndarray:
+        return self.index.embedder.embed([problem])[0] if isinstance(problem, str) else problem
 
     def candidates(self, problem: str) -> list[Insight]:
         """Verified insights near the problem, nearest first, capped.
@@ -109,16 +113,17 @@ class LibraryRetriever:
         own sources). 0 turns that off.
         """
         s = self.settings
-        hits = self.index.recall(problem, k=s.retrieval_k)
-        labels = self.labels_for(problem, s.retrieval_labels)
+        vector = self._embedding(problem)  # once: the recalls, the labels and the sources all compare it
+        hits = self.index.recall(vector, k=s.retrieval_k)
+        labels = self.labels_for(vector, s.retrieval_labels)
         if labels:
-            hits += self.index.recall(problem, k=s.retrieval_k, labels=labels)
+            hits += self.index.recall(vector, k=s.retrieval_k, labels=labels)
         best: dict[str, float] = {}
         for hit in hits:
             if hit.distance <= s.retrieval_max_distance:
                 best[hit.insight_id] = min(hit.distance, best.get(hit.insight_id, 2.0))
         if s.retrieval_source_similarity > 0:
-            for insight_id, similarity in self.source_similarities(problem).items():
+            for insight_id, similarity in self.source_similarities(vector).items():
                 if similarity >= s.retrieval_source_similarity:
                     best[insight_id] = min(1.0 - similarity, best.get(insight_id, 2.0))
                 else:
@@ -132,13 +137,13 @@ class LibraryRetriever:
                 break
         return found
 
-    def source_similarities(self, problem: str) -> dict[str, float]:
+    def source_similarities(self, problem: str | np.ndarray) -> dict[str, float]:
         """For each verified insight whose source problems the library holds (some of them):
-        the highest cosine similarity of ``problem`` to their texts."""
+        the highest cosine similarity of ``problem`` (its text or its embedding) to their texts."""
         vectors = self._source_vectors()
         if not vectors:
             return {}
-        query = self.index.embedder.embed([problem])[0]
+        query = self._embedding(problem)
         return {insight_id: float((matrix @ query).max()) for insight_id, matrix in vectors.items()}
 
     def _source_vectors(self) -> dict[str, np.ndarray]:

@@ -227,13 +227,14 @@ class LibraryIndex:
         self.rebuild(store)
         return True
 
-    def recall(self, text: str, *, k: int = 8, stage: Stage | str | None = None,
+    def recall(self, text: str | Sequence[float], *, k: int = 8, stage: Stage | str | None = None,
                labels: Iterable[LabelKey | tuple[str, str, str] | str] | None = None,
                status: Status | str | Iterable[Status | str] | None = (Status.VERIFIED,)) -> list[Recalled]:
         """The ``k`` insights whose conditions are nearest to ``text``.
 
         Args:
-            text: The problem (or the part of it) to match conditions against.
+            text: The problem (or the part of it) to match conditions against, or its embedding
+                (from ``self.embedder``) when the caller has it already.
             k: How many to return at most.
             stage: Only insights at this stage.
             labels: Only insights with one of these labels (``LabelKey``, a 3-tuple or
@@ -258,7 +259,9 @@ class LibraryIndex:
         if count == 0 or k <= 0:
             return []
         clause = None if not where else where[0] if len(where) == 1 else {"$and": where}
-        result = self._live(lambda c: c.query(query_texts=[text], n_results=min(k, count), where=clause,
+        query: dict[str, Any] = ({"query_texts": [text]} if isinstance(text, str)
+                                 else {"query_embeddings": [[float(x) for x in text]]})
+        result = self._live(lambda c: c.query(**query, n_results=min(k, count), where=clause,
                                               include=["distances"]))
         ids, distances = result["ids"][0], (result["distances"] or [[]])[0]
         return [Recalled(i, float(d)) for i, d in zip(ids, distances, strict=True)]

@@ -184,3 +184,19 @@ def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
         assert [i.id for i in later.candidates(PROBLEM)] == []  # recalled by its source now, not its condition
     finally:
         later.close()
+
+
+def test_the_problem_is_embedded_once_per_recall(library, monkeypatch):
+    """The condition recall, the label recall, the labels and the source check share one vector."""
+    embedder = library.index.embedder
+    texts: list[list[str]] = []
+    real = embedder.embed
+
+    def counting(batch):
+        texts.append(list(batch))
+        return real(batch)
+
+    monkeypatch.setattr(embedder, "embed", counting)
+    found = library.candidates(PROBLEM)
+    assert "I0002" in [i.id for i in found]
+    assert sum(PROBLEM in batch for batch in texts) == 1
