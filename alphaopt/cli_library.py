@@ -169,14 +169,17 @@ def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
     learned = {t.id: t.dataset for t in store.tasks() if t.id in done}
     runs = [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
              "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},
-             "counters": r.counters, "status": r.status.value} for r in store.runs()]
+             "counters": r.counters, "status": r.status.value, "started_at": r.started_at,
+             "finished_at": r.finished_at} for r in store.runs()]
     if earlier is not None:
         from library import read_header
 
         before = read_header(earlier) or {}
         for task_id in before.get("learned_tasks", []):
             learned.setdefault(task_id, task_id.rpartition("/")[0])
-        runs = [*({**r, "home": "earlier"} for r in before.get("runs", [])), *runs]
+        held = [_run_key(r) for r in runs]  # this home's own runs, when it made the earlier export too
+        runs = [*({**r, "home": "earlier"} for r in before.get("runs", [])
+                  if r.get("home") == "earlier" or _run_key(r) not in held), *runs]
     header = {
         "training_problems": len(learned),
         "learned_tasks": sorted(learned),
@@ -187,6 +190,11 @@ def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
         header["continues"] = earlier.name
     count = store.export_jsonl(path, header=header)
     click.echo(f"Exported {count} verified insights learned from {len(learned)} training problems to {path}")
+
+
+def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
+    """What identifies an exported learning run across exports (older ones carry no times)."""
+    return tuple(json.dumps(run.get(k), sort_keys=True) for k in ("id", "command", "settings", "counters", "status"))
 
 
 @library.command("retire")

@@ -354,6 +354,12 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     assert later["learned_tasks"] == ["toy_train/t1"] and later["continues"] == "lib.jsonl"
     assert [r["home"] for r in later["runs"][:1]] == ["earlier"] and len(later["runs"]) == 2
     assert later["source_problems"] == {"toy_train/t1": PROBLEM}  # the source text came along with the import
+    assert later["runs"][1]["started_at"] and later["runs"][1]["finished_at"]
+    twice = tmp_path / "twice.jsonl"  # the same home again, going on from its own export: no run twice
+    CliRunner().invoke(cli.cli, ["library", "export", str(twice), "--home", str(other), "--continues", str(went_on)],
+                       catch_exceptions=False)
+    runs = json.loads(twice.read_text().splitlines()[0])["_header"]["runs"]
+    assert [r.get("home") for r in runs] == ["earlier", None]
 
 
 def test_runs_left_running_by_a_killed_process_are_closed(setup):
