@@ -57,12 +57,14 @@ def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
 @click.option("--revisit-solved", is_flag=True,
               help="Solve again the problems an earlier run ended solved, with the library: fresh evidence on "
                    "whether its insights help or mislead (for `alphaopt library evolve`).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Problems learned at once, for a remote endpoint (--base-url) that serves several requests.")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, max_tokens: int | None,
           skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool, revisit_solved: bool,
-          no_progress: bool,
+          concurrency: int, no_progress: bool,
           **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
@@ -73,6 +75,9 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
 
     signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
     settings = _settings(kwargs)
+    if concurrency > 1 and settings.embedded:
+        raise InputError("--concurrency needs a remote endpoint (--base-url or ALPHAOPT_BASE_URL): the embedded "
+                         "model answers one request at a time, so leave it at 1.")
     items = read_training(list(files))
     if exclude:
         from alphaopt.dedup import near_duplicates
@@ -101,7 +106,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             bar.update(1)
             bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
 
-        summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit)
+        summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit, concurrency=concurrency)
     bar.close()
     click.echo(
         f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "

@@ -15,15 +15,19 @@ checks that the first program now runs and is right). If none is right,
    runs without; only a lift (``with >= without + margin`` and at least one success) verifies;
 5. a verified insight close to an existing one is merged, and the merge is re-verified on the
    source problems before it replaces its members.
-Each finished problem is marked in the library, so a rerun resumes where a run stopped.
+Each finished problem is marked in the library, so a rerun resumes where a run stopped. On a
+remote endpoint, several problems can be learned at once (``concurrency``): each keeps its own
+counts, the token ledger is shared, and merges take turns.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +53,11 @@ _ENDINGS = {"unsolved": ("unsolved",), "solved": ("solved", "learned")}  # how a
 
 class BudgetExceeded(AlphaoptError):
     """The token budget of a learning run is spent."""
+
+
+class RunStopping(AlphaoptError):
+    """Raised at a worker's next model call once a concurrent run is stopping (its problem is
+    left unfinished, and a rerun learns from it)."""
 
 
 @dataclass
@@ -80,12 +89,17 @@ class Ledger:
     base: LLMClient
     max_tokens: int | None = None
     spent: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def complete(self, messages: list[Message], **kwargs: Any) -> LLMResult:
+        if self.stopping.is_set():
+            raise RunStopping("the run is stopping")
         if self.max_tokens is not None and self.spent >= self.max_tokens:
             raise BudgetExceeded(f"token budget of {self.max_tokens:,} spent; rerun with a larger --max-tokens to go on")
         result = self.base.complete(messages, **kwargs)
-        self.spent += result.input_tokens + result.output_tokens
+        with self._lock:  # workers of a concurrent run share the count
+            self.spent += result.input_tokens + result.output_tokens
         return result
 
     def sampling(self, sample: int, temperature: float) -> _SampledLedger:
@@ -126,6 +140,12 @@ class LearnSummary:
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("run_id", "counters")}
 
+    def absorb(self, task: LearnSummary) -> None:
+        """Add what one problem's learning counted (kept apart while it ran, so that concurrent
+        problems never write the run's counters at once)."""
+        for name in ("solved_before", "solved_after", "added", "verified", "rejected", "merged"):
+            setattr(self, name, getattr(self, name) + getattr(task, name))
+
 
 class Learner:
     """Runs the learning loop over training tasks against one library."""
@@ -140,28 +160,33 @@ class Learner:
         self.ledger = Ledger(llm, self.config.max_tokens)
         self.runner = runner
         self.retriever = LibraryRetriever(self.settings, store, index)
+        self._library_lock = threading.Lock()  # one merge at a time when problems are learned concurrently
 
     # -- the loop ---------------------------------------------------------------------------
     def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
               on_task: Callable[[Task, str, LearnSummary], None] | None = None,
-              revisit: Collection[str] = ()) -> LearnSummary:
+              revisit: Collection[str] = (), concurrency: int = 1) -> LearnSummary:
         """Learn from ``(dataset, item_id, text, answer)`` items; skip those done in earlier runs,
         except those that ended as ``revisit`` names: ``"unsolved"`` (to learn again after the
         pipeline changed) or ``"solved"`` (solved or learned from: to gather fresh evidence on
-        the library's insights against known answers)."""
+        the library's insights against known answers). ``concurrency`` problems are learned at
+        once (for a remote endpoint; each finished one is recorded as it ends)."""
         self._close_orphaned_runs()
         run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
-                                    **self.config.__dict__})
+                                    "concurrency": concurrency, **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()
         done = self.store.done_tasks(DONE) - self.ended(revisit)
         try:
+            todo = []
             for dataset, item_id, text, answer in items:
                 task = self.store.add_task(dataset, item_id, text, answer)
                 if task.id in done:
                     summary.skipped += 1
-                    continue
-                outcome = self.learn_task(task, run.id, summary)
+                else:
+                    todo.append(task)
+            for task, outcome, counts in self._each(todo, run.id, concurrency):
+                summary.absorb(counts)
                 self.store.record_attempt(task.id, kind=DONE, status=outcome, run_id=run.id)
                 summary.seen += 1
                 summary.tokens, summary.seconds = self.ledger.spent, time.perf_counter() - start
@@ -184,6 +209,50 @@ class Learner:
         self.store.finish_run(run.id, status="finished" if summary.stopped is None else "stopped",
                               counters=summary.as_dict(), tokens=summary.tokens)
         return summary
+
+    def _each(self, tasks: list[Task], run_id: str, concurrency: int) -> Iterator[tuple[Task, str, LearnSummary]]:
+        """Learn from each task, yielding ``(task, outcome, its counts)`` as each ends: one at a
+        time, or ``concurrency`` at once. When one fails or the run is stopped, the others stop
+        at their next model call, those that ended are still yielded, then the error is raised."""
+        if concurrency <= 1:
+            for task in tasks:
+                counts = LearnSummary(run_id=run_id)
+                yield task, self.learn_task(task, run_id, counts), counts
+            return
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="learn")
+        pending = iter(tasks)
+        running: dict[Future[str], tuple[Task, LearnSummary]] = {}
+        error: BaseException | None = None
+
+        def submit() -> None:
+            task = next(pending, None)
+            if task is not None:
+                counts = LearnSummary(run_id=run_id)
+                running[pool.submit(self.learn_task, task, run_id, counts)] = (task, counts)
+
+        try:
+            for _ in range(concurrency):
+                submit()
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task, counts = running.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        yield task, future.result(), counts
+                        if error is None:
+                            submit()
+                    elif not isinstance(exc, RunStopping) and error is None:
+                        error = exc
+                        self.ledger.stopping.set()
+        except BaseException:  # Ctrl-C or a stop signal in this thread: the workers stop at their next call
+            self.ledger.stopping.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.ledger.stopping.clear()
+        if error is not None:
+            raise error
 
     def ended(self, outcomes: Collection[str]) -> set[str]:
         """Tasks whose last finished attempt ended as one of ``outcomes``: ``"unsolved"``, or
@@ -259,9 +328,10 @@ class Learner:
         summary.verified += len(candidates)
         if not solved:
             summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
-        self.index.upsert([self.store.get(c.id) for c in candidates])
-        for c in candidates:
-            summary.merged += self.merge(self.store.get(c.id), run_id)
+        with self._library_lock:
+            self.index.upsert([self.store.get(c.id) for c in candidates])
+            for c in candidates:
+                summary.merged += self.merge(self.store.get(c.id), run_id)
         return "learned"
 
     # -- steps -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,3 +134,41 @@ class RoutedLLM(ScriptedLLM):
 
 
 WRONG_LP_REPLY = LP_REPLY.replace("model.x <= 3", "model.x <= 2")  # optimum 26/3 instead of 11
+
+
+@dataclass
+class ThreadSafeLLM:
+    """An ``LLMClient`` for concurrent callers: each reply is chosen by ``route(prompt_name, user
+    message)`` (a string, or an exception to raise), every call waits ``delay`` seconds, and the
+    most calls in flight at once is kept (to show that callers did overlap)."""
+
+    route: Callable[[str, str], str | BaseException]
+    delay: float = 0.05
+    calls: list[Call] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def complete(self, messages: list[Message], *, prompt_name: str, prompt_sha: str, max_tokens: int,
+                 schema: type[BaseModel] | None = None, context: CallContext | None = None,
+                 temperature: float | None = None, seed: int | None = None) -> LLMResult:
+        with self._lock:
+            self.calls.append(Call(prompt_name, messages, max_tokens, context, temperature, seed))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay)
+            reply = self.route(prompt_name, messages[-1]["content"])
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        if isinstance(reply, BaseException):
+            raise reply
+        parsed = None
+        if schema:
+            try:
+                parsed = schema.model_validate_json(reply)
+            except ValueError:
+                parsed = None
+        return LLMResult(text=reply, input_tokens=10, output_tokens=len(reply) // 4, latency_ms=1.0,
+                         call_id="fake", parsed=parsed, model="scripted")

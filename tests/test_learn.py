@@ -11,7 +11,7 @@ from alphaopt.errors import LLMError
 from alphaopt.learn import LearnConfig, Learner
 from alphaopt.retrieval import open_library
 from library import InsightDraft, Status
-from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, program
+from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
 ITEM = ("toy_train", "t1", PROBLEM, 11.0)
@@ -510,3 +510,59 @@ def test_a_draft_that_copies_the_template_is_dropped_before_verification(setup):
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert summary.added == 0 and store.list(status=None) == []
     assert llm.prompt_names[-1] == "extract"  # no solve "with" a draft that says nothing
+
+
+def _solving(fail_on: str | None = None):
+    """A thread-safe fake that solves every problem right, except that calls for the problem whose
+    text contains ``fail_on`` raise (the endpoint went away while it was being learned)."""
+    def route(prompt_name: str, user: str) -> str | BaseException:
+        if fail_on and fail_on in user:
+            return LLMError("endpoint went away")
+        return {"formulate": FORMULATION, "write_program": LP_REPLY}[prompt_name]
+    return ThreadSafeLLM(route)
+
+
+THREE = [("toy_train", f"t{n}", f"{PROBLEM} (copy {n})", 11.0) for n in (1, 2, 3)]
+
+
+def test_problems_are_learned_concurrently(setup):
+    store, _, learner = setup
+    llm = _solving()
+    seen = []
+    summary = learner(llm).learn(THREE, concurrency=3, on_task=lambda task, outcome, s: seen.append(task.id))
+    assert summary.seen == 3 and summary.solved_before == summary.solved_after == 3
+    assert llm.most_in_flight >= 2  # the problems overlapped
+    assert sorted(seen) == ["toy_train/t1", "toy_train/t2", "toy_train/t3"] and len(store.done_tasks()) == 3
+    run = store.get_run(summary.run_id)
+    assert run.status.value == "finished" and run.settings["concurrency"] == 3 and run.counters["seen"] == 3
+    replies = {"formulate": FORMULATION, "write_program": LP_REPLY}
+    assert summary.tokens == sum(10 + len(replies[c.prompt_name]) // 4 for c in llm.calls)  # each call once
+
+
+def test_a_concurrent_run_that_fails_stops_every_worker_and_resumes(setup):
+    store, _, learner = setup
+    with pytest.raises(LLMError):
+        learner(_solving(fail_on="(copy 2)")).learn(THREE, concurrency=3)
+    run = store.runs()[-1]
+    assert run.status.value == "failed" and "endpoint went away" in run.counters["error"]
+    assert "toy_train/t2" not in store.done_tasks()  # left for the rerun, like the others that were stopped
+    again = learner(_solving()).learn(THREE)
+    assert again.seen + again.skipped == 3 and store.done_tasks() == {f"toy_train/t{n}" for n in (1, 2, 3)}
+
+
+def test_a_concurrent_run_stops_on_its_token_budget(setup):
+    store, _, learner = setup
+    summary = learner(_solving(), max_tokens=1).learn(THREE, concurrency=2)
+    assert summary.stopped and "budget" in summary.stopped
+    assert store.get_run(summary.run_id).status.value == "stopped" and summary.seen < 3
+
+
+def test_learn_cli_refuses_concurrency_on_the_embedded_model(tmp_path):
+    from click.testing import CliRunner
+
+    from alphaopt import cli
+
+    data = tmp_path / "toy_train.jsonl"
+    data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
+    result = CliRunner().invoke(cli.cli, ["learn", str(data), "--concurrency", "2", "--home", str(tmp_path / "h")])
+    assert result.exit_code != 0 and "--concurrency needs a remote endpoint" in result.output
