@@ -185,14 +185,19 @@ def save_upload(settings: Settings, name: str, data: bytes) -> Path:
 
 
 def start_learning(settings: Settings, files: list[Path], *, limit: int | None = None,
-                   max_tokens: int | None = None) -> LearnJob:
+                   max_tokens: int | None = None, concurrency: int = 1) -> LearnJob:
     """Start ``alphaopt learn FILES`` detached from the app; it goes on after a reload.
+    ``concurrency`` problems are learned at once (a remote endpoint only).
 
     Raises:
-        InputError: no file, a bad training file, nothing left to learn, or a job already running.
+        InputError: no file, a bad training file, nothing left to learn, a job already running,
+            or concurrency on the embedded model.
     """
     if not files:
         raise InputError("Choose at least one training file.")
+    if concurrency > 1 and settings.embedded:
+        raise InputError("Learning several problems at once needs a remote endpoint: the embedded model answers "
+                         "one request at a time.")
     running = [j for j in learning_jobs(settings) if is_running(j)]
     if running:
         raise InputError(f"Learning job {running[0].id} (pid {running[0].pid}) is still running: "
@@ -206,6 +211,7 @@ def start_learning(settings: Settings, files: list[Path], *, limit: int | None =
     command = [*LEARN_COMMAND, *map(str, files), "--home", str(settings.home)]
     command += ["--limit", str(limit)] if limit else []
     command += ["--max-tokens", str(max_tokens)] if max_tokens else []
+    command += ["--concurrency", str(concurrency)] if concurrency > 1 else []
     job_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + str(ULID())[-4:]
     log = jobs_dir(settings) / f"{job_id}.log"
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")  # before the run the child starts

@@ -28,7 +28,8 @@ def _start() -> None:
         if st.session_state.get("learn_feedback") and feedback.is_file():
             files.append(feedback)
         job = app_api.start_learning(settings, files, limit=st.session_state.get("learn_limit") or None,
-                                     max_tokens=st.session_state.get("learn_tokens") or None)
+                                     max_tokens=st.session_state.get("learn_tokens") or None,
+                                     concurrency=st.session_state.get("learn_concurrency") or 1)
     except (AlphaoptError, LibraryError, OSError) as exc:
         _flash(f"Not started: {exc}", "error")
     else:
@@ -51,6 +52,9 @@ def _form(running: bool) -> None:
     left.number_input("At most this many problems", min_value=1, value=5, key="learn_limit")
     right.number_input("Token budget (0: none; the run stops there and resumes later)", min_value=0, value=0,
                        step=10_000, key="learn_tokens")
+    if not settings.embedded:
+        st.number_input("Problems at once (as many as the endpoint serves together)", min_value=1, max_value=32,
+                        value=1, key="learn_concurrency")
     st.button("Start learning", type="primary", on_click=_start, disabled=running)
     if settings.embedded:
         st.caption("The embedded model learns at a few minutes per problem on 2 cores, in a second process: "

@@ -156,6 +156,18 @@ def test_a_finished_job_records_its_exit_code(settings, tmp_path, monkeypatch):
     assert app_api.learning_jobs(settings)[0].returncode == 0
 
 
+def test_learning_several_problems_at_once_needs_a_remote_endpoint(settings, tmp_path, monkeypatch):
+    _fake_learn(monkeypatch, 0)
+    with pytest.raises(InputError, match="needs a remote endpoint"):
+        app_api.start_learning(settings, [_training(tmp_path)], concurrency=2)
+    remote = settings.model_copy(update={"base_url": "http://localhost:9/v1"})
+    job = app_api.start_learning(remote, [_training(tmp_path)], concurrency=2)
+    assert job.command[-2:] == ["--concurrency", "2"]
+    deadline = time.time() + 60  # generous: CI machines can be loaded
+    while app_api.is_running(job) and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def test_learning_refuses_bad_or_finished_input(settings, tmp_path, monkeypatch):
     _fake_learn(monkeypatch, 0)
     with pytest.raises(InputError, match="at least one"):
