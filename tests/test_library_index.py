@@ -107,3 +107,48 @@ def test_an_index_rebuilt_by_another_user_of_the_same_folder_keeps_working(store
         assert running.recall(query)[0].insight_id == "I0004" and running.count() == 4
         running.remove("I0002")
         assert running.count() == 3
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    """A real Chroma server (the `chroma` command that chromadb installs) on a free local port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    command = Path(sys.executable).parent / "chroma"
+    if not command.exists():
+        pytest.skip("the `chroma` command is not installed next to this Python")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(command), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120  # generous: CI machines can be loaded
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"the Chroma server did not start (exit code {server.poll()})")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_chroma_server_by_url_indexes_recalls_and_rebuilds(store: LibraryStore, chroma_server: str):
+    with LibraryIndex(chroma_server) as index:
+        index.rebuild(store)
+        assert index.count() == 4
+        assert index.recall("The company buys trucks; a fraction of a truck is impossible.", k=1)[0].insight_id == "I0001"
+    with LibraryIndex(chroma_server) as again:  # another client of the same server sees the same collection
+        assert again.count() == 4
+        again.remove("I0001")
+        assert "I0001" not in [h.insight_id for h in again.recall("The company buys trucks; a fraction of a truck is impossible.")]
