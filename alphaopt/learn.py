@@ -12,7 +12,9 @@ checks that the first program now runs and is right). If none is right,
    (the solver computes the objective; a program that writes the target is rejected);
 3. contrasting the failed and the successful program gives candidate insights;
 4. counterfactual check: the problem is solved k times with the candidates, compared with the k
-   runs without; only a lift (``with >= without + margin`` and at least one success) verifies;
+   runs without; only a lift (``with >= without + margin`` and at least one success) verifies,
+   and only if the candidates also beat a placebo lesson (one that restates the prompts) by the
+   margin: any change to the prompt can turn a slip into a right answer;
 5. a verified insight close to an existing one is merged, and the merge is re-verified on the
    source problems before it replaces its members.
 Each finished problem is marked in the library, so a rerun resumes where a run stopped. On a
@@ -71,6 +73,7 @@ class LearnConfig:
     merge_distance: float = 0.12
     max_tokens: int | None = None
     flip_integrality: bool = True
+    placebo: bool = True  # a candidate must also beat a placebo lesson, not only the run without it
     atol: float = 1e-6
     rtol: float = 1e-4
 
@@ -316,15 +319,23 @@ class Learner:
         forced = [insight_dict(c) for c in candidates]
         with_runs = [self.solve(task, run_id, "verify_with", sample, forced) for sample in range(self.config.k)]
         lift = sum(self._success(s, answer, code_only) for s in with_runs)
-        evidence = {"without": base, "with": lift, "k": self.config.k, "code_only": code_only}
+        evidence: dict[str, Any] = {"without": base, "with": lift, "k": self.config.k, "code_only": code_only}
         accepted = lift >= base + self.config.accept_margin and lift >= 1
+        if accepted and self.config.placebo:
+            # the same prompt change with a lesson that says nothing new: did any change do it?
+            placebo = [{**prompts.PLACEBO, "stage": stage} for stage in dict.fromkeys(c.stage.value for c in candidates)]
+            control = sum(self._success(self.solve(task, run_id, "verify_placebo", sample, placebo), answer, code_only)
+                          for sample in range(self.config.k))
+            evidence["placebo"] = control
+            accepted = lift >= control + self.config.accept_margin
         with self.store.transaction():
             for c in candidates:
                 self.store.revise(c.id, evidence=evidence, reason="counterfactual check")
                 self.store.set_status(c.id, Status.VERIFIED if accepted else Status.RETIRED)
         if not accepted:
             summary.rejected += len(candidates)
-            return "candidates rejected" if solved else "unsolved: candidates rejected"
+            why = "candidates rejected" + (": a placebo did as well" if "placebo" in evidence else "")
+            return why if solved else f"unsolved: {why}"
         summary.verified += len(candidates)
         if not solved:
             summary.solved_after += int(any(self.config.correct(s.objective, answer) for s in with_runs))
@@ -355,6 +366,8 @@ class Learner:
             right = self.config.correct(solution.objective, float(task.answer))
             with self.store.transaction():
                 for insight in solution.insights:
+                    if insight["id"] == prompts.PLACEBO["id"]:
+                        continue  # not an insight of the library
                     self.store.record_evidence(insight["id"], task_id=task.id, run_id=run_id,
                                                version=insight.get("version"), retrieved=True, used=True,
                                                success=right)

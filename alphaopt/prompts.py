@@ -276,6 +276,18 @@ MERGE = """These lessons say nearly the same thing:
 Write one lesson that covers all of them, as JSON:
 {{"stage": "{stage}", "level1": "{level1}", "level2": "{level2}", "condition": "...", "explanation": "...", "example": "..."}}"""
 
+# The placebo lesson of the learner's counterfactual check: in the form of a learned insight, it
+# only restates what the prompts already ask. A candidate must beat it as well as the run
+# without it: with one sample each, any change to the prompt can turn a slip (a typo, a dropped
+# line) into a right answer, and that lift is not the candidate's.
+PLACEBO = {
+    "id": "I0000", "version": 1, "label": "placebo / placebo",
+    "condition": "when the problem is written in plain language",
+    "explanation": "state each decision, the objective and every limit the text gives, then write each of them "
+                   "in the program",
+    "example": "",
+}
+
 PROMPTS: dict[str, str] = {
     "formulate": FORMULATE,
     "write_program": WRITE_PROGRAM,

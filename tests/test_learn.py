@@ -32,7 +32,8 @@ def setup(tmp_path, runner):
     store, index = open_library(settings)
 
     def learner(llm, **config):
-        return Learner(settings, store, index, llm, runner, LearnConfig(**config))
+        # the placebo arm is off unless a test asks for it: the tests below script one reply per solve
+        return Learner(settings, store, index, llm, runner, LearnConfig(**{"placebo": False, **config}))
 
     yield store, index, learner
     index.close()
@@ -49,23 +50,42 @@ def test_exploration_extraction_and_counterfactual_accept(setup):
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
     llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the 'with' arm
-    summary = learner(llm, explore_tries=1).learn([ITEM])
+    llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)  # the placebo arm: still wrong
+    summary = learner(llm, explore_tries=1, placebo=True).learn([ITEM])
     assert (summary.seen, summary.added, summary.verified, summary.rejected) == (1, 1, 1, 0)
     assert summary.solved_before == 0 and summary.solved_after == 1
     insight = store.get("I0001")
-    assert insight.status == Status.VERIFIED and insight.provenance.evidence == {"without": 0, "with": 1, "k": 1, "code_only": False}
+    assert insight.status == Status.VERIFIED
+    assert insight.provenance.evidence == {"without": 0, "with": 1, "placebo": 0, "k": 1, "code_only": False}
+    placebo_prompt = [c for c in llm.calls if c.prompt_name == "formulate"][-1].user
+    assert "[I0000]" in placebo_prompt and "[I0001]" not in placebo_prompt
+    assert store.evidence_for("I0000") == []  # the placebo is no insight of the library
     assert insight.provenance.source_tasks == ("toy_train/t1",) and insight.provenance.prompt_version.startswith("extract:")
     # the target is shown to the explorer, never to the solve path
     explore = next(c for c in llm.calls if c.prompt_name == "explore")
     assert "The correct optimal objective value is 11" in explore.user
     assert all("11" not in c.user.replace(PROBLEM, "") for c in llm.calls if c.prompt_name in ("formulate", "write_program"))
     # the verification run had the candidate in its prompt
-    last_formulate = [c for c in llm.calls if c.prompt_name == "formulate"][-1]
-    assert "[I0001]" in last_formulate.user
+    with_formulate = [c for c in llm.calls if c.prompt_name == "formulate"][-2]
+    assert "[I0001]" in with_formulate.user
     assert [h.insight_id for h in index.recall("an upper limit on one variable")] == ["I0001"]
     kinds = [a.kind for a in store.attempts(task_id="toy_train/t1")]
     # the integer flip of the wrong program (objective 8, not 11) is tried first, without a model call
-    assert kinds == ["solve", "explore_integrality", "explore", "verify_with", "done"]
+    assert kinds == ["solve", "explore_integrality", "explore", "verify_with", "verify_placebo", "done"]
+
+
+def test_a_candidate_is_rejected_when_a_placebo_lesson_does_as_well(setup):
+    store, index, learner = setup
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
+    llm.on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, LP_REPLY)  # with, and placebo: right
+    summary = learner(llm, explore_tries=1, placebo=True).learn([ITEM])
+    assert (summary.verified, summary.rejected) == (0, 1)
+    insight = store.get("I0001")
+    assert insight.status == Status.RETIRED and insight.provenance.evidence["placebo"] == 1
+    assert store.attempts(task_id="toy_train/t1", kind="done")[0].status == (
+        "unsolved: candidates rejected: a placebo did as well")
+    assert index.recall("an upper limit on one variable") == []
 
 
 CONTINUOUS_REPLY = program("""
@@ -327,7 +347,7 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
     llm = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm.on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with; placebo
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
     monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
