@@ -6,6 +6,7 @@ Run with: alphaopt learn benchmarks/data/nl4opt_train.jsonl --limit 10
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -200,6 +201,50 @@ def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
 def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
     """What identifies an exported learning run across exports (older ones carry no times)."""
     return tuple(json.dumps(run.get(k), sort_keys=True) for k in ("id", "command", "settings", "counters", "status"))
+
+
+@library.command("recheck")
+@click.argument("insight_ids", nargs=-1, required=True)
+@click.option("-k", "--solves", type=int, default=1, show_default=True,
+              help="Solves per source problem in each arm (without, with, placebo).")
+@click.option("--answers", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training JSONL files holding the source problems' answers (repeatable), for a library that "
+                   "holds them as text only (an imported one).")
+@_settings_options
+@_errors
+def library_recheck(insight_ids: tuple[str, ...], solves: int, answers: tuple[Path, ...], **kwargs: Any) -> None:
+    """Check verified insights again on their source problems: without each, with it, and with a
+    placebo lesson in its place; one that does not beat both is retired (the evidence is kept)."""
+    from alphaopt.api import solver_runner
+    from alphaopt.learn import LearnConfig, Learner
+    from alphaopt.retrieval import open_library
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = _settings(kwargs)
+    store, index = open_library(settings)
+    insights = [store.get(i) for i in insight_ids]  # an unknown id stops here, before any run starts
+    sources = {t for i in insights for t in i.provenance.source_tasks}
+    for dataset, item_id, text, answer in read_training(list(answers)):
+        if f"{dataset}/{item_id}" in sources:
+            store.add_task(dataset, item_id, text, answer)
+    command = "alphaopt library recheck " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    with solver_runner(settings) as runner:
+        learner = Learner(settings, store, index, OpenAIClient(settings, RunLog(settings.runs_db)), runner,
+                          LearnConfig(k=solves))
+        run = store.start_run({"command": command, "model": settings.model_name, "pid": os.getpid(),
+                               "recheck": list(insight_ids), **learner.config.__dict__})
+        kept = retired = 0
+        try:
+            for insight in insights:
+                e = learner.recheck(insight, run.id)
+                kept, retired = kept + e["kept"], retired + (not e["kept"])
+                click.echo(f"{insight.id}: right without it {e['without']}, with it {e['with']}, with the placebo "
+                           f"{e['placebo']} (of {e['k'] * e['sources']}) -> {'kept' if e['kept'] else 'retired'}")
+        except BaseException as exc:
+            store.finish_run(run.id, status="failed", counters={"kept": kept, "retired": retired, "error": repr(exc)},
+                             tokens=learner.ledger.spent)
+            raise
+        store.finish_run(run.id, counters={"kept": kept, "retired": retired}, tokens=learner.ledger.spent)
 
 
 @library.command("retire")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 from alphaopt import prompts
 from alphaopt.api import Agent
 from alphaopt.config import Settings
-from alphaopt.errors import AlphaoptError
+from alphaopt.errors import AlphaoptError, InputError
 from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
 from alphaopt.nodes import REPAIRABLE
 from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize_for
@@ -575,6 +575,43 @@ class Learner:
         if ok:
             self.index.upsert([self.store.get(merged.id), *[self.store.get(m.id) for m in members]])
         return int(ok)
+
+    def recheck(self, insight: Insight, run_id: str) -> dict[str, Any]:
+        """The counterfactual check again, on a verified insight's source problems held with an
+        answer: k solves each without it (the rest of the library stays), with it, and with the
+        placebo lesson in its place. It stays verified only when, summed over those problems, it
+        beats both others by the margin with at least one success; otherwise it is retired. The
+        evidence becomes a new version either way. Returns the evidence.
+
+        Raises:
+            InputError: the insight is not verified, or no source problem has an answer here.
+        """
+        if insight.status != Status.VERIFIED:
+            raise InputError(f"{insight.id} is {insight.status.value}; only a verified insight is rechecked")
+        tasks = self.store.answered_tasks(insight.provenance.source_tasks)
+        if not tasks:
+            raise InputError(f"{insight.id}'s source problems have no answer in this library: give the training "
+                             "files they came from (`alphaopt library recheck --answers FILE`)")
+        code_only = insight.stage.value == "code_implementation"
+        arms = {"without": [], "with": [insight_dict(insight)],
+                "placebo": [{**prompts.PLACEBO, "stage": insight.stage.value}]}
+        counts = dict.fromkeys(arms, 0)
+        for task in tasks:
+            for sample in range(self.config.k):
+                for arm, forced in arms.items():
+                    solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id])
+                    counts[arm] += self._success(solution, float(task.answer), code_only)
+        margin = self.config.accept_margin
+        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + margin and counts["with"] >= 1
+        evidence = {**counts, "k": self.config.k, "sources": len(tasks), "code_only": code_only, "recheck": True,
+                    "kept": kept}
+        with self.store.transaction():
+            self.store.revise(insight.id, evidence=evidence, reason="recheck against the run without it and a placebo")
+            if not kept:
+                self.store.set_status(insight.id, Status.RETIRED)
+        if not kept:
+            self.index.remove(insight.id)
+        return evidence
 
     def _retire_leftovers(self, task: Task) -> None:
         """Candidates from an interrupted attempt at this task never stay half-verified."""

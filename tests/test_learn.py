@@ -586,3 +586,82 @@ def test_learn_cli_refuses_concurrency_on_the_embedded_model(tmp_path):
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
     result = CliRunner().invoke(cli.cli, ["learn", str(data), "--concurrency", "2", "--home", str(tmp_path / "h")])
     assert result.exit_code != 0 and "--concurrency needs a remote endpoint" in result.output
+
+
+def _verified_from_t1(store, index, stage="general_formulation"):
+    store.add_task(*ITEM[:3])  # text only, as an import holds its source problems
+    store.add_task(*ITEM)
+    draft = InsightDraft(**{**DRAFT["insights"][0], "stage": stage})
+    insight = store.add_insight(draft, provenance={"source_tasks": ["toy_train/t1"], "model": "m"},
+                                status=Status.VERIFIED)
+    index.upsert(insight)
+    return insight
+
+
+def test_recheck_keeps_an_insight_that_beats_the_run_without_it_and_the_placebo(setup):
+    store, index, learner = setup
+    insight = _verified_from_t1(store, index)
+    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # without, with, placebo
+    run = store.start_run({})
+    evidence = learner(llm).recheck(insight, run.id)
+    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (0, 1, 0, True)
+    after = store.get(insight.id)
+    assert after.status == Status.VERIFIED and after.version == 2 and after.provenance.evidence["recheck"]
+    prompts_seen = [c.user for c in llm.calls if c.prompt_name == "formulate"]
+    assert "[I0001]" not in prompts_seen[0] and "[I0001]" in prompts_seen[1]
+    assert "[I0000]" in prompts_seen[2] and "[I0001]" not in prompts_seen[2]  # the placebo in its place
+    assert [a.kind for a in store.attempts(task_id="toy_train/t1")] == [
+        "recheck_without", "recheck_with", "recheck_placebo"]
+
+
+def test_recheck_retires_an_insight_the_placebo_matches(setup):
+    store, index, learner = setup
+    insight = _verified_from_t1(store, index)
+    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, LP_REPLY)
+    evidence = learner(llm).recheck(insight, store.start_run({}).id)
+    assert evidence["placebo"] == 1 and not evidence["kept"]
+    assert store.get(insight.id).status == Status.RETIRED and index.count() == 0
+
+
+def test_recheck_refuses_what_it_cannot_check(setup):
+    from alphaopt.errors import InputError
+
+    store, index, learner = setup
+    orphan = store.add_insight(InsightDraft(**DRAFT["insights"][0]), provenance={"source_tasks": ["elsewhere/x"]},
+                               status=Status.VERIFIED)
+    with pytest.raises(InputError, match="have no answer in this library"):
+        learner(RoutedLLM()).recheck(orphan, "R0001")
+    store.set_status(orphan.id, Status.RETIRED)
+    with pytest.raises(InputError, match="only a verified insight"):
+        learner(RoutedLLM()).recheck(store.get(orphan.id), "R0001")
+
+
+def test_library_recheck_cli(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt import cli, cli_library
+
+    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
+    settings = load_settings(home=tmp_path / "home")
+    store, index = open_library(settings)
+    insight = store.add_insight(InsightDraft(**{**DRAFT["insights"][0], "stage": "code_implementation"}),
+                                provenance={"source_tasks": ["toy_train/t1"]}, status=Status.VERIFIED)
+    store.add_task(*ITEM[:3])  # the source problem as an import holds it: text only
+    index.upsert(insight)
+    index.close()
+    store.close()
+    home = str(tmp_path / "home")
+    refused = CliRunner().invoke(cli.cli, ["library", "recheck", "I0001", "--home", home])
+    assert refused.exit_code != 0 and "--answers FILE" in refused.output
+    data = tmp_path / "toy_train.jsonl"
+    data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
+    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm.on("write_program", BROKEN, LP_REPLY, LP_REPLY).on("repair", LP_REPLY)  # without: right after a repair
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    result = CliRunner().invoke(cli.cli, ["library", "recheck", "I0001", "--home", home, "--answers", str(data)],
+                                catch_exceptions=False)
+    assert "I0001: right without it 0, with it 1, with the placebo 1 (of 1) -> retired" in result.output
+    missing = CliRunner().invoke(cli.cli, ["library", "recheck", "I0404", "--home", str(tmp_path / "home")])
+    assert missing.exit_code != 0 and "I0404" in missing.output
