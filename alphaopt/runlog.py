@@ -166,15 +166,42 @@ class RunLog:
 
 
 def migrate(db: sqlite3.Connection, migrations: list[tuple[str, str]] | None = None) -> list[str]:
-    """Apply the migrations not yet recorded; return the names applied."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    applied = []
-    for name, sql in migrations or _MIGRATIONS:
-        if name in done:
-            continue
-        db.executescript(sql)
-        db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
-        applied.append(name)
+    """Apply the migrations not yet recorded, in one write transaction; return the names applied.
+
+    The transaction is taken before the list of applied migrations is read, so connections that
+    open a fresh ``runs.db`` at once (the threads of a concurrent learning run, or two processes)
+    apply each migration once: the others wait, then find it recorded.
+    """
+    if db.in_transaction:
+        db.commit()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        applied = []
+        for name, sql in migrations or _MIGRATIONS:
+            if name in done:
+                continue
+            for statement in _statements(sql):
+                db.execute(statement)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
+            applied.append(name)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
     return applied
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a script (``executescript`` would commit the open transaction)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
 

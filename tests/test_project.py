@@ -70,6 +70,17 @@ def test_runs_db_schema_is_pinned(tmp_path):
     assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")] == ["m001_llm_calls", "m002_runs"]
 
 
+def test_runs_db_opened_by_many_threads_at_once_is_migrated_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "fresh" / "runs.db"
+    with ThreadPoolExecutor(8) as pool:
+        logs = list(pool.map(lambda _: RunLog(path), range(8)))  # a concurrent learning run's agents
+    assert len(logs) == 8
+    db = sqlite3.connect(path)
+    assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")] == ["m001_llm_calls", "m002_runs"]
+
+
 # kwargs exactly as the nodes pass them
 NODE_KWARGS = {
     "formulate": {"problem": "P", "insights": ""},
