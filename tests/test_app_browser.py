@@ -12,12 +12,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import program
+from tests.servers import free_port, wait_for_server
 
 FORMULATION = """## Variables
 chairs >= 0, tables >= 0
@@ -80,12 +79,6 @@ class _Stub(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def stub_llm() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
@@ -105,7 +98,7 @@ def sync_api() -> Any:
 
 @pytest.fixture
 def app_url(sync_api: Any, stub_llm: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ALPHAOPT_HOME": str(tmp_path / "home"), "ALPHAOPT_BASE_URL": stub_llm,
            "ALPHAOPT_MODEL": "stub", "ALPHAOPT_API_KEY": "stub-key", "ALPHAOPT_USE_LIBRARY": "0",
            "ALPHAOPT_MAX_RETRIES": "0"}
@@ -116,16 +109,8 @@ def app_url(sync_api: Any, stub_llm: str, tmp_path: Path) -> Iterator[str]:
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_for_server(f"{url}/_stcore/health", proc, timeout_s=90, ok=lambda body: body == b"ok",
+                        failure=lambda: f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
         yield url
     finally:
         proc.terminate()

@@ -112,31 +112,21 @@ def test_an_index_rebuilt_by_another_user_of_the_same_folder_keeps_working(store
 @pytest.fixture
 def chroma_server(tmp_path: Path):
     """A real Chroma server (the `chroma` command that chromadb installs) on a free local port."""
-    import socket
     import subprocess
     import sys
-    import time
-    import urllib.request
+
+    from tests.servers import free_port, wait_for_server
 
     command = Path(sys.executable).parent / "chroma"
     if not command.exists():
         pytest.skip("the `chroma` command is not installed next to this Python")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(command), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120  # generous: CI machines can be loaded
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"the Chroma server did not start (exit code {server.poll()})")
-                time.sleep(0.2)
+        wait_for_server(f"{url}/api/v2/heartbeat", server, timeout_s=120,  # generous: CI machines can be loaded
+                        failure=lambda: f"the Chroma server did not start (exit code {server.poll()})")
         yield url
     finally:
         server.terminate()
