@@ -25,8 +25,8 @@ from alphaopt.llm import OpenAIClient
 from alphaopt.program import hardcodes
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
-                               training_answers)
+from benchmarks.stored import (ab_arguments, answer_and_score, one_per_problem, record, recorded, results_file,
+                               stored_programs, training_answers)
 
 ARMS = (("greedy", 0.0, None), ("sampled", LearnConfig().sample_temperature, 1))
 
@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ab_arguments(argv, __doc__, "explore-ab")
     settings = load_settings()
     answers = training_answers()
-    first: dict[str, dict[str, Any]] = {}
-    for item in stored_programs(args.homes, answers, ("optimal",)):
-        first.setdefault(item["problem"], item)  # stored in order: the solve's program comes first
+    first = one_per_problem(stored_programs(args.homes, answers, ("optimal",)))  # the solve's program
     tolerance = Tolerance()
     out, done = results_file(args.run, "explore_ab.jsonl", "problem")
     llm = OpenAIClient(settings, RunLog(settings.runs_db))

@@ -26,8 +26,8 @@ from alphaopt.llm import OpenAIClient
 from alphaopt.nodes import REPAIRABLE, error_for_prompt
 from alphaopt.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
-                               training_answers)
+from benchmarks.stored import (ab_arguments, answer_and_score, one_per_problem, record, recorded, results_file,
+                               stored_programs, training_answers)
 
 REWRITE = prompts.PROBLEM + """{insights}
 A program written for this problem failed, and fixing it did not help:
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ab_arguments(argv, __doc__, "repair-ab")
     settings = load_settings()
     answers = training_answers()
-    last: dict[str, dict[str, Any]] = {}
-    for item in stored_programs(args.homes, answers, REPAIRABLE):
-        last[item["problem"]] = item  # stored in order: the last failed program per problem wins
+    last = one_per_problem(stored_programs(args.homes, answers, REPAIRABLE), last=True)  # the last failed one
     tolerance = Tolerance()
     out, done = results_file(args.run, "repair_ab.jsonl", "problem")
     llm = OpenAIClient(settings, RunLog(settings.runs_db))

@@ -58,6 +58,16 @@ def stored_programs(homes: list[Path], answers: dict[str, float], statuses: Coll
     return list(found.values())
 
 
+def one_per_problem(programs: list[dict[str, Any]], *, last: bool = False) -> dict[str, dict[str, Any]]:
+    """Problem text -> one of its stored programs (``stored_programs`` keeps their order): the
+    first one stored, or the last when ``last``."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for item in programs:
+        if last or item["problem"] not in chosen:
+            chosen[item["problem"]] = item
+    return chosen
+
+
 def ab_arguments(argv: list[str] | None, doc: str, default_run: str) -> argparse.Namespace:
     """The A/B scripts' command line: ``--from HOME`` (repeatable) and ``--run NAME``."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])

@@ -173,6 +173,14 @@ def test_stored_programs_come_from_training_problems_only(tmp_path):
         {"problem": "train problem", "program": "P3", "status": "infeasible", "error": ""}]
 
 
+def test_one_stored_program_per_problem_first_or_last():
+    from benchmarks.stored import one_per_problem
+
+    programs = [{"problem": "A", "program": "a1"}, {"problem": "B", "program": "b1"}, {"problem": "A", "program": "a2"}]
+    assert {p: i["program"] for p, i in one_per_problem(programs).items()} == {"A": "a1", "B": "b1"}
+    assert {p: i["program"] for p, i in one_per_problem(programs, last=True).items()} == {"A": "a2", "B": "b1"}
+
+
 def test_a_longer_run_also_reports_the_first_items_of_each_dataset():
     from benchmarks.report import first_items_line
 
