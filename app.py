@@ -2,7 +2,7 @@
 
 The alphaopt app: solve problems and watch each step, browse and curate the experience library,
 start learning runs and follow them. Pages live in ``alphaopt_app/``; they only call alphaopt's
-Python API (``alphaopt.api``, ``alphaopt.app_api``, ``library.LibraryStore``). Settings come from
+Python API (``alphaopt.api``, ``alphaopt.interfaces.app_api``, ``library.LibraryStore``). Settings come from
 ``ALPHAOPT_*`` variables and ``$ALPHAOPT_HOME/settings.toml``, as for the CLI.
 """
 

@@ -3,7 +3,7 @@
 from alphaopt.api import Agent, solve, solve_batch
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import AlphaoptError, ConfigError, InputError, LLMError
-from alphaopt.state import BatchItem, Solution
+from alphaopt.agent.state import BatchItem, Solution
 
 __all__ = [
     "Agent",

@@ -1,4 +1,4 @@
-from alphaopt.cli import cli
+from alphaopt.interfaces.cli import cli
 
 if __name__ == "__main__":
     cli()

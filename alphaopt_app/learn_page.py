@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from alphaopt import app_api
+from alphaopt.interfaces import app_api
 from alphaopt.errors import AlphaoptError
 from alphaopt_app import charts, services
 from library import LibraryError, LibraryStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
-from alphaopt import app_api
+from alphaopt.interfaces import app_api
 from alphaopt.errors import InputError
 from alphaopt_app import insights as views
 from alphaopt_app import services

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from alphaopt import api, app_api
+from alphaopt import api
+from alphaopt.interfaces import app_api
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import ConfigError
 from library import LibraryError, LibraryStore

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from alphaopt import app_api
-from alphaopt.api import Step
+from alphaopt.interfaces import app_api
+from alphaopt.agent.run import Step
 from alphaopt.errors import AlphaoptError, InputError
-from alphaopt.render import fmt_number, render_solution
-from alphaopt.state import Solution
+from alphaopt.interfaces.render import fmt_number, render_solution
+from alphaopt.agent.state import Solution
 from alphaopt_app import services, views
 from alphaopt_app.mathfmt import formulation_markdown
 from library import LibraryError

@@ -7,8 +7,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from alphaopt.render import fmt_number, render_solution
-from alphaopt.state import Solution
+from alphaopt.interfaces.render import fmt_number, render_solution
+from alphaopt.agent.state import Solution
 from alphaopt_app.mathfmt import formulation_markdown
 
 TITLES = {

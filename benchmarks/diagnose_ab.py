@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from alphaopt import prompts
-from alphaopt.api import solver_runner
+from alphaopt.agent import prompts
+from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
-from alphaopt.llm import OpenAIClient
-from alphaopt.runlog import RunLog
+from alphaopt.llm.client import OpenAIClient
+from alphaopt.llm.runlog import RunLog
 from benchmarks.scoring import Tolerance
 from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
                                training_answers)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from alphaopt.dedup import TWIN_JACCARD, jaccard, shingles
+from alphaopt.learning.dedup import TWIN_JACCARD, jaccard, shingles
+from benchmarks import registry
 from benchmarks.registry import Item, load, names
 
 
@@ -68,3 +69,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def honesty_flags(items: list[registry.Item]) -> tuple[set[str], dict[str, str]]:
+    """The items with a twin across the train/test line (a test item's near-copy in a training
+    split; for a training item, a test item it nearly copies), and the items with a suspect
+    label (with the reason). A training item is not its own twin."""
+    train_names = set(registry.names("train"))
+    train = [i for n in train_names for i in registry.load(n)]
+    test = [i for n in registry.names("test") for i in registry.load(n)]
+    of_train = [i for i in items if i.dataset in train_names]
+    of_test = [i for i in items if i.dataset not in train_names]
+    twins = {t.test for t in find_twins(train, of_test)} | {t.test for t in find_twins(test, of_train)}
+    return twins, suspect_labels(items, train)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from alphaopt.config import load_settings
-from alphaopt.retrieval import LibraryRetriever
+from alphaopt.agent.retrieval import LibraryRetriever
 from benchmarks import registry
 from benchmarks.run import select_items
 

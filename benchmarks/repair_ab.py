@@ -11,7 +11,7 @@ against the problem's answer. Prints one line per problem and the totals; writes
 ``benchmarks/results/<run>/repair_ab.jsonl`` (resumable).
 
 The rewrite arm lost (2026-11-29: 0 of 15 right against 2 for the repair), so ``REWRITE`` lives
-here, as the record of what was tried, and not in ``alphaopt.prompts``.
+here, as the record of what was tried, and not in ``alphaopt.agent.prompts``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from alphaopt import prompts
-from alphaopt.api import solver_runner
+from alphaopt.agent import prompts
+from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
-from alphaopt.llm import OpenAIClient
-from alphaopt.nodes import REPAIRABLE, error_for_prompt
-from alphaopt.runlog import RunLog
+from alphaopt.llm.client import OpenAIClient
+from alphaopt.agent.nodes import REPAIRABLE, error_for_prompt
+from alphaopt.llm.runlog import RunLog
 from benchmarks.scoring import Tolerance
 from benchmarks.stored import (ab_arguments, answer_and_score, one_per_problem, record, recorded, results_file,
                                stored_programs, training_answers)

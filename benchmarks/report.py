@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks import registry
+from benchmarks import honesty, registry
 from benchmarks.scoring import wilson
 
 #: Earlier runs, and the issue's 31.7% floor, are on 60 items: the first 15 of each test split.
@@ -163,12 +163,11 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    from benchmarks.run import honesty_flags
 
     out_dir = Path(sys.argv[1])
     rows = [json.loads(x) for x in (out_dir / "items.jsonl").read_text().splitlines() if x.strip()]
     bundled = {d: {i.key: i for i in registry.load(d)} for d in {r["dataset"] for r in rows} if d in registry.names()}
-    twins, suspects = honesty_flags([item for items in bundled.values() for item in items.values()])
+    twins, suspects = honesty.honesty_flags([item for items in bundled.values() for item in items.values()])
     for row in rows:  # current honesty checks, for rows written by an older version
         if row["dataset"] in bundled:
             row["twin"], row["suspect"] = row["key"] in twins, suspects.get(row["key"])

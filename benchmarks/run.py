@@ -23,11 +23,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from alphaopt import prompts
-from alphaopt.api import Agent
+from alphaopt.agent import prompts
+from alphaopt.agent.run import Agent
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import AlphaoptError
-from alphaopt.state import Solution
+from alphaopt.agent.state import Solution
 from benchmarks import honesty, registry
 from benchmarks.scoring import Tolerance
 
@@ -92,25 +92,12 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def honesty_flags(items: list[registry.Item]) -> tuple[set[str], dict[str, str]]:
-    """The items with a twin across the train/test line (a test item's near-copy in a training
-    split; for a training item, a test item it nearly copies), and the items with a suspect
-    label (with the reason). A training item is not its own twin."""
-    train_names = set(registry.names("train"))
-    train = [i for n in train_names for i in registry.load(n)]
-    test = [i for n in registry.names("test") for i in registry.load(n)]
-    of_train = [i for i in items if i.dataset in train_names]
-    of_test = [i for i in items if i.dataset not in train_names]
-    twins = {t.test for t in honesty.find_twins(train, of_test)} | {t.test for t in honesty.find_twins(test, of_train)}
-    return twins, honesty.suspect_labels(items, train)
-
-
 def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: Tolerance, concurrency: int = 1,
         progress: bool = True, agent: Agent | None = None, library_name: str = "none") -> list[dict[str, Any]]:
     """Solve the items not yet in ``out_dir/items.jsonl``; return every recorded row."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "items.jsonl"
-    twins, suspects = honesty_flags(items)
+    twins, suspects = honesty.honesty_flags(items)
     done = read_done(path)
     for row in done.values():  # the honesty checks may have grown since the row was written
         row["twin"], row["suspect"] = row["key"] in twins, suspects.get(row["key"])

@@ -5,7 +5,7 @@ Run with: python -m benchmarks.speed --home .alphaopt/bench [--raw]
 Reads the LLM call log (``runs.db``) of an alphaopt home: completion tokens per second of each
 call as the pipeline saw it (wall time of the request, prompt processing included, cache hits
 excluded), and prompt tokens per solved problem. ``--raw`` also measures llama.cpp directly on
-this machine (``alphaopt.local_model.llama_speed``) for comparison. Run it on an idle machine:
+this machine (``alphaopt.llm.local_model.llama_speed``) for comparison. Run it on an idle machine:
 another model process on the same cores distorts both numbers.
 """
 
@@ -49,8 +49,8 @@ def main() -> None:
     report: dict[str, Any] = {"pipeline": pipeline_speed(args.home / "runs.db")}
     if args.raw:
         from alphaopt.config import default_model_dir
-        from alphaopt.local_model import llama_speed
-        from alphaopt.model_fetch import DEFAULT_MODEL
+        from alphaopt.llm.local_model import llama_speed
+        from alphaopt.llm.model_fetch import DEFAULT_MODEL
 
         report["llama_cpp"] = llama_speed(default_model_dir() / DEFAULT_MODEL.filename, 128, n_threads=args.threads)
     print(json.dumps(report, indent=2))

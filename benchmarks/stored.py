@@ -15,8 +15,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from alphaopt.llm import CallContext, LLMClient
-from alphaopt.program import extract_code, normalize_for
+from alphaopt.llm.client import CallContext, LLMClient
+from alphaopt.agent.program import extract_code, normalize_for
 from benchmarks import honesty, registry
 from benchmarks.scoring import Tolerance
 

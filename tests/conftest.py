@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from alphaopt import llm
+from alphaopt.llm import client as llm
 from alphaopt.config import Settings, load_settings
 from solvers import SolverRunner
 from tests.fakes import ScriptedLLM

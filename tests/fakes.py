@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from alphaopt.llm import CallContext, LLMResult, Message
+from alphaopt.llm.client import CallContext, LLMResult, Message
 
 Reply = str | Callable[[list[Message]], str]
 

@@ -14,7 +14,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from alphaopt import api, app_api
+from alphaopt import api
+from alphaopt.interfaces import app_api
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
 from alphaopt_app import charts

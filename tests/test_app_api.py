@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from alphaopt import app_api
-from alphaopt.api import Agent
-from alphaopt.cli_library import read_training
+from alphaopt.interfaces import app_api
+from alphaopt.agent.run import Agent
+from alphaopt.learning.training import read_training
 from alphaopt.errors import InputError
 from library import ImportLineError, InsightDraft, LibraryStore, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM
@@ -201,7 +201,7 @@ def test_run_of_matches_the_first_library_run_after_the_job(settings):
 def test_the_learn_command_and_its_flags_exist():
     from click.testing import CliRunner
 
-    from alphaopt import cli
+    from alphaopt.interfaces import cli
 
     assert app_api.LEARN_COMMAND[-3:] == ["-m", "alphaopt", "learn"]
     help_text = CliRunner().invoke(cli.cli, ["learn", "--help"]).output

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alphaopt.api import Agent
+from alphaopt.agent.run import Agent
 from benchmarks import honesty, registry
 from benchmarks.report import stats, write_summary
 from benchmarks.run import run
@@ -117,7 +117,7 @@ def test_charts_are_written(tmp_path):
 
 
 def test_pipeline_speed_from_the_call_log(tmp_path):
-    from alphaopt.runlog import CallRecord, RunLog
+    from alphaopt.llm.runlog import CallRecord, RunLog
     from benchmarks.speed import pipeline_speed
 
     log = RunLog(tmp_path / "runs.db")
@@ -153,7 +153,7 @@ def test_result_rows_keep_an_errors_first_line_and_its_end():
 
 def test_stored_programs_come_from_training_problems_only(tmp_path):
     """The A/B scripts read programs stored for training problems, never for test ones."""
-    from alphaopt.runlog import RunLog
+    from alphaopt.llm.runlog import RunLog
     from benchmarks.stored import stored_programs
     from library import LibraryStore
 
@@ -245,7 +245,7 @@ def test_ab_results_are_appended_and_read_back(tmp_path, capsys):
 
 
 def test_a_training_item_is_flagged_a_twin_only_when_it_copies_a_test_item():
-    from benchmarks.run import honesty_flags
+    from benchmarks.honesty import honesty_flags
 
     train = registry.load("nl4opt_train")
     test = [i for n in registry.names("test") for i in registry.load(n)]

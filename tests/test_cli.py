@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import alphaopt
-from alphaopt import api, cli
+from alphaopt import api
+from alphaopt.interfaces import cli
 from alphaopt.errors import InputError
 from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, ScriptedLLM
 
@@ -49,8 +50,8 @@ def test_samples_flag_draws_more_programs(scripted):
 
 
 def render_text(data):
-    from alphaopt.render import render_solution
-    from alphaopt.state import Solution
+    from alphaopt.interfaces.render import render_solution
+    from alphaopt.agent.state import Solution
 
     return render_solution(Solution.model_validate(data))
 
@@ -93,7 +94,7 @@ def test_bad_input_gets_clear_errors(scripted, tmp_path):
 
 
 def test_unreachable_endpoint_is_a_clear_cli_error(monkeypatch):
-    monkeypatch.setattr(alphaopt.llm, "ALLOW_MODEL_REQUESTS", True)
+    monkeypatch.setattr(alphaopt.llm.client, "ALLOW_MODEL_REQUESTS", True)
     result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", "http://127.0.0.1:9/v1", "-m", "m"],
                                 env={"ALPHAOPT_MAX_RETRIES": "0"})
     assert result.exit_code == 1 and "Cannot reach the model endpoint" in result.output
@@ -144,7 +145,7 @@ def test_batch_rejects_bad_jsonl_naming_the_line(tmp_path):
 
 def test_logs_list_and_show(tmp_path):
     from alphaopt.config import load_settings
-    from alphaopt.runlog import CallRecord, RunLog
+    from alphaopt.llm.runlog import CallRecord, RunLog
 
     log = RunLog(load_settings().runs_db)
     log.log_call(CallRecord(id="01ABC", prompt_name="formulate", prompt_sha="s", model="m", params={},
@@ -176,7 +177,7 @@ def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
 
 def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
     from alphaopt.config import load_settings
-    from alphaopt.retrieval import open_store
+    from alphaopt.agent.retrieval import open_store
     from library import InsightDraft
 
     home = tmp_path / "lib"

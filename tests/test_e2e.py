@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from alphaopt import llm
-from alphaopt.api import Agent
+from alphaopt.llm import client as llm
+from alphaopt.agent.run import Agent
 from alphaopt.config import default_model_dir, load_settings
-from alphaopt.model_fetch import DEFAULT_MODEL
+from alphaopt.llm.model_fetch import DEFAULT_MODEL
 
 PROBLEM = (
     "A workshop makes chairs and tables. Each chair gives a profit of 30 dollars and each table 50 dollars. "

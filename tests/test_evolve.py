@@ -7,9 +7,9 @@ import json
 import pytest
 
 from alphaopt.config import load_settings
-from alphaopt.evolve import ALIGNED, DUPLICATE, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
-from alphaopt.learn import LearnConfig, Learner
-from alphaopt.retrieval import open_library
+from alphaopt.learning.evolve import ALIGNED, DUPLICATE, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
+from alphaopt.learning.learn import LearnConfig, Learner
+from alphaopt.agent.retrieval import open_library
 from library import InsightDraft, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alphaopt.api import Agent
+from alphaopt.agent.run import Agent
 from tests.fakes import (
     FORMULATION,
     INFEASIBLE_REPLY,
@@ -254,7 +254,7 @@ def test_resampling_stops_at_the_first_optimum_and_at_its_cap(settings, runner, 
 
 
 def test_vote_rules():
-    from alphaopt.vote import decided, vote
+    from alphaopt.agent.vote import decided, vote
 
     def c(status, objective=None):
         return {"status": status, "objective": objective}
@@ -415,7 +415,7 @@ def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(che
     assert solution.status == "optimal" and solution.objective == pytest.approx(172)
     assert "model.sold" in solution.program and "model.hours" in solution.program
     assert solution.attempts[1].fixes[0] == "added: model.sold = pyo.Constraint(expr=model.chairs <= 12)"
-    from alphaopt.render import render_solution
+    from alphaopt.interfaces.render import render_solution
 
     assert ("Lines the model wrote after checking its program against the text:\n"
             "  added: model.sold = pyo.Constraint(expr=model.chairs <= 12)") in render_solution(solution)
@@ -428,7 +428,7 @@ def test_the_optimum_stands_when_the_patched_program_fails(checking_agent, fake_
     assert [a.status for a in solution.attempts] == ["optimal", "error"]
     assert solution.status == "optimal" and solution.objective == pytest.approx(200)
     assert "model.sold" not in solution.program
-    from alphaopt.render import render_solution
+    from alphaopt.interfaces.render import render_solution
 
     assert "against the text (not used: the first optimum stood):\n  added: model.sold" in render_solution(solution)
 

@@ -8,8 +8,8 @@ import pytest
 
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
-from alphaopt.learn import LearnConfig, Learner
-from alphaopt.retrieval import open_library
+from alphaopt.learning.learn import LearnConfig, Learner
+from alphaopt.agent.retrieval import open_library
 from library import InsightDraft, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
 
@@ -215,13 +215,13 @@ def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     ("wrong: x <= 2 right: x <= 3", True), ("wrong: ... right: ...", False), ("wrong: a right: a", False),
     ("", False), ("use <= for 'at most'", True)])
 def test_an_example_must_say_something(example, informative):
-    from alphaopt.learn import _informative
+    from alphaopt.learning.learn import _informative
 
     assert _informative(example) is informative
 
 
 def test_diff_example():
-    from alphaopt.learn import diff_example
+    from alphaopt.learning.learn import diff_example
 
     wrong = "a = 1\n# note\nb = 2\nc = 3"
     right = "a = 1\nb = 5\nc = 3\nd = 4"
@@ -342,7 +342,8 @@ def test_token_budget_stops_the_run(setup):
 def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt import cli, cli_library
+    from alphaopt.interfaces import cli
+    from alphaopt.interfaces import cli_library
 
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
@@ -394,7 +395,8 @@ def test_runs_left_running_by_a_killed_process_are_closed(setup):
 def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt import cli, cli_library
+    from alphaopt.interfaces import cli
+    from alphaopt.interfaces import cli_library
 
     train = tmp_path / "toy_train.jsonl"
     other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
@@ -416,7 +418,8 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
 def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt import cli, cli_library
+    from alphaopt.interfaces import cli
+    from alphaopt.interfaces import cli_library
 
     other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
     new, solved = {"id": "t1", "description": other, "answer": 11}, {"id": "t2", "description": PROBLEM, "answer": 11}
@@ -434,7 +437,7 @@ def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
 
 
 def test_near_duplicates():
-    from alphaopt.dedup import near_duplicates
+    from alphaopt.learning.dedup import near_duplicates
 
     base = "A farmer has 50 acres to plant wheat and corn; wheat earns 200 dollars per acre and corn 300."
     assert near_duplicates([base, base.replace("50", "60"), "Something else entirely."], [base.upper()]) == {0, 1}
@@ -511,7 +514,7 @@ def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
 
 
 def test_specific_conditions():
-    from alphaopt.learn import specific as _specific
+    from alphaopt.learning.learn import specific as _specific
 
     problem = "A plant has 40 workers and makes 1,200 units at 2.5 hours each."
     assert _specific("when the plant has 40 workers", problem)
@@ -580,7 +583,7 @@ def test_a_concurrent_run_stops_on_its_token_budget(setup):
 def test_learn_cli_refuses_concurrency_on_the_embedded_model(tmp_path):
     from click.testing import CliRunner
 
-    from alphaopt import cli
+    from alphaopt.interfaces import cli
 
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
@@ -641,7 +644,8 @@ def test_recheck_refuses_what_it_cannot_check(setup):
 def test_library_recheck_cli(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt import cli, cli_library
+    from alphaopt.interfaces import cli
+    from alphaopt.interfaces import cli_library
 
     monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
     settings = load_settings(home=tmp_path / "home")

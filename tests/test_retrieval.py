@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alphaopt.config import load_settings
-from alphaopt.retrieval import LibraryRetriever, open_library
+from alphaopt.agent.retrieval import LibraryRetriever, open_library
 from library import InsightDraft, Status
 from tests.fakes import ScriptedLLM
 
@@ -99,7 +99,7 @@ def test_starter_library_loads_into_a_fresh_home(tmp_path):
 
 
 def test_the_check_call_counts_toward_the_solve(library, runner):
-    from alphaopt.api import Agent
+    from alphaopt.agent.run import Agent
     from tests.fakes import FORMULATION, program
 
     trucks = program("""

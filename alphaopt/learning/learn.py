@@ -35,15 +35,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from alphaopt import prompts
-from alphaopt.api import Agent
+from alphaopt.agent import prompts
+from alphaopt.agent.run import Agent
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError, InputError
-from alphaopt.llm import CallContext, LLMClient, LLMResult, Message
-from alphaopt.nodes import REPAIRABLE
-from alphaopt.program import extract_code, hardcodes, integrality_variants, normalize_for
-from alphaopt.retrieval import LibraryRetriever, insight_dict
-from alphaopt.state import Solution
+from alphaopt.llm.client import CallContext, LLMClient, LLMResult, Message
+from alphaopt.agent.nodes import REPAIRABLE
+from alphaopt.agent.program import extract_code, hardcodes, integrality_variants, normalize_for
+from alphaopt.agent.retrieval import LibraryRetriever, insight_dict
+from alphaopt.agent.state import Solution
 from library import Insight, InsightDraft, LibraryStore, Status, Task
 from library.taxonomy import canonical
 from library.index import LibraryIndex

@@ -16,32 +16,15 @@ from typing import Any
 
 import click
 
-from alphaopt.cli import _errors, _settings, _settings_options, cli
+from alphaopt.interfaces.cli_common import _errors, _settings, _settings_options
 from alphaopt.config import load_settings
 from alphaopt.errors import InputError
-from alphaopt.llm import OpenAIClient
-from alphaopt.runlog import RunLog
+from alphaopt.learning.training import read_training
+from alphaopt.llm.client import OpenAIClient
+from alphaopt.llm.runlog import RunLog
 
 
-def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
-    """Training items ``(dataset, id, text, answer)`` from JSONL files, interleaved file by file."""
-    per_file = []
-    for path in paths:
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = row.get("description") or row.get("problem") or row.get("text")
-                rows.append((path.stem, str(row.get("id", number)), str(text), float(row["answer"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise InputError(f"{path} line {number}: expected a problem text and a numeric 'answer' ({exc}).") from exc
-        per_file.append(rows)
-    return [item for group in zip_longest(*per_file) for item in group if item is not None]
-
-
-@cli.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--limit", type=int, help="Learn from at most N problems (after skipping those already done).")
 @click.option("-k", "--solves", type=int, default=1, show_default=True,
@@ -70,9 +53,9 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
     from tqdm import tqdm
 
-    from alphaopt.learn import LearnConfig, Learner
-    from alphaopt.api import solver_runner
-    from alphaopt.retrieval import open_library
+    from alphaopt.learning.learn import LearnConfig, Learner
+    from alphaopt.agent.run import solver_runner
+    from alphaopt.agent.retrieval import open_library
 
     signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
     settings = _settings(kwargs)
@@ -81,7 +64,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
                          "model answers one request at a time, so leave it at 1.")
     items = read_training(list(files))
     if exclude:
-        from alphaopt.dedup import near_duplicates
+        from alphaopt.learning.dedup import near_duplicates
 
         copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
         items = [i for n, i in enumerate(items) if n not in copies]
@@ -121,14 +104,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
-@cli.group()
+@click.group()
 def library() -> None:
     """The experience library."""
 
 
 def _open_store(home: Path | None) -> Any:
     """The SQL store alone: listing, showing and exporting never touch the vector index."""
-    from alphaopt.retrieval import open_store
+    from alphaopt.agent.retrieval import open_store
 
     return open_store(load_settings(home=home))
 
@@ -215,9 +198,9 @@ def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
 def library_recheck(insight_ids: tuple[str, ...], solves: int, answers: tuple[Path, ...], **kwargs: Any) -> None:
     """Check verified insights again on their source problems: without each, with it, and with a
     placebo lesson in its place; one that does not beat both is retired (the evidence is kept)."""
-    from alphaopt.api import solver_runner
-    from alphaopt.learn import LearnConfig, Learner
-    from alphaopt.retrieval import open_library
+    from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.learn import LearnConfig, Learner
+    from alphaopt.agent.retrieval import open_library
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(kwargs)
@@ -254,7 +237,7 @@ def library_recheck(insight_ids: tuple[str, ...], solves: int, answers: tuple[Pa
 @_errors
 def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
     """Retire an insight on a reviewer's decision; the reason becomes a new version's note."""
-    from alphaopt.retrieval import open_library
+    from alphaopt.agent.retrieval import open_library
 
     store, index = open_library(load_settings(home=home))
     store.retire(insight_id, reason=f"retired by review: {reason}", evidence={"retired_by_review": reason})
@@ -268,7 +251,7 @@ def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
 @_errors
 def library_import(path: Path, home: Path | None) -> None:
     """Load insights from a JSONL export (all or nothing)."""
-    from alphaopt.retrieval import open_library
+    from alphaopt.agent.retrieval import open_library
 
     store, index = open_library(load_settings(home=home))
     count = store.import_jsonl(path)
@@ -281,7 +264,7 @@ def library_import(path: Path, home: Path | None) -> None:
 @_errors
 def library_rebuild(**kwargs: Any) -> None:
     """Rebuild the Chroma index from the SQL store."""
-    from alphaopt.retrieval import open_library
+    from alphaopt.agent.retrieval import open_library
 
     store, index = open_library(_settings(kwargs))
     click.echo(f"Indexed {index.rebuild(store)} insights")
@@ -295,10 +278,10 @@ def library_evolve(dry_run: bool, **kwargs: Any) -> None:
     """Diagnose retrieval misalignment: merge insights that say the same, refine too specific
     conditions (kept only when a solve of their source problems shows a lift) and narrow harmful
     ones (retired when narrowing fails)."""
-    from alphaopt.api import solver_runner
-    from alphaopt.evolve import Evolver
-    from alphaopt.learn import Learner
-    from alphaopt.retrieval import open_library
+    from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.evolve import Evolver
+    from alphaopt.learning.learn import Learner
+    from alphaopt.agent.retrieval import open_library
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(kwargs)

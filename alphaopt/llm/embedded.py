@@ -1,6 +1,6 @@
 """Glue between the settings and the in-process llama.cpp model.
 
-The client in ``alphaopt.llm`` talks to the embedded model through the same OpenAI SDK as to
+The client in ``alphaopt.llm.client`` talks to the embedded model through the same OpenAI SDK as to
 any endpoint; this module only builds the HTTP client whose transport runs the model.
 """
 
@@ -14,7 +14,7 @@ from alphaopt.errors import ConfigError
 
 def embedded_model_path(settings: Settings) -> str:
     """The GGUF file to load: ``model_path`` if set, else the default model, fetched on first use."""
-    from alphaopt.model_fetch import DEFAULT_MODEL, ModelFetchError, ensure_model
+    from alphaopt.llm.model_fetch import DEFAULT_MODEL, ModelFetchError, ensure_model
 
     if settings.model_path is not None:
         if not settings.model_path.is_file():
@@ -31,7 +31,7 @@ def embedded_model_path(settings: Settings) -> str:
 def embedded_http_client(settings: Settings) -> httpx2.Client:
     """An HTTP client whose transport answers chat requests with the local model."""
     try:
-        from alphaopt.local_model import LlamaTransport
+        from alphaopt.llm.local_model import LlamaTransport
     except ImportError as exc:
         raise ConfigError(
             "The embedded model needs llama-cpp-python: pip install 'alphaopt[local]' "

@@ -24,12 +24,12 @@ from typing import Any
 
 from ulid import ULID
 
-from alphaopt.api import Agent, check_problem, to_solution
-from alphaopt.cli_library import read_training
+from alphaopt.agent.run import Agent, check_problem, to_solution
+from alphaopt.learning.training import read_training
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
-from alphaopt.program import extract_code, normalize
-from alphaopt.state import Solution
+from alphaopt.agent.program import extract_code, normalize
+from alphaopt.agent.state import Solution
 from library import LearningRun, LibraryStore, Status, Task
 
 FEEDBACK_DATASET = "feedback"  # = the stem of feedback.jsonl, so `alphaopt learn feedback.jsonl` sees the same task ids

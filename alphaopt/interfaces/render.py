@@ -7,8 +7,8 @@ import sqlite3
 import textwrap
 from collections.abc import Iterable
 
-from alphaopt.program import LINE_CHANGES
-from alphaopt.state import Solution
+from alphaopt.agent.program import LINE_CHANGES
+from alphaopt.agent.state import Solution
 
 _STATUS_WORDS = {
     "optimal": "optimal plan found",

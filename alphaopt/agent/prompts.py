@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alphaopt.reading import goal_sentence
+from alphaopt.agent.reading import goal_sentence
 
 SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct linear or mixed-integer models.
 

@@ -41,9 +41,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alphaopt.learn import Learner, specific
-from alphaopt.llm import CallContext, LLMClient
-from alphaopt.retrieval import LibraryRetriever
+from alphaopt.learning.learn import Learner, specific
+from alphaopt.llm.client import CallContext, LLMClient
+from alphaopt.agent.retrieval import LibraryRetriever
 from library import Insight, Status, Task
 from library.errors import NotFoundError
 

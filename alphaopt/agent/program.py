@@ -17,7 +17,7 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
   strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``, and an
   expression passed as the first positional argument of ``Constraint``/``Objective`` (Pyomo reads
   it as an index set) is passed as ``expr=``;
-- readings of the problem text (``alphaopt.reading``), when the text is unambiguous: the
+- readings of the problem text (``alphaopt.agent.reading``), when the text is unambiguous: the
   objective's sense is set to the one the text asks for, and a constraint that bounds an
   expression by a number the other way than the text states it ("at least 2000" written
   ``<= 2000``) is turned around.
@@ -33,7 +33,7 @@ import ast
 import re
 from collections.abc import Mapping
 
-from alphaopt import reading
+from alphaopt.agent import reading
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -70,7 +70,7 @@ def extract_code(reply: str) -> str:
 
 def normalize_for(code: str, problem: str) -> tuple[str, list[str]]:
     """``normalize`` with what the problem text says: the objective's sense it asks for and the
-    bounds it states (``alphaopt.reading``)."""
+    bounds it states (``alphaopt.agent.reading``)."""
     return normalize(code, sense=reading.goal_sense(problem), bounds=reading.bounds(problem))
 
 
@@ -78,7 +78,7 @@ def normalize(code: str, *, sense: str | None = None,
               bounds: Mapping[float, str] | None = None) -> tuple[str, list[str]]:
     """Apply the mechanical contract fixes; returns ``(program, fixes applied)``.
 
-    Two readings of the problem text (``alphaopt.reading``) may be passed: ``sense``
+    Two readings of the problem text (``alphaopt.agent.reading``) may be passed: ``sense``
     (``"maximize"`` or ``"minimize"``) sets the sense of the program's one objective, and
     ``bounds`` (a number the text states as a bound, and its relation, ``">="`` or ``"<="``)
     turns around a constraint that bounds an expression by that number the other way.

@@ -19,7 +19,7 @@ from typing import IO, Any
 from alphaopt.api import solve_batch
 from alphaopt.config import Settings
 from alphaopt.errors import AlphaoptError, InputError
-from alphaopt.state import BatchItem, Solution
+from alphaopt.agent.state import BatchItem, Solution
 
 TEXT_FIELDS = ("problem", "description", "text")
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from alphaopt import prompts
+from alphaopt.agent import prompts
 from alphaopt.config import Settings
-from alphaopt.llm import CallContext, LLMClient
+from alphaopt.llm.client import CallContext, LLMClient
 from library import Insight, LibraryStore, Status
 from library.errors import NotFoundError
 from library.index import LibraryIndex

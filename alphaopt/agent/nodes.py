@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from alphaopt import prompts
+from alphaopt.agent import prompts
 from alphaopt.config import Settings
-from alphaopt.llm import CallContext, LLMResult
-from alphaopt.program import (
+from alphaopt.llm.client import CallContext, LLMResult
+from alphaopt.agent.program import (
     apply_lines,
     cut_repetition,
     extract_code,
@@ -22,9 +22,9 @@ from alphaopt.program import (
     numeric_constants,
     weighted_objective,
 )
-from alphaopt.reading import counted_goal, unused_numbers
-from alphaopt.state import AgentContext, SolveState
-from alphaopt.vote import decided, vote
+from alphaopt.agent.reading import counted_goal, unused_numbers
+from alphaopt.agent.state import AgentContext, SolveState
+from alphaopt.agent.vote import decided, vote
 
 _ERROR_CHARS = 1500
 _PATCH_TOKENS = 150  # one constraint line

@@ -23,7 +23,7 @@ from ulid import ULID
 
 from alphaopt.config import Settings
 from alphaopt.errors import LLMError
-from alphaopt.runlog import CallRecord, RunLog
+from alphaopt.llm.runlog import CallRecord, RunLog
 
 Message = dict[str, str]
 
@@ -100,9 +100,9 @@ class OpenAIClient:
         s = self.settings
         http_client = self.http_client
         if http_client is None and not ALLOW_MODEL_REQUESTS:
-            raise LLMError("Real model requests are disabled here (alphaopt.llm.ALLOW_MODEL_REQUESTS is False).")
+            raise LLMError("Real model requests are disabled here (alphaopt.llm.client.ALLOW_MODEL_REQUESTS is False).")
         if s.embedded and http_client is None:
-            from alphaopt.embedded import embedded_http_client
+            from alphaopt.llm.embedded import embedded_http_client
 
             http_client = embedded_http_client(s)
         base_url = s.base_url or "http://embedded.local/v1"

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Protocol, TypedDict
 from pydantic import BaseModel, Field
 
 from alphaopt.config import Settings
-from alphaopt.llm import LLMClient
+from alphaopt.llm.client import LLMClient
 from solvers import SolverRunner
 
 Stage = Literal["write_program", "repair", "diagnose"]

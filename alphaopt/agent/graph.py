@@ -17,8 +17,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from alphaopt import nodes
-from alphaopt.state import AgentContext, SolveState
+from alphaopt.agent import nodes
+from alphaopt.agent.state import AgentContext, SolveState
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:

@@ -15,59 +15,14 @@ from typing import Any
 
 import click
 
-from alphaopt import render
-from alphaopt.api import Agent
-from alphaopt.batch import run_batch
+from alphaopt.interfaces import cli_library, render
+from alphaopt.agent.run import Agent
+from alphaopt.interfaces.batch import run_batch
+from alphaopt.interfaces.cli_common import SAMPLES_OPTION, _errors, _settings, _settings_options
 from alphaopt.config import Settings, load_settings, raise_errors
 from alphaopt.errors import AlphaoptError, InputError
-from alphaopt.runlog import RunLog
+from alphaopt.llm.runlog import RunLog
 from library.errors import LibraryError
-
-
-def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that runs the model; they override env and settings file."""
-    options = [
-        click.option("--home", type=click.Path(path_type=Path), help="alphaopt home (ALPHAOPT_HOME)."),
-        click.option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (ALPHAOPT_BASE_URL). Unset: embedded model."),
-        click.option("--api-key", help="API key for the endpoint (ALPHAOPT_API_KEY)."),
-        click.option("-m", "--model", help="Model id at the endpoint (ALPHAOPT_MODEL)."),
-        click.option("--model-path", type=click.Path(path_type=Path), help="A GGUF file for the embedded model (ALPHAOPT_MODEL_PATH)."),
-        click.option("--temperature", type=float, help="Sampling temperature (ALPHAOPT_TEMPERATURE, default 0)."),
-        click.option("--max-repairs", type=int, help="Repair rounds after a failed run (ALPHAOPT_MAX_REPAIRS, default 2)."),
-        click.option("--no-cache", is_flag=True, default=None, help="Do not replay identical calls from the LLM cache."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-SAMPLES_OPTION = click.option(
-    "--samples", type=int, help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 1).")
-
-
-def _settings(kwargs: dict[str, Any]) -> Settings:
-    overrides = {k: kwargs.pop(k) for k in
-                 ("home", "base_url", "api_key", "model", "model_path", "temperature", "max_repairs")}
-    overrides["samples"] = kwargs.pop("samples", None)  # solve and batch only; None keeps the setting
-    if kwargs.pop("no_cache", None):
-        overrides["cache"] = False
-    return load_settings(**overrides)
-
-
-def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Expected failures become one clear message; set ALPHAOPT_RAISE_ERRORS=1 for tracebacks."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (AlphaoptError, LibraryError) as exc:
-            if raise_errors():
-                raise
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message)) from exc
-
-    return wrapper
 
 
 #: One word ending in a file extension (``examples/bakery.txt``): a path, not a problem statement.
@@ -211,7 +166,7 @@ def runs_list(limit: int, home: Path | None) -> None:
 @_errors
 def runs_show(run_id: str, as_json: bool, show_code: bool, home: Path | None) -> None:
     """One saved run."""
-    from alphaopt.state import Solution
+    from alphaopt.agent.state import Solution
 
     row = RunLog(load_settings(home=home).runs_db).run(run_id)
     if row is None:
@@ -231,9 +186,10 @@ def model() -> None:
 @_errors
 def model_fetch(**kwargs: Any) -> None:
     """Download, assemble and verify the embedded model (about 1.1 GB)."""
-    from alphaopt.embedded import embedded_model_path
+    from alphaopt.llm.embedded import embedded_model_path
 
     click.echo(f"Embedded model ready: {embedded_model_path(_settings(kwargs))}")
 
 
-from alphaopt import cli_library  # noqa: E402,F401  (registers learn and library commands)
+cli.add_command(cli_library.learn)
+cli.add_command(cli_library.library)
