@@ -2,7 +2,9 @@
 
 A leaf package: it never imports ``alphaopt`` (nor ``solvers``) and makes no LLM calls.
 
-- :class:`LibraryStore` (``library.store``): the SQL source of truth (SQLite or PostgreSQL).
+- :class:`LibraryStore` (``library.store``): the SQL source of truth (SQLite or PostgreSQL), with
+  one-transaction learning steps (``verify``, ``retire``, ``merge``), library versions and
+  ``rollback``, and leased task claims plus a merge lock for several workers.
 - :class:`LibraryIndex` (``library.index``): Chroma vector recall over insight conditions.
 - :class:`MiniLMEmbedder` (``library.embeddings``): offline all-MiniLM-L6-v2 sentence embeddings.
 
@@ -16,22 +18,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from library.errors import (
+    ConflictError,
     EmbeddingModelError,
     ImportLineError,
     InvalidInsightError,
     LibraryError,
+    LockTimeoutError,
     NotFoundError,
 )
 from library.jsonl import read_header
 from library.models import (
     Attempt,
     AttemptKind,
+    Claim,
+    ClaimStatus,
     Evidence,
     Insight,
     InsightChanges,
     InsightDraft,
     Label,
     LearningRun,
+    LibraryVersion,
     Provenance,
     RunStatus,
     Status,
@@ -57,6 +64,9 @@ __all__ = [
     "SEED_LABELS",
     "Attempt",
     "AttemptKind",
+    "Claim",
+    "ClaimStatus",
+    "ConflictError",
     "Embedder",
     "EmbeddingModelError",
     "Evidence",
@@ -71,6 +81,8 @@ __all__ = [
     "LibraryError",
     "LibraryIndex",
     "LibraryStore",
+    "LibraryVersion",
+    "LockTimeoutError",
     "MiniLMEmbedder",
     "NotFoundError",
     "Provenance",

@@ -22,6 +22,14 @@ class InvalidInsightError(LibraryError, ValueError):
     """An insight draft, revision or status change that the library refuses."""
 
 
+class ConflictError(LibraryError):
+    """Another writer got there first: a merge member already retired, a claim held by another worker."""
+
+
+class LockTimeoutError(ConflictError, TimeoutError):
+    """The library's merge lock stayed held by another worker for longer than the caller waits."""
+
+
 class ImportLineError(LibraryError, ValueError):
     """A JSONL import line that cannot be read; nothing from that import was written.
 

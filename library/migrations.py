@@ -131,8 +131,75 @@ def _m001_initial(op: Operations) -> None:
     op.bulk_insert(counters, [{"name": n, "value": 0} for n in ("insight", "run", "revision")])
 
 
+def _m002_history_and_claims(op: Operations) -> None:
+    """Library versions (with the insight and label states each left), label retirement, task claims.
+
+    A database that already holds insights or labels gets library version 1, "baseline", with
+    the state of every one, so a rollback can return to the library as it was when migrated.
+    """
+    op.add_column("taxonomy_labels", sa.Column("retired_at", _TIME, nullable=True))
+    op.create_table(
+        "library_versions",
+        sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("actor", sa.String(200)),
+    )
+    op.create_table(
+        "insight_states",
+        sa.Column("library_version", sa.Integer, sa.ForeignKey("library_versions.number"), primary_key=True),
+        sa.Column("insight_id", _ID, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+    )
+    op.create_table(
+        "label_states",
+        sa.Column("library_version", sa.Integer, sa.ForeignKey("library_versions.number"), primary_key=True),
+        sa.Column("label_id", sa.Integer, sa.ForeignKey("taxonomy_labels.id"), primary_key=True),
+        sa.Column("display", sa.String(200), nullable=False),
+        sa.Column("definition", sa.Text, nullable=False),
+        sa.Column("retired", sa.Boolean, nullable=False),
+    )
+    op.create_table(
+        "task_claims",
+        sa.Column("task_id", sa.String(200), primary_key=True),
+        sa.Column("worker_id", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("lease_until", sa.Float, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("outcome", sa.Text),
+        sa.Column("claimed_at", _TIME, nullable=False),
+        sa.Column("finished_at", _TIME),
+    )
+    conn = op.get_bind()
+    insights = conn.execute(sa.text("SELECT id, current_version, status FROM insights")).all()
+    labels = conn.execute(sa.text("SELECT id, display, definition FROM taxonomy_labels")).all()
+    baseline = 1 if insights or labels else 0
+    counters = sa.table("counters", sa.column("name", sa.String), sa.column("value", sa.Integer))
+    op.bulk_insert(counters, [{"name": "library_version", "value": baseline}])
+    if not baseline:
+        return
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    versions = sa.table("library_versions", sa.column("number", sa.Integer), sa.column("created_at", sa.String),
+                        sa.column("reason", sa.Text), sa.column("actor", sa.String))
+    op.bulk_insert(versions, [{"number": 1, "created_at": stamp, "reason": "baseline: the library when versions began",
+                               "actor": "migration m002"}])
+    states = sa.table("insight_states", sa.column("library_version", sa.Integer), sa.column("insight_id", sa.String),
+                      sa.column("version", sa.Integer), sa.column("status", sa.String))
+    if insights:
+        op.bulk_insert(states, [{"library_version": 1, "insight_id": i, "version": v, "status": st}
+                                for i, v, st in insights])
+    label_states = sa.table("label_states", sa.column("library_version", sa.Integer), sa.column("label_id", sa.Integer),
+                            sa.column("display", sa.String), sa.column("definition", sa.Text),
+                            sa.column("retired", sa.Boolean))
+    if labels:
+        op.bulk_insert(label_states, [{"library_version": 1, "label_id": i, "display": d, "definition": text,
+                                       "retired": False} for i, d, text in labels])
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", _m001_initial),
+    ("m002_history_and_claims", _m002_history_and_claims),
 ]
 
 

@@ -20,6 +20,14 @@ class Status(StrEnum):
     RETIRED = "retired"
 
 
+class ClaimStatus(StrEnum):
+    """A task claim's state."""
+
+    CLAIMED = "claimed"  # a worker holds it until its lease runs out
+    RELEASED = "released"  # given up: claimable at once
+    DONE = "done"  # completed: never handed out again
+
+
 class RunStatus(StrEnum):
     """A learning run's state."""
 
@@ -149,6 +157,7 @@ class Label(_Frozen):
     display: str
     definition: str
     origin: str  # "seed" or "learned"
+    retired: bool = False  # retired by ``retire_label``: no insight in use carries it
 
     @property
     def key(self) -> LabelKey:
@@ -206,3 +215,49 @@ class LearningRun(_Frozen):
     settings: JsonDict
     counters: JsonDict
     tokens: int
+
+
+class LibraryVersion(_Frozen):
+    """One version of the whole library: what a committed change (one transaction) left.
+
+    Attributes:
+        number: 1, 2, 3, ... in commit order; never reused.
+        created_at: When the change was written, ISO-8601 UTC.
+        reason: What changed and why, e.g. ``"merge I0001, I0002 into I0007"``.
+        actor: Who changed it (the store's or the transaction's ``actor``), if known.
+        insights: Ids of the insights whose version or status this change set.
+        labels: Paths (``stage/level1/level2``) of the labels it added, redefined or retired.
+    """
+
+    number: int
+    created_at: str
+    reason: str
+    actor: str | None
+    insights: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+
+class Claim(_Frozen):
+    """A worker's claim on a task (see ``LibraryStore.claim_tasks``).
+
+    Attributes:
+        task_id: The claimed key: a training task id or a content hash.
+        worker_id: The worker that holds (or last held) it.
+        status: Claimed, released or done.
+        expires_at: When the lease runs out, ISO-8601 UTC on the database's clock.
+        expired: Whether the lease had run out when this was read (a claimed task is then free).
+        attempts: How many times it was handed out.
+        outcome: What ``complete`` recorded.
+        claimed_at: When it was last handed out.
+        finished_at: When it was completed.
+    """
+
+    task_id: str
+    worker_id: str
+    status: ClaimStatus
+    expires_at: str
+    expired: bool
+    attempts: int
+    outcome: str | None
+    claimed_at: str
+    finished_at: str | None

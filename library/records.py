@@ -6,8 +6,8 @@ A mixin of :class:`library.store.LibraryStore`; every method joins the caller's
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import select
@@ -57,7 +57,7 @@ def _run(row: RunRow) -> LearningRun:
 class TrainingRecords:
     """Tasks, attempts, evidence and runs (mixed into ``LibraryStore``)."""
 
-    def transaction(self) -> AbstractContextManager[Session]:
+    def transaction(self, *, reason: str | None = None, actor: str | None = None) -> AbstractContextManager[Session]:
         """Open (or join) a transaction; provided by ``LibraryStore``."""
         raise NotImplementedError
 

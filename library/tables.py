@@ -57,6 +57,7 @@ class LabelRow(Base):
     definition: Mapped[str] = mapped_column(Text)
     origin: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[str] = mapped_column(_TIME)
+    retired_at: Mapped[str | None] = mapped_column(_TIME)  # set by retire_label; None while in use
 
 
 class InsightRow(Base):
@@ -145,3 +146,48 @@ class EvidenceRow(Base):
     used: Mapped[bool] = mapped_column(Boolean)
     success: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[str] = mapped_column(_TIME)
+
+
+class LibraryVersionRow(Base):
+    """One library version: every committed change to insights or labels gets one (per transaction)."""
+
+    __tablename__ = "library_versions"
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[str] = mapped_column(_TIME)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(200))
+
+
+class InsightStateRow(Base):
+    """An insight's version pointer and status as a library version left them (only the changed ones)."""
+
+    __tablename__ = "insight_states"
+    library_version: Mapped[int] = mapped_column(Integer, ForeignKey("library_versions.number"), primary_key=True)
+    insight_id: Mapped[str] = mapped_column(_ID, primary_key=True)  # no FK: the record outlives a deleted insight
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # an insight status, or "deleted"
+
+
+class LabelStateRow(Base):
+    """A label's display name, definition and retirement as a library version left them."""
+
+    __tablename__ = "label_states"
+    library_version: Mapped[int] = mapped_column(Integer, ForeignKey("library_versions.number"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(Integer, ForeignKey("taxonomy_labels.id"), primary_key=True)
+    display: Mapped[str] = mapped_column(String(200))
+    definition: Mapped[str] = mapped_column(Text)
+    retired: Mapped[bool] = mapped_column(Boolean)
+
+
+class ClaimRow(Base):
+    """A worker's leased claim on a training task (or any task key), or the task's completion."""
+
+    __tablename__ = "task_claims"
+    task_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # no FK: a task id or a content hash
+    worker_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    lease_until: Mapped[float] = mapped_column(Float)  # epoch seconds on the database's clock
+    attempts: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[str] = mapped_column(_TIME)
+    finished_at: Mapped[str | None] = mapped_column(_TIME)

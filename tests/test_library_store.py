@@ -40,36 +40,51 @@ BACKENDS = [
 ]
 
 MakeStore = Callable[[], LibraryStore]
+MakeLocation = Callable[[], str]
 
 
 @pytest.fixture(params=BACKENDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    """A factory of empty stores: SQLite files in tmp_path, or fresh PostgreSQL schemas."""
-    made: list[LibraryStore] = []
+def make_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeLocation]:
+    """A factory of empty library databases: SQLite files in tmp_path, or fresh PostgreSQL schemas.
+
+    Each call gives a new location; several stores (workers) may open the same one.
+    """
     schemas: list[str] = []
     admin = sa.create_engine(PG_URL) if request.param == "postgresql" and PG_URL else None
+    made = 0
 
-    def make() -> LibraryStore:
+    def make() -> str:
+        nonlocal made
+        made += 1
         if admin is None:
-            store = LibraryStore(tmp_path / f"library-{len(made)}.db")
-        else:
-            schema = f"t_{uuid.uuid4().hex[:12]}"
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-            schemas.append(schema)
-            url = sa.make_url(str(PG_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
-            store = LibraryStore(url.render_as_string(hide_password=False))
-        made.append(store)
-        return store
+            return str(tmp_path / f"library-{made}.db")
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        schemas.append(schema)
+        url = sa.make_url(str(PG_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
 
     yield make
-    for store in made:
-        store.close()
     if admin is not None:
         with admin.begin() as conn:
             for schema in schemas:
                 conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def make_store(make_location: MakeLocation) -> Iterator[MakeStore]:
+    """A factory of empty stores, each on a location of its own."""
+    made: list[LibraryStore] = []
+
+    def make() -> LibraryStore:
+        made.append(LibraryStore(make_location()))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.close()
 
 
 @pytest.fixture
@@ -90,7 +105,8 @@ SCHEMA = {
     "_migrations": ["name", "applied_at"],
     "library_meta": ["key", "value"],
     "counters": ["name", "value"],
-    "taxonomy_labels": ["id", "stage", "level1", "level2", "display", "definition", "origin", "created_at"],
+    "taxonomy_labels": ["id", "stage", "level1", "level2", "display", "definition", "origin", "created_at",
+                        "retired_at"],
     "insights": ["id", "status", "current_version", "created_at", "updated_at"],
     "insight_versions": ["insight_id", "version", "label_id", "condition", "explanation", "example", "source_tasks",
                          "model", "prompt_version", "evidence", "run_id", "reason", "created_at"],
@@ -99,6 +115,11 @@ SCHEMA = {
     "attempts": ["id", "task_id", "run_id", "kind", "status", "program", "objective", "error", "tokens", "created_at"],
     "retrieval_evidence": ["id", "insight_id", "version", "stage", "task_id", "run_id", "retrieved", "used",
                            "success", "created_at"],
+    "library_versions": ["number", "created_at", "reason", "actor"],
+    "insight_states": ["library_version", "insight_id", "version", "status"],
+    "label_states": ["library_version", "label_id", "display", "definition", "retired"],
+    "task_claims": ["task_id", "worker_id", "status", "lease_until", "attempts", "outcome", "claimed_at",
+                    "finished_at"],
 }
 
 
@@ -112,7 +133,8 @@ def test_schema_is_pinned(store: LibraryStore):
         assert db == {c.name: c.nullable for c in mapped.columns}, mapped.name
     assert migrate(store.engine) == []  # idempotent
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT name FROM _migrations")).scalars().all() == ["m001_initial"]
+        names = conn.execute(sa.text("SELECT name FROM _migrations ORDER BY name")).scalars().all()
+        assert names == ["m001_initial", "m002_history_and_claims"]
 
 
 def test_ids_are_allocated_from_a_counter_and_never_reused(make_store: MakeStore):
