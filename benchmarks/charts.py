@@ -7,20 +7,11 @@ Run with: python -m benchmarks.charts --out benchmarks/results/charts RUN [RUN .
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import stats
-from benchmarks.run import RESULTS
-
-
-def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A run's meta and its item rows."""
-    meta = json.loads((run_dir / "meta.json").read_text())
-    rows = [json.loads(x) for x in (run_dir / "items.jsonl").read_text().splitlines() if x.strip()]
-    return meta, rows
+from benchmarks.report import RESULTS, load_run, run_dir, stats
 
 
 def accuracy_by_dataset(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
@@ -85,13 +76,13 @@ def _learned_from(meta: dict[str, Any]) -> int:
     return int(found.group(1)) if found else 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", help="run folder names under benchmarks/results")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.charts", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folder names under benchmarks/results, or paths to run folders")
     parser.add_argument("--out", type=Path, default=RESULTS / "charts")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    loaded = {name: load_run(RESULTS / name) for name in args.runs}
+    loaded = {run_dir(name).name: load_run(run_dir(name)) for name in args.runs}
     keys = set.intersection(*({r["key"] for r in rows} for _, rows in loaded.values()))
     same = {name: [r for r in rows if r["key"] in keys] for name, (_, rows) in loaded.items()}
     print(accuracy_by_dataset(same, args.out / "accuracy_by_dataset.png"))

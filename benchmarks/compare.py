@@ -13,8 +13,7 @@ import argparse
 from math import comb
 from typing import Any
 
-from benchmarks.charts import load_run
-from benchmarks.run import RESULTS
+from benchmarks.report import load_run, run_dir
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -45,10 +44,10 @@ def compare(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("run_a")
+    parser.add_argument("run_a", help="a folder name under benchmarks/results, or a path to a run's folder")
     parser.add_argument("run_b")
     args = parser.parse_args(argv)
-    (_, a), (_, b) = load_run(RESULTS / args.run_a), load_run(RESULTS / args.run_b)
+    (_, a), (_, b) = load_run(run_dir(args.run_a)), load_run(run_dir(args.run_b))
     c = compare(a, b)
     n = c["n"] or 1
     print(f"{c['n']} items in both runs")

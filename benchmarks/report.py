@@ -1,12 +1,12 @@
 """Summaries of a benchmark run: accuracy with 95% intervals, twins and suspect labels apart.
 
-Run with: python -m benchmarks.report benchmarks/results/<run>
+Run with: python -m benchmarks.report RUN  (a folder name under benchmarks/results, or a path)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,40 @@ from typing import Any
 from benchmarks import honesty, registry
 from benchmarks.scoring import wilson
 
+RESULTS = Path(__file__).parent / "results"
+
+#: The last commit that still held the per-item rows of the runs made before them (sessions 1–11).
+ROWS_IN_HISTORY = "2cb4c3b"
+
 #: Earlier runs, and the issue's 31.7% floor, are on 60 items: the first 15 of each test split.
 FIRST = 15
 RAN = {"optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded", "time_limit"}
+
+
+def run_dir(run: str | Path) -> Path:
+    """A run's folder: ``run`` itself when it is a folder, else ``benchmarks/results/<run>``."""
+    path = Path(run)
+    return path if path.is_dir() else RESULTS / path
+
+
+def read_items(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's per-item rows (``items.jsonl``). They are not committed: they stay on the machine
+    that made the run, so a fresh checkout has only each run's ``summary.md`` and ``meta.json``."""
+    path = run_dir / "items.jsonl"
+    if not path.is_file():
+        raise SystemExit(
+            f"{path}: no per-item rows here. They stay on the machine that made the run (only summary.md and "
+            f"meta.json are committed). Make them with `python -m benchmarks.run ... --run {run_dir.name}`, or, for a "
+            f"run made before they left git, take them from history: "
+            f"`git show {ROWS_IN_HISTORY}:benchmarks/results/{run_dir.name}/items.jsonl > {path}`.")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's meta (``meta.json``, empty when missing) and its per-item rows (``read_items``)."""
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return meta, read_items(run_dir)
 
 
 def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,10 +193,11 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
     return text
 
 
-def main() -> None:
-
-    out_dir = Path(sys.argv[1])
-    rows = [json.loads(x) for x in (out_dir / "items.jsonl").read_text().splitlines() if x.strip()]
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description="Rewrite a run's summary.md.")
+    parser.add_argument("run", help="a folder name under benchmarks/results, or a path to a run's folder")
+    out_dir = run_dir(parser.parse_args(argv).run)
+    rows = read_items(out_dir)
     bundled = {d: {i.key: i for i in registry.load(d)} for d in {r["dataset"] for r in rows} if d in registry.names()}
     twins, suspects = honesty.honesty_flags([item for items in bundled.values() for item in items.values()])
     for row in rows:  # current honesty checks, for rows written by an older version

@@ -1,6 +1,6 @@
 """Answer-guided exploration: does a sampled reply reach the target more often than the greedy one?
 
-Run with: ALPHAOPT_HOME=.alphaopt/learn python -m benchmarks.explore_ab --from .alphaopt/learn
+Run with: ALPHAOPT_HOME=.alphaopt/learn python -m benchmarks.experiments.explore_ab --from .alphaopt/learn
 
 Takes, for each **training** problem (``benchmarks.stored``), the first program that learning
 stored for it with an optimal but wrong objective: the program exploration starts from. Each is
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm, temperature, seed in ARMS:
                 program, row[arm] = answer_and_score(
                     llm, runner, messages, prompt_name="explore", prompt_sha=sha, problem=problem, answer=answer,
-                    max_tokens=settings.max_tokens_program, node="explore_ab", tolerance=tolerance,
+                    max_tokens=settings.experimental.max_tokens_program, node="explore_ab", tolerance=tolerance,
                     temperature=temperature, seed=seed)
                 row[arm]["same_program"] = program.strip() == item["program"].strip()
                 if hardcodes(program, answer, problem):

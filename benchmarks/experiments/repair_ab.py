@@ -1,6 +1,6 @@
 """When a program keeps failing, is a fresh program better than another repair?
 
-Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.repair_ab --from .alphaopt/learn --from .alphaopt/dev
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.repair_ab --from .alphaopt/learn --from .alphaopt/dev
 
 Takes, for each **training** problem, the last program that earlier runs stored with a Python or
 Pyomo error (``benchmarks.stored``), runs it again (skipping those that now run), and answers the
@@ -20,6 +20,7 @@ import hashlib
 from typing import Any
 
 from alphaopt.agent import prompts
+from alphaopt.agent.reading import read
 from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
 from alphaopt.llm.client import OpenAIClient
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             error = error_for_prompt(first.model_dump(mode="json"))
             row: dict[str, Any] = {"problem": problem, "program": item["program"], "answer": answers[problem],
                                    "error": error}
-            goal = prompts.goal_block(problem)
+            goal = prompts.goal_block(read(problem))
             repair, sha = prompts.render("repair", problem=problem, program=item["program"], error=error)
             rewrite = [repair[0], {"role": "user", "content": REWRITE.format(problem=problem, insights="", error=error,
                                                                              goal=goal)}]
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                                              ("rewrite", rewrite, "rewrite_after_error", rewrite_sha)):
                 program, row[arm] = answer_and_score(
                     llm, runner, messages, prompt_name=name, prompt_sha=sha, problem=problem, answer=row["answer"],
-                    max_tokens=settings.max_tokens_program, node="repair_ab", tolerance=tolerance)
+                    max_tokens=settings.experimental.max_tokens_program, node="repair_ab", tolerance=tolerance)
                 row[arm]["same_program"] = program.strip() == item["program"].strip()
             record(out, row, ("repair", "rewrite"))
     rows = recorded(out)

@@ -1,6 +1,6 @@
 """Does showing the solver's conflict help the diagnosis of an infeasible program?
 
-Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.diagnose_ab --from .alphaopt/learn --from .alphaopt/dev
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.diagnose_ab --from .alphaopt/learn --from .alphaopt/dev
 
 Takes the infeasible programs that earlier runs stored for **training** problems (the learning
 attempts in a home's ``library.db`` and the saved runs in its ``runs.db``; a problem counts only
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from alphaopt.agent import prompts
+from alphaopt.agent.reading import read
 from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
 from alphaopt.llm.client import OpenAIClient
@@ -47,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             for arm, block in (("without", ""), ("with", prompts.no_optimum_block({"conflict": conflict}))):
                 messages, sha = prompts.render(
                     "diagnose_program", problem=item["problem"], program=item["program"], status="infeasible",
-                    hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(item["problem"]))
+                    hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(read(item["problem"])))
                 _, row[arm] = answer_and_score(
                     llm, runner, messages, prompt_name="diagnose_program", prompt_sha=sha, problem=item["problem"],
-                    answer=row["answer"], max_tokens=settings.max_tokens_program, node="diagnose_ab",
+                    answer=row["answer"], max_tokens=settings.experimental.max_tokens_program, node="diagnose_ab",
                     tolerance=tolerance)
             record(out, row, ("without", "with"))
     rows = recorded(out)
