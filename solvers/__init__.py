@@ -1,22 +1,26 @@
-"""Sandboxed execution of model-written Pyomo programs, solved with HiGHS.
+"""Sandboxed execution of model-written Pyomo programs, solved with HiGHS or SCIP.
 
-A leaf package: it never imports ``alphaopt`` or ``library``. Pyomo and highspy
-are imported only inside the sandboxed workers (and, lazily, by
-``highs_available``).
+A leaf package: it never imports ``alphaopt`` or ``library``. Pyomo, highspy and
+pyscipopt are imported only inside the sandboxed workers (and, lazily, by the
+availability probes). The program only builds its model, which leaves its process as
+a model file; a process that never runs the program solves that file, checks the plan
+against it and renders the model text from it.
 
     with SolverRunner(Limits(wall_time_s=10)) as runner:
         result = runner.run(program_source)
         if result.ok:
-            print(result.objective, result.variables)
+            print(result.objective, result.variables, result.solver, result.proof)
 """
 
 from .limits import Limits
-from .result import SolverHarnessError, SolveResult, SolveStatus
-from .runner import SolverRunner, highs_available, run_program
+from .result import PlanCheck, Proof, SolverHarnessError, SolveResult, SolveStatus
+from .runner import SolverRunner, highs_available, run_program, scip_available
 from .sandbox import resolve_sandbox
 
 __all__ = [
     "Limits",
+    "PlanCheck",
+    "Proof",
     "SolveResult",
     "SolveStatus",
     "SolverHarnessError",
@@ -24,4 +28,5 @@ __all__ = [
     "highs_available",
     "resolve_sandbox",
     "run_program",
+    "scip_available",
 ]

@@ -6,14 +6,17 @@ from pydantic import BaseModel, Field
 
 
 class Limits(BaseModel):
-    """Per-program limits.
+    """Per-run limits.
 
-    ``memory_mb`` caps the address space (RLIMIT_AS) of the process that runs
-    the program, which already holds the preloaded interpreter, Pyomo and HiGHS
-    (about 250 MB), so values below ~400 leave little room for the model.
-    ``file_size_mb`` caps any single file the program writes, including its
-    captured stdout/stderr; ``output_chars`` is how much of that output (plus the
-    solver log) is returned in ``SolveResult.log_tail``.
+    ``memory_mb`` caps the address space (RLIMIT_AS) of each process of the run, which already
+    holds the preloaded interpreter, Pyomo and the solvers, so values below ~400 leave little
+    room for the model. Where a cgroup is available (``SolveResult.isolation`` says), it also
+    caps the memory of all the run's processes together, above what the warm worker holds;
+    likewise ``max_processes`` (RLIMIT_NPROC, and the cgroup's task count) and ``cpus`` (cgroup
+    only). ``file_size_mb`` caps any single file the program writes, including its captured
+    output and the exported model; ``output_chars`` is how much of that output (plus the
+    solver log) is returned in ``SolveResult.log_tail``. ``mip_gap`` is the relative gap at
+    which every solver may stop and call a plan optimal.
     """
 
     wall_time_s: float = Field(30.0, gt=0)
@@ -22,3 +25,5 @@ class Limits(BaseModel):
     file_size_mb: int = Field(16, gt=0)
     max_processes: int = Field(64, gt=0)
     output_chars: int = Field(4000, ge=0)
+    mip_gap: float = Field(1e-4, ge=0)
+    cpus: float = Field(1.0, gt=0)

@@ -12,12 +12,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .isolation import IsolationPlan, resolve_isolation
 from .limits import Limits
 from .result import SolverHarnessError, SolveResult, SolveStatus
 from .sandbox import BwrapMode, SandboxPlan, resolve_sandbox
 from .worker_client import WorkerLost, WorkerProcess, WorkerTimeout
 
-START_TIMEOUT_S = 60.0  # worker start-up: interpreter, Pyomo and HiGHS imports, warm-up solve
+START_TIMEOUT_S = 60.0  # worker start-up: interpreter, Pyomo and solver imports, warm-up solves
 GRACE_S = 5.0  # beyond the wall limit, for the worker to kill, clean up and answer
 MAX_ERROR_CHARS = 8000
 
@@ -44,13 +45,14 @@ class SolverRunner:
         self.limits = limits
         self.warm = warm
         self.plan = resolve_sandbox(use_bwrap)
+        self.isolation_plan = resolve_isolation()
         self._slots = [_Slot() for _ in range(workers)]
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
         for slot in self._slots:
             if warm:
-                slot.worker = WorkerProcess(self.plan, limits, warm=True)  # start now, wait on first use
+                slot.worker = self._start()  # start now, wait on first use
             self._free.put(slot)
         self._finalizer = weakref.finalize(self, _kill_slots, self._slots)
 
@@ -59,10 +61,15 @@ class SolverRunner:
         """How programs are isolated (also in every ``SolveResult.sandbox``)."""
         return self.plan.description
 
+    @property
+    def isolation(self) -> str:
+        """The caps for a run as a whole (also in every ``SolveResult.isolation``)."""
+        return self.isolation_plan.describe(self.limits)
+
     def run(self, program: str, *, time_limit_s: float | None = None) -> SolveResult:
         """Run one program (source text defining ``build_model()``) and solve its model.
 
-        ``time_limit_s`` is HiGHS's own time limit (it stops with its incumbent:
+        ``time_limit_s`` is the solver's own time limit (it stops with its incumbent:
         ``feasible`` or ``time_limit``); by default 80% of the wall/CPU limit.
         Blocks while all workers are busy.
         """
@@ -73,25 +80,23 @@ class SolverRunner:
             start = time.monotonic()
             payload = _payload(program, self.limits, time_limit_s)
             if self.warm:
-                data = self._run_warm(slot, payload)
+                data, isolation = self._run_warm(slot, payload)
             else:
-                data = _run_once(self.plan, self.limits, payload, warm=False)
-            return _to_result(data, self.plan.description, time.monotonic() - start)
+                data, isolation = _run_once(self.plan, self.isolation_plan, self.limits, payload, warm=False)
+            return _to_result(data, self.plan.description, isolation, time.monotonic() - start)
         finally:
             self._free.put(slot)
 
-    def _run_warm(self, slot: _Slot, payload: dict[str, Any]) -> dict[str, Any]:
+    def _run_warm(self, slot: _Slot, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
         worker = self._ready_worker(slot)
-        try:
-            return worker.request(payload, self.limits.wall_time_s + GRACE_S)
-        except WorkerTimeout:
+        data = _request(worker, payload, self.limits)
+        if data.pop("_lost", False):
             self._replace(slot)
-            return {"status": "timeout", "error": f"the worker did not answer within the wall-clock limit "
-                                                  f"({self.limits.wall_time_s} s) and was restarted"}
-        except WorkerLost as exc:
-            self._replace(slot)
-            return {"status": "killed", "error": f"the sandbox worker died while running the program ({exc}); "
-                                                 "a fresh worker was started"}
+            data["error"] += "; a fresh worker was started"
+        return data, worker.isolation
+
+    def _start(self) -> WorkerProcess:
+        return WorkerProcess(self.plan, self.limits, warm=True, isolation=self.isolation_plan)
 
     def _ready_worker(self, slot: _Slot) -> WorkerProcess:
         problem = ""
@@ -117,7 +122,7 @@ class SolverRunner:
             slot.worker = None
         with self._lock:
             if not self._closed:
-                slot.worker = WorkerProcess(self.plan, self.limits, warm=True)
+                slot.worker = self._start()
             return slot.worker
 
     def close(self) -> None:
@@ -138,33 +143,64 @@ def run_program(program: str, limits: Limits = Limits(), use_bwrap: BwrapMode = 
     """Cold one-shot path: a fresh sandboxed process for this one program."""
     plan = resolve_sandbox(use_bwrap)
     start = time.monotonic()
-    data = _run_once(plan, limits, _payload(program, limits, time_limit_s), warm=False)
-    return _to_result(data, plan.description, time.monotonic() - start)
+    data, isolation = _run_once(plan, resolve_isolation(), limits, _payload(program, limits, time_limit_s), warm=False)
+    return _to_result(data, plan.description, isolation, time.monotonic() - start)
 
 
 @functools.cache
 def highs_available() -> bool:
-    """True when Pyomo's HiGHS interface is installed and usable (probed once)."""
-    from .harness import highs_available as probe
+    """True when HiGHS (highspy) and Pyomo are installed and usable (probed once)."""
+    from importlib.util import find_spec
+
+    from .backends import highs_available as probe
+
+    return find_spec("pyomo") is not None and probe()
+
+
+@functools.cache
+def scip_available() -> bool:
+    """True when SCIP (pyscipopt) is installed and usable (probed once)."""
+    from .backends import scip_available as probe
 
     return probe()
 
 
-def _run_once(plan: SandboxPlan, limits: Limits, payload: dict[str, Any], *, warm: bool) -> dict[str, Any]:
-    worker = WorkerProcess(plan, limits, warm=warm)
+def _run_once(plan: SandboxPlan, isolation: IsolationPlan, limits: Limits, payload: dict[str, Any], *,
+              warm: bool) -> tuple[dict[str, Any], str]:
+    worker = WorkerProcess(plan, limits, warm=warm, isolation=isolation)
     try:
         try:
             worker.ensure_ready(START_TIMEOUT_S)
         except (WorkerLost, WorkerTimeout) as exc:
             raise SolverHarnessError(f"the sandboxed solver process failed to start: {exc}") from exc
-        try:
-            return worker.request(payload, limits.wall_time_s + GRACE_S)
-        except WorkerTimeout:
-            return {"status": "timeout", "error": f"no answer within the wall-clock limit ({limits.wall_time_s} s)"}
-        except WorkerLost as exc:
-            return {"status": "killed", "error": f"the sandboxed process died while running the program ({exc})"}
+        data = _request(worker, payload, limits)
+        data.pop("_lost", None)
+        return data, worker.isolation
     finally:
         worker.kill()
+
+
+def _request(worker: WorkerProcess, payload: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """The worker's answer; a lost or silent worker (``"_lost": True``) and the cgroup's OOM kills
+    and refused forks are turned into statuses here."""
+    oom_before, forks_before = worker.counters()
+    try:
+        data = worker.request(payload, limits.wall_time_s + GRACE_S)
+    except WorkerTimeout:
+        data = {"status": "timeout", "_lost": True,
+                "error": f"the worker did not answer within the wall-clock limit ({limits.wall_time_s} s)"}
+    except WorkerLost as exc:
+        data = {"status": "killed", "_lost": True, "error": f"the sandbox worker died while running the program ({exc})"}
+    oom, forks = worker.counters()
+    if oom > oom_before:
+        lost = data.get("_lost", False)
+        data = {"status": "memory_limit", "_lost": lost, "log_tail": data.get("log_tail", ""),
+                "error": f"the run exceeded its memory limit ({limits.memory_mb} MB for all its processes "
+                         f"together); the kernel killed {oom - oom_before} of its processes"}
+    elif forks > forks_before and data.get("status") in ("killed", "error", "timeout"):
+        data["error"] = (data.get("error") or "") + (f"\nthe run reached its process limit "
+                                                     f"({limits.max_processes} processes together)")
+    return data
 
 
 def _payload(program: str, limits: Limits, time_limit_s: float | None) -> dict[str, Any]:
@@ -174,8 +210,9 @@ def _payload(program: str, limits: Limits, time_limit_s: float | None) -> dict[s
             "limits": limits.model_dump()}
 
 
-def _to_result(data: dict[str, Any], sandbox: str, wall_time_s: float) -> SolveResult:
-    data = {**data, "sandbox": sandbox, "wall_time_s": wall_time_s,
+def _to_result(data: dict[str, Any], sandbox: str, isolation: str, wall_time_s: float) -> SolveResult:
+    sandbox = f"{sandbox}; {isolation}"
+    data = {**data, "sandbox": sandbox, "isolation": isolation, "wall_time_s": wall_time_s,
             "status": SolveStatus.parse(data.get("status"))}
     if isinstance(data.get("error"), str) and len(data["error"]) > MAX_ERROR_CHARS:
         half = MAX_ERROR_CHARS // 2
@@ -183,7 +220,7 @@ def _to_result(data: dict[str, Any], sandbox: str, wall_time_s: float) -> SolveR
     try:
         return SolveResult.model_validate(data)
     except ValidationError as exc:
-        return SolveResult(status=SolveStatus.ERROR, sandbox=sandbox, wall_time_s=wall_time_s,
+        return SolveResult(status=SolveStatus.ERROR, sandbox=sandbox, isolation=isolation, wall_time_s=wall_time_s,
                            error=f"the sandbox returned a malformed result: {exc}"[:MAX_ERROR_CHARS])
 
 

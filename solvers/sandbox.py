@@ -11,7 +11,10 @@ Two kinds of sandbox:
   host uid 0, which ignores RLIMIT_NPROC and owns root's files); instead the
   worker drops to a random unprivileged host uid right after start, so the
   process limit holds and root-only files stay unreadable.
-* ``none`` - rlimits, a cleared environment and a throwaway work dir only.
+* ``none`` - rlimits, a cleared environment and a throwaway work dir only. The program
+  shares the host's uid, files and network: nothing it produces can be trusted.
+
+Caps for a run as a whole (memory, processes, CPU) come from a cgroup (``isolation.py``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class SandboxPlan:
             argv = [sys.executable, "-I", "-B", os.path.join(SOLVERS_DIR, "worker.py"), json.dumps(config)]
             return argv, sandbox_env(host_workdir), host_workdir
         config["work_root"] = "/tmp"
+        config["keep"] = [SANDBOX_SOLVERS_DIR]  # a mount inside the work root: never wiped
         assert self.bwrap is not None
         argv = [self.bwrap, "--die-with-parent", "--new-session"]
         if self.privileged:
@@ -200,9 +204,9 @@ def release_uid(uid: int | None) -> None:
 
 
 def _package_paths() -> list[str]:
-    """sys.path entries that hold pyomo and highspy (found without importing them)."""
+    """sys.path entries that hold the solver packages (found without importing them)."""
     paths: list[str] = []
-    for name in ("pyomo", "highspy"):
+    for name in ("pyomo", "highspy", "pyscipopt", "numpy"):
         spec = importlib.util.find_spec(name)
         if spec and spec.submodule_search_locations:
             root = os.path.dirname(os.path.realpath(list(spec.submodule_search_locations)[0]))

@@ -12,11 +12,15 @@ import tempfile
 import time
 from typing import Any
 
+from .isolation import IsolationPlan, WorkerGroup
 from .limits import Limits
 from .result import SolverHarnessError
 from .sandbox import SandboxPlan, allocate_uid, release_uid
 
 _MAX_LINE_BYTES = 64 << 20
+# Joins the cgroup(s) named before "--", then becomes the command after it: the worker and all it
+# starts are in the group from their first instruction.
+_JOIN_CGROUP = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 97; shift; done; shift; exec "$@"'
 
 
 class WorkerLost(Exception):
@@ -30,12 +34,20 @@ class WorkerTimeout(Exception):
 class WorkerProcess:
     """One sandboxed worker process and its JSON-line pipes."""
 
-    def __init__(self, plan: SandboxPlan, limits: Limits, *, warm: bool) -> None:
+    def __init__(self, plan: SandboxPlan, limits: Limits, *, warm: bool, isolation: IsolationPlan) -> None:
         self.plan = plan
         self.uid = allocate_uid() if plan.privileged else None
         self.host_dir = tempfile.mkdtemp(prefix="alphaopt-worker-") if plan.kind == "none" else None
         argv, env, cwd = plan.worker_command(warm=warm, tmp_mb=64 + 4 * limits.file_size_mb,
                                              host_workdir=self.host_dir or "/", uid=self.uid)
+        self.group: WorkerGroup | None = None
+        self.isolation = isolation.describe(limits)
+        if isolation.kind != "none":
+            try:
+                self.group = WorkerGroup(isolation, limits)
+                argv = ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *self.group.procs_files(), "--", *argv]
+            except OSError as exc:
+                self.isolation = IsolationPlan("none", reason=f"creating one failed: {exc}").describe(limits)
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
@@ -45,6 +57,8 @@ class WorkerProcess:
             release_uid(self.uid)
             if self.host_dir:
                 shutil.rmtree(self.host_dir, ignore_errors=True)
+            if self.group is not None:
+                self.group.close()
             raise SolverHarnessError(f"cannot start the solver worker ({argv[0]}): {exc}") from exc
         self.ready = False
         self._buffer = b""
@@ -57,6 +71,12 @@ class WorkerProcess:
         if not message.get("ready"):
             raise WorkerLost(f"unexpected first message from the worker: {str(message)[:200]}")
         self.ready = True
+        if self.group is not None:
+            self.group.fit_to_worker()
+
+    def counters(self) -> tuple[int, int]:
+        """(OOM kills, refused forks) in the worker's cgroup so far; (0, 0) without one."""
+        return self.group.counters() if self.group is not None else (0, 0)
 
     def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -116,7 +136,9 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        """Kill the worker and everything in its sandbox; remove its files."""
+        """Kill the worker and everything in its sandbox; remove its files and its cgroup."""
+        if self.group is not None:
+            self.group.kill_all()
         for pgid in (self.proc.pid, self._child_pgid):
             if pgid:
                 try:
@@ -134,5 +156,8 @@ class WorkerProcess:
                 pass
         if self.host_dir:
             shutil.rmtree(self.host_dir, ignore_errors=True)
+        if self.group is not None:
+            self.group.close()
+            self.group = None
         release_uid(self.uid)
         self.uid = None

@@ -1,4 +1,5 @@
-"""solvers: programs run through the real HiGHS solver (never mocked)."""
+"""solvers: programs run through the real HiGHS solver (never mocked); the model leaves the program's
+process as a file, which a trusted process solves, checks and renders."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from solvers import Limits, SolveResult, SolverRunner, SolveStatus, highs_available, run_program
+from solvers import Limits, Proof, SolveResult, SolverRunner, SolveStatus, highs_available, run_program, scip_available
 
 pytestmark = pytest.mark.skipif(not highs_available(), reason="Pyomo's HiGHS interface (highspy) is not installed")
 
@@ -97,7 +98,9 @@ def test_highs_available():
 def test_lp_optimum_with_duals_and_slacks(runner):
     res = runner.run(LP)
     assert res.status is SolveStatus.OPTIMAL and res.ok
-    assert res.termination_condition == "convergenceCriteriaSatisfied"
+    assert res.termination_condition == "Optimal"
+    assert res.solver == "highs" and res.proof is Proof.GLOBAL and res.model_class == "lp"
+    assert res.check is not None and res.check.passed and res.check.objective == pytest.approx(14.0)
     assert res.objective == pytest.approx(14.0)
     assert res.sense == "maximize"
     assert res.variables == pytest.approx({"x": 3.0, "y": 1.0})
@@ -299,7 +302,8 @@ def build_model():
     assert res.objective == pytest.approx(10.0) and res.variables == pytest.approx({"x": 5.0})
 
 
-def test_nonlinear_model_is_an_error_with_solver_message(runner):
+@pytest.mark.skipif(not scip_available(), reason="SCIP (pyscipopt) is not installed")
+def test_nonlinear_objective_goes_to_scip(runner):
     program = """
 import pyomo.environ as pyo
 
@@ -310,12 +314,13 @@ def build_model():
     return m
 """
     res = runner.run(program)
-    assert res.status is SolveStatus.ERROR
-    assert "IncompatibleModelError" in res.error and "degree" in res.error
-    assert "linear" in res.error  # the repair hint
+    assert res.status is SolveStatus.OPTIMAL and res.solver == "scip" and res.proof is Proof.GLOBAL
+    assert res.objective == pytest.approx(2.718281828, rel=1e-5) and res.variables == pytest.approx({"x": 1.0})
+    assert res.model_text.splitlines()[:2] == ["minimize  exp(x)", "subject to"]
 
 
-def test_quadratic_objective_with_integers_is_an_error_naming_the_objective(runner):
+@pytest.mark.skipif(not scip_available(), reason="SCIP (pyscipopt) is not installed")
+def test_quadratic_objective_with_integers_goes_to_scip(runner):
     res = runner.run("""
 import pyomo.environ as pyo
 
@@ -326,8 +331,8 @@ def build_model():
     m.c = pyo.Constraint(expr=m.x[0] + m.x[1] >= 1)
     return m
 """)
-    assert res.status is SolveStatus.ERROR  # not "unknown": the repair loop gets a reason
-    assert "Cannot solve MIQP" in res.error and "objective cost (quadratic, with integer variables)" in res.error
+    assert res.status is SolveStatus.OPTIMAL and res.solver == "scip" and res.model_class == "miqp"
+    assert res.objective == pytest.approx(0.0, abs=1e-9) and res.variables == pytest.approx({"x[0]": 0.0, "x[1]": 1.0})
 
 
 def test_variables_are_capped():
@@ -348,7 +353,7 @@ def build_model():
 def test_solver_time_limit_returns_incumbent(runner):
     res = runner.run(HARD_MILP, time_limit_s=0.3)
     assert res.status in (SolveStatus.FEASIBLE, SolveStatus.TIME_LIMIT)
-    assert res.termination_condition == "maxTimeLimit"
+    assert res.termination_condition == "Time limit reached" and res.solver == "highs"
     if res.status is SolveStatus.FEASIBLE:
         assert res.objective is not None and res.variables
     assert res.wall_time_s < 5
@@ -357,6 +362,7 @@ def test_solver_time_limit_returns_incumbent(runner):
 def test_slow_build_hits_wall_clock_timeout():
     program = "import time\n\ndef build_model():\n    time.sleep(30)\n"
     with SolverRunner(Limits(wall_time_s=1.0, cpu_time_s=5)) as r:
+        assert r.run(LP).ok  # the worker is up: the timed-out run below measures only itself
         res = r.run(program)
         assert res.status is SolveStatus.TIMEOUT
         assert 1.0 <= res.wall_time_s < 2.5
@@ -413,6 +419,8 @@ def test_unknown_status_strings_map_to_unknown():
     assert SolveStatus.parse("somethingNew") is SolveStatus.UNKNOWN
     assert SolveStatus.parse("OPTIMAL") is SolveStatus.OPTIMAL
     assert [s.value for s in SolveStatus] == [
-        "optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded", "time_limit", "error",
-        "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown",
+        "optimal", "feasible", "constant_objective", "infeasible", "unbounded", "infeasible_or_unbounded",
+        "time_limit", "check_failed", "error", "invalid_program", "timeout", "memory_limit", "output_limit",
+        "killed", "unknown",
     ]
+    assert [p.value for p in Proof] == ["global", "local", "feasible", "none"]
