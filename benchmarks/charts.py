@@ -37,7 +37,7 @@ def accuracy_by_dataset(runs: dict[str, list[dict[str, Any]]], path: Path) -> Pa
             errs[1].append(100 * (s["ci"][1] - s["accuracy"]))
             labels.append(f"n={s['n']}")
         bars = ax.bar(xs, ys, width, yerr=errs, capsize=3, label=name)
-        for bar, label in zip(bars, labels):
+        for bar, label in zip(bars, labels, strict=True):
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, 1), ha="center", fontsize=7, rotation=90)
     ax.set_xticks([d + width * (len(runs) - 1) / 2 for d in range(len(datasets))], datasets, fontsize=8)
     ax.set_ylabel("accuracy % (95% CI)")
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     keys = set.intersection(*({r["key"] for r in rows} for _, rows in loaded.values()))
     same = {name: [r for r in rows if r["key"] in keys] for name, (_, rows) in loaded.items()}
     print(accuracy_by_dataset(same, args.out / "accuracy_by_dataset.png"))
-    points = [(_learned_from(meta), stats(same[name])["accuracy"], len(same[name])) for name, (meta, _) in loaded.items()]
+    points = [(_learned_from(meta), stats(same[name])["accuracy"], len(same[name]))
+              for name, (meta, _) in loaded.items()]
     print(learning_curve(points, args.out / "learning_curve.png"))
 
 

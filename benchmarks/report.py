@@ -73,7 +73,8 @@ def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy_no_suspects": sum(r["correct"] for r in trusted) / len(trusted) if trusted else 0.0,
         "execution_rate": sum(r["status"] in RAN for r in rows) / n if n else 0.0,
         "status_mix": dict(Counter(r["status"] for r in rows).most_common()),
-        **{f"mean_{k}": mean(k) for k in ("tokens_in", "tokens_out", "llm_calls", "llm_s", "solver_s", "overhead_s", "total_s")},
+        **{f"mean_{k}": mean(k)
+           for k in ("tokens_in", "tokens_out", "llm_calls", "llm_s", "solver_s", "overhead_s", "total_s")},
     }
 
 
@@ -94,8 +95,8 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program", "quote_max_words",
-                  "patch_lines", "retrieval_source_similarity", "prompt_shas")
+                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program",
+                  "quote_max_words", "patch_lines", "retrieval_source_similarity", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
 _BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None}
 
@@ -149,7 +150,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         s = stats(subset)
         lines.append(
             f"| {name} | {s['n']} | {_pct(s['accuracy'])} ({_pct(s['ci'][0])}–{_pct(s['ci'][1])}) "
-            f"| {_pct(s['accuracy_no_twins'])} ({s['n_no_twins']}) | {_pct(s['accuracy_no_suspects'])} ({s['n_no_suspects']}) "
+            f"| {_pct(s['accuracy_no_twins'])} ({s['n_no_twins']}) "
+            f"| {_pct(s['accuracy_no_suspects'])} ({s['n_no_suspects']}) "
             f"| {_pct(s['execution_rate'])} | {s['mean_tokens_in']:.0f} | {s['mean_tokens_out']:.0f} "
             f"| {s['mean_llm_s']:.1f} | {s['mean_solver_s']:.2f} | {s['mean_overhead_s']:.2f} |"
         )

@@ -67,7 +67,8 @@ def test_no_raw_per_item_results_are_committed():
 @pytest.mark.parametrize("name", ["diagnose_ab", "explore_ab", "repair_ab"])
 def test_the_finished_experiments_run_from_their_package(name, capsys):
     module = importlib.import_module(f"benchmarks.experiments.{name}")
-    assert module.__doc__.splitlines()[2].startswith("Run with: ") and f"benchmarks.experiments.{name}" in module.__doc__
+    doc = module.__doc__
+    assert doc.splitlines()[2].startswith("Run with: ") and f"python -m benchmarks.experiments.{name}" in doc
     with pytest.raises(SystemExit) as stopped:
         module.main(["--help"])
     assert stopped.value.code == 0 and "--from" in capsys.readouterr().out

@@ -18,7 +18,7 @@ REGENERATE = "cog -r docs/cli.md"
 
 def _readme_section(title: str) -> str:
     text = (ROOT / "README.md").read_text()
-    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.S | re.M)
+    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
     assert found, f"README.md has no section '## {title}'"
     return found.group(1)
 
@@ -38,15 +38,15 @@ def test_the_cli_reference_covers_every_command():
 
     text = (ROOT / "docs" / "cli.md").read_text()
     for name, command in cli.commands.items():
-        assert re.search(rf"^#+ alphaopt {name}$", text, re.M), f"docs/cli.md lacks '{name}': {REGENERATE}"
+        assert re.search(rf"^#+ alphaopt {name}$", text, re.MULTILINE), f"docs/cli.md lacks '{name}': {REGENERATE}"
         for sub in getattr(command, "commands", {}):
-            assert re.search(rf"^#+ alphaopt {name} {sub}$", text, re.M), \
+            assert re.search(rf"^#+ alphaopt {name} {sub}$", text, re.MULTILINE), \
                 f"docs/cli.md lacks '{name} {sub}': {REGENERATE}"
     assert "[docs/cli.md](docs/cli.md)" in (ROOT / "README.md").read_text()
 
 
 def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
-    commands = re.findall(r"```bash\n(.*?)\n```", _readme_section("The two commands"), re.S)
+    commands = re.findall(r"```bash\n(.*?)\n```", _readme_section("The two commands"), re.DOTALL)
     assert commands == ["bin/alphaopt solve examples/furniture.txt", "bin/test"]
     for command in commands:
         script = ROOT / command.split()[0]
@@ -58,7 +58,7 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_the_test_command_runs_every_check_and_fails_on_no_tests():
     script = (ROOT / "bin" / "test").read_text()
-    for step in ("bin/setup --test", "ruff check .", "mypy", "cog --check", "docs/cli.md", "python -m pytest",
-                 ".ci/start-postgres.sh", "ALPHAOPT_TEST_PG_URL", "alphaopt model fetch"):
+    for step in ("bin/setup --test", "ruff check --output-format=concise .", "mypy", "cog --check", "docs/cli.md",
+                 "python -m pytest", ".ci/start-postgres.sh", "ALPHAOPT_TEST_PG_URL", "alphaopt model fetch"):
         assert step in script, f"bin/test does not run {step!r}"
     assert re.search(r'"\$code" -eq 5 \]; then\n\s*echo "pytest collected no tests"; failed\+=\(pytest\)', script)

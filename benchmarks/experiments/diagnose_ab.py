@@ -1,6 +1,7 @@
 """Does showing the solver's conflict help the diagnosis of an infeasible program?
 
-Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.diagnose_ab --from .alphaopt/learn --from .alphaopt/dev
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.diagnose_ab \
+    --from .alphaopt/learn --from .alphaopt/dev
 
 Takes the infeasible programs that earlier runs stored for **training** problems (the learning
 attempts in a home's ``library.db`` and the saved runs in its ``runs.db``; a problem counts only
@@ -22,9 +23,15 @@ from alphaopt.config import load_settings
 from alphaopt.llm.client import OpenAIClient
 from alphaopt.llm.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import (ab_arguments, answer_and_score, record, recorded, results_file, stored_programs,
-                               training_answers)
-
+from benchmarks.stored import (
+    ab_arguments,
+    answer_and_score,
+    record,
+    recorded,
+    results_file,
+    stored_programs,
+    training_answers,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             for arm, block in (("without", ""), ("with", prompts.no_optimum_block({"conflict": conflict}))):
                 messages, sha = prompts.render(
                     "diagnose_program", problem=item["problem"], program=item["program"], status="infeasible",
-                    hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block, goal=prompts.goal_block(read(item["problem"])))
+                    hint=prompts.DIAGNOSE_HINTS["infeasible"], conflict=block,
+                    goal=prompts.goal_block(read(item["problem"])))
                 _, row[arm] = answer_and_score(
                     llm, runner, messages, prompt_name="diagnose_program", prompt_sha=sha, problem=item["problem"],
                     answer=row["answer"], max_tokens=settings.experimental.max_tokens_program, node="diagnose_ab",

@@ -18,15 +18,23 @@ from __future__ import annotations
 from typing import Any
 
 from alphaopt.agent import prompts
+from alphaopt.agent.program import hardcodes
 from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
 from alphaopt.learning.learn import LearnConfig, outcome_line
 from alphaopt.llm.client import OpenAIClient
-from alphaopt.agent.program import hardcodes
 from alphaopt.llm.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import (ab_arguments, answer_and_score, one_per_problem, record, recorded, results_file,
-                               stored_programs, training_answers)
+from benchmarks.stored import (
+    ab_arguments,
+    answer_and_score,
+    one_per_problem,
+    record,
+    recorded,
+    results_file,
+    stored_programs,
+    training_answers,
+)
 
 ARMS = (("greedy", 0.0, None), ("sampled", LearnConfig().sample_temperature, 1))
 

@@ -1,6 +1,7 @@
 """When a program keeps failing, is a fresh program better than another repair?
 
-Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.repair_ab --from .alphaopt/learn --from .alphaopt/dev
+Run with: ALPHAOPT_HOME=.alphaopt/dev python -m benchmarks.experiments.repair_ab \
+    --from .alphaopt/learn --from .alphaopt/dev
 
 Takes, for each **training** problem, the last program that earlier runs stored with a Python or
 Pyomo error (``benchmarks.stored``), runs it again (skipping those that now run), and answers the
@@ -20,22 +21,31 @@ import hashlib
 from typing import Any
 
 from alphaopt.agent import prompts
+from alphaopt.agent.nodes import REPAIRABLE, error_for_prompt
 from alphaopt.agent.reading import read
 from alphaopt.agent.run import solver_runner
 from alphaopt.config import load_settings
 from alphaopt.llm.client import OpenAIClient
-from alphaopt.agent.nodes import REPAIRABLE, error_for_prompt
 from alphaopt.llm.runlog import RunLog
 from benchmarks.scoring import Tolerance
-from benchmarks.stored import (ab_arguments, answer_and_score, one_per_problem, record, recorded, results_file,
-                               stored_programs, training_answers)
+from benchmarks.stored import (
+    ab_arguments,
+    answer_and_score,
+    one_per_problem,
+    record,
+    recorded,
+    results_file,
+    stored_programs,
+    training_answers,
+)
 
 REWRITE = prompts.PROBLEM + """{insights}
 A program written for this problem failed, and fixing it did not help:
 <error>
 {error}
 </error>
-{goal}Write a new complete program from the start that avoids this error, following the rules. Answer with one ```python block only."""
+{goal}Write a new complete program from the start that avoids this error, following the rules. \
+Answer with one ```python block only."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             row: dict[str, Any] = {"problem": problem, "program": item["program"], "answer": answers[problem],
                                    "error": error}
             goal = prompts.goal_block(read(problem))
-            repair, sha = prompts.render("repair", problem=problem, program=item["program"], error=error)
+            repair, repair_sha = prompts.render("repair", problem=problem, program=item["program"], error=error)
             rewrite = [repair[0], {"role": "user", "content": REWRITE.format(problem=problem, insights="", error=error,
                                                                              goal=goal)}]
             rewrite_sha = hashlib.sha256(f"{prompts.SYSTEM}\x00{REWRITE}".encode()).hexdigest()[:12]
-            for arm, messages, name, sha in (("repair", repair, "repair", sha),
+            for arm, messages, name, sha in (("repair", repair, "repair", repair_sha),
                                              ("rewrite", rewrite, "rewrite_after_error", rewrite_sha)):
                 program, row[arm] = answer_and_score(
                     llm, runner, messages, prompt_name=name, prompt_sha=sha, problem=problem, answer=row["answer"],
