@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alphaopt.errors import ConfigError
@@ -44,44 +44,44 @@ class _TomlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = default_home() / "settings.toml"
-        if not path.is_file():
-            return {}
-        try:
-            return tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Cannot read settings file {str(path)!r}: {exc}. Fix or delete it.") from exc
+        return _settings_file()
 
 
-class Settings(BaseSettings):
-    """Everything a run needs to know. Fields map to ``ALPHAOPT_<FIELD>`` variables."""
+def _settings_file() -> dict[str, Any]:
+    """``$ALPHAOPT_HOME/settings.toml`` as a dict (empty when there is none)."""
+    path = default_home() / "settings.toml"
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Cannot read settings file {str(path)!r}: {exc}. Fix or delete it.") from exc
 
-    model_config = SettingsConfigDict(env_prefix="ALPHAOPT_", extra="forbid", validate_assignment=True)
 
-    home: Path = Field(default_factory=default_home)
+class ExperimentalSettings(BaseModel):
+    """Tuning knobs and experiment switches: ``ALPHAOPT_EXPERIMENTAL__<NAME>`` variables, or keys
+    of the ``[experimental]`` table in ``settings.toml``. The defaults are what ships; a knob that
+    only served one experiment is removed when that experiment ends (benchmarks/README.md has the
+    measurements behind each default)."""
 
-    # LLM endpoint. With no base_url the embedded llama.cpp model runs in-process.
-    base_url: str | None = None
-    api_key: str | None = Field(default=None, repr=False)
-    model: str | None = None
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # The LLM calls.
     temperature: float = 0.0
+    retry_temperature: float = 0.6  # later samples and a repeated repair, each with its own seed
+    seed: int = 0
+    cache: bool = True  # replay identical calls (greedy, or seeded samples) from the call log
+    max_retries: int = 3
     max_tokens_formulation: int = 400
     max_tokens_program: int = 1000
-    request_timeout_s: float = 600.0
-    max_retries: int = 3
-    cache: bool = True
-    seed: int = 0
 
-    # Embedded model.
-    model_path: Path | None = None
+    # The embedded model.
     model_dir: Path = Field(default_factory=default_model_dir)
     n_ctx: int = 8192
     n_threads: int | None = None
 
-    # Experience library.
-    use_library: bool = True
-    library_url: str | None = None
-    chroma_url: str | None = None
+    # The experience library.
+    chroma_url: str | None = None  # a Chroma server; unset: the index in the home
     starter_library: Path | None = Field(default_factory=lambda: STARTER_LIBRARY)  # "none": start empty
     retrieval_k: int = 8
     retrieval_labels: int = 3
@@ -90,21 +90,15 @@ class Settings(BaseSettings):
     retrieval_check: bool = True
     retrieval_source_similarity: float = Field(default=0.7, ge=0.0, le=1.0)  # 0: no source gate
 
-    # Agent loop.
-    max_problem_chars: int = 20000
-    formulate: bool = False  # True: write the math first, then the program (two calls per sample)
-    max_repairs: int = 2
-    retry_temperature: float = 0.6
+    # The agent loop.
+    formulate: bool = False  # write the math first, then the program (two calls per sample)
     max_diagnoses: int = 1
-    patch_lines: bool = True  # an optimal program with a sign of a wrong model gets the model's line for it
-    max_unused_patches: int = Field(default=3, ge=1, le=10)  # one constraint line asked for per unused number, up to this many
-    quote_max_words: int = Field(default=0, ge=0)  # quote the text above each constraint for problems this short (0: never)
-    samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote: see benchmarks/README.md for what it bought
-    resample_failed: int = Field(default=0, ge=0, le=5)  # more samples when none ended optimal (bought nothing on the 1.5B model)
+    text_rewrites: bool = True  # the program rewrites that follow from the text (agent/rewrites.py)
+    max_unused_patches: int = Field(default=3, ge=1, le=10)  # lines asked for, one per unused number
+    quote_max_words: int = Field(default=0, ge=0)  # quote the text above each constraint for problems this short
+    resample_failed: int = Field(default=0, ge=0, le=5)  # more samples when none ended optimal
 
-    # Solver sandbox.
-    solver_wall_time_s: float = 30.0
-    solver_memory_mb: int = 2048
+    # The solver sandbox.
     sandbox: Literal["auto", "always", "never"] = "auto"
     solver_workers: int = 1
 
@@ -112,6 +106,46 @@ class Settings(BaseSettings):
     @classmethod
     def _no_starter(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+
+class Settings(BaseSettings):
+    """What a user sets: fields map to ``ALPHAOPT_<FIELD>`` variables (the README lists them);
+    ``experimental`` holds the tuning knobs (``ALPHAOPT_EXPERIMENTAL__<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALPHAOPT_", env_nested_delimiter="__", extra="forbid",
+                                      validate_assignment=True)
+
+    home: Path = Field(default_factory=default_home)
+
+    # LLM endpoint. With no base_url the embedded llama.cpp model runs in-process.
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    model: str | None = None
+    model_path: Path | None = None  # another GGUF file as the embedded model
+    request_timeout_s: float = 600.0
+
+    # Experience library.
+    use_library: bool = True
+    library_url: str | None = None
+
+    # Runs and the LLM call log: a PostgreSQL URL shares them between machines; unset: runs.db in the home.
+    runs_url: str | None = Field(default=None, repr=False)
+
+    # Agent loop.
+    max_problem_chars: int = 20000
+    samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote
+    max_repairs: int = 2
+
+    # Solver sandbox.
+    solver_wall_time_s: float = 30.0
+    solver_memory_mb: int = 2048
+
+    experimental: ExperimentalSettings = Field(default_factory=ExperimentalSettings)
+
+    def with_experimental(self, **changes: Any) -> Settings:
+        """A copy with some experimental knobs changed (validated)."""
+        knobs = ExperimentalSettings.model_validate({**self.experimental.model_dump(), **changes})
+        return self.model_copy(update={"experimental": knobs})
 
     @field_validator("base_url")
     @classmethod
@@ -171,16 +205,43 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, applying explicit overrides (from CLI flags) on top.
 
+    ``experimental`` may be given as a dict of knobs; it is merged with the environment and the
+    settings file knob by knob. None values are ignored (an unset flag keeps the setting).
+
     Raises:
-        ConfigError: a value is invalid; the message names the setting to fix.
+        ConfigError: a value is invalid, or a knob is set under its old top-level name; the
+            message names the variable to fix.
     """
     clean = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(clean.get("experimental"), dict):
+        clean["experimental"] = {k: v for k, v in clean["experimental"].items() if v is not None}
+    _refuse_moved(clean)
     try:
         settings = Settings(**clean)
     except ValidationError as exc:
         problems = "; ".join(
-            f"ALPHAOPT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"ALPHAOPT_{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"Invalid settings: {problems}") from exc
     settings.home.mkdir(parents=True, exist_ok=True)
     return settings
+
+
+#: Knobs that moved under ``experimental`` with a new name.
+_RENAMED = {"patch_lines": "text_rewrites"}
+
+
+def _refuse_moved(overrides: dict[str, Any]) -> None:
+    """An experimental knob set under its top-level name (``ALPHAOPT_FORMULATE``, ``formulate = ...``
+    at the top of settings.toml, or ``formulate=`` passed in) would otherwise be ignored or refused
+    without a hint; name where it goes now."""
+    in_file = _settings_file()
+    for old, name in {**{n: n for n in ExperimentalSettings.model_fields}, **_RENAMED}.items():
+        where = ("ALPHAOPT_" + old.upper() if "ALPHAOPT_" + old.upper() in os.environ
+                 else f"{old!r} at the top of settings.toml" if old in in_file
+                 else f"{old}=" if old in overrides else None)
+        if where:
+            raise ConfigError(
+                f"{where} is an experimental setting now: set ALPHAOPT_EXPERIMENTAL__{name.upper()} "
+                f"(or {name} under [experimental] in settings.toml, or experimental={{{name!r}: ...}})."
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from alphaopt.answers import ANSWER
 from alphaopt.learning.dedup import TWIN_JACCARD, jaccard, shingles
 from benchmarks import registry
 from benchmarks.registry import Item, load, names
@@ -44,7 +45,7 @@ def suspect_labels(items: list[Item], train: list[Item] | None = None) -> dict[s
         by_key = {i.key: i for i in items}
         for twin in find_twins(train, items, threshold=0.99):
             mine, theirs = by_key[twin.test].answer, answers[twin.train]
-            if abs(mine - theirs) > 1e-6 + 1e-4 * abs(theirs):
+            if not ANSWER.correct(mine, theirs):
                 reason = f"identical train item {twin.train} is labelled {theirs:g}"
                 found[twin.test] = f"{found[twin.test]}; {reason}" if twin.test in found else reason
     return found

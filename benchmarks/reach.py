@@ -24,7 +24,7 @@ from benchmarks.run import select_items
 
 def reach(items: list[registry.Item], library: Path, home: Path) -> dict[str, list[str]]:
     """Item key → the ids of the insights recalled for it (items with none are left out)."""
-    settings = load_settings(home=home, use_library=True, starter_library=library)
+    settings = load_settings(home=home, use_library=True, experimental={"starter_library": library})
     retriever = LibraryRetriever.open(settings)  # loads the export into the empty home
     try:
         found = {i.key: [c.id for c in retriever.candidates(i.description)] for i in items}

@@ -106,13 +106,15 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
     meta = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "git_sha": git_sha(),
         "model": settings.model_name, "endpoint": settings.base_url or "embedded",
-        "library": library_name, "tolerance": tol.describe(), "temperature": settings.temperature,
-        "max_repairs": settings.max_repairs, "max_diagnoses": settings.max_diagnoses,
-        "formulate": settings.formulate, "samples": settings.samples, "resample_failed": settings.resample_failed,
-        "retry_temperature": settings.retry_temperature,
-        "max_tokens_program": settings.max_tokens_program, "quote_max_words": settings.quote_max_words,
-        "patch_lines": settings.patch_lines,
-        "retrieval_source_similarity": None if library_name == "none" else settings.retrieval_source_similarity,
+        "library": library_name, "tolerance": tol.describe(), "temperature": settings.experimental.temperature,
+        "max_repairs": settings.max_repairs, "max_diagnoses": settings.experimental.max_diagnoses,
+        "formulate": settings.experimental.formulate, "samples": settings.samples,
+        "resample_failed": settings.experimental.resample_failed,
+        "retry_temperature": settings.experimental.retry_temperature,
+        "max_tokens_program": settings.experimental.max_tokens_program,
+        "quote_max_words": settings.experimental.quote_max_words,
+        "patch_lines": settings.experimental.text_rewrites, "text_rewrites": settings.experimental.text_rewrites,
+        "retrieval_source_similarity": None if library_name == "none" else settings.experimental.retrieval_source_similarity,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items), "rows_at_start": len(done),
     }
@@ -150,8 +152,7 @@ def bench_agent(settings: Settings, out_dir: Path, library_path: Path | None) ->
         return Agent(settings.model_copy(update={"use_library": False}))
     lib_settings = settings.model_copy(update={
         "use_library": True, "library_url": f"sqlite:///{out_dir / 'library.db'}",
-        "chroma_url": str(out_dir / "chroma"), "starter_library": library_path,
-    })
+    }).with_experimental(chroma_url=str(out_dir / "chroma"), starter_library=library_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     return Agent(lib_settings)  # opens that library, loading the export into the run's empty store
 
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
 
     items = select_items(args.dataset, limit=args.limit, skip_test_twins=args.skip_test_twins)
     settings = load_settings(model=args.model, base_url=args.base_url)
-    library_path = None if args.library == "none" else settings.starter_library if args.library == "starter" else Path(args.library)
+    library_path = None if args.library == "none" else settings.experimental.starter_library if args.library == "starter" else Path(args.library)
     if library_path is not None and not Path(library_path).is_file():
         raise SystemExit(f"--library: no library file at {library_path}; give a JSONL export, 'starter' or 'none'.")
     label = args.library if args.library in ("none", "starter") else Path(args.library).stem

@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-ATOL = 1e-6
-RTOL = 1e-4
+from alphaopt.answers import ATOL, RTOL, Tolerance
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    """|got - answer| <= atol + rtol * |answer|."""
-
-    atol: float = ATOL
-    rtol: float = RTOL
-
-    def correct(self, got: float | None, answer: float) -> bool:
-        """Whether an objective matches the reference answer."""
-        if got is None or math.isnan(got):
-            return False
-        return abs(got - answer) <= self.atol + self.rtol * abs(answer)
-
-    def describe(self) -> str:
-        return f"|got - answer| <= {self.atol:g} + {self.rtol:g}·|answer|"
+__all__ = ["ATOL", "RTOL", "Tolerance", "wilson"]  # the one answer tolerance, from alphaopt.answers
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from alphaopt.llm.client import CallContext, LLMClient
-from alphaopt.agent.program import extract_code, normalize_for
+from alphaopt.agent.program import extract_code
+from alphaopt.agent.reading import read
+from alphaopt.agent.rewrites import prepare
 from benchmarks import honesty, registry
 from benchmarks.scoring import Tolerance
 
@@ -94,7 +96,7 @@ def answer_and_score(llm: LLMClient, runner: Any, messages: list[dict[str, str]]
     ``{"status", "objective", "right"}``."""
     reply = llm.complete(messages, prompt_name=prompt_name, prompt_sha=prompt_sha, max_tokens=max_tokens,
                          context=CallContext(node=node), temperature=temperature, seed=seed)
-    program, _ = normalize_for(extract_code(reply.text), problem)
+    program, _ = prepare(extract_code(reply.text), read(problem))
     result = runner.run(program)
     return program, {"status": result.status.value, "objective": result.objective,
                      "right": result.ok and tolerance.correct(result.objective, answer)}

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from alphaopt.llm import client as llm
 from alphaopt.config import Settings, load_settings
+from alphaopt.llm import client as llm
 from solvers import SolverRunner
 from tests.fakes import ScriptedLLM
 
@@ -18,11 +18,9 @@ def _isolated_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-test-key")
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "0")  # library tests turn it on explicitly
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "none")  # and load a library of their own
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "none")  # and load a library of their own
     monkeypatch.setenv("ALPHAOPT_SAMPLES", "1")  # scripted tests script one sample; vote tests ask for more
-    monkeypatch.setenv("ALPHAOPT_FORMULATE", "1")  # and the formulate step; direct-mode tests turn it off
-    # no line asked for when a scripted program leaves out a number of its text; its tests turn it on
-    monkeypatch.setenv("ALPHAOPT_PATCH_LINES", "0")
+    # everything else is what ships: tests that need the formulate step, or no text rewrites, say so
     monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", False)
 
 

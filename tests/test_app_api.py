@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from alphaopt.interfaces import app_api
 from alphaopt.agent.run import Agent
-from alphaopt.learning.training import read_training
 from alphaopt.errors import InputError
+from alphaopt.interfaces import app_api
+from alphaopt.learning.training import read_training
 from library import ImportLineError, InsightDraft, LibraryStore, Status
-from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM
+from solvers import SolveStatus
+from tests.fakes import LP_REPLY, WRONG_LP_REPLY, RoutedLLM
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
 EDITED = "## Objective\nmaximize 3x + 2y\n## Constraints\nx + y <= 4\nx <= 2"
@@ -29,11 +30,13 @@ def agent(settings, runner):
 
 
 def test_stream_yields_each_node_then_the_saved_solution(agent):
-    agent.llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    agent.llm.on("write_program", LP_REPLY)
     steps = list(agent.stream(PROBLEM))
     assert [s.node for s in steps] == ["retrieve_insights", "formulate", "write_program", "run_program",
                                        "finish_sample", "answer", "done"]
-    assert steps[1].update["formulation"] == FORMULATION and "def build_model" in steps[2].update["program"]
+    # the shipped pipeline writes the program directly: the formulate step writes nothing
+    assert steps[1].update["formulation"] == "" and "def build_model" in steps[2].update["program"]
+    assert steps[3].update["result"]["status"] is SolveStatus.OPTIMAL
     solution = steps[-1].solution
     assert solution is not None and solution.ok and solution.objective == pytest.approx(11)
     assert agent.log.run(solution.run_id)["status"] == "optimal"
@@ -56,15 +59,41 @@ def test_stream_rejects_empty_text_before_any_call(agent):
 def test_run_program_runs_an_edited_program_without_the_model(agent):
     solution = app_api.run_program(agent, PROBLEM, WRONG_LP_REPLY, formulation=EDITED)
     assert solution.ok and solution.objective == pytest.approx(26 / 3) and solution.formulation == EDITED
-    assert agent.llm.calls == [] and agent.log.run(solution.run_id) is not None
+    assert agent.llm.calls == [] and agent.log.run(solution.run_id)["status"] == "optimal"
+    assert solution.model == "(edited program)" and [(a.stage, a.status) for a in solution.attempts] == [
+        ("write_program", SolveStatus.OPTIMAL)]
     broken = app_api.run_program(agent, PROBLEM, "def build_model():\n    return undefined_name\n")
     assert broken.status == "error" and "undefined_name" in broken.error
     with pytest.raises(InputError, match="program is empty"):
         app_api.run_program(agent, PROBLEM, "  ")
 
 
+def test_an_edited_program_gets_only_the_mechanical_fixes_and_records_no_evidence(settings, runner):
+    class Library:
+        def __init__(self):
+            self.recorded = []
+
+        def retrieve(self, problem, *, llm, run_id):
+            return []
+
+        def record_outcome(self, run_id, insights, success):
+            self.recorded.append(run_id)
+
+    library = Library()
+    minimized = WRONG_LP_REPLY.replace("sense=pyo.maximize", "sense=pyo.minimize").replace(
+        "    return model", "    print(model)\n    return model")
+    insight = {"id": "I0001", "version": 1, "condition": "c", "explanation": "e"}
+    with Agent(settings, llm=RoutedLLM(), runner=runner, library=library) as agent:
+        solution = agent.run_program(PROBLEM, minimized, insights=[insight])
+    # the text asks to maximize, but a person's edit is not second-guessed: only the print goes
+    assert "sense=pyo.minimize" in solution.program and solution.objective == pytest.approx(0)
+    assert solution.attempts[0].fixes == ["dropped a print statement in build_model"]
+    assert solution.insights == [insight] and library.recorded == []  # no prompt carried the insight
+    assert agent.log.run(solution.run_id)["objective"] == pytest.approx(0)
+
+
 def test_marked_answers_become_training_tasks_and_feedback_lines(agent, settings):
-    agent.llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    agent.llm.on("write_program", LP_REPLY)
     right = list(agent.stream(PROBLEM))[-1].solution
     wrong = app_api.run_program(agent, PROBLEM, WRONG_LP_REPLY)
     with app_api.open_store(settings) as store:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from alphaopt.agent.reading import read
 from alphaopt.agent.run import Agent
+from alphaopt.config import ExperimentalSettings, load_settings
+from solvers import SolveStatus
 from tests.fakes import (
     FORMULATION,
     INFEASIBLE_REPLY,
@@ -21,26 +24,44 @@ PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3, x and y 
 
 @pytest.fixture
 def agent(settings, runner, fake_llm):
+    """The shipped defaults: the program is written directly, with the text's rewrites on."""
     with Agent(settings, llm=fake_llm, runner=runner) as a:
         yield a
 
 
+@pytest.fixture
+def formulating(settings, runner, fake_llm):
+    """The formulate step on: the math first, then the program."""
+    with Agent(settings.with_experimental(formulate=True), llm=fake_llm, runner=runner) as a:
+        yield a
+
+
 def test_lp_straight_through(agent, fake_llm: ScriptedLLM):
-    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    fake_llm.enqueue(LP_REPLY)
     solution = agent.solve(PROBLEM)
-    assert solution.status == "optimal" and solution.objective == pytest.approx(11)
+    assert solution.status is SolveStatus.OPTIMAL and solution.objective == pytest.approx(11)
     assert solution.variables == pytest.approx({"x": 3, "y": 1})
     assert solution.duals is not None and set(solution.duals) == {"c1", "c2", "c3"}
-    assert not solution.is_mip and solution.formulation == FORMULATION
-    assert fake_llm.prompt_names == ["formulate", "write_program"]
-    # the program prompt carries the problem and the formulation; the answer never reaches the model
+    assert not solution.is_mip and solution.formulation == ""
+    assert fake_llm.prompt_names == ["write_program"]
+    # the program prompt carries the problem and its question; the answer never reaches the model
+    assert PROBLEM in fake_llm.calls[0].user and "<formulation>" not in fake_llm.calls[0].user
+    assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", SolveStatus.OPTIMAL)]
+    assert solution.tokens.calls == 1 and solution.timings.total_s > 0
+
+
+def test_lp_through_the_formulate_step(formulating, fake_llm: ScriptedLLM):
+    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    solution = formulating.solve(PROBLEM)
+    assert solution.status is SolveStatus.OPTIMAL and solution.objective == pytest.approx(11)
+    assert solution.formulation == FORMULATION and fake_llm.prompt_names == ["formulate", "write_program"]
+    # the program prompt carries the problem and the formulation
     assert PROBLEM in fake_llm.calls[1].user and FORMULATION in fake_llm.calls[1].user
-    assert [a.stage for a in solution.attempts] == ["write_program"]
-    assert solution.tokens.calls == 2 and solution.timings.total_s > 0
+    assert solution.tokens.calls == 2
 
 
 def test_milp(agent, fake_llm):
-    fake_llm.enqueue(FORMULATION, MILP_REPLY)
+    fake_llm.enqueue(MILP_REPLY)
     solution = agent.solve("An integer problem.")
     assert solution.status == "optimal" and solution.objective == pytest.approx(20) and solution.is_mip
     assert solution.duals is None
@@ -48,10 +69,10 @@ def test_milp(agent, fake_llm):
 
 def test_repair_path_shows_error_to_model(agent, fake_llm):
     broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
-    fake_llm.enqueue(FORMULATION, broken, LP_REPLY)
+    fake_llm.enqueue(broken, LP_REPLY)
     solution = agent.solve(PROBLEM)
-    assert fake_llm.prompt_names == ["formulate", "write_program", "repair"]
-    assert "z" in fake_llm.calls[2].user and "AttributeError" in fake_llm.calls[2].user
+    assert fake_llm.prompt_names == ["write_program", "repair"]
+    assert "z" in fake_llm.calls[1].user and "AttributeError" in fake_llm.calls[1].user
     assert [a.stage for a in solution.attempts] == ["write_program", "repair"]
     assert solution.attempts[0].status == "error" and solution.status == "optimal"
     assert solution.objective == pytest.approx(11)
@@ -59,7 +80,7 @@ def test_repair_path_shows_error_to_model(agent, fake_llm):
 
 def test_repairs_are_bounded(agent, fake_llm, settings):
     no_objective = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()")
-    fake_llm.enqueue(FORMULATION, *[no_objective] * (1 + settings.max_repairs))
+    fake_llm.enqueue(*[no_objective] * (1 + settings.max_repairs))
     solution = agent.solve(PROBLEM)
     assert solution.status == "invalid_program" and solution.objective is None
     assert len(solution.attempts) == 1 + settings.max_repairs
@@ -68,16 +89,16 @@ def test_repairs_are_bounded(agent, fake_llm, settings):
 
 def test_solver_misuse_is_fixed_without_a_model_call(agent, fake_llm):
     misuse = LP_REPLY.replace("    return model", "    res = pyo.SolverFactory('highs').solve(model)\n    print(res.objective)")
-    fake_llm.enqueue(FORMULATION, misuse)
+    fake_llm.enqueue(misuse)
     solution = agent.solve(PROBLEM)
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
     assert any("solve call" in f for f in solution.attempts[0].fixes)
-    assert fake_llm.prompt_names == ["formulate", "write_program"]
+    assert fake_llm.prompt_names == ["write_program"]
 
 
-def test_infeasible_goes_to_diagnose_then_reformulates(agent, fake_llm):
+def test_infeasible_goes_to_diagnose_then_reformulates(formulating, fake_llm):
     fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "## Variables\nx\n## Objective\n...\n## Constraints\nfixed", LP_REPLY)
-    solution = agent.solve(PROBLEM)
+    solution = formulating.solve(PROBLEM)
     assert fake_llm.prompt_names == ["formulate", "write_program", "diagnose", "write_program"]
     assert "infeasible" in fake_llm.calls[2].user
     assert "fixed" in fake_llm.calls[3].user  # the new formulation reached the program writer
@@ -85,27 +106,27 @@ def test_infeasible_goes_to_diagnose_then_reformulates(agent, fake_llm):
     assert solution.objective == pytest.approx(11)
 
 
-def test_confirmed_infeasible_is_answered_as_infeasible(agent, fake_llm):
+def test_confirmed_infeasible_is_answered_as_infeasible(formulating, fake_llm):
     fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "CONFIRMED")
-    solution = agent.solve("An impossible problem.")
+    solution = formulating.solve("An impossible problem.")
     assert solution.status == "infeasible" and solution.objective is None
     assert fake_llm.prompt_names == ["formulate", "write_program", "diagnose"]
 
 
-def test_unbounded_is_reported_not_zero(agent, fake_llm, settings):
+def test_unbounded_is_reported_not_zero(formulating, fake_llm, settings):
     fake_llm.enqueue(FORMULATION, UNBOUNDED_REPLY, "CONFIRMED")
-    solution = agent.solve("Unbounded.")
+    solution = formulating.solve("Unbounded.")
     assert solution.status in ("unbounded", "infeasible_or_unbounded") and solution.objective is None
 
 
-def test_implausible_all_zero_plan_is_diagnosed(agent, fake_llm):
+def test_implausible_all_zero_plan_is_diagnosed(formulating, fake_llm):
     zero = program("""
 model = pyo.ConcreteModel()
 model.x = pyo.Var(domain=pyo.NonNegativeReals)
 model.obj = pyo.Objective(expr=2 * model.x, sense=pyo.minimize)
 """)
     fake_llm.enqueue(FORMULATION, zero, "CONFIRMED")
-    solution = agent.solve("Zero.")
+    solution = formulating.solve("Zero.")
     assert fake_llm.prompt_names[-1] == "diagnose" and "does nothing" in fake_llm.calls[-1].user
     assert solution.status == "optimal" and solution.objective == 0
 
@@ -114,7 +135,7 @@ def test_timeout_program_is_repaired(settings, fake_llm):
     from solvers import Limits, SolverRunner
 
     loop = program("model = pyo.ConcreteModel()\nwhile True:\n    pass")
-    fake_llm.enqueue(FORMULATION, loop, LP_REPLY)
+    fake_llm.enqueue(loop, LP_REPLY)
     with SolverRunner(Limits(wall_time_s=2, cpu_time_s=2)) as runner, Agent(settings, llm=fake_llm, runner=runner) as agent:
         solution = agent.solve(PROBLEM)
     assert solution.attempts[0].status == "timeout"
@@ -122,14 +143,17 @@ def test_timeout_program_is_repaired(settings, fake_llm):
 
 
 def test_run_is_saved_and_checkpointed(agent, fake_llm, settings):
-    fake_llm.enqueue(FORMULATION, LP_REPLY)
+    fake_llm.enqueue(LP_REPLY)
     solution = agent.solve(PROBLEM)
     row = agent.log.run(solution.run_id)
     assert row["status"] == "optimal" and row["objective"] == pytest.approx(11)
     snapshot = agent.graph.get_state({"configurable": {"thread_id": solution.run_id}})
-    assert snapshot.values["result"]["status"] == "optimal" and not snapshot.next
+    # the checkpoint keeps the state's own types: the solver's status and the text's reading
+    assert snapshot.values["result"]["status"] is SolveStatus.OPTIMAL and not snapshot.next
+    assert snapshot.values["reading"] == read(PROBLEM) and snapshot.values["reading"].sense == "maximize"
+    assert snapshot.values["attempts"][0]["status"] is SolveStatus.OPTIMAL
     assert agent.resume(solution.run_id).objective == pytest.approx(11)  # finished: no new calls
-    assert len(fake_llm.calls) == 2
+    assert len(fake_llm.calls) == 1
 
 
 def test_interrupted_run_resumes_from_checkpoint(settings, runner):
@@ -140,7 +164,7 @@ def test_interrupted_run_resumes_from_checkpoint(settings, runner):
         raise Crash("endpoint died mid-run")
 
     llm = ScriptedLLM().enqueue(FORMULATION, crash)
-    with Agent(settings, llm=llm, runner=runner) as agent:
+    with Agent(settings.with_experimental(formulate=True), llm=llm, runner=runner) as agent:
         with pytest.raises(Crash):
             agent.solve(PROBLEM, run_id="run-1")
         llm.enqueue(LP_REPLY)
@@ -158,17 +182,22 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
             ]
 
     fake_llm.enqueue(FORMULATION, LP_REPLY)
-    with Agent(settings, llm=fake_llm, runner=runner, library=Library()) as agent:
+    with Agent(settings.with_experimental(formulate=True), llm=fake_llm, runner=runner, library=Library()) as agent:
         solution = agent.solve(PROBLEM)
     formulate, write = fake_llm.calls[0].user, fake_llm.calls[1].user
     assert "[I7] When the text says 'at least': use >=" in formulate and "[I8]" not in formulate
     assert "[I8] When sums over dicts: use sum()" in write and "[I7]" not in write
     assert [i["id"] for i in solution.insights] == ["I7", "I8"]
+    # writing the program directly, the one program prompt carries every insight
+    fake_llm.enqueue(LP_REPLY)
+    with Agent(settings, llm=fake_llm, runner=runner, library=Library()) as agent:
+        agent.solve(PROBLEM)
+    assert "[I7]" in fake_llm.calls[-1].user and "[I8]" in fake_llm.calls[-1].user
 
 
 def test_second_repair_of_the_same_program_samples(agent, fake_llm):
     broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
-    fake_llm.enqueue(FORMULATION, broken, broken, LP_REPLY)  # the first repair changes nothing
+    fake_llm.enqueue(broken, broken, LP_REPLY)  # the first repair changes nothing
     solution = agent.solve(PROBLEM)
     repairs = [c for c in fake_llm.calls if c.prompt_name == "repair"]
     assert repairs[0].temperature is None and repairs[1].temperature == 0.6 and repairs[1].seed == 1
@@ -177,15 +206,17 @@ def test_second_repair_of_the_same_program_samples(agent, fake_llm):
 
 def test_reserved_component_names_are_fixed_before_the_run(agent, fake_llm):
     clash = LP_REPLY.replace("model.c1", "model.name").replace("model.c2", "model.index")
-    fake_llm.enqueue(FORMULATION, clash)
+    fake_llm.enqueue(clash)
     solution = agent.solve(PROBLEM)
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
-    assert fake_llm.prompt_names == ["formulate", "write_program"]  # no repair round needed
+    assert fake_llm.prompt_names == ["write_program"]  # no repair round needed
 
 
 # -- samples and the vote ----------------------------------------------------------------------
-def sampled_agent(settings, runner, llm, **update):
-    return Agent(settings.model_copy(update={"formulate": False, **update}), llm=llm, runner=runner)
+def sampled_agent(settings, runner, llm, *, samples=1, max_repairs=2, **knobs):
+    """The shipped pipeline with ``samples`` and ``max_repairs`` set, and experimental ``knobs``."""
+    chosen = settings.model_copy(update={"samples": samples, "max_repairs": max_repairs}).with_experimental(**knobs)
+    return Agent(chosen, llm=llm, runner=runner)
 
 
 def test_two_agreeing_samples_decide_a_vote_of_three(settings, runner, fake_llm):
@@ -194,8 +225,9 @@ def test_two_agreeing_samples_decide_a_vote_of_three(settings, runner, fake_llm)
         solution = agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["write_program", "write_program"]  # the third sample is not needed
     # the first sample is greedy, the second samples with a seed of its own
-    assert fake_llm.calls[0].temperature is None and fake_llm.calls[1].temperature == settings.retry_temperature
-    assert fake_llm.calls[1].seed == settings.seed + 100
+    knobs = settings.experimental
+    assert fake_llm.calls[0].temperature is None and fake_llm.calls[1].temperature == knobs.retry_temperature
+    assert fake_llm.calls[1].seed == knobs.seed + 100
     assert [(c.sample, c.objective, c.chosen) for c in solution.candidates] == [(0, pytest.approx(11), True),
                                                                                (1, pytest.approx(11), False)]
     assert [a.sample for a in solution.attempts] == [0, 1] and solution.objective == pytest.approx(11)
@@ -236,8 +268,9 @@ def test_a_failed_sample_is_followed_by_a_fresh_one(settings, runner, fake_llm):
         solution = agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["write_program"] * 3
     # the fresh samples are drawn at the retry temperature, each with its own seed
-    assert [c.temperature for c in fake_llm.calls] == [None, settings.retry_temperature, settings.retry_temperature]
-    assert [c.seed for c in fake_llm.calls[1:]] == [settings.seed + 100, settings.seed + 200]
+    knobs = settings.experimental
+    assert [c.temperature for c in fake_llm.calls] == [None, knobs.retry_temperature, knobs.retry_temperature]
+    assert [c.seed for c in fake_llm.calls[1:]] == [knobs.seed + 100, knobs.seed + 200]
     assert [c.status for c in solution.candidates] == ["invalid_program", "infeasible", "optimal"]
     assert solution.objective == pytest.approx(11) and solution.candidates[2].chosen
 
@@ -278,12 +311,9 @@ def test_a_majority_of_infeasible_samples_reports_infeasible(settings, runner, f
 
 
 @pytest.fixture
-def direct_agent(settings, runner, fake_llm, monkeypatch):
-    """The shipped default: the program is written directly, no formulate step."""
-    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
-    from alphaopt.config import load_settings
-
-    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, max_tokens_program=120),
+def direct_agent(settings, runner, fake_llm):
+    """The shipped pipeline with a short reply cap (so that a long reply reaches it)."""
+    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, experimental={"max_tokens_program": 120}),
                llm=fake_llm, runner=runner) as a:
         yield a
 
@@ -367,7 +397,7 @@ model.half = pyo.Constraint(expr=model.x <= 0.5 * model.total)""")
 
 
 def test_the_quote_rule_reaches_every_call_of_a_short_problem_only(settings, runner, fake_llm):
-    quoting = settings.model_copy(update={"quote_max_words": 25, "formulate": False})
+    quoting = settings.with_experimental(quote_max_words=25)
     with Agent(quoting, llm=fake_llm, runner=runner) as agent:
         fake_llm.enqueue(UNBOUNDED_REPLY, LP_REPLY)
         agent.solve(PROBLEM)  # 23 words: unbounded, then diagnosed, both with the rule
@@ -390,23 +420,12 @@ model.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)
 WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model", "    model.sold = pyo.Constraint(expr=model.chairs <= 12)\n    return model")
 
 
-@pytest.fixture
-def checking_agent(settings, runner, fake_llm, monkeypatch):
-    """The direct pipeline with ``patch_lines`` on."""
-    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
-    from alphaopt.config import load_settings
-
-    with Agent(load_settings(home=settings.home, solver_wall_time_s=10, patch_lines=True),
-               llm=fake_llm, runner=runner) as a:
-        yield a
-
-
 SOLD = "```python\nmodel.sold = pyo.Constraint(expr=model.chairs <= 12)\n```"
 
 
-def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(checking_agent, fake_llm):
+def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(agent, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD)
-    solution = checking_agent.solve(FURNITURE)
+    solution = agent.solve(FURNITURE)
     assert fake_llm.prompt_names == ["write_program", "patch_unused"]
     prompt = fake_llm.calls[1].user
     assert 'never uses this part of the problem: "At most 12 chairs can be sold." (the number 12)' in prompt
@@ -421,9 +440,9 @@ def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(che
             "  added: model.sold = pyo.Constraint(expr=model.chairs <= 12)") in render_solution(solution)
 
 
-def test_the_optimum_stands_when_the_patched_program_fails(checking_agent, fake_llm):
+def test_the_optimum_stands_when_the_patched_program_fails(agent, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD.replace("model.chairs", "model.chair"))
-    solution = checking_agent.solve(FURNITURE)
+    solution = agent.solve(FURNITURE)
     assert fake_llm.prompt_names == ["write_program", "patch_unused"]  # no repair of the patch
     assert [a.status for a in solution.attempts] == ["optimal", "error"]
     assert solution.status == "optimal" and solution.objective == pytest.approx(200)
@@ -433,22 +452,19 @@ def test_the_optimum_stands_when_the_patched_program_fails(checking_agent, fake_
     assert "against the text (not used: the first optimum stood):\n  added: model.sold" in render_solution(solution)
 
 
-def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(checking_agent, fake_llm):
+def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(agent, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 50)\n```")
-    solution = checking_agent.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
+    solution = agent.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
     assert solution.attempts[1].fixes[0].startswith("replaced: model.hours")
     assert solution.objective == pytest.approx(200) and "<= 40" in solution.program
 
 
-def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused(settings, runner, fake_llm, monkeypatch):
-    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
-    from alphaopt.config import load_settings
-
+def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused(settings, runner, fake_llm):
     bare = NO_CHAIR_LIMIT.replace("<= 40", "<= 4")  # 40 and 12 unused
     for cap, replies in ((2, [bare, SOLD, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)\n```"]),
                          (1, [bare])):
         fake_llm.calls.clear()
-        with Agent(load_settings(home=settings.home, patch_lines=True, max_unused_patches=cap),
+        with Agent(load_settings(home=settings.home, experimental={"max_unused_patches": cap}),
                    llm=fake_llm, runner=runner) as agent:
             fake_llm.enqueue(*replies)
             solution = agent.solve(FURNITURE)
@@ -472,9 +488,9 @@ model.need = pyo.Constraint(expr=model.seniors + model.juniors >= 40)
 """)  # minimizes the wages: 4000, where the count asked for is 40
 
 
-def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(checking_agent, fake_llm):
+def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(agent, fake_llm):
     fake_llm.enqueue(WAGES, "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)\n```")
-    solution = checking_agent.solve(WORKERS)
+    solution = agent.solve(WORKERS)
     assert fake_llm.prompt_names == ["write_program", "patch_objective"]
     prompt = fake_llm.calls[1].user
     assert "minimizes `300 * model.seniors + 100 * model.juniors`" in prompt
@@ -485,26 +501,34 @@ def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective
 
 
 def test_with_the_formulate_step_the_patched_program_runs_too(settings, runner, fake_llm):
-    with Agent(settings.model_copy(update={"patch_lines": True}), llm=fake_llm, runner=runner) as agent:
+    with Agent(settings.with_experimental(formulate=True), llm=fake_llm, runner=runner) as agent:
         fake_llm.enqueue(FORMULATION, NO_CHAIR_LIMIT, SOLD)
         solution = agent.solve(FURNITURE)
     assert fake_llm.prompt_names == ["formulate", "write_program", "patch_unused"]
     assert solution.objective == pytest.approx(172) and "model.sold" in solution.program
 
 
-def test_a_program_that_uses_every_number_is_not_diagnosed(checking_agent, fake_llm):
+def test_a_program_that_uses_every_number_is_not_diagnosed(agent, fake_llm):
     fake_llm.enqueue(WITH_CHAIR_LIMIT)
-    assert checking_agent.solve(FURNITURE).objective == pytest.approx(172)
+    assert agent.solve(FURNITURE).objective == pytest.approx(172)
     assert fake_llm.prompt_names == ["write_program"]
 
 
-def test_unused_numbers_are_checked_by_default_and_not_when_switched_off(settings, runner, fake_llm, monkeypatch):
-    from alphaopt.config import Settings, load_settings
-
-    assert Settings.model_fields["patch_lines"].default is True
-    monkeypatch.setenv("ALPHAOPT_PATCH_LINES", "0")  # as conftest sets for all tests
-    monkeypatch.setenv("ALPHAOPT_FORMULATE", "0")
+def test_the_text_rewrites_are_on_by_default_and_one_switch_turns_them_off(settings, runner, fake_llm, monkeypatch):
+    assert ExperimentalSettings.model_fields["text_rewrites"].default is True
+    wrong_sense = WITH_CHAIR_LIMIT.replace("sense=pyo.maximize", "sense=pyo.minimize")  # optimum 0
+    with Agent(settings, llm=fake_llm, runner=runner) as agent:
+        fake_llm.enqueue(wrong_sense)
+        solution = agent.solve(FURNITURE)
+    assert solution.objective == pytest.approx(172) and "sense to maximize" in solution.attempts[0].fixes[0]
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")
+    fake_llm.calls.clear()
     with Agent(load_settings(home=settings.home), llm=fake_llm, runner=runner) as agent:
-        fake_llm.enqueue(NO_CHAIR_LIMIT)
+        fake_llm.enqueue(NO_CHAIR_LIMIT)  # a number left out: no line asked for
         assert agent.solve(FURNITURE).objective == pytest.approx(200)
-    assert fake_llm.prompt_names == ["write_program"]
+        fake_llm.enqueue(wrong_sense, wrong_sense)  # the sense the text asks for: not set
+        solution = agent.solve(FURNITURE)
+    # the empty plan is diagnosed as usual, and the same program comes back
+    assert fake_llm.prompt_names == ["write_program", "write_program", "diagnose_program"]
+    assert solution.attempts[0].fixes == [] and "sense=pyo.minimize" in solution.program
+    assert solution.objective == pytest.approx(0)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from alphaopt.agent import prompts
-from alphaopt.config import Settings, load_settings
-from alphaopt.errors import ConfigError
 from alphaopt.agent.program import normalize
+from alphaopt.config import ExperimentalSettings, Settings, load_settings
+from alphaopt.errors import ConfigError
 from alphaopt.llm.runlog import RunLog, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,9 +31,52 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch):
     assert load_settings().model == "from-file"
 
 
+def test_experimental_knobs_keep_the_same_precedence_knob_by_knob(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(parents=True)
+    assert load_settings().experimental.formulate is False  # default
+    (home / "settings.toml").write_text("[experimental]\nformulate = true\nseed = 3\n")
+    assert load_settings().experimental.formulate is True  # file
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__SEED", "5")
+    knobs = load_settings().experimental
+    assert (knobs.seed, knobs.formulate) == (5, True)  # env beats file, the file's other knob stays
+    knobs = load_settings(experimental={"seed": 9, "text_rewrites": None}).experimental
+    assert (knobs.seed, knobs.formulate, knobs.text_rewrites) == (9, True, True)  # flag beats env; None keeps it
+    changed = load_settings().with_experimental(formulate=False)
+    assert changed.experimental.formulate is False and changed.experimental.seed == 5
+
+
+def test_a_knob_set_under_its_old_name_names_its_new_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_FORMULATE", "1")
+    with pytest.raises(ConfigError, match=r"ALPHAOPT_FORMULATE is an experimental setting now: set "
+                                          r"ALPHAOPT_EXPERIMENTAL__FORMULATE"):
+        load_settings()
+    monkeypatch.delenv("ALPHAOPT_FORMULATE")
+    monkeypatch.setenv("ALPHAOPT_PATCH_LINES", "0")
+    with pytest.raises(ConfigError, match="ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES"):
+        load_settings()
+    monkeypatch.delenv("ALPHAOPT_PATCH_LINES")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings.toml").write_text("retrieval_k = 4\n")
+    with pytest.raises(ConfigError, match="'retrieval_k' at the top of settings.toml.*\\[experimental\\]"):
+        load_settings()
+    with pytest.raises(ConfigError, match="seed= is an experimental setting"):
+        load_settings(seed=1)
+
+
 def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAOPT_MAX_REPAIRS", "many")
     with pytest.raises(ConfigError, match="ALPHAOPT_MAX_REPAIRS"):
+        load_settings()
+
+
+def test_bad_experimental_knobs_name_their_variable(monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__MAX_UNUSED_PATCHES", "0")
+    with pytest.raises(ConfigError, match="ALPHAOPT_EXPERIMENTAL__MAX_UNUSED_PATCHES"):
+        load_settings()
+    monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__MAX_UNUSED_PATCHES")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__NO_SUCH_KNOB", "1")
+    with pytest.raises(ConfigError, match="ALPHAOPT_EXPERIMENTAL__NO_SUCH_KNOB"):
         load_settings()
 
 
@@ -102,6 +145,10 @@ NODE_KWARGS = {
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
     "narrow": {"condition": "C", "explanation": "E", "problem": "P"},
+    "evolve_condition": {"problem": "P", "condition": "C", "explanation": "E",
+                         "avoid": prompts.AVOID.format(problem="Q"), "avoid_clause": prompts.AVOID_CLAUSE},
+    "evolve_label": {"problem": "P", "condition": "C", "explanation": "E",
+                     "labels": "general_formulation / variables / integrality: Whether a quantity must be whole"},
 }
 
 
@@ -150,8 +197,8 @@ def test_the_quote_rule_changes_only_the_system_prompt_and_only_for_short_proble
     assert plain[1] == quoted[1] and plain_sha != quoted_sha
     assert prompts.QUOTE_RULE in quoted[0]["content"] and prompts.QUOTE_RULE not in plain[0]["content"]
     assert '# "A farm has 50 acres for wheat and corn"' in quoted[0]["content"]
-    assert prompts.quotes("one two three", 3) and not prompts.quotes("one two three four", 3)
-    assert not prompts.quotes("short", 0)  # 0: never
+    assert prompts.quotes(3, 3) and not prompts.quotes(4, 3)
+    assert not prompts.quotes(1, 0)  # 0: never
 
 
 def test_repair_hints_name_the_fix_for_known_errors():
@@ -288,8 +335,22 @@ def test_insights_reach_prompts_with_their_example():
                     "  Example: wrong: x <= 30 right: x <= 0.3 * (x + y)\n[I0002] When c: e")
 
 
+#: The most settings a user should have to read about (the rest are experimental knobs).
+MAX_USER_SETTINGS = 15
+
+
 def test_readme_documents_every_setting():
-    """The configuration table names every field of ``Settings`` as its environment variable."""
-    documented = set(re.findall(r"`ALPHAOPT_([A-Z0-9_]+)`", (ROOT / "README.md").read_text()))
-    missing = {name.upper() for name in Settings.model_fields} - documented
+    """The README's configuration table names every user-facing field of ``Settings`` as its
+    environment variable, and no experimental knob (one line says they exist)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):]
+    section = section[:section.index("\n## ", 1)]
+    documented = set(re.findall(r"`ALPHAOPT_([A-Z0-9_]+)`", section))
+    user_facing = {name.upper() for name in Settings.model_fields if name != "experimental"}
+    missing = user_facing - documented
     assert not missing, f"add these settings to the README's configuration table: {sorted(missing)}"
+    knobs = {name.upper() for name in ExperimentalSettings.model_fields}
+    assert not documented & knobs and not any(d.startswith("EXPERIMENTAL__") for d in documented), (
+        "the README advertises experimental knobs: keep them in alphaopt/config.py")
+    assert len(user_facing) <= MAX_USER_SETTINGS, (
+        "a new user-facing setting: make it fixed behaviour or an experimental knob, or say why users need it")

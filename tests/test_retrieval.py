@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alphaopt.config import load_settings
 from alphaopt.agent.retrieval import LibraryRetriever, open_library
+from alphaopt.config import load_settings
 from library import InsightDraft, Status
 from tests.fakes import ScriptedLLM
 
@@ -23,7 +23,8 @@ INSIGHTS = [
 
 @pytest.fixture
 def library(tmp_path):
-    settings = load_settings(home=tmp_path / "home", use_library=True, retrieval_check_cap=3, starter_library="none")
+    settings = load_settings(home=tmp_path / "home", use_library=True,
+                             experimental={"retrieval_check_cap": 3, "starter_library": "none"})
     store, index = open_library(settings)
     for stage, l1, l2, condition, explanation in INSIGHTS:
         insight = store.add_insight(InsightDraft(stage=stage, level1=l1, level2=l2, condition=condition,
@@ -78,7 +79,7 @@ def test_none_chosen_and_cache_invalidated_by_library_change(library):
 
 
 def test_empty_library_makes_no_call(tmp_path):
-    settings = load_settings(home=tmp_path / "h2", use_library=True, starter_library="none")
+    settings = load_settings(home=tmp_path / "h2", use_library=True, experimental={"starter_library": "none"})
     retriever = LibraryRetriever.open(settings)
     try:
         assert retriever.retrieve(PROBLEM, llm=ScriptedLLM(), run_id="r") == []
@@ -88,19 +89,19 @@ def test_empty_library_makes_no_call(tmp_path):
 
 def test_starter_library_loads_into_a_fresh_home(tmp_path):
     starter = tmp_path / "starter.jsonl"
-    src = load_settings(home=tmp_path / "src", use_library=True, starter_library="none")
+    src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
     store, index = open_library(src)
     store.add_insight(InsightDraft(stage="general_formulation", level1="a", level2="b", condition="c", explanation="e"),
                       status=Status.VERIFIED)
     store.export_jsonl(starter, header={"training_problems": 1})
-    fresh = load_settings(home=tmp_path / "fresh", use_library=True, starter_library=starter)
+    fresh = load_settings(home=tmp_path / "fresh", use_library=True, experimental={"starter_library": starter})
     store2, index2 = open_library(fresh)
     assert [i.id for i in store2.list(status="verified")] == ["I0001"] and index2.count() == 1
 
 
 def test_the_check_call_counts_toward_the_solve(library, runner):
     from alphaopt.agent.run import Agent
-    from tests.fakes import FORMULATION, program
+    from tests.fakes import program
 
     trucks = program("""
 model = pyo.ConcreteModel()
@@ -108,20 +109,21 @@ model.trucks = pyo.Var(domain=pyo.NonNegativeIntegers)
 model.obj = pyo.Objective(expr=100 * model.trucks, sense=pyo.minimize)
 model.gravel = pyo.Constraint(expr=20 * model.trucks >= 115)
 """)
-    llm = ScriptedLLM().enqueue("NONE", FORMULATION, trucks)
+    llm = ScriptedLLM().enqueue("NONE", trucks)
     with Agent(library.settings, llm=llm, runner=runner, library=library) as agent:
         solution = agent.solve(PROBLEM)
-    assert llm.prompt_names == ["check_insights", "formulate", "write_program"]
-    assert solution.tokens.calls == 3 and solution.insights == []
+    assert llm.prompt_names == ["check_insights", "write_program"]
+    assert solution.tokens.calls == 2 and solution.insights == []
     assert solution.tokens.input == sum(len(m["content"]) // 4 for c in llm.calls for m in c.messages)
 
 
 def test_starter_library_none_starts_empty(tmp_path, monkeypatch):
-    monkeypatch.delenv("ALPHAOPT_STARTER_LIBRARY")
-    assert load_settings(home=tmp_path / "a").starter_library is not None  # the shipped one by default
-    assert load_settings(home=tmp_path / "b", starter_library="none").starter_library is None
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "none")
-    assert load_settings(home=tmp_path / "c").starter_library is None
+    monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY")
+    assert load_settings(home=tmp_path / "a").experimental.starter_library is not None  # the shipped one by default
+    empty = load_settings(home=tmp_path / "b", experimental={"starter_library": "none"})
+    assert empty.experimental.starter_library is None
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "none")
+    assert load_settings(home=tmp_path / "c").experimental.starter_library is None
 
 
 DIET = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
@@ -131,8 +133,8 @@ DIET_LIKE = ("Plan a day's meals from oats, milk and eggs: at least 50 g of prot
 
 
 def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
-    settings = load_settings(home=tmp_path / "h", use_library=True, starter_library="none",
-                             retrieval_source_similarity=0.7)
+    settings = load_settings(home=tmp_path / "h", use_library=True,
+                             experimental={"starter_library": "none", "retrieval_source_similarity": 0.7})
     store, index = open_library(settings)
     store.add_task("diet_train", "E1", DIET, answer=12.0)
     general = "The problem involves counting, buying, or choosing"  # near everything, far from a diet text
@@ -152,7 +154,7 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
         assert similarity(PROBLEM)[sourced.id] < 0.7 <= similarity(DIET_LIKE)[sourced.id]
         assert [i.id for i in retriever.candidates(PROBLEM)] == [unsourced.id]  # trucks: not like the diet
         assert [i.id for i in retriever.candidates(DIET_LIKE)] == [sourced.id]  # by its source, not its condition
-        off = LibraryRetriever(settings.model_copy(update={"retrieval_source_similarity": 0.0}), store, index)
+        off = LibraryRetriever(settings.with_experimental(retrieval_source_similarity=0.0), store, index)
         assert {i.id for i in off.candidates(PROBLEM)} == {sourced.id, unsourced.id}  # 0: conditions alone
         assert off.candidates(DIET_LIKE) == []
     finally:
@@ -160,7 +162,7 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
 
 
 def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
-    src = load_settings(home=tmp_path / "src", use_library=True, starter_library="none")
+    src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
     store, index = open_library(src)
     store.add_task("diet_train", "E1", DIET, answer=12.0)
     store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
@@ -174,10 +176,12 @@ def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
     older.write_text('{"_header":{"training_problems":1}}\n' + "".join(lines[1:]))
 
     home = tmp_path / "user"
-    first = LibraryRetriever.open(load_settings(home=home, use_library=True, starter_library=older))
+    first = LibraryRetriever.open(load_settings(home=home, use_library=True,
+                                                experimental={"starter_library": older}))
     assert first.source_similarities(DIET_LIKE) == {} and first.store.tasks() == []
     first.close()
-    later = LibraryRetriever.open(load_settings(home=home, use_library=True, starter_library=starter))
+    later = LibraryRetriever.open(load_settings(home=home, use_library=True,
+                                                experimental={"starter_library": starter}))
     try:
         assert [t.id for t in later.store.tasks()] == ["diet_train/E1"]
         assert later.source_similarities(DIET_LIKE)["I0001"] >= 0.7

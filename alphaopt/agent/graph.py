@@ -10,15 +10,25 @@ retrieve_insights → formulate → write_program → run_program ─┬→ fini
 from __future__ import annotations
 
 import sqlite3
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from alphaopt.agent import nodes
+from alphaopt.agent.reading import Reading, TextNumber
 from alphaopt.agent.state import AgentContext, SolveState
+from solvers import result as solver_result
+
+#: The types of the state that a checkpoint stores as themselves (all else is plain data): the
+#: text's reading, and the solver's enums in a result (its status and the like).
+STATE_TYPES: tuple[type, ...] = (Reading, TextNumber, *(
+    v for v in vars(solver_result).values()
+    if isinstance(v, type) and issubclass(v, Enum) and v.__module__ == solver_result.__name__))
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
@@ -46,9 +56,10 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
 
 
 def sqlite_checkpointer(path: Path) -> SqliteSaver:
-    """LangGraph's SQLite checkpointer on ``path`` (shared safely across threads)."""
+    """LangGraph's SQLite checkpointer on ``path`` (shared safely across threads); it restores the
+    state's own types (``STATE_TYPES``) and no others."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-    saver = SqliteSaver(conn)
+    saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES))
     saver.setup()
     return saver

@@ -7,44 +7,46 @@ sign of a wrong model) are written into the state; the routing functions send th
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.runtime import Runtime
 
-from alphaopt.agent import prompts
-from alphaopt.config import Settings
-from alphaopt.llm.client import CallContext, LLMResult
-from alphaopt.agent.program import (
-    apply_lines,
-    cut_repetition,
-    extract_code,
-    normalize_for,
-    numeric_constants,
-    weighted_objective,
-)
-from alphaopt.agent.reading import counted_goal, unused_numbers
+from alphaopt.agent import prompts, rewrites
+from alphaopt.agent.program import apply_lines, cut_repetition, extract_code
+from alphaopt.agent.reading import Reading
 from alphaopt.agent.state import AgentContext, SolveState
 from alphaopt.agent.vote import decided, vote
+from alphaopt.config import Settings
+from alphaopt.llm.client import CallContext, LLMResult
+from solvers import SolveStatus
 
 _ERROR_CHARS = 1500
 _PATCH_TOKENS = 150  # one constraint line
 FORMULATION_STAGES = ("domain_modeling", "general_formulation")
 CODE_STAGES = ("code_implementation",)
 #: Statuses of a program that did not run to a solver answer: the repair step takes these.
-REPAIRABLE = {"error", "invalid_program", "timeout", "memory_limit", "output_limit", "killed", "unknown"}
-_DIAGNOSABLE = {"infeasible", "unbounded", "infeasible_or_unbounded"}
+REPAIRABLE = frozenset({SolveStatus.ERROR, SolveStatus.INVALID_PROGRAM, SolveStatus.TIMEOUT, SolveStatus.MEMORY_LIMIT,
+                        SolveStatus.OUTPUT_LIMIT, SolveStatus.KILLED, SolveStatus.UNKNOWN})
+#: Statuses with which the solver proved there is no optimum: the diagnosis step takes these.
+NO_OPTIMUM = frozenset({SolveStatus.INFEASIBLE, SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED})
+#: Statuses of a run that found a plan.
+PLANNED = frozenset({SolveStatus.OPTIMAL, SolveStatus.FEASIBLE})
+#: Why a run is diagnosed: a status with no optimum, an optimal plan that does nothing, or an
+#: optimal program with a sign that one line can mend.
+Reason = Literal["infeasible", "unbounded", "infeasible_or_unbounded", "implausible", "patch"]
 
 
 def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, *,
          retry: int = 0, **kwargs: Any) -> tuple[LLMResult, dict[str, Any]]:
     """One model call. The first sample's calls are greedy; later samples (``state["sample"]``)
-    and ``retry > 0`` sample at ``retry_temperature`` with a seed of their own, so that a second
+    and ``retry > 0`` sample at the retry temperature with a seed of their own, so that a second
     repair of the same program, or a second sample, does not replay the first answer."""
-    settings = runtime.context.settings
-    quote = prompts.quotes(state["problem"], settings.quote_max_words)
+    knobs = runtime.context.settings.experimental
+    quote = prompts.quotes(state["reading"].words, knobs.quote_max_words)
     messages, sha = prompts.render(node, quote=quote, **kwargs)
     variant = 100 * state.get("sample", 0) + retry
-    sampling = {"temperature": settings.retry_temperature, "seed": settings.seed + variant} if variant else {}
+    # no sampling arguments at all for a greedy call: a client wrapper may choose them (the learner's)
+    sampling: dict[str, Any] = {"temperature": knobs.retry_temperature, "seed": knobs.seed + variant} if variant else {}
     result = runtime.context.llm.complete(
         messages, prompt_name=node, prompt_sha=sha, max_tokens=max_tokens,
         context=CallContext(run_id=state.get("run_id"), node=node), **sampling,
@@ -91,57 +93,58 @@ class _Meter:
 
 def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Write the mathematical model as structured text (nothing when ``formulate`` is off)."""
-    if not runtime.context.settings.formulate:
+    knobs = runtime.context.settings.experimental
+    if not knobs.formulate:
         return {"formulation": ""}
     reply, usage = _ask(
-        runtime, state, "formulate", runtime.context.settings.max_tokens_formulation,
+        runtime, state, "formulate", knobs.max_tokens_formulation,
         problem=state["problem"], insights=_insights(state, FORMULATION_STAGES),
     )
     return {"formulation": reply.text.strip(), **usage}
 
 
 def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Write the Pyomo program for the formulation, then apply the contract fixes."""
+    """Write the Pyomo program for the formulation, then apply the fixes and rewrites."""
+    knobs = runtime.context.settings.experimental
     reply, usage = _ask(
-        runtime, state, "write_program", runtime.context.settings.max_tokens_program,
+        runtime, state, "write_program", knobs.max_tokens_program,
         problem=state["problem"],
-        insights=_insights(state, CODE_STAGES if runtime.context.settings.formulate else None),
+        insights=_insights(state, CODE_STAGES if knobs.formulate else None),
         formulation=prompts.formulation_block(state.get("formulation") or ""),
-        goal=prompts.goal_block(state["problem"]),
+        goal=prompts.goal_block(state["reading"]),
     )
-    update = _program_update(reply, runtime.context.settings.max_tokens_program, state["problem"])
+    update = _program_update(reply, runtime.context.settings, state["reading"])
     return {**update, "stage": "write_program", **usage}
 
 
-def _program_update(reply: LLMResult, max_tokens: int, problem: str, fallback: str = "") -> dict[str, Any]:
-    """The program in a reply, with the contract fixes applied. A reply that stopped at the token
-    limit is cut where it started repeating itself; if it did not repeat, it is marked
-    ``truncated`` so that the repair asks for a shorter program instead of fixing this one."""
+def _program_update(reply: LLMResult, settings: Settings, reading: Reading, fallback: str = "") -> dict[str, Any]:
+    """The program in a reply, with the fixes and the text's rewrites applied (``rewrites.prepare``).
+    A reply that stopped at the token limit is cut where it started repeating itself; if it did
+    not repeat, it is marked ``truncated`` so that the repair asks for a shorter program instead
+    of fixing this one."""
     code = extract_code(reply.text)
     if not code.strip():
         return {"program": fallback, "fixes": [], "truncated": False}
-    truncated = reply.output_tokens >= max_tokens
+    truncated = reply.output_tokens >= settings.experimental.max_tokens_program
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = normalize_for(code, problem)
+    program, fixes = rewrites.prepare(code, reading, enabled=settings.experimental.text_rewrites)
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
 def run_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Run the program in the sandbox and record the attempt."""
-    result = runtime.context.runner.run(state.get("program", ""))
-    data = result.model_dump(mode="json")
-    attempt = {
-        "stage": state.get("stage", "write_program"),
-        "program": state.get("program", ""),
-        "status": data["status"],
-        "objective": data["objective"],
-        "error": data["error"],
-        "fixes": state.get("fixes", []),
-        "wall_time_s": data["wall_time_s"],
-        "sample": state.get("sample", 0),
-    }
+    return run_update(runtime.context.runner, state.get("program", ""), stage=state.get("stage", "write_program"),
+                      fixes=state.get("fixes", []), sample=state.get("sample", 0))
+
+
+def run_update(runner: Any, program: str, *, stage: str, fixes: list[str], sample: int = 0) -> dict[str, Any]:
+    """Run ``program`` and return the state update: the result (its ``status`` a ``SolveStatus``)
+    and the attempt."""
+    data = runner.run(program).model_dump()
+    attempt = {"stage": stage, "program": program, "status": data["status"], "objective": data["objective"],
+               "error": data["error"], "fixes": fixes, "wall_time_s": data["wall_time_s"], "sample": sample}
     return {"result": data, "attempts": [attempt]}
 
 
@@ -149,20 +152,21 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Show the failed program and its error to the model and take its corrected program."""
     result = state["result"]
     settings = runtime.context.settings
+    max_tokens = settings.experimental.max_tokens_program
     if state.get("truncated"):
         # Fixing an unfinished program would run into the same limit: ask for a shorter one,
         # sampled with a seed per round, so that a second rewrite is not the first one replayed.
-        reply, usage = _ask(runtime, state, "rewrite_shorter", settings.max_tokens_program,
+        reply, usage = _ask(runtime, state, "rewrite_shorter", max_tokens,
                             retry=state.get("repairs", 0) + 1,
                             problem=state["problem"], insights=_insights(state, CODE_STAGES),
-                            goal=prompts.goal_block(state["problem"]))
+                            goal=prompts.goal_block(state["reading"]))
     else:
         previous = [a["program"] for a in state.get("attempts", [])[:-1]]
         retry = int(state.get("program", "") in previous)  # the same failing program again: sample
-        reply, usage = _ask(runtime, state, "repair", settings.max_tokens_program, retry=retry,
+        reply, usage = _ask(runtime, state, "repair", max_tokens, retry=retry,
                             problem=state["problem"], program=state.get("program", ""),
                             error=error_for_prompt(result))
-    update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
+    update = _program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
 
@@ -180,100 +184,86 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     Writing the program directly (the default), the model is shown its program and asked for a
     corrected one, which runs next; if it writes the same model again, the same status stands.
     With ``formulate`` on, it checks the formulation and may answer CONFIRMED, or rewrites the
-    math for ``write_program``. (Offered CONFIRMED, the embedded model took it 27 times of 27.)"""
+    math for ``write_program``."""
     settings = runtime.context.settings
-    status = _diagnosis_reason(state, settings) or state["result"]["status"]
-    if status == "patch":
+    knobs = settings.experimental
+    reason = _diagnosis_reason(state, settings) or SolveStatus(state["result"]["status"]).value
+    if reason == "patch":
         return _patch(state, runtime)
-    if not settings.formulate:
+    words = reason.replace("_", " ")
+    if not knobs.formulate:
         reply, usage = _ask(
-            runtime, state, "diagnose_program", settings.max_tokens_program,
+            runtime, state, "diagnose_program", knobs.max_tokens_program,
             problem=state["problem"], program=state.get("program", ""),
-            status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
+            status=words, hint=prompts.DIAGNOSE_HINTS.get(reason, ""),
             conflict=prompts.no_optimum_block(state["result"]),
-            goal=prompts.goal_block(state["problem"]),
+            goal=prompts.goal_block(state["reading"]),
         )
-        update = _program_update(reply, settings.max_tokens_program, state["problem"], fallback=state.get("program", ""))
+        update = _program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
-        runtime, state, "diagnose", runtime.context.settings.max_tokens_formulation,
+        runtime, state, "diagnose", knobs.max_tokens_formulation,
         problem=state["problem"],
         formulation=state.get("formulation") or state["result"].get("model_text") or state.get("program", ""),
-        status=status.replace("_", " "), hint=prompts.DIAGNOSE_HINTS.get(status, ""),
+        status=words, hint=prompts.DIAGNOSE_HINTS.get(reason, ""),
         conflict=prompts.no_optimum_block(state["result"]),
     )
-    update: dict[str, Any] = {"diagnoses": state.get("diagnoses", 0) + 1, **usage}
+    counted: dict[str, Any] = {"diagnoses": state.get("diagnoses", 0) + 1, **usage}
     text = reply.text.strip()
     if text.upper().startswith(prompts.CONFIRMED) or not text:
-        return {**update, "confirmed": True}
-    return {**update, "formulation": text}
+        return {**counted, "confirmed": True}
+    return {**counted, "formulation": text}
 
 
 def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """An optimal program with a sign of a wrong model that one line can mend (``_patches``):
-    the model writes that line, which goes into the program (replacing a line of the same name,
-    or the objective). First the objective, when the question asks to minimize a number of
-    things and the program weights them; then one constraint line for each of the text's
-    numbers the program never writes. Asked for a whole corrected program instead, the embedded
-    model handed the same one back. The optimal result is kept, and stands if the patched
-    program reaches no optimum or leaves more of the text's numbers unused."""
+    """An optimal program with a sign of a wrong model that one line can mend
+    (``rewrites.wants_patch``): the model writes that line, which goes into the program (replacing
+    a line of the same name, or the objective). First the objective, when the goal asks to
+    minimize a count of things and the program weights them; then one constraint line for each
+    of the text's quantities the program never writes. One line at a time, because a small model
+    asked for a whole corrected program tends to hand the same one back. The optimal result is
+    kept, and stands if the patched program reaches no optimum or leaves more quantities unused."""
     settings = runtime.context.settings
-    problem = state["problem"]
+    reading = state["reading"]
     program = original = state.get("program", "")
     fixes: list[str] = []
     usage: dict[str, Any] = {}
 
-    def ask(node: str, **kwargs: str) -> None:
+    def ask(node: str, **kwargs: Any) -> None:
         nonlocal program, usage
-        reply, used = _ask(runtime, state, node, _PATCH_TOKENS, problem=problem, program=program, **kwargs)
+        reply, used = _ask(runtime, state, node, _PATCH_TOKENS, problem=state["problem"], program=program, **kwargs)
         usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
         program, changed = apply_lines(program, extract_code(reply.text))
         fixes.extend(changed)
 
-    goal, objective = _count_objective(problem, program)
-    if goal and objective:
-        ask("patch_objective", objective=objective, goal=goal)
-    unused = unused_numbers(problem, numeric_constants(program))
-    if len(unused) <= settings.max_unused_patches:
-        for number, phrase in unused:
-            ask("patch_unused", phrase=phrase, number=number)
-    program, normalized = normalize_for(program, problem)
+    objective = rewrites.counted_objective(reading, program)
+    if objective and reading.counted_goal:
+        ask("patch_objective", objective=objective, goal=reading.counted_goal)
+    unused = rewrites.unused(reading, program)
+    if len(unused) <= settings.experimental.max_unused_patches:
+        for number in unused:
+            ask("patch_unused", phrase=number.phrase, number=number.written)
+    program, normalized = rewrites.prepare(program, reading, enabled=settings.experimental.text_rewrites)
     return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
             "diagnoses": state.get("diagnoses", 0) + 1, "kept": {"result": state["result"], "program": original},
             **usage}
 
 
-def _count_objective(problem: str, program: str) -> tuple[str | None, str | None]:
-    """The goal when it asks to minimize a number of things, and the program's objective when
-    it weights its terms; either may be None."""
-    goal = counted_goal(problem)
-    return goal, weighted_objective(program) if goal else None
-
-
-def _patches(state: SolveState, settings: Settings) -> bool:
-    """Whether an optimal program shows a sign that ``_patch`` can mend: it weights a count the
-    question asks to minimize, or leaves out 1 to ``max_unused_patches`` of the text's numbers
-    (more: too far off for a line each, most often a table's data left out)."""
-    problem, program = state["problem"], state.get("program", "")
-    if all(_count_objective(problem, program)):
-        return True
-    return 0 < _unused_count(problem, program) <= settings.max_unused_patches
-
-
 def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Keep this sample's final outcome as a candidate and reset the per-sample counters. After a
     patch (``_patch``), the optimal result before it stands when the patched program reached no
-    optimum or leaves more of the text's numbers unused."""
+    optimum or leaves more of the text's quantities unused."""
     result = state.get("result") or {}
     program = state.get("program", "")
     kept = state.get("kept")
-    if kept and (result.get("status") not in ("optimal", "feasible")
-                 or _unused_count(state["problem"], program) > _unused_count(state["problem"], kept["program"])):
+    if kept and (result.get("status") not in PLANNED
+                 or rewrites.patch_fell_short(state["reading"], program, kept["program"])):
         result, program = kept["result"], kept["program"]
+    status = result.get("status", SolveStatus.ERROR)
     candidate = {
         "sample": state.get("sample", 0),
-        "status": result.get("status", "error"),
-        "objective": result.get("objective") if result.get("status") in ("optimal", "feasible") else None,
+        "status": status,
+        "objective": result.get("objective") if status in PLANNED else None,
         "result": result,
         "program": program,
         "formulation": state.get("formulation", ""),
@@ -292,24 +282,22 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             "chosen_sample": chosen["sample"]}
 
 
-def _unused_count(problem: str, program: str) -> int:
-    return len(unused_numbers(problem, numeric_constants(program)))
-
-
 def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
     """The insights block for a prompt: only those of the given stages (all when None)."""
     chosen = [i for i in state.get("insights", []) if stages is None or i.get("stage") in stages]
     return prompts.insights_block(chosen)
 
 
-def _diagnosis_reason(state: SolveState, settings: Settings) -> str | None:
+def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     result = state.get("result") or {}
     status = result.get("status")
-    if status in _DIAGNOSABLE:
-        return str(status)
-    if status == "optimal" and is_implausible(result):
+    if status in NO_OPTIMUM:
+        return cast(Reason, SolveStatus(status).value)
+    if status == SolveStatus.OPTIMAL and is_implausible(result):
         return "implausible"
-    if status == "optimal" and settings.patch_lines and _patches(state, settings):
+    knobs = settings.experimental
+    if status == SolveStatus.OPTIMAL and rewrites.wants_patch(
+            state["reading"], state.get("program", ""), max_unused=knobs.max_unused_patches, enabled=knobs.text_rewrites):
         return "patch"
     return None
 
@@ -324,7 +312,7 @@ def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> L
         "write_program", "run_program", "finish_sample"]:
     """The diagnosis wrote a corrected or patched program (run it), confirmed the result (keep
     it) or rewrote the formulation (program it)."""
-    if not runtime.context.settings.formulate or state.get("kept"):  # kept: a patched program
+    if not runtime.context.settings.experimental.formulate or state.get("kept"):  # kept: a patched program
         return "run_program"
     return "finish_sample" if state.get("confirmed") else "write_program"
 
@@ -333,11 +321,11 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
     """Repair a broken program, diagnose a wrong model, or end this sample."""
     settings = runtime.context.settings
     status = state["result"]["status"]
-    if state.get("kept") and status not in ("optimal", "feasible"):
+    if state.get("kept") and status not in PLANNED:
         return "finish_sample"  # the patched program failed: the kept optimum stands
     if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
-    if _diagnosis_reason(state, settings) and state.get("diagnoses", 0) < settings.max_diagnoses:
+    if _diagnosis_reason(state, settings) and state.get("diagnoses", 0) < settings.experimental.max_diagnoses:
         return "diagnose"
     return "finish_sample"
 
@@ -352,7 +340,7 @@ def route_after_sample(state: SolveState, runtime: Runtime[AgentContext]) -> Lit
     candidates = state.get("candidates", [])
     if not decided(candidates, samples):
         return "formulate"
-    extra = state.get("resample", settings.resample_failed)
-    if samples <= len(candidates) < samples + extra and not any(c["status"] == "optimal" for c in candidates):
+    extra = state.get("resample", settings.experimental.resample_failed)
+    if samples <= len(candidates) < samples + extra and not any(c["status"] == SolveStatus.OPTIMAL for c in candidates):
         return "formulate"
     return "answer"

@@ -17,10 +17,13 @@ ways, so these fixes are mechanical (on the syntax tree) and each one is reporte
   strict ``<`` or ``>`` in a constraint (Pyomo refuses them) becomes ``<=`` or ``>=``, and an
   expression passed as the first positional argument of ``Constraint``/``Objective`` (Pyomo reads
   it as an index set) is passed as ``expr=``;
-- readings of the problem text (``alphaopt.agent.reading``), when the text is unambiguous: the
-  objective's sense is set to the one the text asks for, and a constraint that bounds an
-  expression by a number the other way than the text states it ("at least 2000" written
-  ``<= 2000``) is turned around.
+- ``model.x[i][j]`` on a component over several index sets becomes ``model.x[i, j]``; a
+  constraint assigned in a loop becomes a ``ConstraintList``; a component used before its
+  declaration is declared first.
+
+Nothing here reads the problem text: the rewrites that follow from what the text says (the
+objective's sense, a bound's direction) live in ``alphaopt.agent.rewrites``, which hands them to
+``normalize`` as its ``rewrite`` step.
 
 ``cut_repetition`` mends a reply that ran into the token limit by repeating itself: a small
 model at temperature 0 can loop on one line until the limit; the loop is cut after its first
@@ -31,9 +34,9 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 
-from alphaopt.agent import reading
+from alphaopt.answers import ANSWER
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -68,22 +71,17 @@ def extract_code(reply: str) -> str:
     return max(blocks, key=len)
 
 
-def normalize_for(code: str, problem: str) -> tuple[str, list[str]]:
-    """``normalize`` with what the problem text says: the objective's sense it asks for and the
-    bounds it states (``alphaopt.agent.reading``)."""
-    return normalize(code, sense=reading.goal_sense(problem), bounds=reading.bounds(problem))
+#: A rewrite of the parsed program that ``normalize`` runs after its own fixes and before it adds
+#: missing imports (so that a name the rewrite writes gets imported); it appends what it changed.
+Rewrite = Callable[[ast.Module, list[str]], None]
 
 
-def normalize(code: str, *, sense: str | None = None,
-              bounds: Mapping[float, str] | None = None) -> tuple[str, list[str]]:
+def normalize(code: str, *, rewrite: Rewrite | None = None) -> tuple[str, list[str]]:
     """Apply the mechanical contract fixes; returns ``(program, fixes applied)``.
 
-    Two readings of the problem text (``alphaopt.agent.reading``) may be passed: ``sense``
-    (``"maximize"`` or ``"minimize"``) sets the sense of the program's one objective, and
-    ``bounds`` (a number the text states as a bound, and its relation, ``">="`` or ``"<="``)
-    turns around a constraint that bounds an expression by that number the other way.
-    Code that does not parse is returned unchanged: the run reports the syntax error and the
-    repair loop shows it to the model.
+    ``rewrite`` (``alphaopt.agent.rewrites``) changes the parsed program further, before the
+    missing imports are added. Code that does not parse is returned unchanged: the run reports
+    the syntax error and the repair loop shows it to the model.
     """
     try:
         tree = ast.parse(code)
@@ -105,10 +103,8 @@ def normalize(code: str, *, sense: str | None = None,
     _chained_indexes(tree, fixes)
     _constraints_in_loops(tree, fixes)
     _declare_before_use(tree, fixes)
-    if sense:
-        _objective_sense(tree, sense, fixes)
-    if bounds:
-        _bound_directions(tree, bounds, fixes)
+    if rewrite is not None:
+        rewrite(tree, fixes)
     tree.body[0:0] = _missing_imports(tree, fixes)
     ast.fix_missing_locations(tree)
     if not fixes:
@@ -201,7 +197,7 @@ def _wrap_module_model(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]
 def _model_names(tree: ast.Module) -> set[str]:
     """The names bound to a ``ConcreteModel()`` (or ``AbstractModel()``) in the program."""
     return {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-            for t in n.targets if isinstance(t, ast.Name) and _ctor(n.value) in _MODEL_CTORS}
+            for t in n.targets if isinstance(t, ast.Name) and call_name(n.value) in _MODEL_CTORS}
 
 
 def _component(node: ast.AST, models: set[str]) -> str | None:
@@ -231,7 +227,7 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
     numbers: a constant, that turns a constraint into True/False or an objective into a number.
     For components declared as ``model.x = Var(<index>, ...)``, sum the variables instead."""
     indexed = {t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-               and _ctor(n.value) == "Var" and n.value.args for t in n.targets if isinstance(t, ast.Attribute)}
+               and call_name(n.value) == "Var" and n.value.args for t in n.targets if isinstance(t, ast.Attribute)}
     changed = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("sum", "quicksum") and len(node.args) == 1 \
@@ -252,7 +248,7 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = _ctor(node)
+        name = call_name(node)
         if _expression_passed_as_index(node, name):
             node.keywords.insert(0, ast.keyword(arg="expr", value=node.args.pop(0)))
             moved += 1
@@ -277,81 +273,12 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
         fixes.append(f"made {strict} strict inequality(ies) in constraints non-strict (< to <=, > to >=)")
 
 
-_SENSES = {"maximize": "maximize", "minimize": "minimize", -1: "maximize", 1: "minimize"}
-
-
-def _objective_sense(tree: ast.Module, sense: str, fixes: list[str]) -> None:
-    """Give the program's one objective the sense the problem asks for. A small model often
-    writes ``sense=maximize`` for "the minimum cost" (or leaves out ``sense=`` for a profit,
-    which Pyomo minimizes): the solver then reports unbounded, or the wrong extreme. Left alone
-    when there are several objectives, or the sense is set in a form not recognised here."""
-    objectives = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _ctor(n) == "Objective"]
-    if len(objectives) != 1 or any(isinstance(n, ast.Attribute) and n.attr == "sense"
-                                   and isinstance(n.ctx, ast.Store) for n in ast.walk(tree)):
-        return
-    call = objectives[0]
-    given = next((k for k in call.keywords if k.arg == "sense"), None)
-    if given is None:
-        written = "minimize"  # Pyomo's default
-    else:
-        node = given.value
-        key = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else \
-            node.value if isinstance(node, ast.Constant) else None
-        written = _SENSES.get(key) if isinstance(key, (str, int)) else None
-        if written is None:
-            return
-    if written == sense:
-        return
-    module = call.func.value if isinstance(call.func, ast.Attribute) else None
-    value = ast.Attribute(value=module, attr=sense, ctx=ast.Load()) if module is not None \
-        else ast.Name(id=sense, ctx=ast.Load())
-    call.keywords = [k for k in call.keywords if k.arg != "sense"] + [ast.keyword(arg="sense", value=value)]
-    fixes.append(f"set the objective's sense to {sense}, as the problem asks"
-                 + (" (it had none, and Pyomo minimizes by default)" if given is None else f" (it said {written})"))
-
-
-_TURNED = {ast.LtE: ast.GtE, ast.GtE: ast.LtE}
-
-
-def _bound_directions(tree: ast.Module, bounds: Mapping[float, str], fixes: list[str]) -> None:
-    """``expr <= 2000`` where the text says "at least 2000" (and the like): the relation is
-    turned around. Only a constraint with one relation between an expression and a plain number
-    is looked at, and only numbers the text states once, with one direction."""
-    turned = []
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _ctor(node) in ("Constraint", "add")):
-            continue
-        for relation in [*node.args, *(k.value for k in node.keywords if k.arg == "expr")]:
-            if not (isinstance(relation, ast.Compare) and len(relation.ops) == 1 and type(relation.ops[0]) in _TURNED):
-                continue
-            left, right = _number(relation.left), _number(relation.comparators[0])
-            if (left is None) == (right is None):
-                continue
-            says = isinstance(relation.ops[0], ast.LtE) == (right is not None)  # True: "expr <= number"
-            wanted = bounds.get(left if right is None else right)
-            if wanted and (wanted == "<=") != says:
-                relation.ops = [_TURNED[type(relation.ops[0])]()]
-                turned.append(ast.unparse(relation))
-    if turned:
-        fixes.append("turned around the relation the text states for its number: " + "; ".join(turned))
-
-
-def _number(node: ast.expr) -> float | None:
-    """The value of a plain number (or a negated one), else None."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        value = _number(node.operand)
-        return None if value is None else -value
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
-    return None
-
-
 def _chained_indexes(tree: ast.Module, fixes: list[str]) -> None:
     """``model.x[i][j]`` on a component declared over two or more index sets
     (``model.x = Var(I, J)``) fails with a KeyError: index it as ``model.x[i, j]``."""
     models = _model_names(tree)
     multi = {name for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-             and _ctor(n.value) in ("Var", "Param") and len(n.value.args) >= 2
+             and call_name(n.value) in ("Var", "Param") and len(n.value.args) >= 2
              for name in (_component(t, models) for t in n.targets) if name}
     changed: set[str] = set()
     for node in ast.walk(tree):
@@ -494,7 +421,7 @@ def _loop_constraint(stmt: ast.stmt, models: set[str]) -> str | None:
     if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.value, ast.Call)):
         return None
     call = stmt.value
-    if _ctor(call) != "Constraint" or call.args or not any(kw.arg == "expr" for kw in call.keywords):
+    if call_name(call) != "Constraint" or call.args or not any(kw.arg == "expr" for kw in call.keywords):
         return None
     return _component(stmt.targets[0], models)
 
@@ -509,7 +436,7 @@ def _expression_passed_as_index(call: ast.Call, name: str | None) -> bool:
     if name == "Constraint":
         return isinstance(arg, ast.Compare)
     return isinstance(arg, (ast.BinOp, ast.UnaryOp)) or (
-        isinstance(arg, ast.Call) and _ctor(arg) in ("sum", "quicksum", "sum_product"))
+        isinstance(arg, ast.Call) and call_name(arg) in ("sum", "quicksum", "sum_product"))
 
 
 def cut_repetition(code: str, *, min_repeats: int = 3, max_period: int = 4) -> tuple[str, list[str]]:
@@ -571,7 +498,8 @@ def _find_loop(keys: list[str], min_repeats: int, max_period: int, to_end: bool)
     return None
 
 
-def _ctor(call: ast.Call) -> str | None:
+def call_name(call: ast.Call) -> str | None:
+    """The name a call calls: ``Constraint`` for ``pyo.Constraint(...)`` and ``Constraint(...)``."""
     func = call.func
     return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
 
@@ -636,12 +564,12 @@ def hardcodes(program: str, target: float, problem: str) -> bool:
     that number also appears in the problem text (then it is data, not the answer).
     """
     in_text = {float(n.replace(",", "")) for n in _NUMBER.findall(problem)}
-    if any(_same(target, n) for n in in_text):
+    if any(_writes(target, n) for n in in_text):
         return False
     try:
         tree = ast.parse(program)
     except SyntaxError:
-        return any(_same(target, float(n.replace(",", ""))) for n in _NUMBER.findall(program))
+        return any(_writes(target, float(n.replace(",", ""))) for n in _NUMBER.findall(program))
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant):
             value = node.value
@@ -650,13 +578,15 @@ def hardcodes(program: str, target: float, problem: str) -> bool:
                     value = float(value.replace(",", ""))
                 except ValueError:
                     continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and _same(target, float(value)):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and _writes(target, float(value)):
                 return True
     return False
 
 
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 + 1e-6 * abs(a) or abs(a + b) <= 1e-6 + 1e-6 * abs(a) and a != 0
+def _writes(target: float, number: float) -> bool:
+    """Whether a number is the target answer, or its negation (a minimized negative profit),
+    within the answer tolerance."""
+    return ANSWER.correct(number, target) or (target != 0 and ANSWER.correct(-number, target))
 
 
 def numeric_constants(code: str) -> set[float]:
@@ -695,7 +625,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
     changes: list[str] = []
     for stmt in patch.body:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.value, ast.Call)
-                and _ctor(stmt.value) in _PATCHABLE):
+                and call_name(stmt.value) in _PATCHABLE):
             continue
         target = stmt.targets[0]
         if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)):
@@ -708,7 +638,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
         text = ast.unparse(stmt)
         at = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Assign) and len(n.targets) == 1
                    and (_component(n.targets[0], models) == name
-                        or _ctor(stmt.value) == "Objective" and _is_objective(n, models))), None)
+                        or call_name(stmt.value) == "Objective" and _is_objective(n, models))), None)
         if at is not None:
             if ast.unparse(build.body[at]) == text:
                 continue
@@ -726,7 +656,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
 
 def _is_objective(stmt: ast.Assign, models: set[str]) -> bool:
     return (_component(stmt.targets[0], models) is not None and isinstance(stmt.value, ast.Call)
-            and _ctor(stmt.value) == "Objective")
+            and call_name(stmt.value) == "Objective")
 
 
 def weighted_objective(code: str) -> str | None:
@@ -737,7 +667,7 @@ def weighted_objective(code: str) -> str | None:
         tree = ast.parse(code)
     except SyntaxError:
         return None
-    exprs = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) and _ctor(node) == "Objective"
+    exprs = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) and call_name(node) == "Objective"
              for kw in node.keywords if kw.arg == "expr"]
     if len(exprs) != 1:
         return None

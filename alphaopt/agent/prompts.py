@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alphaopt.agent.reading import goal_sentence
+from alphaopt.agent.reading import Reading
 
 SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct linear or mixed-integer models.
 
@@ -47,9 +47,9 @@ def build_model():
     return model
 ```"""
 
-#: The quote rule (``Settings.quote_max_words``): a comment quoting the problem's words above the
-#: objective and each constraint, and the example written that way. Off by default: on fresh short
-#: training problems it changed nothing, and long programs grow too long to finish (benchmarks/README.md).
+#: The quote rule (``ExperimentalSettings.quote_max_words``): a comment quoting the problem's words
+#: above the objective and each constraint, and the example written that way. Off by default
+#: (benchmarks/README.md has the measurement); on long problems the quoted programs grow too long.
 QUOTE_RULE = ("- Above the objective and each constraint, write a comment that quotes the words of the problem "
               "it comes from. Write no constraint that the problem does not state.\n")
 _QUOTED_EXAMPLE = (
@@ -73,9 +73,10 @@ def _quoting(system: str) -> str:
 SYSTEM_QUOTE = _quoting(SYSTEM)
 
 
-def quotes(problem: str, max_words: int) -> bool:
-    """Whether a problem gets the quote rule: it has at most ``max_words`` words (0: none does)."""
-    return 0 < len(problem.split()) <= max_words
+def quotes(words: int, max_words: int) -> bool:
+    """Whether a problem of ``words`` words gets the quote rule: it has at most ``max_words``
+    (0: none does)."""
+    return 0 < words <= max_words
 
 
 PROBLEM = "<problem>\n{problem}\n</problem>\n"
@@ -276,6 +277,30 @@ MERGE = """These lessons say nearly the same thing:
 Write one lesson that covers all of them, as JSON:
 {{"stage": "{stage}", "level1": "{level1}", "level2": "{level2}", "condition": "...", "explanation": "...", "example": "..."}}"""
 
+EVOLVE_CONDITION = PROBLEM + """
+A lesson learned from other problems:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+The lesson helps on problems like the one above.{avoid}
+Rewrite the condition so that it says when the lesson applies: it must cover problems like the one above{avoid_clause}, in general words, with no numbers, names or products. Answer with the condition only, one sentence starting with "when"."""
+
+#: The ``{avoid}`` part of ``EVOLVE_CONDITION`` when the lesson misled a problem (its
+#: ``{avoid_clause}`` is then ``AVOID_CLAUSE``; both are empty otherwise).
+AVOID = """
+It misled this other problem, where the answer was wrong with the lesson and right without it:
+<other_problem>
+{problem}
+</other_problem>"""
+AVOID_CLAUSE = " and leave out problems like the other one"
+
+EVOLVE_LABEL = PROBLEM + """
+A lesson that helps on problems like the one above:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+None of these categories fits it:
+{labels}
+Name a new category for it, as JSON only: {{"level1": "<a broad category, two or three words>", "level2": "<a narrower category, two to four words>", "definition": "<one sentence: which problems and which modelling decision the category covers, in general words>"}}"""
+
 # The placebo lesson of the learner's counterfactual check: in the form of a learned insight, it
 # only restates what the prompts already ask. A candidate must beat it as well as the run
 # without it: with one sample each, any change to the prompt can turn a slip (a typo, a dropped
@@ -305,6 +330,8 @@ PROMPTS: dict[str, str] = {
     "generalize": GENERALIZE,
     "narrow": NARROW,
     "merge": MERGE,
+    "evolve_condition": EVOLVE_CONDITION,
+    "evolve_label": EVOLVE_LABEL,
 }
 
 
@@ -318,11 +345,10 @@ def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def goal_block(problem: str) -> str:
+def goal_block(reading: Reading) -> str:
     """The question, repeated next to the instruction so that the objective is the quantity it
     asks for; nothing when the problem has no recognisable goal sentence."""
-    goal = goal_sentence(problem)
-    return GOAL.format(goal=goal) if goal else ""
+    return GOAL.format(goal=reading.goal) if reading.goal else ""
 
 
 def no_optimum_block(result: Mapping[str, Any]) -> str:

@@ -1,11 +1,13 @@
-"""What a problem's text says, read without a model: the goal sentence, the direction of the
-objective, the numbers that the text states as lower or upper bounds, a goal that is a count
-of things to minimize, and the text's numbers that a program never writes.
+"""What a problem's text says, read once without a model, into a ``Reading``: the goal
+sentence, the direction of the objective, the numbers that the text states as lower or upper
+bounds, a goal that is a count of things to minimize, and the text's quantities (to find those a
+program never writes).
 
-Each reading answers only when the text is unambiguous, and None or nothing otherwise: the
-program fixes that use them (``program.normalize``) must never turn a right model wrong. The
-last two are signs, not fixes: they make the agent ask the model for a line
-(``nodes._patch``), whose result stands only when it is no worse.
+``read`` runs at the start of a solve and the result stays in the graph's state; every node and
+every rewrite uses that object. Each reading answers only when the text is unambiguous, and None
+or nothing otherwise: the rewrites that use them (``alphaopt.agent.rewrites``) must never turn a
+right model wrong. The counted goal and the unused quantities are signs, not fixes: they make the
+agent ask the model for a line, whose result stands only when it is no worse.
 """
 
 from __future__ import annotations
@@ -13,6 +15,59 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Sense = Literal["maximize", "minimize"]
+Relation = Literal[">=", "<="]
+
+
+class TextNumber(BaseModel):
+    """A quantity of the text, where it first occurs: ``written`` as in the text ("1,500"), its
+    ``value``, whether a percent sign or word follows it, and the ``phrase`` around it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    written: str
+    value: float
+    percent: bool = False
+    phrase: str = ""
+
+    def written_in(self, constants: Collection[float]) -> bool:
+        """Whether a program with these numeric constants writes it (a percentage as it is
+        written or as its hundredth)."""
+        forms = [self.value, self.value / 100] if self.percent else [self.value]
+        return any(math.isclose(f, c, rel_tol=1e-9, abs_tol=1e-12) for f in forms for c in constants
+                   if math.isfinite(c))
+
+
+class Reading(BaseModel):
+    """What the text says, read once (``read``): see the module docstring for each part."""
+
+    model_config = ConfigDict(frozen=True)
+
+    goal: str = ""  # the sentence that states what to optimize ("" when none is recognisable)
+    sense: Sense | None = None  # the direction the text asks for, when it is unambiguous
+    counted_goal: str | None = None  # "minimize the total number of workers": a count to minimize
+    bounds: dict[float, Relation] = Field(default_factory=dict)  # numbers stated once as a bound
+    numbers: tuple[TextNumber, ...] = ()  # the text's quantities, each value once
+    words: int = 0
+
+    def unused(self, constants: Collection[float], *, limit: int = 12) -> list[TextNumber]:
+        """The text's quantities that a program with these numeric constants never writes
+        (``program.numeric_constants``), the first ``limit`` of them. A number left out is most
+        often a constraint or an objective term the program forgot."""
+        return [n for n in self.numbers if not n.written_in(constants)][:limit]
+
+
+def read(problem: str) -> Reading:
+    """Read the problem text once: everything a ``Reading`` holds."""
+    goal = _goal_sentence(problem)
+    found = _COUNT_GOAL.search(goal)
+    return Reading(goal=goal, sense=_goal_sense(problem), counted_goal=found.group(0) if found else None,
+                   bounds=_bounds(problem), numbers=tuple(_quantities(problem)), words=len(problem.split()))
+
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
 _OPTIMIZE = re.compile(r"\b(maximi[sz]|minimi[sz])", re.IGNORECASE)
@@ -21,7 +76,7 @@ _EXTREME = re.compile(r"\b(maximum|minimum|max|min|most|least|fewest|lowest|high
 _GOAL_CHARS = 400
 
 
-def goal_sentence(problem: str) -> str:
+def _goal_sentence(problem: str) -> str:
     """The sentence of the problem that states what to optimize: the last one that says
     maximize/minimize, else the last question, else the last one with a word like "lowest" or
     "maximum"; "" when there is none (or it is too long to be one sentence)."""
@@ -34,18 +89,12 @@ def goal_sentence(problem: str) -> str:
     return ""
 
 
-#: "minimize the total number of workers": a count of the things the variables stand for.
+#: "minimize the total number of workers": a count of the things the variables stand for, whose
+#: objective adds the variables up unweighted (a small model often weights them by a capacity or a
+#: cost instead). A "maximize the number of meals delivered" counts an output, which weights rightly
+#: compute, so only a count to minimize is read.
 _COUNT_GOAL = re.compile(r"\bminimi[sz]e (?:the )?(?:total |overall )?number of [\w -]{1,40}?(?= needed| required| used|[.?,;]|$)",
                          re.IGNORECASE)
-
-
-def counted_goal(problem: str) -> str | None:
-    """What the goal asks to minimize when it is a number of things ("minimize the total number
-    of workers"): their count, whose objective adds the variables up unweighted. A small model
-    often weights them by a capacity or a cost instead. None for any other goal (a "maximize the
-    number of meals delivered" counts an output, which the weights rightly compute)."""
-    found = _COUNT_GOAL.search(goal_sentence(problem))
-    return found.group(0) if found else None
 
 
 _MAXIMIZE = re.compile(r"\bmaximi[sz]", re.IGNORECASE)
@@ -55,7 +104,7 @@ _LEAST = re.compile(r"\b(minimum|least|fewest|lowest|cheapest|smallest)\b", re.I
 _BOUND_WORDS = re.compile(r"\bat (most|least)\b", re.IGNORECASE)
 
 
-def goal_sense(problem: str) -> str | None:
+def _goal_sense(problem: str) -> Sense | None:
     """``"maximize"`` or ``"minimize"`` when the text says which unambiguously, else None.
 
     The verbs (maximize/minimize) anywhere in the text decide; without them, words like
@@ -82,17 +131,18 @@ _AT_MOST = (r"at most|no more than|not more than|(?:a )?maximum of|up to|not exc
 _ANY_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 
 
-def bounds(problem: str) -> dict[float, str]:
+def _bounds(problem: str) -> dict[float, Relation]:
     """The numbers the text states once, as a bound: ``{2000.0: ">="}`` for "at least 2000 units
     must be sent", ``{500.0: "<="}`` for "a budget of $500".
 
     A number is kept only when it occurs once in the text and its words say one direction
     (percentages are left out: they bound a share, not a total). A list that follows the number
-    shares its bound: "at least 97 grams of protein, 163 grams of carbohydrates, and 2217
-    calories" states three. A small model often writes ``<= 2000`` for "at least 2000";
-    ``program.normalize`` turns such a relation around."""
-    said: dict[float, set[str]] = {}
-    for relation, words in ((">=", _AT_LEAST), ("<=", _AT_MOST)):
+    shares its bound: "at least 20 kg of sand, 30 kg of gravel, and 45 kg of cement" states
+    three. A small model often writes ``<= 2000`` for "at least 2000";
+    ``rewrites`` turns such a relation around."""
+    said: dict[float, set[Relation]] = {}
+    directions: tuple[tuple[Relation, str], ...] = ((">=", _AT_LEAST), ("<=", _AT_MOST))
+    for relation, words in directions:
         for found in re.finditer(rf"\b(?:{words})\s+{_NUMBER}{_NOT_PERCENT}", problem, re.IGNORECASE):
             need = _NEED.match(found.group(0))
             if need and _PER_UNIT.search(problem[max(0, found.start() - 40):found.start()]):
@@ -110,14 +160,14 @@ def bounds(problem: str) -> dict[float, str]:
             if len(relations) == 1 and counts.get(value) == 1}
 
 
-#: The next item of a list after a bound: "at least 97 grams of protein, 163 grams of carbohydrates,
-#: and 2217 calories" bounds all three. A few words of unit, then a comma or "and", then the number.
+#: The next item of a list after a bound: "at least 20 kg of sand, 30 kg of gravel, and 45 kg of
+#: cement" bounds all three. A few words of unit, then a comma or "and", then the number.
 _NEXT_IN_LIST = re.compile(rf"[^.;:?!,\d%$]{{0,40}}?(?:,\s*(?:and\s+)?|\s+and\s+){_NUMBER}{_NOT_PERCENT}")
 
 
 def _listed_after(problem: str, end: int) -> list[float | None]:
-    """The numbers listed after a bound's number, in the same sentence, as in "at least 97 grams
-    of protein, 163 grams of carbohydrates, and 2217 calories"."""
+    """The numbers listed after a bound's number, in the same sentence, as in "at least 20 kg of
+    sand, 30 kg of gravel, and 45 kg of cement"."""
     listed = []
     while found := _NEXT_IN_LIST.match(problem, end):
         listed.append(_value(found.group(1)))
@@ -133,21 +183,14 @@ _DASH_AFTER = re.compile(r"\s*-")  # the first number of a range, or of a compou
 _PERCENT_AFTER = re.compile(r"\s*(?:%|percent\b|per cent\b)", re.IGNORECASE)
 
 
-def unused_numbers(problem: str, constants: Collection[float], *, max_phrases: int = 12) -> list[tuple[str, str]]:
-    """The numbers of the text that a program never writes, each as ``(number as written, the
-    phrase around it)``: ``("500", "A farmer has 500 acres of land.")``.
+def _quantities(problem: str) -> list[TextNumber]:
+    """The text's quantities, each value once (where it first counts), in order.
 
-    ``constants`` are the numbers in the program's code (``program.numeric_constants``). A
-    percentage counts as used when the program has it or its hundredth. Left out: numbers up
-    to 3 (counts of kinds and the like, often written as loops), numbers right after a
-    capitalized word or "#" (names: "Sector 8", "Table 1"), the second number of a range
-    ("1-17") and the first ("4 - 9", "a 4-wheeler"), and the cells of a table drawn with ``|``
-    (a constraint line cannot bring back a table's data). A program whose plan is right seldom
-    leaves any unused: of the stored optimal training programs, 5 of 80 right ones left 1 to 3
-    out, and 49 of 161 wrong ones did. A number left out is most often a constraint or an
-    objective term the program forgot."""
-    have = [c for c in constants if math.isfinite(c)]
-    phrases: list[tuple[str, str]] = []
+    Left out: numbers up to 3 (counts of kinds and the like, often written as loops), numbers
+    right after a capitalized word or "#" (names: "Sector 8", "Table 1"), the second number of a
+    range ("1-17") and the first ("4 - 9", "a 4-wheeler"), and the cells of a table drawn with
+    ``|`` (a constraint line cannot bring back a table's data)."""
+    quantities: list[TextNumber] = []
     seen: set[float] = set()
     for found in _ANY_NUMBER.finditer(problem):
         value = _value(found.group(0))
@@ -156,13 +199,10 @@ def unused_numbers(problem: str, constants: Collection[float], *, max_phrases: i
                 or _NAME_BEFORE.search(before) or _RANGE_BEFORE.search(before) or "|" in _line_at(problem, found.start())):
             continue
         seen.add(value)
-        forms = [value, value / 100] if _PERCENT_AFTER.match(problem, found.end()) else [value]
-        if any(math.isclose(f, c, rel_tol=1e-9, abs_tol=1e-12) for f in forms for c in have):
-            continue
-        phrases.append((found.group(0), _phrase(problem, found.start())))
-        if len(phrases) == max_phrases:
-            break
-    return phrases
+        quantities.append(TextNumber(written=found.group(0), value=value,
+                                     percent=bool(_PERCENT_AFTER.match(problem, found.end())),
+                                     phrase=_phrase(problem, found.start())))
+    return quantities
 
 
 def _line_at(text: str, at: int) -> str:
@@ -171,7 +211,7 @@ def _line_at(text: str, at: int) -> str:
 
 
 def _phrase(text: str, start: int, words: int = 6) -> str:
-    """The words around the number at ``start``, within its sentence: "has 500 acres of land"."""
+    """The words around the number at ``start``, within its sentence: "holds 80 crates of apples"."""
     start -= text[start - 1:start] == "$"
     before = re.split(r"(?<=[.?!:;])\s+|\n", text[:start])[-1].split()[-words:]
     after = re.split(r"(?<=[.?!:;])\s|\n", text[start:], maxsplit=1)[0].split()[:words + 1]

@@ -43,7 +43,7 @@ def open_store(settings: Settings) -> LibraryStore:
     """Open the store named by the settings; load the starter library into an empty store (or,
     into one that loaded it before its export carried source problems, just those texts)."""
     store = LibraryStore(settings.library_url or settings.library_db)
-    starter = settings.starter_library
+    starter = settings.experimental.starter_library
     if starter and Path(starter).is_file():
         if not store.list(status=None):
             store.import_jsonl(starter)
@@ -55,7 +55,7 @@ def open_store(settings: Settings) -> LibraryStore:
 def open_library(settings: Settings) -> tuple[LibraryStore, LibraryIndex]:
     """Open the store and its Chroma index (synced with the store)."""
     store = open_store(settings)
-    index = LibraryIndex(settings.chroma_url or settings.chroma_dir)
+    index = LibraryIndex(settings.experimental.chroma_url or settings.chroma_dir)
     index.sync(store)
     return store, index
 
@@ -114,17 +114,17 @@ class LibraryRetriever:
         """
         s = self.settings
         vector = self._embedding(problem)  # once: the recalls, the labels and the sources all compare it
-        hits = self.index.recall(vector, k=s.retrieval_k)
-        labels = self.labels_for(vector, s.retrieval_labels)
+        hits = self.index.recall(vector, k=s.experimental.retrieval_k)
+        labels = self.labels_for(vector, s.experimental.retrieval_labels)
         if labels:
-            hits += self.index.recall(vector, k=s.retrieval_k, labels=labels)
+            hits += self.index.recall(vector, k=s.experimental.retrieval_k, labels=labels)
         best: dict[str, float] = {}
         for hit in hits:
-            if hit.distance <= s.retrieval_max_distance:
+            if hit.distance <= s.experimental.retrieval_max_distance:
                 best[hit.insight_id] = min(hit.distance, best.get(hit.insight_id, 2.0))
-        if s.retrieval_source_similarity > 0:
+        if s.experimental.retrieval_source_similarity > 0:
             for insight_id, similarity in self.source_similarities(vector).items():
-                if similarity >= s.retrieval_source_similarity:
+                if similarity >= s.experimental.retrieval_source_similarity:
                     best[insight_id] = min(1.0 - similarity, best.get(insight_id, 2.0))
                 else:
                     best.pop(insight_id, None)
@@ -133,7 +133,7 @@ class LibraryRetriever:
             insight = self.store.get(insight_id)
             if insight.status == Status.VERIFIED:
                 found.append(insight)
-            if len(found) == s.retrieval_check_cap:
+            if len(found) == s.experimental.retrieval_check_cap:
                 break
         return found
 
@@ -181,7 +181,7 @@ class LibraryRetriever:
             return chosen
         found = [i for i in self.candidates(problem) if i.id not in exclude]
         chosen_ids: set[str] = set()
-        if found and self.settings.retrieval_check:
+        if found and self.settings.experimental.retrieval_check:
             listing = prompts.format_insights([insight_dict(i) for i in found])
             messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)
             reply = llm.complete(messages, prompt_name="check_insights", prompt_sha=sha, max_tokens=40,

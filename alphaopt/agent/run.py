@@ -10,13 +10,19 @@ from typing import Any
 
 from ulid import ULID
 
+from alphaopt.agent.graph import build_graph, sqlite_checkpointer
+from alphaopt.agent.nodes import PLANNED, run_update
+from alphaopt.agent.program import extract_code, normalize
+from alphaopt.agent.reading import read
+from alphaopt.agent.state import AgentContext, Attempt, Candidate, InsightSource, Solution, Timings, TokenUsage
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import InputError
-from alphaopt.agent.graph import build_graph, sqlite_checkpointer
 from alphaopt.llm.client import LLMClient, OpenAIClient
-from alphaopt.llm.runlog import RunLog
-from alphaopt.agent.state import AgentContext, Attempt, Candidate, InsightSource, Solution, Timings, TokenUsage
-from solvers import Limits, SolverRunner
+from alphaopt.llm.runlog import open_run_log
+from solvers import Limits, SolverRunner, SolveStatus
+
+#: The model named on a run of a program edited by hand (no model wrote it).
+EDITED_PROGRAM = "(edited program)"
 
 
 def check_problem(text: str, settings: Settings) -> str:
@@ -54,7 +60,8 @@ def solver_runner(settings: Settings) -> SolverRunner:
     """The sandboxed runner with the limits and workers the settings ask for."""
     limits = Limits(wall_time_s=settings.solver_wall_time_s, cpu_time_s=settings.solver_wall_time_s,
                     memory_mb=settings.solver_memory_mb)
-    return SolverRunner(limits, workers=settings.solver_workers, use_bwrap=settings.sandbox)
+    knobs = settings.experimental
+    return SolverRunner(limits, workers=knobs.solver_workers, use_bwrap=knobs.sandbox)
 
 
 class Agent:
@@ -70,10 +77,10 @@ class Agent:
         *,
         llm: LLMClient | None = None,
         runner: SolverRunner | None = None,
-        library: InsightSource | None | str = "default",
+        library: InsightSource | str | None = "default",
     ) -> None:
         self.settings = settings or load_settings()
-        self.log = RunLog(self.settings.runs_db)
+        self.log = open_run_log(self.settings)  # runs.db, or PostgreSQL by ALPHAOPT_RUNS_URL
         self.llm = llm or OpenAIClient(self.settings, self.log)
         self._own_runner = runner is None
         self.runner = runner or solver_runner(self.settings)
@@ -135,11 +142,13 @@ class Agent:
         run_id = run_id or str(ULID())
         config = {"configurable": {"thread_id": run_id}}
         start = time.perf_counter()
-        first: dict[str, Any] | None = {"run_id": run_id, "problem": text, "samples": self.settings.samples,
-                                        "resample": self.settings.resample_failed}
+        reading = read(text)  # once: every node and rewrite uses it
+        first: dict[str, Any] | None = {"run_id": run_id, "problem": text, "reading": reading,
+                                        "samples": self.settings.samples,
+                                        "resample": self.settings.experimental.resample_failed}
         if formulation is not None:
-            seed = {"run_id": run_id, "problem": text, "insights": insights or [], "formulation": formulation.strip(),
-                    "samples": 1, "resample": 0}
+            seed = {"run_id": run_id, "problem": text, "reading": reading, "insights": insights or [],
+                    "formulation": formulation.strip(), "samples": 1, "resample": 0}
             self.graph.update_state(config, seed, as_node="formulate")
             first = None
         for chunk in self.graph.stream(first, config, context=self._context(), stream_mode="updates"):
@@ -158,10 +167,32 @@ class Agent:
         state = self.graph.invoke(None, config, context=self._context()) if snapshot.next else snapshot.values
         return self._finish(state, time.perf_counter() - start)
 
-    def _finish(self, state: dict[str, Any], total_s: float) -> Solution:
+    def run_program(self, problem: str, program: str, *, formulation: str = "",
+                    insights: list[dict[str, Any]] | None = None, run_id: str | None = None) -> Solution:
+        """Run a program edited by hand for ``problem``, without a model call, and save the run
+        like a solve. Only the mechanical fixes apply (``program.normalize``): the text's rewrites
+        would second-guess the person who edited it. ``formulation`` and ``insights`` are kept
+        with the answer; no evidence is recorded for the insights (no prompt carried them).
+
+        Raises:
+            InputError: the text is unusable or the program is empty.
+        """
+        text = check_problem(problem, self.settings)
+        if not program.strip():
+            raise InputError("The program is empty: write a build_model() function that returns a Pyomo model.")
+        start = time.perf_counter()
+        code, fixes = normalize(extract_code(program))
+        state = {"run_id": run_id or str(ULID()), "problem": text, "reading": read(text), "formulation": formulation,
+                 "program": code, "insights": insights or [], "model": EDITED_PROGRAM,
+                 **run_update(self.runner, code, stage="write_program", fixes=fixes)}
+        return self._finish(state, time.perf_counter() - start, evidence=False)
+
+    def _finish(self, state: dict[str, Any], total_s: float, *, evidence: bool = True) -> Solution:
+        """The run's ``Solution``: the insights' evidence recorded (when they went into prompts),
+        and the run saved."""
         solution = to_solution(state, total_s)
         record = getattr(self.library, "record_outcome", None)
-        if record is not None and solution.insights:
+        if evidence and record is not None and solution.insights:
             record(solution.run_id, solution.insights, solution.ok)
         self.log.save_run(solution.run_id, solution.problem, solution.status, solution.objective,
                           solution.model_dump_json())
@@ -171,12 +202,13 @@ class Agent:
 def to_solution(state: dict[str, Any], total_s: float) -> Solution:
     """Assemble the public ``Solution`` from the graph's final state."""
     result = state.get("result") or {}
+    status = SolveStatus(result.get("status", SolveStatus.ERROR))
     attempts = [Attempt(**a) for a in state.get("attempts", [])]
     return Solution(
         run_id=state["run_id"],
         problem=state["problem"],
-        status=result.get("status", "error"),
-        objective=result.get("objective") if result.get("status") in ("optimal", "feasible") else None,
+        status=status,
+        objective=result.get("objective") if status in PLANNED else None,
         sense=result.get("sense"),
         variables=result.get("variables") or {},
         duals=result.get("duals"),

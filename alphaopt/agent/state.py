@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, Field
 
+from alphaopt.agent.reading import Reading
 from alphaopt.config import Settings
 from alphaopt.llm.client import LLMClient
-from solvers import SolverRunner
+from solvers import SolverRunner, SolveStatus
 
 Stage = Literal["write_program", "repair", "diagnose"]
 
@@ -38,20 +39,21 @@ class SolveState(TypedDict, total=False):
 
     run_id: str
     problem: str
+    reading: Reading  # what the text says, read once at the start (reading.read)
     insights: list[dict[str, Any]]
     formulation: str
     program: str
     fixes: list[str]
     truncated: bool  # the program's reply stopped at the token limit unfinished
     stage: Stage
-    result: dict[str, Any]
+    result: dict[str, Any]  # the last run's SolveResult.model_dump(): its "status" is a SolveStatus
     attempts: Annotated[list[dict[str, Any]], operator.add]
     repairs: int
     diagnoses: int
     confirmed: bool
     kept: dict[str, Any] | None  # the optimal result and program before a patch (nodes._patch)
     samples: int  # how many samples this run may draw (Settings.samples; 1 for an edited formulation)
-    resample: int  # more samples when none ended optimal (Settings.resample_failed; 0 for an edited formulation)
+    resample: int  # more samples when none ended optimal (resample_failed; 0 for an edited formulation)
     sample: int
     candidates: Annotated[list[dict[str, Any]], operator.add]
     chosen_sample: int
@@ -68,7 +70,7 @@ class Attempt(BaseModel):
 
     stage: Stage
     program: str
-    status: str
+    status: SolveStatus
     objective: float | None = None
     error: str | None = None
     fixes: list[str] = Field(default_factory=list)
@@ -80,7 +82,7 @@ class Candidate(BaseModel):
     """The final outcome of one sample; the answer is chosen among these by vote."""
 
     sample: int
-    status: str
+    status: SolveStatus
     objective: float | None = None
     chosen: bool = False
 
@@ -107,7 +109,7 @@ class Solution(BaseModel):
 
     run_id: str
     problem: str
-    status: str
+    status: SolveStatus
     objective: float | None = None
     sense: str | None = None
     variables: dict[str, float] = Field(default_factory=dict)
@@ -132,7 +134,7 @@ class Solution(BaseModel):
     @property
     def ok(self) -> bool:
         """True when the solver proved the plan optimal."""
-        return self.status == "optimal"
+        return self.status is SolveStatus.OPTIMAL
 
     def nonzero_variables(self, tol: float = 1e-9) -> dict[str, float]:
         """The decision values that are not zero (the plan)."""

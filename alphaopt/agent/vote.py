@@ -1,36 +1,37 @@
 """The vote among samples: which sample's answer to give, and when more samples cannot change it.
 
-A candidate is one sample's final outcome: ``{"status": ..., "objective": ...}`` (plus what the
-agent keeps with it). Samples agree when the solver proved the same optimal objective (relative
-tolerance 1e-6), or proved the same "no optimum" status (infeasible, unbounded).
+A candidate is one sample's final outcome: ``{"status": SolveStatus, "objective": ...}`` (plus
+what the agent keeps with it). Samples agree when the solver proved the same optimal objective
+(within the answer tolerance, ``alphaopt.answers.ANSWER``, each of the other: two objectives
+that would be scored alike against an answer are one answer), or proved the same "no optimum"
+status (infeasible, unbounded).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from alphaopt.answers import ANSWER
+from solvers import SolveStatus
 
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
-
-
-_PROVEN = ("infeasible", "unbounded", "infeasible_or_unbounded")  # the solver proved there is no optimum
+#: The solver proved there is no optimum.
+_PROVEN = (SolveStatus.INFEASIBLE, SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED)
 
 
 def _groups(candidates: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
     """Samples that agree: optimal ones by objective, and those the solver proved infeasible or
     unbounded by status; each group lists candidate indexes in order."""
     optimal: list[list[int]] = []
-    proven: dict[str, list[int]] = {}
+    proven: dict[SolveStatus, list[int]] = {}
     for n, c in enumerate(candidates):
-        if c["status"] == "optimal" and c["objective"] is not None:
-            group = next((g for g in optimal if _same(candidates[g[0]]["objective"], c["objective"])), None)
+        if c["status"] == SolveStatus.OPTIMAL and c["objective"] is not None:
+            group = next((g for g in optimal if ANSWER.same(candidates[g[0]]["objective"], c["objective"])), None)
             if group is None:
                 optimal.append([n])
             else:
                 group.append(n)
         elif c["status"] in _PROVEN:
-            proven.setdefault(c["status"], []).append(n)
+            proven.setdefault(SolveStatus(c["status"]), []).append(n)
     return optimal, list(proven.values())
 
 
@@ -46,7 +47,7 @@ def vote(candidates: list[dict[str, Any]]) -> int:
         return majority[0][0]
     if optimal:
         return max(optimal, key=len)[0]  # max keeps the first of equal-length groups
-    return next((n for n, c in enumerate(candidates) if c["status"] == "feasible"), 0)
+    return next((n for n, c in enumerate(candidates) if c["status"] == SolveStatus.FEASIBLE), 0)
 
 
 def decided(candidates: list[dict[str, Any]], samples: int) -> bool:

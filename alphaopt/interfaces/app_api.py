@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +23,10 @@ from typing import Any
 
 from ulid import ULID
 
-from alphaopt.agent.run import Agent, check_problem, to_solution
+from alphaopt.agent.run import Agent
 from alphaopt.learning.training import read_training
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
-from alphaopt.agent.program import extract_code, normalize
 from alphaopt.agent.state import Solution
 from library import LearningRun, LibraryStore, Status, Task
 
@@ -40,27 +38,19 @@ _PROCESSES: dict[int, subprocess.Popen[bytes]] = {}  # children of this app proc
 
 def run_program(agent: Agent, problem: str, program: str, *, formulation: str = "",
                 insights: list[dict[str, Any]] | None = None) -> Solution:
-    """Run ``program`` (edited by hand) for ``problem`` without a model call; save and return the run."""
-    text = check_problem(problem, agent.settings)
-    if not program.strip():
-        raise InputError("The program is empty: write a build_model() function that returns a Pyomo model.")
-    code, fixes = normalize(extract_code(program))
-    start = time.perf_counter()
-    data = agent.runner.run(code).model_dump(mode="json")
-    attempt = {"stage": "write_program", "program": code, "status": data["status"], "objective": data["objective"],
-               "error": data["error"], "fixes": fixes, "wall_time_s": data["wall_time_s"]}
-    state = {"run_id": str(ULID()), "problem": text, "formulation": formulation, "program": code,
-             "insights": insights or [], "result": data, "attempts": [attempt], "model": "(edited program)"}
-    solution = to_solution(state, time.perf_counter() - start)
-    agent.log.save_run(solution.run_id, solution.problem, solution.status, solution.objective,
-                       solution.model_dump_json())
-    return solution
+    """Run ``program`` (edited by hand) for ``problem`` without a model call; save and return the
+    run (``Agent.run_program``).
+
+    Raises:
+        InputError: the text is unusable or the program is empty.
+    """
+    return agent.run_program(problem, program, formulation=formulation, insights=insights)
 
 
 def open_store(settings: Settings) -> LibraryStore:
     """The configured library store (no vector index); an empty one gets the starter library."""
     store = LibraryStore(settings.library_url or settings.library_db)
-    starter = settings.starter_library
+    starter = settings.experimental.starter_library
     if not store.list(status=None) and starter and Path(starter).is_file():
         store.import_jsonl(starter)
     return store

@@ -23,7 +23,7 @@ def embedded_model_path(settings: Settings) -> str:
             )
         return str(settings.model_path)
     try:
-        return str(ensure_model(settings.model_dir, DEFAULT_MODEL))
+        return str(ensure_model(settings.experimental.model_dir, DEFAULT_MODEL))
     except ModelFetchError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -38,6 +38,7 @@ def embedded_http_client(settings: Settings) -> httpx2.Client:
             "(it builds from source, several minutes), or set ALPHAOPT_BASE_URL to an OpenAI-compatible endpoint."
         ) from exc
     transport = LlamaTransport(
-        embedded_model_path(settings), n_ctx=settings.n_ctx, n_threads=settings.n_threads, seed=settings.seed
+        embedded_model_path(settings), n_ctx=settings.experimental.n_ctx,
+        n_threads=settings.experimental.n_threads, seed=settings.experimental.seed
     )
     return httpx2.Client(transport=transport, timeout=settings.request_timeout_s)
