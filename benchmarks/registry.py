@@ -7,9 +7,11 @@ be passed by path; the bundled ones (copied from the project's shared datasets, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from alphaopt.errors import InputError
+from alphaopt.jsonl import read_jsonl
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,15 +49,17 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str) -> list[Item]:
-    """Load a dataset; a malformed line stops with its line number."""
+    """Load a dataset; a file that is not UTF-8 JSONL, or a malformed line, stops with its line number."""
     path = resolve(name_or_path)
+    try:
+        records = read_jsonl(path)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from exc
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for record in records:
         try:
-            row = json.loads(line)
+            row = record.value
             items.append(Item(path.stem, str(row["id"]), str(row["description"]), float(row["answer"])))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise SystemExit(f"{path} line {number}: expected id, description, answer ({exc}).") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SystemExit(f"{path} line {record.number}: expected id, description, answer ({exc}).") from exc
     return items

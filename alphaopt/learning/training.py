@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from itertools import zip_longest
 from pathlib import Path
 
 from alphaopt.errors import InputError
+from alphaopt.jsonl import check_text, read_jsonl
 
 
 def read_training(paths: list[Path]) -> list[tuple[str, str, str, float]]:
-    """Training items ``(dataset, id, text, answer)`` from JSONL files, interleaved file by file."""
+    """Training items ``(dataset, id, text, answer)`` from JSONL files, interleaved file by file.
+
+    Raises:
+        InputError: a file is not UTF-8 JSONL, or a line lacks a problem text or a numeric
+            ``answer``; the message names the file and line.
+    """
     per_file = []
     for path in paths:
         rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
+        for record in read_jsonl(path):
+            where = f"{path} line {record.number}"
             try:
-                row = json.loads(line)
+                row = record.value
                 text = row.get("description") or row.get("problem") or row.get("text")
-                rows.append((path.stem, str(row.get("id", number)), str(text), float(row["answer"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise InputError(f"{path} line {number}: expected a problem text and a numeric 'answer' ({exc}).") from exc
+                rows.append((path.stem, str(row.get("id", record.number)), str(text), float(row["answer"])))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise InputError(f"{where}: expected a problem text and a numeric 'answer' ({exc}).") from exc
+            check_text(rows[-1][2], f"The problem text on {where}")
         per_file.append(rows)
     return [item for group in zip_longest(*per_file) for item in group if item is not None]
