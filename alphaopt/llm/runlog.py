@@ -123,10 +123,17 @@ class RunLog:
             db.execute(f"INSERT INTO llm_calls ({columns}) VALUES ({marks})", row)
 
     def cached_response(self, cache_key: str) -> sqlite3.Row | None:
-        """The newest successful, non-cached call with this content hash, if any."""
+        """The newest answered, non-cached call with this content hash, if any.
+
+        Faults are never replayed: a call with an error, one without a response or with an empty
+        text (logged so by earlier versions), or one whose reply missed its output schema.
+        """
         with self._connect() as db:
             return db.execute(
                 "SELECT * FROM llm_calls WHERE cache_key = ? AND error IS NULL AND cached = 0 "
+                "AND CASE WHEN json_valid(response) THEN trim(coalesce(json_extract(response, '$.text'), ''), "
+                "char(32, 9, 10, 13)) ELSE '' END <> '' "
+                "AND (parse_ok IS NULL OR parse_ok = 1) "
                 "ORDER BY created_at DESC LIMIT 1",
                 (cache_key,),
             ).fetchone()
