@@ -12,14 +12,16 @@ import alphaopt
 from alphaopt import api
 from alphaopt.interfaces import cli
 from alphaopt.errors import InputError
-from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, ScriptedLLM
+from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, ScriptedLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
 
 
 @pytest.fixture
 def scripted(monkeypatch, runner):
-    """Route every Agent the CLI builds to one scripted LLM and the shared runner."""
+    """Route every Agent the CLI builds to one scripted LLM and the shared runner; the scripts
+    answer the formulate step first."""
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE", "1")
     llm = ScriptedLLM()
     agent = functools.partial(api.Agent, llm=llm, runner=runner)
     monkeypatch.setattr(cli, "Agent", agent)
@@ -96,7 +98,7 @@ def test_bad_input_gets_clear_errors(scripted, tmp_path):
 def test_unreachable_endpoint_is_a_clear_cli_error(monkeypatch):
     monkeypatch.setattr(alphaopt.llm.client, "ALLOW_MODEL_REQUESTS", True)
     result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", "http://127.0.0.1:9/v1", "-m", "m"],
-                                env={"ALPHAOPT_MAX_RETRIES": "0"})
+                                env={"ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"})
     assert result.exit_code == 1 and "Cannot reach the model endpoint" in result.output
     assert "ALPHAOPT_BASE_URL" in result.output
 
@@ -121,7 +123,8 @@ def test_batch_records_failures_and_resumes(scripted, tmp_path):
     out = tmp_path / "out.jsonl"
     scripted.enqueue(FORMULATION, LP_REPLY, FORMULATION, MILP_REPLY)
     result = invoke("batch", str(problems), "-o", str(out), "--no-progress")
-    assert "3 problems: 0 already" in result.output and "1 failed" in result.output
+    assert "3 problems: 0 already" in result.stdout and "2 answered (2 optimal), 1 failed" in result.stdout
+    assert result.exit_code == 4 and "1 of 3 problems failed" in result.stderr
     lines = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert lines["a"]["objective"] == pytest.approx(11) and lines["b"]["objective"] == pytest.approx(20)
     assert lines["c"]["failure"] and "empty" in lines["c"]["error"]
@@ -129,11 +132,11 @@ def test_batch_records_failures_and_resumes(scripted, tmp_path):
     assert all("11" not in c.user.replace(PROBLEM, "") for c in scripted.calls)
 
     problems.write_text(problems.read_text().replace('"problem": "   "', '"problem": "' + PROBLEM + '"'))
-    scripted.enqueue(FORMULATION, INFEASIBLE_REPLY, "CONFIRMED")
+    scripted.enqueue(FORMULATION, LP_REPLY)
     result = invoke("batch", str(problems), "-o", str(out), "--no-progress")
-    assert "3 problems: 2 already" in result.output and "0 failed" in result.output
+    assert "3 problems: 2 already" in result.output and "0 failed" in result.output and result.exit_code == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert sorted(r["id"] for r in lines) == ["a", "b", "c"] and lines[-1]["status"] == "infeasible"
+    assert sorted(r["id"] for r in lines) == ["a", "b", "c"] and lines[-1]["status"] == "optimal"
 
 
 def test_batch_rejects_bad_jsonl_naming_the_line(tmp_path):
@@ -200,3 +203,55 @@ def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
 def test_a_missing_file_is_an_error_not_a_problem_text(tmp_path):
     out = invoke("solve", str(tmp_path / "bakery.txt"))
     assert out.exit_code != 0 and "No such file" in out.output and "problem text itself" in out.output
+
+
+def test_a_long_problem_is_taken_as_its_argument(scripted):
+    long_problem = PROBLEM + " The plant manager wants a clear and simple plan for the team." * 32
+    assert len(long_problem) > 2000
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    result = invoke("solve", long_problem)
+    assert result.exit_code == 0 and "Status: optimal" in result.output
+    assert long_problem in scripted.calls[0].user
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (("solve", "Maximize caf\udce9 profit"), None,
+     "The problem argument is not UTF-8 text: character 13 is a lone surrogate (U+DCE9, an undecodable byte 0xe9)"),
+    (("solve", "-"), b"Maximize caf\xe9 profit", "standard input line 1 (column 13) is not UTF-8 text (byte 0xe9)"),
+    (("solve", "-"), b"Maximize\x00 profit", "standard input line 1 (column 9) holds a NUL byte"),
+])
+def test_bytes_that_are_not_text_are_one_clear_line(scripted, args, stdin, message):
+    result = CliRunner().invoke(cli.cli, list(args), input=stdin)
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and scripted.calls == []
+
+
+def test_a_command_line_that_is_not_utf8_is_refused_by_the_real_program(tmp_path):
+    """The bytes reach click as Python decodes argv (surrogateescape); no model is started."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ALPHAOPT_HOME": str(tmp_path / "home"), "LC_ALL": "C.UTF-8"}
+    done = subprocess.run([sys.executable, "-m", "alphaopt", "solve", b"Maximize caf\xe9 profit"],
+                          capture_output=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stdout == b""
+    assert b"not UTF-8 text" in done.stderr and b"byte 0xe9" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_solve_exit_codes_say_whether_there_is_an_answer(scripted):
+    scripted.enqueue(FORMULATION, LP_REPLY)
+    assert invoke("solve", PROBLEM).exit_code == 0
+    scripted.enqueue(FORMULATION, INFEASIBLE_REPLY)  # no diagnosis: the solver's verdict stands
+    result = CliRunner().invoke(cli.cli, ["solve", "An impossible problem.", "--json"],
+                                env={"ALPHAOPT_EXPERIMENTAL__MAX_DIAGNOSES": "0"})
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "infeasible"  # a proven verdict
+    scripted.enqueue(FORMULATION, program("raise ValueError('no model here')"))
+    result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--json", "--max-repairs", "0", "--no-cache"])
+    assert result.exit_code == 3 and json.loads(result.stdout)["status"] == "error"
+    assert "No answer: the run ended with status 'error'" in result.stderr
+
+
+def test_solve_help_documents_the_exit_codes():
+    text = CliRunner().invoke(cli.cli, ["solve", "--help"]).output
+    assert "Exit codes:" in text and "0  answered" in text and "3  no answer" in text and "any length" in text

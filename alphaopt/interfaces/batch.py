@@ -2,8 +2,14 @@
 
 Input lines are JSON objects with the problem under ``problem``, ``description`` or ``text``
 and an optional ``id`` (default: the line number). Only the text reaches the solver; other
-fields (an ``answer``, say) never do. Rerunning with the same output skips the ids already
-solved there and retries the ones recorded as failures.
+fields (an ``answer``, say) never do.
+
+One item never sinks a batch: a line without a usable problem text, text that is not valid
+Unicode, an endpoint fault, a solver crash or any other error in one item becomes that item's
+failure line (``"failure": true`` and ``"error": "<type>: <message>"``) and the others go on.
+Rerunning with the same output keeps each id's first line that is not a failure, drops failure
+lines and lines cut short by a crash, and solves the missing ids again, so no id is lost or
+written twice.
 """
 
 from __future__ import annotations
@@ -16,58 +22,70 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from alphaopt.api import solve_batch
-from alphaopt.config import Settings
-from alphaopt.errors import AlphaoptError, InputError
 from alphaopt.agent.state import BatchItem, Solution
+from alphaopt.api import ANSWER_STATUSES, solve_batch
+from alphaopt.config import Settings
+from alphaopt.errors import InputError
+from alphaopt.jsonl import Record
 
 TEXT_FIELDS = ("problem", "description", "text")
 
 
-def parse_problems(lines: list[str], source: str) -> list[BatchItem]:
-    """Parse JSONL problem lines.
+@dataclass(frozen=True)
+class Entry:
+    """One input line: the item, or why it cannot be solved (recorded as its failure)."""
+
+    item: BatchItem
+    error: InputError | None = None
+
+
+def parse_problems(records: list[Record], source: str) -> list[Entry]:
+    """The batch items of JSONL records; a line without a problem text is an entry with an error.
 
     Raises:
-        InputError: a line is not a JSON object with a problem text, or ids repeat.
+        InputError: ids repeat (resume could not tell the items apart).
     """
-    items: list[BatchItem] = []
+    entries: list[Entry] = []
     seen: set[str] = set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{source} line {number} is not valid JSON ({exc.msg}): fix or remove that line.") from exc
-        text = next((record[f] for f in TEXT_FIELDS if isinstance(record, dict) and isinstance(record.get(f), str)), None)
-        if text is None:
-            raise InputError(f"{source} line {number} has no problem text: give it a 'problem' (or 'description') string.")
-        item_id = str(record.get("id", number))
+    for record in records:
+        value = record.value
+        fields = value if isinstance(value, dict) else {}
+        item_id = str(fields.get("id", record.number))
         if item_id in seen:
-            raise InputError(f"{source} line {number} repeats id {item_id!r}: ids must be unique for resume to work.")
+            raise InputError(f"{source} line {record.number} repeats id {item_id!r}: "
+                             "ids must be unique for resume to work.")
         seen.add(item_id)
-        items.append(BatchItem(id=item_id, problem=text))
-    return items
+        text = next((fields[f] for f in TEXT_FIELDS if isinstance(fields.get(f), str)), None)
+        if text is None:
+            error = InputError(f"{source} line {record.number} has no problem text: give it a 'problem' "
+                               "(or 'description') string.")
+            entries.append(Entry(BatchItem(id=item_id, problem=""), error))
+        else:
+            entries.append(Entry(BatchItem(id=item_id, problem=text)))
+    return entries
 
 
-def load_done(output: Path) -> tuple[set[str], list[str]]:
-    """Ids already solved in ``output`` and the lines to keep (failures are dropped for retry)."""
+def load_done(output: Path) -> dict[str, dict[str, Any]]:
+    """The lines of ``output`` to keep, by id: each id's first line that is not a failure.
+
+    Failure lines (retried), lines that are not JSON objects with an id (cut short by a crash)
+    and later lines for an id already kept are dropped.
+    """
+    done: dict[str, dict[str, Any]] = {}
     if not output.exists():
-        return set(), []
-    done, keep = set(), []
-    for line in output.read_text().splitlines():
+        return done
+    for line in output.read_bytes().decode("utf-8", "replace").split("\n"):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by a crash: that item is solved again
+            continue
         if isinstance(record, dict) and "id" in record and not record.get("failure"):
-            done.add(str(record["id"]))
-            keep.append(line)
-    return done, keep
+            done.setdefault(str(record["id"]), record)
+    return done
 
 
-def result_line(item: BatchItem, outcome: Solution | AlphaoptError) -> dict[str, Any]:
-    """The output record for one item."""
+def result_line(item: BatchItem, outcome: Solution | BaseException) -> dict[str, Any]:
+    """The output record for one item: its solution, or its failure with the error's type and message."""
     if isinstance(outcome, Solution):
         return {"id": item.id, **outcome.model_dump(mode="json")}
     return {"id": item.id, "failure": True, "error": f"{type(outcome).__name__}: {outcome}"}
@@ -75,17 +93,21 @@ def result_line(item: BatchItem, outcome: Solution | AlphaoptError) -> dict[str,
 
 @dataclass
 class BatchSummary:
-    """Counts for the end-of-batch message."""
+    """Counts for the end-of-batch message: ``skipped`` items were in the output already; the
+    others were solved in this run and ended ``answered`` (``optimal`` of them), without an
+    answer, or ``failed``. ``unanswered`` counts every item of the input whose line in the output
+    has no answer, this run's and the kept ones."""
 
     total: int
     skipped: int
-    solved: int
-    failed: int
+    answered: int
     optimal: int
+    failed: int
+    unanswered: int
 
 
 def run_batch(
-    lines: list[str],
+    records: list[Record],
     source: str,
     output: Path,
     settings: Settings,
@@ -94,32 +116,58 @@ def run_batch(
     on_progress: Callable[[BatchItem, dict[str, Any]], None] | None = None,
     **clients: Any,
 ) -> BatchSummary:
-    """Solve every problem not yet in ``output``, appending one line per result."""
-    items = parse_problems(lines, source)
-    done, keep = load_done(output)
-    todo = [i for i in items if i.id not in done]
+    """Solve every problem not yet in ``output``, appending one line per result as it finishes.
+
+    The kept lines are rewritten first (to a temporary file, then renamed over ``output``), so a
+    crash at any moment leaves every finished line in place.
+
+    Raises:
+        InputError: ids repeat in the input.
+    """
+    entries = parse_problems(records, source)
+    done = load_done(output)
+    todo = [e for e in entries if e.item.id not in done]
+    ids = {e.item.id for e in entries}
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(output.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as sink:
+        for kept in done.values():
+            _write(sink, json.dumps(kept))
     os.replace(tmp, output)
-    counts = {"solved": 0, "failed": 0, "optimal": 0}
+    counts = {"answered": 0, "optimal": 0, "failed": 0,
+              "unanswered": sum(1 for i, r in done.items() if i in ids and r.get("status") not in ANSWER_STATUSES)}
     lock = threading.Lock()
 
-    with output.open("a") as sink:
-        def record(item: BatchItem, outcome: Solution | AlphaoptError) -> None:
+    with output.open("a", encoding="utf-8") as sink:
+        def record(item: BatchItem, outcome: Solution | BaseException) -> None:
             line = result_line(item, outcome)
             with lock:
-                _write(sink, line)
-                counts["failed" if line.get("failure") else "solved"] += 1
-                counts["optimal"] += int(line.get("status") == "optimal")
+                try:
+                    text = json.dumps(line)
+                except (TypeError, ValueError) as exc:  # recorded as the item's failure instead
+                    line = result_line(item, exc)
+                    text = json.dumps(line)
+                _write(sink, text)
+                if line.get("failure"):
+                    counts["failed"] += 1
+                elif line["status"] in ANSWER_STATUSES:
+                    counts["answered"] += 1
+                    counts["optimal"] += int(line["status"] == "optimal")
+                else:
+                    counts["unanswered"] += 1
             if on_progress:
                 on_progress(item, line)
 
-        if todo:
-            solve_batch(todo, concurrency=concurrency, settings=settings, on_result=record, **clients)
-    return BatchSummary(total=len(items), skipped=len(items) - len(todo), **counts)
+        for entry in todo:
+            if entry.error is not None:
+                record(entry.item, entry.error)
+        solvable = [e.item for e in todo if e.error is None]
+        if solvable:
+            solve_batch(solvable, concurrency=concurrency, settings=settings, on_result=record, **clients)
+    return BatchSummary(total=len(entries), skipped=len(entries) - len(todo), **counts)
 
 
-def _write(sink: IO[str], record: dict[str, Any]) -> None:
-    sink.write(json.dumps(record) + "\n")
+def _write(sink: IO[str], text: str) -> None:
+    """One line, flushed at once (``json.dumps`` writes ASCII: a lone surrogate is escaped)."""
+    sink.write(text + "\n")
     sink.flush()

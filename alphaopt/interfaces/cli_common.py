@@ -14,6 +14,11 @@ from alphaopt.config import Settings, load_settings, raise_errors
 from alphaopt.errors import AlphaoptError
 from library.errors import LibraryError
 
+#: Exit codes scripts can rely on (click itself exits 2 on a usage error: a bad option or argument).
+EXIT_ERROR = 1  # nothing was answered: bad input, a bad setting, or the model endpoint failed (message on stderr)
+EXIT_NO_ANSWER = 3  # the run ended without an answer (see alphaopt.api.ANSWER_STATUSES)
+EXIT_FAILED = 4  # batch: some items failed (their lines say why); run the same command again to retry them
+
 
 def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that runs the model; they override env and settings file."""
@@ -23,7 +28,7 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--api-key", help="API key for the endpoint (ALPHAOPT_API_KEY)."),
         click.option("-m", "--model", help="Model id at the endpoint (ALPHAOPT_MODEL)."),
         click.option("--model-path", type=click.Path(path_type=Path), help="A GGUF file for the embedded model (ALPHAOPT_MODEL_PATH)."),
-        click.option("--temperature", type=float, help="Sampling temperature (ALPHAOPT_TEMPERATURE, default 0)."),
+        click.option("--temperature", type=float, help="Sampling temperature (ALPHAOPT_EXPERIMENTAL__TEMPERATURE, default 0)."),
         click.option("--max-repairs", type=int, help="Repair rounds after a failed run (ALPHAOPT_MAX_REPAIRS, default 2)."),
         click.option("--no-cache", is_flag=True, default=None, help="Do not replay identical calls from the LLM cache."),
     ]
@@ -37,11 +42,11 @@ SAMPLES_OPTION = click.option(
 
 
 def _settings(kwargs: dict[str, Any]) -> Settings:
-    overrides = {k: kwargs.pop(k) for k in
-                 ("home", "base_url", "api_key", "model", "model_path", "temperature", "max_repairs")}
+    overrides: dict[str, Any] = {k: kwargs.pop(k) for k in ("home", "base_url", "api_key", "model", "model_path",
+                                                             "max_repairs")}
     overrides["samples"] = kwargs.pop("samples", None)  # solve and batch only; None keeps the setting
-    if kwargs.pop("no_cache", None):
-        overrides["cache"] = False
+    overrides["experimental"] = {"temperature": kwargs.pop("temperature"),
+                                 "cache": False if kwargs.pop("no_cache", None) else None}
     return load_settings(**overrides)
 
 
