@@ -1,10 +1,13 @@
 """Run with: python -m benchmarks.overhead [-n 20] [--json] [--use-bwrap auto|always|never]
 
 Per-program overhead of the solver sandbox: the same tiny LP is run N times
-through the warm path (``SolverRunner``: a preloaded worker forks per program)
-and through the cold path (``run_program``: a fresh sandboxed Python process,
-Pyomo and HiGHS imports included, per program). Prints mean/median wall time
-per program, the overhead beyond the solve time, and the cold/warm ratio.
+through the warm path (``SolverRunner``: a preloaded worker forks a program child,
+which exports the model, and a solve child, which solves the file) and through the
+cold path (``run_program``: a fresh sandboxed Python process, Pyomo and solver
+imports included, per program). Prints mean/median wall time per program, the
+overhead beyond the solve time, the cold/warm ratio, and the warm path's mean time
+per stage (build, route: choosing the format and the solver, export, read: the trusted
+side parsing the file, solve, check).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def build_model():
 
 
 def _summary(walls: list[float], solves: list[float]) -> dict[str, float]:
-    overhead = [w - s for w, s in zip(walls, solves)]
+    overhead = [w - s for w, s in zip(walls, solves, strict=True)]
     return {
         "runs": len(walls),
         "wall_mean_s": statistics.fmean(walls),
@@ -45,13 +48,23 @@ def _summary(walls: list[float], solves: list[float]) -> dict[str, float]:
     }
 
 
-def _timed(call) -> tuple[float, float]:
+def _timed(call, stages: list[dict[str, float]] | None = None) -> tuple[float, float]:
     start = time.perf_counter()
     result = call()
     wall = time.perf_counter() - start
     if not result.ok:
         raise SystemExit(f"benchmark program did not solve: {result.status} {result.error}")
+    if stages is not None:
+        stages.append(result.stage_ms)
     return wall, result.solve_time_s or 0.0
+
+
+def _stage_means(stages: list[dict[str, float]]) -> dict[str, float]:
+    """Mean milliseconds per stage over the runs that report it."""
+    order = ["build", "route", "export", "read", "solve", "check"]
+    names = sorted({name for s in stages for name in s},
+                   key=lambda n: (order.index(n) if n in order else len(order), n))
+    return {name: statistics.fmean(s[name] for s in stages if name in s) for name in names}
 
 
 def measure(n: int, use_bwrap: str) -> dict[str, object]:
@@ -61,7 +74,8 @@ def measure(n: int, use_bwrap: str) -> dict[str, object]:
         startup = time.perf_counter()
         _timed(lambda: runner.run(PROGRAM))  # waits for the worker to warm up; not counted
         startup = time.perf_counter() - startup
-        warm = [_timed(lambda: runner.run(PROGRAM)) for _ in range(n)]
+        stages: list[dict[str, float]] = []
+        warm = [_timed(lambda: runner.run(PROGRAM), stages) for _ in range(n)]
     finally:
         runner.close()
     cold = [_timed(lambda: run_program(PROGRAM, limits, use_bwrap=use_bwrap)) for _ in range(n)]  # type: ignore[arg-type]
@@ -69,6 +83,8 @@ def measure(n: int, use_bwrap: str) -> dict[str, object]:
     cold_s = _summary([w for w, _ in cold], [s for _, s in cold])
     return {
         "sandbox": runner.sandbox,
+        "isolation": runner.isolation,
+        "warm_stage_ms": _stage_means(stages),
         "n": n,
         "warm_first_call_s": startup,
         "warm": warm_s,
@@ -80,6 +96,7 @@ def measure(n: int, use_bwrap: str) -> dict[str, object]:
 
 def _print(report: dict[str, object]) -> None:
     print(f"sandbox: {report['sandbox']}")
+    print(f"isolation: {report['isolation']}")
     print(f"runs per path: {report['n']}   (warm worker start-up, first call: {report['warm_first_call_s']:.3f} s)")
     print(f"{'path':<6}{'mean':>10}{'median':>10}{'min':>10}{'max':>10}{'solve':>10}{'overhead':>11}{'ovh med':>10}")
     for path in ("warm", "cold"):
@@ -90,6 +107,10 @@ def _print(report: dict[str, object]) -> None:
               + f"{s['overhead_mean_s'] * 1000:>9.1f}ms {s['overhead_median_s'] * 1000:>8.1f}ms")
     print(f"cold/warm: {report['ratio_cold_over_warm_mean']:.1f}x (mean), "
           f"{report['ratio_cold_over_warm_median']:.1f}x (median)")
+    stages = report["warm_stage_ms"]
+    assert isinstance(stages, dict)
+    print("warm stages (mean): " + "  ".join(f"{name} {ms:.1f}ms" for name, ms in stages.items()))
+    print(f"routing time (mean): {stages.get('route', 0.0):.2f}ms")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,10 @@ against it and renders the model text from it.
             print(result.objective, result.variables, result.solver, result.proof)
 """
 
-from .limits import Limits
-from .result import PlanCheck, Proof, SolverHarnessError, SolveResult, SolveStatus
-from .runner import SolverRunner, highs_available, run_program, scip_available
-from .sandbox import resolve_sandbox
+from solvers.limits import Limits
+from solvers.result import PlanCheck, Proof, SolveResult, SolverHarnessError, SolveStatus
+from solvers.runner import SolverRunner, highs_available, run_program, scip_available
+from solvers.sandbox import resolve_sandbox
 
 __all__ = [
     "Limits",

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 try:
-    from . import expr
-    from .model_file import FileModel, Row
+    from solvers import expr
+    from solvers.model_file import FileModel, Row
 except ImportError:  # inside the sandbox the modules are top-level
     import expr  # type: ignore[no-redef]
     from model_file import FileModel, Row  # type: ignore[no-redef]

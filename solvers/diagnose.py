@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 try:
-    from .model_file import FileModel
-    from .text import bounds_conflict_text, constraint_groups, constraint_text
+    from solvers.model_file import FileModel
+    from solvers.text import bounds_conflict_text, constraint_groups, constraint_text
 except ImportError:  # inside the sandbox the modules are top-level
     from model_file import FileModel  # type: ignore[no-redef]
     from text import bounds_conflict_text, constraint_groups, constraint_text  # type: ignore[no-redef]
@@ -73,7 +73,7 @@ def conflict(model: FileModel, h: Any, status: str, budget_s: float) -> dict[str
             for i in rows:
                 feasibility.changeRowBounds(i, -math.inf, math.inf)
             if not infeasible():
-                for i, (lb, ub) in zip(rows, saved):
+                for i, (lb, ub) in zip(rows, saved, strict=True):
                     feasibility.changeRowBounds(i, lb, ub)
                 kept.append((name, rows))
         found = [{"name": name, "text": constraint_text(model, rows)} for name, rows in kept]

@@ -35,7 +35,7 @@ from typing import Any
 PROGRAM_NAME = "program.py"
 DATA_TEXT_LINES = 60  # cap on declared sets and parameters described
 DESCRIPTION = "export.json"  # the name of the description among the handed-over files
-SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+SEALED = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW  # what makes a memfd unchangeable
 _LP_ROW = re.compile(r"^(?:c_[ule]|r_[lu])_(.+)_$")
 _WRITE_OPTIONS: dict[str, dict[str, Any]] = {
     "lp": {"symbolic_solver_labels": False},
@@ -77,7 +77,7 @@ def send(sock_fd: int, description: dict[str, Any], files: dict[str, bytes]) -> 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALED | fcntl.F_SEAL_SEAL)
         with socket.socket(fileno=os.dup(sock_fd)) as sock:
             socket.send_fds(sock, [json.dumps(list(named)).encode()], fds)
     finally:
@@ -94,7 +94,7 @@ def _run(program_path: str, owner: int) -> tuple[dict[str, Any], dict[str, bytes
     module = types.ModuleType("program")  # a real module, so dataclasses/pickle/typing work
     module.__file__ = program_path
     sys.modules["program"] = module
-    exec(compile(source, program_path, "exec"), module.__dict__)  # noqa: S102 - sandboxed by design
+    exec(compile(source, program_path, "exec"), module.__dict__)
     _exit_if_not_owner(owner)
     build = getattr(module, "build_model", None)
     if not callable(build):
@@ -222,7 +222,8 @@ def _exception_result(exc: BaseException, program_path: str) -> dict[str, Any]:
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:  # fork()/thread start under RLIMIT_NPROC
         return {"status": "killed", "error": "process/thread limit reached: " + _describe(exc, program_path)}
     if isinstance(exc, SystemExit):
-        return {"status": "error", "error": f"SystemExit: the program called exit({exc.code!r}) instead of returning a model"}
+        return {"status": "error",
+                "error": f"SystemExit: the program called exit({exc.code!r}) instead of returning a model"}
     return {"status": "error", "error": _describe(exc, program_path)}
 
 

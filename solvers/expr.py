@@ -172,17 +172,20 @@ def degree(node: Node | None, defined: dict[int, Any] | None = None) -> int | No
         linear, body = (defined or {})[node[1]]
         inner = degree(body, defined)
         return None if inner is None else max(inner, 1 if any(c for _, c in linear) else 0)
-    parts = [degree(a, defined) for a in args]
+    maybe = [degree(a, defined) for a in args]
+    if None in maybe:
+        return None
+    parts = [d for d in maybe if d is not None]
     if kind in ("+", "-", "neg"):
-        return None if None in parts else max(parts)  # type: ignore[type-var]
+        return max(parts)
     if kind == "*":
-        return None if None in parts else sum(parts)  # type: ignore[arg-type]
+        return sum(parts)
     if kind == "sq":
-        return None if parts[0] is None else 2 * parts[0]
+        return 2 * parts[0]
     if kind == "/":
         return parts[0] if parts[1] == 0 else None
-    if kind == "^" and parts[1] == 0 and parts[0] is not None:
-        exponent = evaluate(args[1], [], defined) if not variables_in(args[1], defined) else -1.0
+    if kind == "^" and parts[1] == 0:
+        exponent = evaluate(args[1], [], defined)
         if exponent >= 0 and exponent == int(exponent):
             return parts[0] * int(exponent)
         return 0 if parts[0] == 0 else None

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .limits import Limits
+from solvers.limits import Limits
 
 _PREFIX = "alphaopt-"
 _SANDBOX_TASKS = 8  # bwrap, its init, the worker, the solve process, slack
@@ -62,7 +62,8 @@ def resolve_isolation() -> IsolationPlan:
         base = _v2_base(mounts["cgroup2"], own.get("", "/"), problems)
         if base:
             return _tidy(IsolationPlan("v2", {"unified": base}))
-    v1 = {c: os.path.join(mounts[c], own.get(c, "/").lstrip("/")) for c in ("memory", "pids", "cpu") if c in mounts}
+    v1: dict[str, str] = {c: os.path.join(mounts[c], own.get(c, "/").lstrip("/"))
+                          for c in ("memory", "pids", "cpu") if c in mounts}
     if "memory" in v1 and "pids" in v1:
         bases = {c: d for c, d in v1.items() if _can_create(d, problems)}
         if "memory" in bases and "pids" in bases:
@@ -130,6 +131,14 @@ class WorkerGroup:
         else:
             oom = _field(self._read("memory", "memory.oom_control"), "oom_kill")
         return oom, _field(self._read("pids", "pids.events"), "max")
+
+    def peak_bytes(self) -> int | None:
+        """The most memory the group has held so far (None where the kernel does not say)."""
+        name = "memory.peak" if self.plan.kind == "v2" else "memory.max_usage_in_bytes"
+        return self._read_int("memory", name)
+
+    def limit_bytes(self) -> int | None:
+        return self._read_int("memory", "memory.max" if self.plan.kind == "v2" else "memory.limit_in_bytes")
 
     def kill_all(self) -> None:
         """SIGKILL every process in the group (the worker's sandbox and all it started)."""

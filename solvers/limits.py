@@ -19,11 +19,11 @@ class Limits(BaseModel):
     which every solver may stop and call a plan optimal.
     """
 
-    wall_time_s: float = Field(30.0, gt=0)
-    cpu_time_s: float = Field(30.0, gt=0)
-    memory_mb: int = Field(2048, gt=0)
-    file_size_mb: int = Field(16, gt=0)
-    max_processes: int = Field(64, gt=0)
-    output_chars: int = Field(4000, ge=0)
-    mip_gap: float = Field(1e-4, ge=0)
-    cpus: float = Field(1.0, gt=0)
+    wall_time_s: float = Field(default=30.0, gt=0)
+    cpu_time_s: float = Field(default=30.0, gt=0)
+    memory_mb: int = Field(default=2048, gt=0)
+    file_size_mb: int = Field(default=16, gt=0)
+    max_processes: int = Field(default=64, gt=0)
+    output_chars: int = Field(default=4000, ge=0)
+    mip_gap: float = Field(default=1e-4, ge=0)
+    cpus: float = Field(default=1.0, gt=0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 try:
-    from . import expr
+    from solvers import expr
 except ImportError:  # inside the sandbox the modules are top-level
     import expr  # type: ignore[no-redef]
 
@@ -175,7 +175,7 @@ def model_class(model: FileModel) -> str:
         return f"{mixed}qp" if model.quadratic else ("milp" if mixed else "lp")
     rows = [expr.degree(r.expr, model.defined) for r in model.rows]
     objective = expr.degree(model.objective.expr, model.defined)
-    if None in rows or objective is None or max([objective, *rows]) > 2:  # type: ignore[type-var]
+    if any(d is None or d > 2 for d in [objective, *rows]):
         return f"{mixed}nlp"
     return f"{mixed}qcqp" if any(d == 2 for d in rows) else f"{mixed}qp" if objective == 2 else (
         "milp" if mixed else "lp")

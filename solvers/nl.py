@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 try:
-    from .model_file import INF, Column, FileModel, Row
+    from solvers.model_file import INF, Column, FileModel, Row
 except ImportError:  # inside the sandbox the modules are top-level
     from model_file import INF, Column, FileModel, Row  # type: ignore[no-redef]
 

@@ -106,7 +106,7 @@ class SolveResult(BaseModel):
     check: PlanCheck | None = None  # the plan checked against the model file
     model_class: str | None = None  # lp, milp, qp, nonconvex_qp, miqp, qcqp, nlp, ... (with mi prefix)
     isolation: str = ""  # caps for the run as a whole (cgroup), or why there are none
-    stage_ms: dict[str, float] = Field(default_factory=dict)  # build, route, export, solve, check, diagnose
+    stage_ms: dict[str, float] = Field(default_factory=dict)  # build, route, export, read, solve, check, diagnose
 
     @property
     def ok(self) -> bool:

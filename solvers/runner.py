@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .isolation import IsolationPlan, resolve_isolation
-from .limits import Limits
-from .result import SolverHarnessError, SolveResult, SolveStatus
-from .sandbox import BwrapMode, SandboxPlan, resolve_sandbox
-from .worker_client import WorkerLost, WorkerProcess, WorkerTimeout
+from solvers.isolation import IsolationPlan, resolve_isolation
+from solvers.limits import Limits
+from solvers.result import SolveResult, SolverHarnessError, SolveStatus
+from solvers.sandbox import BwrapMode, SandboxPlan, resolve_sandbox
+from solvers.worker_client import WorkerLost, WorkerProcess, WorkerTimeout
 
 START_TIMEOUT_S = 60.0  # worker start-up: interpreter, Pyomo and solver imports, warm-up solves
 GRACE_S = 5.0  # beyond the wall limit, for the worker to kill, clean up and answer
@@ -38,10 +38,11 @@ class SolverRunner:
     process (the cold path, as ``run_program``).
     """
 
-    def __init__(self, limits: Limits = Limits(), workers: int = 1, use_bwrap: BwrapMode = "auto",
+    def __init__(self, limits: Limits | None = None, workers: int = 1, use_bwrap: BwrapMode = "auto",
                  warm: bool = True) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        limits = limits or Limits()
         self.limits = limits
         self.warm = warm
         self.plan = resolve_sandbox(use_bwrap)
@@ -138,9 +139,10 @@ class SolverRunner:
         self.close()
 
 
-def run_program(program: str, limits: Limits = Limits(), use_bwrap: BwrapMode = "auto",
+def run_program(program: str, limits: Limits | None = None, use_bwrap: BwrapMode = "auto",
                 *, time_limit_s: float | None = None) -> SolveResult:
     """Cold one-shot path: a fresh sandboxed process for this one program."""
+    limits = limits or Limits()
     plan = resolve_sandbox(use_bwrap)
     start = time.monotonic()
     data, isolation = _run_once(plan, resolve_isolation(), limits, _payload(program, limits, time_limit_s), warm=False)
@@ -152,7 +154,7 @@ def highs_available() -> bool:
     """True when HiGHS (highspy) and Pyomo are installed and usable (probed once)."""
     from importlib.util import find_spec
 
-    from .backends import highs_available as probe
+    from solvers.backends import highs_available as probe
 
     return find_spec("pyomo") is not None and probe()
 
@@ -160,7 +162,7 @@ def highs_available() -> bool:
 @functools.cache
 def scip_available() -> bool:
     """True when SCIP (pyscipopt) is installed and usable (probed once)."""
-    from .backends import scip_available as probe
+    from solvers.backends import scip_available as probe
 
     return probe()
 
@@ -190,7 +192,8 @@ def _request(worker: WorkerProcess, payload: dict[str, Any], limits: Limits) -> 
         data = {"status": "timeout", "_lost": True,
                 "error": f"the worker did not answer within the wall-clock limit ({limits.wall_time_s} s)"}
     except WorkerLost as exc:
-        data = {"status": "killed", "_lost": True, "error": f"the sandbox worker died while running the program ({exc})"}
+        data = {"status": "killed", "_lost": True,
+                "error": f"the sandbox worker died while running the program ({exc})"}
     oom, forks = worker.counters()
     if oom > oom_before:
         lost = data.get("_lost", False)

@@ -29,9 +29,9 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from .result import SolverHarnessError
+from solvers.result import SolverHarnessError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class SandboxPlan:
     def worker_command(self, *, warm: bool, tmp_mb: int, host_workdir: str, uid: int | None,
                        probe: bool = False) -> tuple[list[str], dict[str, str], str]:
         """argv, environment and cwd for ``subprocess.Popen`` of one worker."""
-        config = {"mode": self.kind, "warm": warm, "probe": probe, "uid": uid, "sys_path": _package_paths()}
+        config: dict[str, Any] = {"mode": self.kind, "warm": warm, "probe": probe, "uid": uid,
+                                  "sys_path": _package_paths()}
         if self.kind == "none":
             config["work_root"] = host_workdir
             argv = [sys.executable, "-I", "-B", os.path.join(SOLVERS_DIR, "worker.py"), json.dumps(config)]
@@ -200,7 +201,7 @@ def allocate_uid() -> int:
 
 def release_uid(uid: int | None) -> None:
     with _lock:
-        _uids_in_use.discard(uid)  # type: ignore[arg-type]
+        _uids_in_use.discard(uid)
 
 
 def _package_paths() -> list[str]:
@@ -209,7 +210,7 @@ def _package_paths() -> list[str]:
     for name in ("pyomo", "highspy", "pyscipopt", "numpy"):
         spec = importlib.util.find_spec(name)
         if spec and spec.submodule_search_locations:
-            root = os.path.dirname(os.path.realpath(list(spec.submodule_search_locations)[0]))
+            root = os.path.dirname(os.path.realpath(next(iter(spec.submodule_search_locations))))
             if root not in paths:
                 paths.append(root)
     return paths

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from . import expr
-    from .model_file import FileModel, Row, clean
+    from solvers import expr
+    from solvers.model_file import FileModel, Row, clean
 except ImportError:  # inside the sandbox the modules are top-level
     import expr  # type: ignore[no-redef]
     from model_file import FileModel, Row, clean  # type: ignore[no-redef]
@@ -58,7 +58,8 @@ def body_node(model: FileModel, row: Row) -> Any:
     quadratic terms, constant (constant columns folded into it)."""
     constant = row.constant + sum(c * model.columns[j].lb for j, c in row.linear if j in model.hidden)
     rank = {j: k for k, j in enumerate(model.order)}
-    linear = sorted(((j, c) for j, c in row.linear if j not in model.hidden), key=lambda t: rank.get(t[0], len(rank) + t[0]))
+    linear = sorted(((j, c) for j, c in row.linear if j not in model.hidden),
+                    key=lambda term: rank.get(term[0], len(rank) + term[0]))
     tail = [row.expr] if row.expr is not None else []
     node = expr.linear_sum(linear, tail)
     parts = [node] if node != ("n", 0.0) else []

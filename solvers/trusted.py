@@ -19,17 +19,23 @@ import time
 from typing import Any
 
 try:
-    from . import backends, diagnose
-    from .check import check_plan
-    from .model_file import FileModel, attach_names, convex_quadratic, from_highs, model_class, objective_is_constant
-    from .nl import NLError, read_nl
-    from .text import constraint_groups, model_text
+    from solvers import backends, diagnose
+    from solvers.check import check_plan
+    from solvers.model_file import (
+        FileModel,
+        attach_names,
+        convex_quadratic,
+        from_highs,
+        model_class,
+        objective_is_constant,
+    )
+    from solvers.nl import NLError, read_nl
+    from solvers.text import constraint_groups, model_text
 except ImportError:  # inside the sandbox the modules are top-level
     import backends  # type: ignore[no-redef]
     import diagnose  # type: ignore[no-redef]
     from check import check_plan  # type: ignore[no-redef]
-    from model_file import (FileModel, attach_names, convex_quadratic, from_highs,  # type: ignore[no-redef]
-                            model_class, objective_is_constant)
+    from model_file import FileModel, attach_names, convex_quadratic, from_highs, model_class, objective_is_constant  # type: ignore[no-redef]
     from nl import NLError, read_nl  # type: ignore[no-redef]
     from text import constraint_groups, model_text  # type: ignore[no-redef]
 
@@ -46,13 +52,15 @@ def solve(export: dict[str, Any], paths: dict[str, str], time_limit: float, limi
     it names things and never decides a number. ``deadline`` (monotonic) bounds everything.
     """
     stage_ms = _stage_ms(export.get("stage_ms"))
-    symbols = export.get("symbols") if isinstance(export.get("symbols"), dict) else {}
+    raw_symbols = export.get("symbols")
+    symbols: dict[str, Any] = raw_symbols if isinstance(raw_symbols, dict) else {}
     start = time.perf_counter()
     try:
-        choice = _choose(paths, symbols)
+        choice = _choose(paths, symbols, stage_ms)
     except (ValueError, OSError, NLError, KeyError, IndexError) as exc:
         return {"status": "error", "error": f"the exported model file could not be read: {exc}", "stage_ms": stage_ms}
-    stage_ms["route"] = stage_ms.get("route", 0.0) + (time.perf_counter() - start) * 1000
+    choosing = (time.perf_counter() - start) * 1000 - stage_ms.get("read", 0.0)  # routing: deciding, not reading
+    stage_ms["route"] = stage_ms.get("route", 0.0) + choosing
     if isinstance(choice, str):
         return {"status": "error", "error": choice, "stage_ms": stage_ms}
     solver, model, h, klass = choice
@@ -62,7 +70,7 @@ def solve(export: dict[str, Any], paths: dict[str, str], time_limit: float, limi
         outcome = backends.solve_highs(h, budget, float(limits["mip_gap"]))
         if outcome.status == "error" and model.quadratic and "nl" in paths:  # e.g. HiGHS found it nonconvex
             print(f"HiGHS could not solve the QP ({outcome.termination}); solving it with SCIP", flush=True)
-            solver, model, h = "scip", _read_nl(paths["nl"], symbols), None
+            solver, model, h = "scip", _read_nl(paths["nl"], symbols, stage_ms), None
             budget = max(0.05, min(time_limit, deadline - time.monotonic() - 0.1))
     if solver == "scip":
         outcome = backends.solve_scip(paths["nl"], len(model.columns), budget, float(limits["mip_gap"]),
@@ -90,11 +98,14 @@ def solve(export: dict[str, Any], paths: dict[str, str], time_limit: float, limi
     return out
 
 
-def _choose(paths: dict[str, str], symbols: dict[str, Any]) -> tuple[str, FileModel, Any, str] | str:
+def _choose(paths: dict[str, str], symbols: dict[str, Any],
+            stage_ms: dict[str, float]) -> tuple[str, FileModel, Any, str] | str:
     """(solver, model, highs object or None, model class), or why nothing can be solved."""
     if "lp" in paths:
+        start = time.perf_counter()
         h = backends.highs_read(paths["lp"])
         model = _named(from_highs(h), symbols.get("lp"))
+        stage_ms["read"] = (time.perf_counter() - start) * 1000
         klass = model_class(model)
         if not model.quadratic:
             return "highs", model, h, klass
@@ -104,15 +115,18 @@ def _choose(paths: dict[str, str], symbols: dict[str, Any]) -> tuple[str, FileMo
         if "nl" not in paths:
             return "the quadratic objective needs SCIP (integer or nonconvex), but the sandbox exported no NL file"
         klass = "miqp" if model.is_mip else "qp" if convex is None else "nonconvex_qp"
-        return "scip", _read_nl(paths["nl"], symbols), None, klass
+        return "scip", _read_nl(paths["nl"], symbols, stage_ms), None, klass
     if "nl" in paths:
-        model = _read_nl(paths["nl"], symbols)
+        model = _read_nl(paths["nl"], symbols, stage_ms)
         return "scip", model, None, model_class(model)
     return "the sandbox exported no model file"
 
 
-def _read_nl(path: str, symbols: dict[str, Any]) -> FileModel:
-    return _named(read_nl(path), symbols.get("nl"))
+def _read_nl(path: str, symbols: dict[str, Any], stage_ms: dict[str, float]) -> FileModel:
+    start = time.perf_counter()
+    model = _named(read_nl(path), symbols.get("nl"))
+    stage_ms["read"] = stage_ms.get("read", 0.0) + (time.perf_counter() - start) * 1000
+    return model
 
 
 def _named(model: FileModel, symbols: Any) -> FileModel:
@@ -152,7 +166,8 @@ def _lp_sensitivity(model: FileModel, lp: dict[str, list[float]]) -> dict[str, A
     duals, slacks = [], []
     for name, rows in constraint_groups(model):
         duals.append((name, math.fsum(lp["row_dual"][i] for i in rows)))
-        gaps = [gap for i in rows for gap in (model.rows[i].ub - lp["row_value"][i], lp["row_value"][i] - model.rows[i].lb)
+        gaps = [gap for i in rows
+                for gap in (model.rows[i].ub - lp["row_value"][i], lp["row_value"][i] - model.rows[i].lb)
                 if math.isfinite(gap)]
         if gaps:
             slacks.append((name, min(gaps)))

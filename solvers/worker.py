@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import ctypes
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -42,9 +43,10 @@ import time
 from typing import Any
 
 if __package__:
-    from . import export, trusted
-else:  # run as a script inside the sandbox: the sibling modules are on sys.path
+    from solvers import export, trusted
+else:  # run as a script inside the sandbox: the sibling modules are on sys.path, used top-level
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.modules["solvers"] = None  # type: ignore[assignment]  # never the host package, even where importable
     import export  # type: ignore[no-redef]
     import trusted  # type: ignore[no-redef]
 
@@ -78,8 +80,12 @@ def main(argv: list[str]) -> int:
         if not line.strip():
             continue
         request = json.loads(line)
+
+        def notify(event: dict[str, Any], request_id: Any = request["id"]) -> None:
+            _send(proto_out, {"id": request_id, **event})
+
         try:
-            result = server.handle(request, lambda event: _send(proto_out, {"id": request["id"], **event}))
+            result = server.handle(request, notify)
         except Exception as exc:  # noqa: BLE001 - a bug here, not in the program: tell the host
             _send(proto_out, {"id": request.get("id"), "harness_error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -90,11 +96,20 @@ def main(argv: list[str]) -> int:
 def preload(warm: bool, work_root: str) -> None:
     """Import what the children use; with ``warm`` also export and solve one tiny model with each
     solver, so forked children start at once. Solvers run single-threaded, so no solver thread
-    exists in the process that forks."""
+    exists in the process that forks. Everything loaded is then frozen out of the garbage
+    collector, so that children do not copy the pages it would touch."""
     import pyomo.environ  # noqa: F401
 
     if not warm:
         return
+    try:
+        _warm_up(work_root)
+    finally:
+        gc.collect()
+        gc.freeze()
+
+
+def _warm_up(work_root: str) -> None:
     export.preload()
     directory = tempfile.mkdtemp(prefix="warmup-", dir=work_root)
     try:
@@ -108,8 +123,8 @@ def preload(warm: bool, work_root: str) -> None:
                 limits = {"mip_gap": 1e-4, "memory_mb": 1024}
                 try:
                     trusted.solve(exported, paths, 5.0, limits, time.monotonic() + 10)
-                except Exception:  # noqa: BLE001 - e.g. SCIP missing: the run reports it later
-                    pass
+                except Exception as exc:  # noqa: BLE001 - e.g. SCIP missing: each run reports it; log it here
+                    print(f"worker warm-up: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -135,7 +150,8 @@ def _harden(uid: int | None) -> None:
     """Drop to an unprivileged uid (when started as root) and forbid ptrace/new privileges."""
     libc = ctypes.CDLL(None, use_errno=True)
     if uid is not None and os.geteuid() == 0:
-        last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
         for cap in range(last_cap + 1):
             libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
         os.setgroups([])
@@ -157,7 +173,6 @@ class _Server:
         limits = request["limits"]
         start = time.monotonic()
         deadline = start + float(limits["wall_time_s"])
-        self._wipe()
         workdir = tempfile.mkdtemp(prefix="run-", dir=self.work_root)
         try:
             program_path = os.path.join(workdir, export.PROGRAM_NAME)
@@ -166,6 +181,8 @@ class _Server:
             output_path = os.path.join(workdir, "output.log")
             (exported, files), cpu_used = self._run_program(workdir, program_path, output_path, limits, deadline,
                                                             notify)
+            output = _read_text(output_path, 4 * int(limits["output_chars"]))
+            self._wipe()  # the solve starts from an empty /tmp, whatever the program left there
             solve_dir = tempfile.mkdtemp(prefix="solve-", dir=self.work_root)
             paths = _write_models(solve_dir, exported, files) if exported.get("status") == "exported" else ""
             if not isinstance(paths, dict):
@@ -174,7 +191,6 @@ class _Server:
             else:
                 result = self._solve(exported, paths, solve_dir, request, limits, deadline, cpu_used)
                 solver_log = _read_text(os.path.join(solve_dir, "solver.log"), 8 * int(limits["output_chars"]))
-            output = _read_text(output_path, 4 * int(limits["output_chars"]))
             result["log_tail"] = _log_tail(output, solver_log, int(limits["output_chars"]))
             return result
         finally:
@@ -285,7 +301,6 @@ def _program_child(workdir: str, program_path: str, output_path: str, sock_fd: i
     os.environ["HOME"] = os.environ["TMPDIR"] = os.environ["PWD"] = workdir
     tempfile.tempdir = workdir
     description, files = export.run(program_path)
-    export._exit_if_not_owner(os.getpid())
     sys.stdout.flush()
     sys.stderr.flush()
     export.send(sock_fd, description, files)
@@ -369,7 +384,7 @@ def _receive(sock: socket.socket, pid: int) -> tuple[dict[str, Any], dict[str, b
         names = json.loads(message)
         if not isinstance(names, list) or len(names) != len(fds):
             return None
-        contents = {str(name): _sealed(fd) for name, fd in zip(names, fds)}
+        contents = {str(name): _sealed(fd) for name, fd in zip(names, fds, strict=True)}
     except ValueError:
         return None
     finally:
@@ -391,7 +406,7 @@ def _receive(sock: socket.socket, pid: int) -> tuple[dict[str, Any], dict[str, b
 def _sealed(fd: int) -> bytes | None:
     """The content of a sealed memfd (write, shrink and grow sealed), or None."""
     try:
-        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & export.SEALS != export.SEALS:
+        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & export.SEALED != export.SEALED:
             return None
         size = os.fstat(fd).st_size
         if size > _MAX_EXPORT_BYTES:
@@ -474,19 +489,31 @@ def _wipe(root: str, keep: set[str]) -> None:
             _wipe(path, keep)
             continue
         try:
-            if entry.is_dir(follow_symlinks=False):
-                os.chmod(path, 0o700)
-                for dirpath, dirnames, _ in os.walk(path):  # top-down: open each directory before descending
-                    for name in dirnames:
-                        try:
-                            os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-                        except OSError:
-                            pass
-                shutil.rmtree(path, ignore_errors=True)
-            else:
+            if not entry.is_dir(follow_symlinks=False):
                 os.unlink(path)
+                continue
         except OSError:
-            pass
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):  # the program locked a directory (chmod 000): open everything, then retry
+            for _ in _walk_opening(path):
+                pass
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _walk_opening(path: str) -> Any:
+    """``os.walk`` top-down that opens (chmod 700) each directory before descending into it."""
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    for dirpath, dirnames, files in os.walk(path):
+        for name in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
+        yield dirpath, dirnames, files
 
 
 def _wait_until(pid: int, deadline: float) -> bool:

@@ -12,10 +12,10 @@ import tempfile
 import time
 from typing import Any
 
-from .isolation import IsolationPlan, WorkerGroup
-from .limits import Limits
-from .result import SolverHarnessError
-from .sandbox import SandboxPlan, allocate_uid, release_uid
+from solvers.isolation import IsolationPlan, WorkerGroup
+from solvers.limits import Limits
+from solvers.result import SolverHarnessError
+from solvers.sandbox import SandboxPlan, allocate_uid, release_uid
 
 _MAX_LINE_BYTES = 64 << 20
 # Joins the cgroup(s) named before "--", then becomes the command after it: the worker and all it
@@ -48,7 +48,7 @@ class WorkerProcess:
                 argv = ["/bin/sh", "-c", _JOIN_CGROUP, "sh", *self.group.procs_files(), "--", *argv]
             except OSError as exc:
                 self.isolation = IsolationPlan("none", reason=f"creating one failed: {exc}").describe(limits)
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the worker lives
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                          env=env, cwd=cwd, start_new_session=True, close_fds=True)

@@ -176,7 +176,8 @@ def test_fork_bomb_is_contained(runner):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        endless = "import os\n\ndef build_model():\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"
+        endless = ("import os\n\ndef build_model():\n    while True:\n        try:\n            os.fork()\n"
+                   "        except OSError:\n            pass\n")
         res = runner.run(endless)
         assert res.status in (SolveStatus.TIMEOUT, SolveStatus.KILLED, SolveStatus.ERROR)
         assert res.wall_time_s < LIMITS.wall_time_s + 3
@@ -225,7 +226,8 @@ def test_huge_output_is_capped(runner):
 
 
 def test_chatty_program_log_tail_is_capped():
-    program = "def build_model():\n    for i in range(200):\n        print('line', i, 'x' * 50)\n    return _lp()\n" + LP_TAIL
+    program = ("def build_model():\n    for i in range(200):\n        print('line', i, 'x' * 50)\n    return _lp()\n"
+               + LP_TAIL)
     res = run_program(program, LIMITS)
     assert res.ok
     assert len(res.log_tail) <= LIMITS.output_chars and "line 199" in res.log_tail

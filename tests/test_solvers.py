@@ -273,7 +273,8 @@ def test_syntax_error_reports_line(runner):
     [
         ("import pyomo.environ as pyo\nx = 1\n", "build_model"),
         ("def build_model():\n    return {'x': 1}\n", "ConcreteModel"),
-        (LP.replace("    m.profit = pyo.Objective(expr=3 * m.x + 5 * m.y, sense=pyo.maximize)\n", ""), "0 active objectives"),
+        (LP.replace("    m.profit = pyo.Objective(expr=3 * m.x + 5 * m.y, sense=pyo.maximize)\n", ""),
+         "0 active objectives"),
         (LP.replace("    return m\n", "    m.other = pyo.Objective(expr=m.x)\n    return m\n"), "2 active objectives"),
     ],
     ids=["no-build_model", "not-a-model", "no-objective", "two-objectives"],
@@ -394,7 +395,7 @@ def test_worker_killed_during_run_is_reported_and_restarted():
 def test_worker_killed_between_runs_is_restarted_transparently():
     with SolverRunner(Limits(wall_time_s=5)) as r:
         assert r.run(LP).ok
-        worker = r._slots[0].worker  # noqa: SLF001 - simulate an outside kill
+        worker = r._slots[0].worker
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         assert r.run(LP).ok
