@@ -1,298 +1,306 @@
-"""The evolution job: diagnosis from evidence, and a refinement kept only on a solver-proven lift."""
+"""The evolution job piece by piece, with a scripted model at the client boundary and the real
+solver, SQLite and Chroma (the CLI's learn → revisit → evolve → rollback is in
+tests/test_evolution_cli.py).
+
+The problems share one model (optimum 11). The scripted model writes the right program or the
+wrong one depending on the problem and on whether the lesson I0001 is in its prompt, and the
+applicability check answers from a table of (condition, problem).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from alphaopt.config import load_settings
-from alphaopt.learning.evolve import ALIGNED, DUPLICATE, HARMFUL, TOO_SPECIFIC, EvolveConfig, Evolver, diagnose
+from alphaopt.agent import prompts
+from alphaopt.agent.retrieval import insight_dict, open_library
+from alphaopt.learning.evolve import EvolveBusy, EvolveConfig, Evolver, evolve_lock, evolve_running
 from alphaopt.learning.learn import LearnConfig, Learner
-from alphaopt.agent.retrieval import open_library
+from alphaopt.learning.replay import NEGATIVE, NEUTRAL, POSITIVE, UNRETRIEVED, Outcomes, Pair, Replayer, \
+    _Fixed, retrieval_scores
+from alphaopt.learning.scratch import Scratch
 from library import InsightDraft, Status
-from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM
+from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, ThreadSafeLLM
 
-PROBLEM = ("A plant of 40 workers makes x and y. Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at "
-           "most 3, with x, y non-negative.")
-SPECIFIC = "when the plant of 40 workers may make at most 3 of x"
-GENERAL = "when the text gives an upper limit on a single decision variable of the problem"
+MATH = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
+TEXTS = {
+    "t1": "A furniture plant makes chairs (x) and tables (y) from wood and labour. " + MATH,
+    "t2": ("A hospital kitchen plans how many litres of soup (x) and of broth (y) to cook for the wards tonight, "
+           "within its stock of vegetables and the hours of its cooks. " + MATH),
+    "t3": "A furniture plant makes desks (x) and shelves (y) from wood and labour. " + MATH,
+    "t4": "A furniture plant makes stools (x) and tables (y) from wood and labour. " + MATH,  # added by one test
+}
+CONDITION = "when the text gives an upper limit on a single decision variable"
+EXPLANATION = "copy the limit exactly as stated; the common mistake is a wrong bound"
+
+
+class Script:
+    """The scripted model: ``helped[problem]`` is True when the lesson makes it right, False when
+    it makes it wrong, None when it is right either way; ``check[condition]`` is the set of
+    problems the applicability check lets the lesson in for; ``replies`` answer other prompts
+    in turn."""
+
+    def __init__(self, helped: dict[str, bool | None], check: dict[str, set[str]], **replies: list[str]) -> None:
+        self.helped, self.check, self.replies = helped, check, replies
+        self.llm = ThreadSafeLLM(route=self.route, delay=0.0)
+
+    def route(self, prompt: str, user: str) -> str | BaseException:
+        problem = next((name for name, text in TEXTS.items() if text in user), None)
+        if prompt == "check_insights":
+            shown = re.search(r"\[I0001\] When (.*?): ", user).group(1)
+            condition = next(c for c in self.check if c.removeprefix("when ") == shown)
+            return "I0001" if problem in self.check[condition] else "NONE"
+        if prompt == "formulate":
+            return FORMULATION + ("\n(lesson I0001 applied)" if "[I0001]" in user else "")
+        if prompt == "write_program":
+            lesson = "[I0001]" in user or "lesson I0001 applied" in user
+            helped = self.helped[problem]
+            return LP_REPLY if helped is None or helped == lesson else WRONG_LP_REPLY
+        if self.replies.get(prompt):
+            return self.replies[prompt].pop(0)
+        return AssertionError(f"no scripted reply for a {prompt!r} call")
+
+    def names(self) -> list[str]:
+        return [c.prompt_name for c in self.llm.calls]
 
 
 @pytest.fixture
-def library(tmp_path, runner):
-    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library="none")
+def home(tmp_path, runner):
+    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"starter_library": "none"})
     store, index = open_library(settings)
-    task = store.add_task("toy_train", "t1", PROBLEM, 11.0)
-    insight = store.add_insight(InsightDraft(
-        stage="general_formulation", level1="constraints", level2="upper limits", condition=SPECIFIC,
-        explanation="copy each limit exactly as stated; the common mistake is a wrong bound",
-        example="wrong: x <= 2 right: x <= 3"), status=Status.VERIFIED, provenance={"source_tasks": [task.id]})
-    index.upsert([insight])
+    for name in ("t1", "t2", "t3"):
+        store.add_task("toy_train", name, TEXTS[name], 11.0)
 
-    def evolver(llm):
-        return Evolver(Learner(settings, store, index, llm, runner, LearnConfig()), EvolveConfig())
+    def add(condition: str = CONDITION, *, stage: str = "general_formulation", level1: str = "constraints",
+            level2: str = "upper limits", sources: tuple[str, ...] = ("toy_train/t1",)):
+        insight = store.add_insight(InsightDraft(stage=stage, level1=level1, level2=level2, condition=condition,
+                                                 explanation=EXPLANATION, example="wrong: x <= 2 right: x <= 3"),
+                                    status=Status.VERIFIED, provenance={"source_tasks": list(sources)})
+        index.upsert([insight])
+        return insight
 
-    yield store, index, evolver
+    def evolver(script: Script, **config):
+        learner = Learner(settings, store, index, script.llm, runner, LearnConfig())
+        return Evolver(learner, EvolveConfig(**config))
+
+    yield settings, store, index, add, evolver
     index.close()
     store.close()
 
 
-def _arms(llm: RoutedLLM, *, with_reply: str) -> RoutedLLM:
-    """The 'without' solve writes the wrong bound; the 'with' solve writes ``with_reply``."""
-    llm.on("check_insights", "I0001")
-    return llm.on("formulate", FORMULATION, FORMULATION).on("write_program", WRONG_LP_REPLY, with_reply)
+def test_precision_and_recall_against_the_pair_labels():
+    pairs = [Pair("I1", "a", POSITIVE, True), Pair("I1", "b", NEGATIVE, True), Pair("I1", "c", UNRETRIEVED, False),
+             Pair("I2", "a", NEUTRAL, True)]
+    assert retrieval_scores(pairs, lambda p: p.retrieved) == (0.5, 0.5)  # neutral pairs count in neither
+    assert retrieval_scores(pairs, lambda p: p.label != NEGATIVE) == (1.0, 1.0)
+    assert retrieval_scores(pairs[3:], lambda p: True) == (None, None)
 
 
-def test_a_condition_naming_its_source_is_generalized_and_kept_on_a_lift(library):
-    store, index, evolver = library
-    llm = _arms(RoutedLLM().on("generalize", f'"{GENERAL}"'), with_reply=LP_REPLY)
-    summary = evolver(llm).evolve(command="alphaopt library evolve")
-    assert summary.diagnosed == {TOO_SPECIFIC: 1} and summary.refined == 1 and summary.reverted == 0
+def test_a_solve_recorded_earlier_is_reused_only_for_the_same_prompt_content_and_model(home):
+    settings, store, index, add, evolver = home
+    insight = add()
+    script = Script({"t1": True}, {CONDITION: {"t1"}})
+    learner = evolver(script).learner
+    run = store.start_run({"model": settings.model_name})
+    t1 = store.get_task("toy_train/t1")
+    lesson = insight_dict(insight)
+    assert learner.solve(t1, run.id, "solve", 0, library=_Fixed([lesson])).objective == pytest.approx(11)
+    learner.solve(t1, run.id, "verify_placebo", 0, [{**prompts.PLACEBO, "stage": "general_formulation"}],
+                  library=_Fixed([]))  # the placebo's lesson leaves no evidence: this solve is never reused
+    learner.solve(t1, run.id, "solve", 0, library=_Fixed([]))  # without it: wrong
+    outcomes = Outcomes(store, settings.model_name, learner.config.correct)
+    assert outcomes.get(t1, [lesson]) is True and outcomes.get(t1, []) is False
+    assert Outcomes(store, "another-model", learner.config.correct).get(t1, [lesson]) is None
+    assert Outcomes(store, settings.model_name, learner.config.correct, reuse=False).get(t1, [lesson]) is None
+    # a new version with the same text (new evidence) is the same prompt; a new condition is not
+    store.revise(insight.id, evidence={"with": 1}, reason="test: evidence only")
+    assert Outcomes(store, settings.model_name, learner.config.correct).get(t1, [insight_dict(store.get(insight.id))])
+    changed = store.revise(insight.id, condition="when a variable has an upper limit", reason="test")
+    assert Outcomes(store, settings.model_name, learner.config.correct).get(t1, [insight_dict(changed)]) is None
+
+
+def test_replay_labels_each_pair_by_solving_with_and_without(home):
+    settings, store, index, add, evolver = home
+    add()
+    script = Script({"t1": True, "t2": True, "t3": False}, {CONDITION: {"t1", "t3"}})
+    learner = evolver(script).learner
+    run = store.start_run({"model": settings.model_name})
+    tasks = [store.get_task(f"toy_train/{n}") for n in ("t1", "t2", "t3")]
+    replay = Replayer(learner, run.id, Outcomes(store, settings.model_name, learner.config.correct)).replay(tasks)
+    assert replay.groups() == {"I0001": {POSITIVE: ["toy_train/t1"], UNRETRIEVED: ["toy_train/t2"],
+                                         NEGATIVE: ["toy_train/t3"]}}
+    metrics = replay.metrics()
+    assert (metrics.right, metrics.problems, metrics.precision, metrics.recall) == (1, 3, 0.5, 0.5)
+    # t1 with and without, t2 with the library (no lesson: the source gate keeps it away) and given it,
+    # t3 with and without; t2's "without" is the library's own answer, solved once
+    assert (replay.solved, replay.reused) == (6, 0)
+    kinds = [(a.task_id[-2:], a.kind) for a in store.attempts(run_id=run.id)]
+    assert kinds == [("t1", "evolve_with"), ("t1", "evolve_without"), ("t2", "evolve_with"), ("t2", "evolve_given"),
+                     ("t3", "evolve_with"), ("t3", "evolve_without")]
+    again = Replayer(learner, run.id, Outcomes(store, settings.model_name, learner.config.correct)).replay(tasks)
+    assert again.groups() == replay.groups() and (again.solved, again.reused) == (0, 6)  # all from the records
+    assert script.names().count("write_program") == 6
+
+
+def test_dry_run_reports_and_changes_nothing(home):
+    settings, store, index, add, evolver = home
+    add()
+    script = Script({"t1": True, "t2": True, "t3": False}, {CONDITION: {"t1", "t3"}})
+    version = store.library_version()
+    summary = evolver(script).evolve(dry_run=True)
+    assert summary.rounds[0].before.negative == 1 and summary.rounds[0].after is None
+    assert "evolve_condition" not in script.names() and store.library_version() == version
+    run = store.get_run(summary.run_id)
+    assert run.settings["dry_run"] is True and run.counters["rounds"][0]["before"]["recall"] == 0.5
+
+
+def test_candidates_that_do_not_beat_the_condition_leave_the_library_as_it_was(home):
+    settings, store, index, add, evolver = home
+    add(level1="objective", level2="objective sense and terms")  # a label retrieval searches for t1: no re-tag
+    wide, narrow = "when any limit is given", "when nothing is limited"
+    script = Script({"t1": True, "t2": None, "t3": False}, {CONDITION: {"t1", "t3"}, wide: {"t1", "t3"}, narrow: set()},
+                    evolve_condition=[wide, narrow, CONDITION])  # the third repeats the condition: not tried
+    version = store.library_version()
+    summary = evolver(script, retire_net_harm=5).evolve()
+    assert "I0001" not in summary.rounds[0].refined and summary.rounds[0].after is None
+    assert store.library_version() == version and len(store.versions("I0001")) == 1  # the trials stayed in the copy
+    assert [c.user for c in script.llm.calls if c.prompt_name == "evolve_condition"][0].count(TEXTS["t3"]) == 1
+    assert script.names().count("evolve_condition") == 3
+    # the first candidate greedy, the others sampled with their own seeds
+    calls = [c for c in script.llm.calls if c.prompt_name == "evolve_condition"]
+    assert [(c.temperature, c.seed) for c in calls] == [(None, None), (0.7, 1), (0.7, 2)]
+
+
+def test_an_insight_that_misleads_and_that_no_condition_keeps_away_is_retired(home):
+    settings, store, index, add, evolver = home
+    add(sources=("toy_train/t3",))
+    store.add_task("toy_train", "t4", TEXTS["t4"], 11.0)
+    other = "when a plant makes furniture"
+    script = Script({"t1": False, "t2": None, "t3": None, "t4": False}, {CONDITION: {"t1", "t4"}, other: {"t1", "t4"}},
+                    evolve_condition=[other])
+    summary = evolver(script, candidates=1).evolve()
+    report = summary.rounds[0]
+    assert report.pairs["I0001"] == {NEGATIVE: ["toy_train/t1", "toy_train/t4"]}
+    assert report.retired == ["I0001"] and store.get("I0001").status == Status.RETIRED
+    assert store.get("I0001").provenance.evidence["evolve"]["negative"] == ["toy_train/t1", "toy_train/t4"]
+    assert all(h.insight_id != "I0001" for h in index.recall(CONDITION))
+    assert report.after.right == 4 and report.after.precision is None  # nothing recalled any more
+    assert "constraints/upper limits" in " ".join(report.labels_retired)
+
+
+def test_a_new_label_is_named_when_no_label_of_its_stage_is_searched_for_its_problems(home):
+    settings, store, index, add, evolver = home
+    add(stage="code_implementation", level1="pyomo api", level2="misc")
+    new_label = {"level1": "furniture production", "level2": "chairs and tables",
+                 "definition": "A furniture plant makes chairs and tables from wood and labour, with an upper "
+                               "limit on how many of one product it makes."}
+    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(new_label)])
+    summary = evolver(script).evolve()
+    moved = summary.rounds[0].retagged["I0001"]
+    assert moved["created"] and moved["to"] == "code_implementation/furniture production/chairs and tables"
     insight = store.get("I0001")
-    assert insight.condition == GENERAL and insight.status == Status.VERIFIED
-    assert insight.provenance.evidence["refined"] == {"check": "evolve", "without": 0, "with": 1, "sources": 1}
-    assert [v.reason for v in store.versions("I0001")][1:] == [
-        "evolve: the condition in general words", "evolve: refinement verified"]
-    # the 'with' arm went through retrieval: the insight was recalled and chosen, not forced
-    check = next(c for c in llm.calls if c.prompt_name == "check_insights")
-    assert "[I0001] When the text gives an upper limit on a single decision variable" in check.user
-    without, with_ = [c for c in llm.calls if c.prompt_name == "formulate"]
-    assert "[I0001]" not in without.user and "[I0001]" in with_.user
-    assert [a.kind for a in store.attempts(task_id="toy_train/t1")] == ["evolve_without", "evolve_with"]
-    assert index.recall(GENERAL)[0].insight_id == "I0001"
+    assert (insight.stage.value, insight.level1, insight.level2) == ("code_implementation", "furniture production",
+                                                                     "chairs and tables")
+    label = store.label(("code_implementation", "furniture production", "chairs and tables"))
+    assert label.definition == new_label["definition"] and label.display == "chairs and tables"
+    assert summary.rounds[0].labels_retired == ["code_implementation/pyomo api/misc"]
+    label_prompt = next(c.user for c in script.llm.calls if c.prompt_name == "evolve_label")
+    assert TEXTS["t1"] in label_prompt and "code_implementation / pyomo api / indexing" in label_prompt
+    reasons = [v.reason for v in store.library_versions(since=summary.library_version)]
+    assert all(r.startswith(f"evolve {summary.run_id} round 1") for r in reasons)
+    store.rollback(summary.library_version)
+    assert store.get("I0001").level1 == "pyomo api"
+    assert ("code_implementation", "furniture production", "chairs and tables") not in {
+        (lab.stage.value, lab.level1, lab.level2) for lab in store.labels()}
+
+
+def test_a_named_label_that_retrieval_would_not_search_is_not_created(home):
+    settings, store, index, add, evolver = home
+    add(stage="code_implementation", level1="pyomo api", level2="misc")
+    unrelated = {"level1": "astronomy", "level2": "comets", "definition": "Orbits of comets around distant stars."}
+    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(unrelated)])
+    summary = evolver(script).evolve()
+    assert summary.rounds[0].retagged == {} and store.get("I0001").level1 == "pyomo api"
+    assert "astronomy" not in {lab.level1 for lab in store.labels(include_retired=True)}
+
+
+def test_the_scratch_copy_retrieves_as_the_library_does(home):
+    settings, store, index, add, evolver = home
+    add()
+    script = Script({}, {CONDITION: {"t1", "t3"}, "when x": {"t2"}})
+    learner = evolver(script).learner
+    t2 = store.get_task("toy_train/t2")
+    with Scratch(settings, store, index) as scratch:
+        assert [lab.key for lab in scratch.store.labels()] == [lab.key for lab in store.labels()]
+        assert scratch.chooses("I0001", store.get_task("toy_train/t3"), script.llm, "r") is True
+        assert scratch.chooses("I0001", t2, script.llm, "r") is False  # the source gate
+        scratch.change("I0001", condition="when x", source_tasks=["toy_train/t1", "toy_train/t2"], sources=[t2])
+        assert scratch.chooses("I0001", t2, script.llm, "r") is True
+    assert store.get("I0001").condition == CONDITION and len(store.versions("I0001")) == 1
+    assert learner.retriever.retrieve(t2.text, llm=script.llm, run_id="r") == []
+
+
+def test_one_evolution_at_a_time_per_home_and_killed_runs_are_closed(home):
+    settings, store, index, add, evolver = home
+    orphan = store.start_run({"job": "evolve", "pid": 2**22 + 12345})  # no such process
+    script = Script({"t1": None}, {})
+    with evolve_lock(settings.home):
+        assert evolve_running(settings.home).startswith("pid ")
+        with pytest.raises(EvolveBusy, match="already running on the library"):
+            evolver(script).evolve()
+    assert evolve_running(settings.home) is None
+    summary = evolver(script, max_problems=1).evolve(dry_run=True)
+    assert store.get_run(orphan.id).status.value == "failed"
+    assert store.get_run(summary.run_id).status.value == "finished"
+
+
+def test_a_stopped_run_is_recorded_as_stopped(home):
+    settings, store, index, add, evolver = home
+    add()
+    script = Script({}, {CONDITION: {"t1"}})
+    script.route = lambda prompt, user: KeyboardInterrupt("stopped by signal 15")  # type: ignore[method-assign]
+    script.llm.route = script.route
+    with pytest.raises(KeyboardInterrupt):
+        evolver(script).evolve()
     run = store.runs()[-1]
-    assert run.status.value == "finished" and run.counters["refined"] == 1
-
-
-def test_a_refinement_without_lift_is_reverted(library):
-    store, _, evolver = library
-    llm = _arms(RoutedLLM().on("generalize", GENERAL), with_reply=WRONG_LP_REPLY)
-    summary = evolver(llm).evolve()
-    assert summary.reverted == 1 and summary.refined == 0
-    versions = store.versions("I0001")
-    assert [v.condition for v in versions] == [SPECIFIC, GENERAL, SPECIFIC]  # history keeps the attempt
-    assert versions[-1].reason.startswith("evolve: refinement reverted (with 0, without 0)")
-    assert store.get("I0001").status == Status.VERIFIED
-
-
-def test_a_general_condition_that_still_names_the_problem_is_not_tried(library):
-    store, _, evolver = library
-    llm = RoutedLLM().on("generalize", "when the 40 workers make x")
-    summary = evolver(llm).evolve()
-    assert summary.unchanged == 1 and llm.prompt_names == ["generalize"]
-    assert len(store.versions("I0001")) == 1
-
-
-def test_dry_run_only_diagnoses(library):
-    store, _, evolver = library
-    llm = RoutedLLM()
-    summary = evolver(llm).evolve(dry_run=True)
-    assert summary.diagnosed == {TOO_SPECIFIC: 1} and llm.calls == []
-    assert "repeats numbers" in summary.outcomes["I0001"] and len(store.versions("I0001")) == 1
-
-
-def test_diagnosis_from_evidence(library):
-    store, _, _ = library
-    general = store.add_insight(InsightDraft(
-        stage="general_formulation", level1="constraints", level2="upper limits", condition=GENERAL,
-        explanation="copy each limit"), status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
-    sources = [store.get_task("toy_train/t1")]
-    config = EvolveConfig(min_recalls=3, min_uses=3)
-
-    def verdict() -> str:
-        return diagnose(store.get(general.id), store.evidence_for(general.id), sources, config).verdict
-
-    assert verdict() == ALIGNED  # no evidence yet
-    for n in range(3):
-        store.record_evidence(general.id, run_id=f"r{n}", retrieved=True, used=False)
-    assert verdict() == TOO_SPECIFIC  # recalled three times, never chosen
-    for n in range(3):
-        store.record_evidence(general.id, run_id=f"x{n}", retrieved=True, used=True, success=False)
-    assert verdict() == TOO_SPECIFIC  # a user's solve (no task) says only whether it ran: not counted
-    for n in range(3):
-        store.add_task("toy_train", f"o{n}", f"other problem {n}", 1.0)
-        store.record_evidence(general.id, task_id=f"toy_train/o{n}", run_id=f"u{n}", retrieved=True, used=True,
-                              success=False)
-    assert verdict() == HARMFUL  # chosen for other training problems, never right
-    for n in range(2):
-        store.record_evidence(general.id, task_id=f"toy_train/o{n}", run_id=f"v{n}", retrieved=True, used=True,
-                              success=True)
-    assert verdict() == HARMFUL  # right 2 times, wrong 3 times: a with/without check will decide
-    store.record_evidence(general.id, task_id="toy_train/o2", run_id="v2", retrieved=True, used=True, success=True)
-    assert verdict() == ALIGNED  # as often right as wrong
-
-
-def test_an_imported_insight_without_its_source_problems_is_left_unchanged(library):
-    store, _, evolver = library
-    store.set_status("I0001", Status.RETIRED)
-    store.add_task("elsewhere", "x2", "A problem text that came with an imported library, without its answer")
-    imported = store.add_insight(InsightDraft(
-        stage="general_formulation", level1="constraints", level2="upper limits", condition=GENERAL,
-        explanation="copy each limit"), status=Status.VERIFIED,
-        provenance={"source_tasks": ["elsewhere/x1", "elsewhere/x2"]})  # one not held, one held as text only
-    for n in range(3):
-        store.record_evidence(imported.id, run_id=f"r{n}", retrieved=True, used=False)
-    llm = RoutedLLM()
-    summary = evolver(llm).evolve()
-    assert summary.unchanged == 1 and llm.calls == []
-    assert "not in this home" in summary.outcomes[imported.id]
-
-
-NARROWED = GENERAL + ", but not when the limit is on a sum of several variables"
-
-
-@pytest.fixture
-def harmful(library):
-    """I0001 in general words (aligned with its source), chosen three times for another
-    training problem that was then answered wrong."""
-    store, index, evolver = library
-    store.revise("I0001", condition=GENERAL, reason="test: general")
-    index.upsert([store.get("I0001")])
-    other = store.add_task("toy_train", "t2", PROBLEM.replace("A plant", "Another plant"), 11.0)
-    for n in range(3):
-        store.record_evidence("I0001", task_id=other.id, run_id=f"u{n}", retrieved=True, used=True, success=False)
-    return store, index, evolver
-
-
-def _solves(llm: RoutedLLM, *programs: str) -> RoutedLLM:
-    for reply in programs:
-        llm.on("formulate", FORMULATION).on("write_program", reply)
-    return llm
-
-
-def test_a_harmful_insight_is_narrowed_when_the_narrowing_holds(harmful):
-    store, index, evolver = harmful
-    llm = RoutedLLM().on("check_insights", "I0001", "NONE", "I0001").on("narrow", f'"{NARROWED}"')
-    _solves(llm, LP_REPLY, LP_REPLY, LP_REPLY)  # without it: right; narrowed: not chosen, right; source: right
-    summary = evolver(llm).evolve()
-    assert summary.diagnosed == {HARMFUL: 1} and summary.narrowed == 1 and summary.retired == 0
-    insight = store.get("I0001")
-    assert insight.condition == NARROWED and insight.status == Status.VERIFIED
-    assert insight.provenance.evidence["narrowed"] == {
-        "check": "evolve-narrow", "misled": 1, "right_without": 1, "aided": 0, "helped": 0, "tasks": ["toy_train/t2"],
-        "still_wrong": 0, "sources": 1, "sources_kept": 1}
-    narrow = next(c for c in llm.calls if c.prompt_name == "narrow")
-    assert "Another plant" in narrow.user and GENERAL in narrow.user
-    assert [a.kind for a in store.attempts(task_id="toy_train/t2")] == ["evolve_without", "evolve_with"]
-    assert summary.outcomes["I0001"].startswith("harmful: narrowed (right on 1 problem(s) it had misled")
-    # the next run does not narrow again for the problems this narrowing fixed
-    again = RoutedLLM()
-    assert "narrowed" not in evolver(again).evolve().outcomes["I0001"] and again.calls == []
-
-
-def test_a_harmful_insight_whose_narrowing_does_not_hold_is_retired(harmful):
-    store, index, evolver = harmful
-    llm = RoutedLLM().on("check_insights", "I0001", "I0001").on("narrow", NARROWED)
-    _solves(llm, LP_REPLY, WRONG_LP_REPLY, LP_REPLY)  # still chosen for t2 and wrong with it
-    summary = evolver(llm).evolve()
-    assert summary.retired == 1 and summary.narrowed == 0
-    insight = store.get("I0001")
-    assert insight.status == Status.RETIRED and insight.condition == GENERAL  # the old condition, retired
-    assert insight.provenance.evidence["retired"]["still_wrong"] == 1
-    assert [v.condition for v in store.versions("I0001")][-3:] == [GENERAL, NARROWED, GENERAL]
-    assert index.recall(GENERAL) == [] or all(r.insight_id != "I0001" for r in index.recall(GENERAL))
-
-
-def test_problems_an_earlier_narrowing_fixed_are_not_narrowed_for_again(harmful):
-    store, _, evolver = harmful
-    store.revise("I0001", evidence={"narrowed": {"tasks": ["toy_train/t2"]}}, reason="test: narrowed before")
-    llm = RoutedLLM()
-    summary = evolver(llm).evolve()
-    assert "an earlier narrowing fixed them" in summary.outcomes["I0001"] and llm.calls == []
-
-
-def test_a_harmful_insight_is_kept_when_its_problems_fail_without_it_too(harmful):
-    store, _, evolver = harmful
-    llm = _solves(RoutedLLM().on("check_insights", "I0001"), WRONG_LP_REPLY)
-    summary = evolver(llm).evolve()
-    assert summary.unchanged == 1 and "fail without it too" in summary.outcomes["I0001"]
-    assert "narrow" not in llm.prompt_names and store.get("I0001").status == Status.VERIFIED
-
-
-@pytest.fixture
-def mixed(harmful):
-    """As ``harmful``, and chosen once for a third training problem that was answered right."""
-    store, index, evolver = harmful
-    third = store.add_task("toy_train", "t3", PROBLEM.replace("A plant", "A third plant"), 11.0)
-    store.record_evidence("I0001", task_id=third.id, run_id="w0", retrieved=True, used=True, success=True)
-    return store, index, evolver
-
-
-def test_an_insight_that_helped_as_often_as_it_misled_is_kept(mixed):
-    store, _, evolver = mixed
-    # without it: t2 (misled) comes out right, but t3 (right with it) comes out wrong
-    llm = _solves(RoutedLLM().on("check_insights", "I0001", "I0001"), LP_REPLY, WRONG_LP_REPLY)
-    summary = evolver(llm).evolve()
-    assert summary.diagnosed == {HARMFUL: 1} and summary.unchanged == 1 and summary.retired == 0
-    assert "no net harm: right without it on 1 of 1 problem(s) it misled, wrong without it on 1 of 1" in (
-        summary.outcomes["I0001"])
-    assert "narrow" not in llm.prompt_names and store.get("I0001").condition == GENERAL
-    assert [a.kind for a in store.attempts(task_id="toy_train/t3")] == ["evolve_without"]
-
-
-def test_an_insight_that_misled_more_than_it_helped_is_narrowed(mixed):
-    store, _, evolver = mixed
-    # without it both are right: it helped none; narrowed: not chosen for t2 and right; its source still right
-    llm = RoutedLLM().on("check_insights", "I0001", "I0001", "NONE", "I0001").on("narrow", NARROWED)
-    summary = evolver(_solves(llm, LP_REPLY, LP_REPLY, LP_REPLY, LP_REPLY)).evolve()
-    assert summary.narrowed == 1 and store.get("I0001").condition == NARROWED
-    assert store.get("I0001").provenance.evidence["narrowed"]["aided"] == 1
-    assert store.get("I0001").provenance.evidence["narrowed"]["helped"] == 0
+    assert run.status.value == "stopped" and "stopped by signal 15" in run.counters["error"]
+    assert evolve_running(settings.home) is None  # the lock went with the run
 
 
 INTEGER = ("declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
            "variables, whose optimum is fractional and differs from the whole-number optimum")
 
 
-def test_a_lesson_learned_twice_in_other_words_is_merged(library):
-    store, index, evolver = library
-    store.set_status("I0001", Status.RETIRED)
+def test_a_lesson_learned_twice_in_other_words_is_merged_first(home):
+    settings, store, index, add, evolver = home
     draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
     first = store.add_insight(InsightDraft(condition="The problem involves counting, buying, or choosing", **draft),
                               status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
     second = store.add_insight(InsightDraft(
         condition="When the problem involves counting, buying, or choosing, a program should use integer variables.",
         **draft), status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
-    other = store.add_insight(InsightDraft(
-        condition="when a share of the total is bounded", explanation="relate the variables, not a constant",
-        stage="general_formulation", level1="variables", level2="integrality"), status=Status.VERIFIED,
-        provenance={"source_tasks": ["toy_train/t1"]})
-    index.upsert([first, second, other])
-    # the conditions alone are too far apart for a merge; the lessons are not
-    assert index.recall(first.condition, k=3)[1].distance > 0.12
+    index.upsert([first, second])
     merged = {**draft, "condition": "when things are counted, bought or chosen", "example": ""}
-    llm = RoutedLLM().on("merge", json.dumps(merged)).on("check_insights", "NONE")
-    llm = _solves(llm, LP_REPLY)  # the merged lesson re-verified on the source problem
-    summary = evolver(llm).evolve()
-    assert summary.merged == 1 and summary.diagnosed[DUPLICATE] == 1
-    assert summary.outcomes[first.id] == "duplicate: merged with it into one re-verified lesson"
-    verified = store.list(status=Status.VERIFIED)
-    assert [i.condition for i in verified] == ["when a share of the total is bounded", merged["condition"]]
-    assert store.get(verified[1].id).provenance.evidence["merge_of"] == [first.id, second.id]
+    script = Script({"t1": None}, {}, merge=[json.dumps(merged)])
+    lines: list[str] = []
+    run = store.start_run({"job": "evolve"})
+    assert evolver(script).merge_duplicates(run.id, lines.append) == 1
+    assert "merged into one re-verified lesson" in lines[0]
+    assert [i.condition for i in store.list(status=Status.VERIFIED)] == [merged["condition"]]
     assert {store.get(i).status for i in (first.id, second.id)} == {Status.RETIRED}
 
 
-def test_duplicates_whose_source_problems_are_not_here_are_not_merged(library):
-    store, index, evolver = library
-    store.set_status("I0001", Status.RETIRED)
+def test_duplicates_whose_source_problems_are_not_here_are_not_merged(home):
+    settings, store, index, add, evolver = home
     draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
     pair = [store.add_insight(InsightDraft(condition=c, **draft), status=Status.VERIFIED,
                               provenance={"source_tasks": ["elsewhere/x1"]})
             for c in ("The problem involves counting", "When the problem involves counting, use integer variables.")]
     index.upsert(pair)
-    llm = RoutedLLM()
-    summary = evolver(llm).evolve()
-    assert summary.merged == 0 and llm.calls == []  # an imported library: nothing to re-verify a merge on
-    assert summary.outcomes[pair[0].id].startswith("duplicate: their source problems are not in this home")
-
-
-def test_a_training_solve_records_right_or_wrong_against_the_answer(library):
-    store, _, evolver = library
-    llm = _solves(RoutedLLM().on("check_insights", "I0001"), WRONG_LP_REPLY)
-    learner = evolver(llm).learner
-    run = store.start_run({"job": "test"})
-    solution = learner.solve(store.get_task("toy_train/t1"), run.id, "solve", 0)
-    assert solution.status == "optimal" and [i["id"] for i in solution.insights] == ["I0001"]
-    outcomes = [(e.task_id, e.used, e.success) for e in store.evidence_for("I0001") if e.success is not None]
-    assert outcomes == [("toy_train/t1", True, False)]  # it ran, but it was wrong: not a task-less "ran" row
+    script = Script({}, {})
+    lines: list[str] = []
+    assert evolver(script).merge_duplicates("R0000", lines.append) == 0
+    assert script.llm.calls == [] and "not all held with an answer" in lines[0]

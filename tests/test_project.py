@@ -145,6 +145,10 @@ NODE_KWARGS = {
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
     "narrow": {"condition": "C", "explanation": "E", "problem": "P"},
+    "evolve_condition": {"problem": "P", "condition": "C", "explanation": "E",
+                         "avoid": prompts.AVOID.format(problem="Q"), "avoid_clause": prompts.AVOID_CLAUSE},
+    "evolve_label": {"problem": "P", "condition": "C", "explanation": "E",
+                     "labels": "general_formulation / variables / integrality: Whether a quantity must be whole"},
 }
 
 

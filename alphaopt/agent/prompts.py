@@ -277,6 +277,30 @@ MERGE = """These lessons say nearly the same thing:
 Write one lesson that covers all of them, as JSON:
 {{"stage": "{stage}", "level1": "{level1}", "level2": "{level2}", "condition": "...", "explanation": "...", "example": "..."}}"""
 
+EVOLVE_CONDITION = PROBLEM + """
+A lesson learned from other problems:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+The lesson helps on problems like the one above.{avoid}
+Rewrite the condition so that it says when the lesson applies: it must cover problems like the one above{avoid_clause}, in general words, with no numbers, names or products. Answer with the condition only, one sentence starting with "when"."""
+
+#: The ``{avoid}`` part of ``EVOLVE_CONDITION`` when the lesson misled a problem (its
+#: ``{avoid_clause}`` is then ``AVOID_CLAUSE``; both are empty otherwise).
+AVOID = """
+It misled this other problem, where the answer was wrong with the lesson and right without it:
+<other_problem>
+{problem}
+</other_problem>"""
+AVOID_CLAUSE = " and leave out problems like the other one"
+
+EVOLVE_LABEL = PROBLEM + """
+A lesson that helps on problems like the one above:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+None of these categories fits it:
+{labels}
+Name a new category for it, as JSON only: {{"level1": "<a broad category, two or three words>", "level2": "<a narrower category, two to four words>", "definition": "<one sentence: which problems and which modelling decision the category covers, in general words>"}}"""
+
 # The placebo lesson of the learner's counterfactual check: in the form of a learned insight, it
 # only restates what the prompts already ask. A candidate must beat it as well as the run
 # without it: with one sample each, any change to the prompt can turn a slip (a typo, a dropped
@@ -306,6 +330,8 @@ PROMPTS: dict[str, str] = {
     "generalize": GENERALIZE,
     "narrow": NARROW,
     "merge": MERGE,
+    "evolve_condition": EVOLVE_CONDITION,
+    "evolve_label": EVOLVE_LABEL,
 }
 
 

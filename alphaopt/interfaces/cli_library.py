@@ -271,32 +271,95 @@ def library_rebuild(**kwargs: Any) -> None:
 
 
 @library.command("evolve")
-@click.option("--dry-run", is_flag=True, help="Only print the diagnosis of each verified insight.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rounds of replay, refinement and re-tagging (fewer when a round changes nothing).")
+@click.option("--candidates", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Candidate conditions written for each insight that retrieval misaligns.")
+@click.option("--unretrieved-tries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Insights given, one at a time, to each training problem the library gets wrong.")
+@click.option("--max-problems", type=click.IntRange(min=1),
+              help="Replay at most N training problems (the insights' source problems first).")
+@click.option("--fresh", is_flag=True, help="Solve every arm again instead of reusing solves recorded earlier "
+                                            "with the same model and prompt content.")
+@click.option("--no-merge", is_flag=True, help="Do not merge insights that say nearly the same first.")
+@click.option("--dry-run", is_flag=True, help="Only replay: print the pair labels and the metrics; change nothing.")
 @_settings_options
 @_errors
-def library_evolve(dry_run: bool, **kwargs: Any) -> None:
-    """Diagnose retrieval misalignment: merge insights that say the same, refine too specific
-    conditions (kept only when a solve of their source problems shows a lift) and narrow harmful
-    ones (retired when narrowing fails)."""
-    from alphaopt.agent.run import solver_runner
-    from alphaopt.learning.evolve import Evolver
-    from alphaopt.learning.learn import Learner
+def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_problems: int | None, fresh: bool,
+                   no_merge: bool, dry_run: bool, **kwargs: Any) -> None:
+    """Evolve the library on the training problems it holds with answers: replay retrieval and
+    label each (insight, problem) pair positive, negative or unretrieved by solving with and
+    without the insight; rewrite misaligned conditions (the best of several candidates, judged by
+    retrieval); re-tag insights to the labels retrieval finds them under; report retrieval
+    precision, recall and training accuracy per round. Every change is a new version:
+    `alphaopt library rollback N` undoes the run."""
     from alphaopt.agent.retrieval import open_library
+    from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.evolve import EvolveConfig, Evolver, evolve_running
+    from alphaopt.learning.learn import Learner
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(kwargs)
+    busy = evolve_running(settings.home)  # refused before the model loads; the run itself takes the lock
+    if busy:
+        raise InputError(f"An evolution run is already running on the library in {str(settings.home)!r} ({busy}). "
+                         "One runs at a time per home: wait for it to finish, or stop it first.")
     store, index = open_library(settings)
     command = "alphaopt library " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-
-    def report(found: Any, outcome: str) -> None:
-        click.echo(f"{found.insight_id}: {found.verdict} ({found.reason}; recalled {found.recalled}, chosen "
-                   f"elsewhere {found.used_elsewhere}, right {found.right_elsewhere}) -> {outcome}")
-
+    config = EvolveConfig(rounds=rounds, candidates=candidates, unretrieved_tries=unretrieved_tries,
+                          max_problems=max_problems, reuse=not fresh, merge=not no_merge)
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
-        summary = Evolver(Learner(settings, store, index, llm, runner)).evolve(
-            command=command, dry_run=dry_run, on_insight=report)
-    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.diagnosed.items())) or "no verified insights"
-    click.echo(f"Run {summary.run_id}: {verdicts}; refined {summary.refined}, reverted {summary.reverted}, "
-               f"narrowed {summary.narrowed}, retired {summary.retired}, merged {summary.merged}, "
-               f"unchanged {summary.unchanged}.")
+        summary = Evolver(Learner(settings, store, index, llm, runner), config).evolve(
+            command=command, dry_run=dry_run, on_event=click.echo)
+    click.echo(f"Run {summary.run_id}: {len(summary.rounds)} round(s), merged {summary.merged}.")
+    for r in summary.rounds:
+        click.echo(f"  round {r.round} before: {r.before.line()}")
+        if r.after is not None:
+            click.echo(f"  round {r.round} after:  {r.after.line()}")
+        click.echo(f"  round {r.round}: refined {len(r.refined)}, retired {len(r.retired)}, re-tagged "
+                   f"{len(r.retagged)}, labels retired {len(r.labels_retired)}; {r.solved} solves, {r.reused} reused")
+    if not dry_run and store.library_version() != summary.library_version:
+        click.echo(f"Undo this run with: alphaopt library rollback {summary.library_version}")
+
+
+@library.command("versions")
+@click.option("--since", type=int, default=0, show_default=True, help="Only versions after this number.")
+@click.option("--limit", type=int, default=30, show_default=True, help="Show the latest N (0: all).")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_versions(since: int, limit: int, home: Path | None) -> None:
+    """List the library's versions: one per committed change, newest last (roll back to any)."""
+    store = _open_store(home)
+    versions = store.library_versions(since=since)
+    for v in versions[-limit:] if limit else versions:
+        changed = ", ".join([*v.insights, *v.labels])
+        click.echo(f"{v.number:>5}  {v.created_at[:19].replace('T', ' ')}  {v.actor or '-'}: {v.reason}"
+                   + (f"  [{changed}]" if changed else ""))
+    if not versions:
+        click.echo("The library has no versions yet.")
+
+
+@library.command("rollback")
+@click.argument("version", type=int)
+@click.option("--reason", help="Why (the new version's note; default: 'rollback to library version N').")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_rollback(version: int, reason: str | None, home: Path | None) -> None:
+    """Restore the library to library VERSION (see `alphaopt library versions`). Nothing is lost:
+    the restore is a new version, and rolling back to the version before it undoes it."""
+    from alphaopt.agent.retrieval import open_library
+    from alphaopt.learning.evolve import evolve_running
+
+    settings = load_settings(home=home)
+    busy = evolve_running(settings.home)
+    if busy:
+        raise InputError(f"An evolution run is changing this library ({busy}): wait for it to finish or stop it "
+                         "before rolling back.")
+    store, index = open_library(settings)
+    restored = store.rollback(version, reason=reason)
+    index.rebuild(store)
+    click.echo(f"Restored library version {version} as version {restored.number} ({len(restored.insights)} "
+               f"insight(s) and {len(restored.labels)} label(s) changed"
+               + (f": {', '.join([*restored.insights, *restored.labels])}" if restored.insights or restored.labels
+                  else "") + ").")

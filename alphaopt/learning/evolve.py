@@ -1,74 +1,106 @@
-"""The library's evolution job: find verified insights that retrieval misses, refine their
-conditions, and keep a refinement only when a solver run proves it.
+"""The library's evolution job (the AlphaOPT paper's evolution phase): find where retrieval and
+the insights disagree with solver-checked outcomes, refine the conditions, and re-tag.
 
-Run with: alphaopt library evolve --dry-run
+Run with: alphaopt library evolve --rounds 1
 
-For each verified insight it reads the retrieval evidence the library recorded and diagnoses:
+It works on the training problems the library holds with their answers. First, verified insights
+that say nearly the same are merged (the learner's merge, kept only if the merged lesson solves
+all their source problems). Then, each round:
 
-- ``too specific``: the condition repeats numbers from its source problem, or recall returned
-  the insight ``min_recalls`` times or more and the applicability check never chose it. Such a
-  condition only ever matches its source, so the lesson never reaches another problem. The
-  condition is rewritten in general words (the ``generalize`` prompt) as a new version; then
-  each source problem is solved without the insight and with the library as a user gets it (the
-  insight has to be recalled and chosen, not forced). The new version stays only on a lift
-  (``with >= without + margin`` and at least one success); otherwise the old condition is
-  restored as a newer version, so the history shows both.
-- ``harmful``: chosen ``min_uses`` times or more for other training problems and wrong more
-  often than right there (only training problems count: their answer is known). That is only a
-  suspicion, settled by a with/without comparison on the training problems this home holds (up
-  to ``max_sources`` of each kind): those it was chosen for and answered wrong are solved
-  without it (right now: it misled them), and those it was chosen for and answered right are
-  solved without it too (wrong now: it helped them). Unless it misled more than it helped,
-  nothing changes. Otherwise the condition is narrowed ("... but not when ...", the ``narrow``
-  prompt, shown one problem it misled) as a new version, and the misled problems are solved
-  again with the library: the narrowed condition stays only if none of them is wrong any more
-  and its own source problems (where this home holds them) are still solved with it. If the
-  narrowing does not hold, the old condition is restored and the insight is retired, with the
-  with/without counts in its evidence.
-- ``aligned``: nothing to do.
+1. **replay** (``learning.replay``): retrieval runs on every problem as a user gets it, and
+   with/without solves label each (insight, problem) pair positive, negative, unretrieved or
+   neutral; solves recorded earlier with the same prompt content are reused. The round's
+   metrics come from it: training accuracy with the library, and retrieval precision and recall
+   against the pair labels.
+2. **refine** (``learning.conditions``): for each insight with negative or unretrieved pairs,
+   several candidate conditions are written and the one whose retrieval (on a scratch copy of
+   the library, through the real recall path) best keeps its positives, leaves out its
+   negatives and reaches its unretrieved problems replaces the condition, when it beats the
+   current one. An insight that misled clearly more problems than it helped
+   (``retire_net_harm``), and that no condition keeps from them, is retired.
+3. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
+   problems it helps, or to a new label with a definition; labels left without an insight are
+   retired.
+4. the metrics again, on the same pairs, with the library as it is now.
 
-Before those, verified insights that say nearly the same (a lesson learned twice in other words)
-are merged by the learner's merge, which keeps the merged lesson only if it solves all their
-source problems.
-
-Every step commits on its own; the job is recorded as a learning run, so it shows in the runs
-list with its counters.
+Rounds stop early when one changes nothing. Every change is a new insight version and a library
+version naming this run (``alphaopt library versions``); ``alphaopt library rollback N`` with
+the version the run started from undoes it. The run is recorded with its process id and its
+per-round metrics; one evolution runs at a time per home (a lock file in the home).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-from alphaopt.learning.learn import Learner, specific
-from alphaopt.llm.client import CallContext, LLMClient
-from alphaopt.agent.retrieval import LibraryRetriever
-from library import Insight, Status, Task
-from library.errors import NotFoundError
+from alphaopt.errors import AlphaoptError
+from alphaopt.learning import conditions, retag
+from alphaopt.learning.learn import Learner
+from alphaopt.learning.replay import (
+    NEGATIVE,
+    POSITIVE,
+    UNRETRIEVED,
+    Metrics,
+    Outcomes,
+    Replay,
+    Replayer,
+    retrieval_scores,
+)
+from alphaopt.learning.scratch import Scratch
+from alphaopt.llm.client import CallContext
+from library import Insight, NotFoundError, Status, Task
 
-TOO_SPECIFIC, HARMFUL, ALIGNED, DUPLICATE = "too specific", "harmful", "aligned", "duplicate"
+LOCK_FILE = "evolve.lock"
+
+
+class EvolveBusy(AlphaoptError):
+    """Another evolution run holds this home."""
 
 
 @dataclass
 class EvolveConfig:
-    """When a diagnosis fires, and how many source problems a refinement is checked on."""
+    """How an evolution run works (defaults are frugal: every embedded-model call is slow)."""
 
-    min_recalls: int = 3
-    min_uses: int = 3
-    max_sources: int = 3
+    rounds: int = 1
+    candidates: int = 3  # candidate conditions written per misaligned insight
+    candidate_temperature: float = 0.7  # for the candidates after the first (greedy) one
+    unretrieved_tries: int = 2  # insights given to each problem the library gets wrong
+    max_problems: int | None = None  # training problems replayed (sources of insights first)
+    retire_net_harm: int = 2  # retire when negatives exceed helped pairs by this many and no condition helps
+    reuse: bool = True  # reuse solves recorded earlier with the same model and prompt content
+    merge: bool = True
 
 
 @dataclass
-class Diagnosis:
-    """What the evidence says about one insight."""
+class RoundReport:
+    """What one round found and changed."""
 
-    insight_id: str
-    verdict: str
-    reason: str
-    recalled: int = 0
-    used_elsewhere: int = 0
-    right_elsewhere: int = 0
+    round: int
+    before: Metrics
+    after: Metrics | None = None
+    solved: int = 0
+    reused: int = 0
+    pairs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    refined: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retired: list[str] = field(default_factory=list)
+    retagged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels_retired: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.refined or self.retired or self.retagged or self.labels_retired)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["before"] = self.before.as_dict()
+        data["after"] = self.after.as_dict() if self.after else None
+        return data
 
 
 @dataclass
@@ -76,228 +108,304 @@ class EvolveSummary:
     """What one evolution run did."""
 
     run_id: str
-    diagnosed: dict[str, int] = field(default_factory=dict)
-    refined: int = 0
-    reverted: int = 0
-    narrowed: int = 0
-    retired: int = 0
+    library_version: int  # the library version it started from (roll back to it to undo the run)
     merged: int = 0
-    unchanged: int = 0
-    outcomes: dict[str, str] = field(default_factory=dict)
+    rounds: list[RoundReport] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"library_version": self.library_version, "merged": self.merged,
+                "rounds": [r.as_dict() for r in self.rounds],
+                "solved": sum(r.solved for r in self.rounds), "reused": sum(r.reused for r in self.rounds)}
 
 
-def diagnose(insight: Insight, evidence: list[Any], sources: list[Task], config: EvolveConfig) -> Diagnosis:
-    """The verdict on one insight from its evidence (no model call)."""
-    source_ids = set(insight.provenance.source_tasks)
-    elsewhere = [e for e in evidence if e.task_id not in source_ids]
-    recalled = sum(e.retrieved and not e.used for e in elsewhere)
-    # right or wrong is known only for a training problem (a user's solve records whether it ran)
-    used = [e for e in elsewhere if e.used and e.success is not None and e.task_id]
-    right = sum(bool(e.success) for e in used)
-    counts = {"recalled": recalled, "used_elsewhere": len(used), "right_elsewhere": right}
-    if any(specific(insight.condition, t.text) for t in sources):
-        return Diagnosis(insight.id, TOO_SPECIFIC, "its condition repeats numbers from its source problem", **counts)
-    if recalled >= config.min_recalls and not used:
-        return Diagnosis(insight.id, TOO_SPECIFIC, f"recalled {recalled} times, never chosen", **counts)
-    if len(used) >= config.min_uses and right < len(used) - right:
-        return Diagnosis(insight.id, HARMFUL, f"chosen {len(used)} times for other problems, right on {right}",
-                         **counts)
-    return Diagnosis(insight.id, ALIGNED, "chosen where it applies, or too little evidence yet", **counts)
+@contextmanager
+def evolve_lock(home: Path) -> Iterator[IO[str]]:
+    """Hold the home's evolution lock for the block (released when the process ends, too).
+
+    Raises:
+        EvolveBusy: another process holds it.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise EvolveBusy(f"An evolution run is already running on the library in {str(home)!r} ({holder}). One runs "
+                         "at a time per home: wait for it to finish, or stop it first (Stop on the app's Learn "
+                         "page, or kill its process).") from None
+    try:
+        _note(handle, f"pid {os.getpid()}")
+        yield handle
+    finally:
+        _note(handle, "")
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def evolve_running(home: Path) -> str | None:
+    """Who holds the home's evolution lock (``"pid 123, run R0004"``), or None when nobody does."""
+    if not (home / LOCK_FILE).is_file():
+        return None
+    try:
+        with evolve_lock(home):
+            return None
+    except EvolveBusy:
+        return (home / LOCK_FILE).read_text().strip() or "another process"
+
+
+def _note(handle: IO[str], text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()
 
 
 class Evolver:
-    """Diagnoses and refines the verified insights of the learner's library."""
+    """Evolves the library of a learner (its store, index, model and solver)."""
 
     def __init__(self, learner: Learner, config: EvolveConfig | None = None) -> None:
         self.learner = learner
         self.store, self.index = learner.store, learner.index
         self.config = config or EvolveConfig()
 
-    def diagnoses(self) -> list[Diagnosis]:
-        """The verdict on every verified insight."""
-        found = []
-        for insight in self.store.list(status=Status.VERIFIED):
-            found.append(diagnose(insight, self.store.evidence_for(insight.id), self._sources(insight), self.config))
-        return found
-
-    def _sources(self, insight: Insight) -> list[Task]:
-        """The insight's source problems that this home holds with their answers (an imported
-        library brings their texts only)."""
-        return self.store.answered_tasks(insight.provenance.source_tasks)
+    def tasks(self) -> list[Task]:
+        """The training problems held with an answer, the insights' source problems first."""
+        answered = [t for t in self.store.tasks() if t.answer is not None]
+        sources = {s for i in self.store.list(status=Status.VERIFIED) for s in i.provenance.source_tasks}
+        ordered = sorted(answered, key=lambda t: t.id not in sources)
+        return ordered[: self.config.max_problems] if self.config.max_problems else ordered
 
     def evolve(self, *, command: str = "", dry_run: bool = False,
-               on_insight: Callable[[Diagnosis, str], None] | None = None) -> EvolveSummary:
-        """Diagnose every verified insight, refine the too specific ones and narrow (or retire)
-        the harmful ones (unless ``dry_run``)."""
-        run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run,
-                                    "model": self.learner.settings.model_name, **asdict(self.config)})
-        summary = EvolveSummary(run_id=run.id)
-        try:
-            self.merge_duplicates(run.id, summary, dry_run=dry_run, on_insight=on_insight)
-            for found in self.diagnoses():
-                summary.diagnosed[found.verdict] = summary.diagnosed.get(found.verdict, 0) + 1
-                outcome = found.reason
-                if found.verdict == TOO_SPECIFIC and not dry_run:
-                    outcome = self.refine(self.store.get(found.insight_id), run.id, summary)
-                elif found.verdict == HARMFUL and not dry_run:
-                    outcome = self.narrow(self.store.get(found.insight_id), run.id, summary)
-                earlier = summary.outcomes.get(found.insight_id)
-                summary.outcomes[found.insight_id] = (f"{earlier}; " if earlier else "") + f"{found.verdict}: {outcome}"
-                self.store.update_run(run.id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
-                if on_insight:
-                    on_insight(found, outcome)
-        except BaseException as exc:
-            self.store.finish_run(run.id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                  counters={**summary.as_dict(), "error": repr(exc)}, tokens=self.learner.ledger.spent)
-            raise
-        self.store.finish_run(run.id, status="finished", counters=summary.as_dict(), tokens=self.learner.ledger.spent)
+               on_event: Callable[[str], None] | None = None) -> EvolveSummary:
+        """Merge, then replay, refine and re-tag for ``config.rounds`` rounds (only replay and
+        report with ``dry_run``).
+
+        Raises:
+            EvolveBusy: another evolution run holds this home.
+        """
+        say = on_event or (lambda line: None)
+        with evolve_lock(self.learner.settings.home) as lock:
+            self._close_orphaned_runs()
+            version = self.store.library_version()
+            run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run, "pid": os.getpid(),
+                                        "model": self.learner.settings.model_name, "library_version": version,
+                                        **asdict(self.config)})
+            _note(lock, f"pid {os.getpid()}, run {run.id}")
+            summary = EvolveSummary(run_id=run.id, library_version=version)
+            try:
+                self._run(run.id, summary, dry_run, say)
+            except BaseException as exc:
+                status = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+                self.store.finish_run(run.id, status=status, counters={**summary.as_dict(), "error": repr(exc)},
+                                      tokens=self.learner.ledger.spent)
+                raise
+            self.store.finish_run(run.id, status="finished", counters=summary.as_dict(),
+                                  tokens=self.learner.ledger.spent)
         return summary
 
-    def merge_duplicates(self, run_id: str, summary: EvolveSummary, *, dry_run: bool = False,
-                         on_insight: Callable[[Diagnosis, str], None] | None = None) -> None:
+    def _save(self, summary: EvolveSummary) -> None:
+        self.store.update_run(summary.run_id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
+
+    def _run(self, run_id: str, summary: EvolveSummary, dry_run: bool, say: Callable[[str], None]) -> None:
+        actor = f"evolve {run_id}"
+        if self.config.merge and not dry_run:
+            summary.merged = self.merge_duplicates(run_id, say)
+            self._save(summary)
+        tasks = self.tasks()
+        if not tasks:
+            say("No training problem with a known answer in this library: add some with `alphaopt learn FILE`.")
+            return
+        labels_before = {(i.stage.value, i.level1, i.level2)
+                         for i in self.store.list(status=[Status.CANDIDATE, Status.VERIFIED])}
+        outcomes = Outcomes(self.store, self.learner.settings.model_name, self.learner.config.correct,
+                            reuse=self.config.reuse)
+        replayer = Replayer(self.learner, run_id, outcomes, unretrieved_tries=self.config.unretrieved_tries)
+        for number in range(1, self.config.rounds + 1):
+            say(f"Round {number}: replaying retrieval on {len(tasks)} training problems")
+            replay = replayer.replay(tasks, on_problem=lambda p: say(
+                f"  {p.task.id}: {'right' if p.right else 'wrong'} with {[i['id'] for i in p.chosen] or 'no insight'}"))
+            report = RoundReport(number, replay.metrics(), solved=replay.solved, reused=replay.reused,
+                                 pairs=replay.groups())
+            summary.rounds.append(report)
+            say(f"Round {number} before: {report.before.line()}; {replay.solved} solves, {replay.reused} reused")
+            for insight_id, groups in sorted(report.pairs.items()):
+                say(f"  {insight_id}: " + ", ".join(f"{label} {ids}" for label, ids in sorted(groups.items())))
+            self._save(summary)
+            if dry_run:
+                return
+            reason = f"evolve {run_id} round {number}"
+            with Scratch(self.learner.settings, self.store, self.index) as scratch:
+                self._refine(replay, report, scratch, run_id, actor, reason, say)
+                self._retag(replay, report, scratch, run_id, actor, reason, say)
+            report.labels_retired = retag.retire_emptied(self.learner, labels_before, actor=actor,
+                                                         reason=f"{reason}: label left without insights")
+            for path in report.labels_retired:
+                say(f"  label {path} retired: no insight carries it any more")
+            if report.changed:
+                solved, reused = replayer.solved, replayer.reused
+                report.after = self._measure(replayer, tasks, replay)
+                report.solved += replayer.solved - solved
+                report.reused += replayer.reused - reused
+                say(f"Round {number} after: {report.after.line()}; {replayer.solved - solved} solves, "
+                    f"{replayer.reused - reused} reused")
+            else:
+                say(f"Round {number}: nothing to change")
+            self._save(summary)
+            if not report.changed:
+                return
+
+    # -- the steps of a round ----------------------------------------------------------------
+
+    def _groups(self, replay: Replay, insight_id: str) -> conditions.Groups:
+        tasks = {p.task.id: p.task for p in replay.problems}
+        found = replay.groups().get(insight_id, {})
+        return conditions.Groups(*([tasks[t] for t in found.get(label, [])]
+                                   for label in (POSITIVE, NEGATIVE, UNRETRIEVED)))
+
+    def _refine(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
+                say: Callable[[str], None]) -> None:
+        tasks = {p.task.id: p.task for p in replay.problems}
+        threshold = self.learner.settings.experimental.retrieval_source_similarity
+        for insight_id in sorted(report.pairs):
+            groups = self._groups(replay, insight_id)
+            insight = self.store.get(insight_id)
+            if insight.status != Status.VERIFIED or not (groups.negative or groups.unretrieved):
+                continue
+            context = CallContext(run_id=run_id, node="evolve_condition")
+            candidates = conditions.write_candidates(self.learner, insight, groups, self.config.candidates,
+                                                     self.config.candidate_temperature, context,
+                                                     sources=self._sources(insight))
+            gated = conditions.gated_out(self.learner, insight, groups.unretrieved, threshold)
+            scores = [conditions.score(scratch, insight, v, groups, tasks, self.learner, run_id)
+                      for v in conditions.variants(insight, candidates, gated)]
+            win, base = conditions.best(scores), scores[0]
+            record = {"round": report.round, "run_id": run_id, "positive": [t.id for t in groups.positive],
+                      "negative": [t.id for t in groups.negative], "unretrieved": [t.id for t in groups.unretrieved],
+                      "candidates": candidates, "scores": [s.as_dict() for s in scores],
+                      "chosen": win.variant.origin if win is not base else "current"}
+            net_harm = len(groups.negative) - len(groups.positive) - len(groups.unretrieved)
+            if win is not base:
+                self._keep(insight, win, record, scratch, actor, reason)
+                report.refined[insight_id] = {"from": insight.condition, "to": win.variant.condition,
+                                              "origin": win.variant.origin,
+                                              "add_sources": list(win.variant.add_sources),
+                                              "score": [base.total, win.total], "candidates": len(candidates)}
+                say(f"  {insight_id} refined ({win.variant.origin} of {len(candidates)}; retrieval right on "
+                    f"{win.total} of {len(groups.all)} labelled problems, {base.total} before): {win.variant.condition}")
+            elif net_harm >= self.config.retire_net_harm and base.excluded < len(groups.negative):
+                with self.store.transaction(reason=f"{reason}: {insight_id} retired", actor=actor):
+                    self.store.retire(insight_id, evidence={"evolve": record},
+                                      reason=f"{reason}: misled {len(groups.negative)} problem(s), helped "
+                                             f"{len(groups.positive) + len(groups.unretrieved)}; no condition "
+                                             "kept it from them")
+                self.index.remove(insight_id)
+                scratch.store.set_status(insight_id, Status.RETIRED)
+                scratch.index.remove(insight_id)
+                report.retired.append(insight_id)
+                say(f"  {insight_id} retired: misled {len(groups.negative)}, helped "
+                    f"{len(groups.positive) + len(groups.unretrieved)}, and no candidate kept it from them")
+            else:
+                scratch.change(insight_id, condition=insight.condition, source_tasks=list(insight.provenance.source_tasks))
+                say(f"  {insight_id} unchanged: no candidate beat its condition ({base.total} of {len(groups.all)})")
+
+    def _keep(self, insight: Insight, win: conditions.Score, record: dict[str, Any], scratch: Scratch, actor: str,
+              reason: str) -> None:
+        """Write the chosen variant to the library as a new version (and leave the copy at it)."""
+        sources = [*insight.provenance.source_tasks,
+                   *(t for t in win.variant.add_sources if t not in insight.provenance.source_tasks)]
+        note = (f"{reason}: condition chosen by retrieval from {len(record['candidates'])} candidate(s) "
+                f"({win.kept} positive kept, {win.excluded} negative left out, {win.reached} unretrieved reached)")
+        with self.store.transaction(reason=note, actor=actor):
+            new = self.store.revise(insight.id, condition=win.variant.condition, source_tasks=sources,
+                                    evidence={**insight.provenance.evidence, "evolve": record}, reason=note)
+        self.index.upsert([new])
+        scratch.change(insight.id, condition=new.condition, source_tasks=list(new.provenance.source_tasks))
+
+    def _retag(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
+               say: Callable[[str], None]) -> None:
+        n = self.learner.settings.experimental.retrieval_labels
+        for insight_id in sorted(report.pairs):
+            insight = self.store.get(insight_id)
+            groups = self._groups(replay, insight_id)
+            if insight.status != Status.VERIFIED:
+                continue
+            moved = retag.retag(self.learner, scratch, insight, [*groups.positive, *groups.unretrieved], n=n,
+                                run_id=run_id, actor=actor, reason=f"{reason}: re-tag {insight_id}")
+            if moved:
+                report.retagged[insight_id] = moved
+                say(f"  {insight_id} re-tagged {moved['from']} -> {moved['to']}"
+                    + (" (a new label)" if moved["created"] else "")
+                    + f": searched for {moved['hits_after']} of its {moved['problems']} helped problem(s), "
+                      f"{moved['hits_before']} before")
+
+    def _measure(self, replayer: Replayer, tasks: list[Task], replay: Replay) -> Metrics:
+        """The metrics with the library as it is now, on the round's pair labels."""
+        chosen: dict[str, set[str]] = {}
+        right = 0
+        for task in tasks:
+            found = replayer.chosen(task)
+            chosen[task.id] = {i["id"] for i in found}
+            right += replayer.outcome(task, found, "evolve_with")
+        precision, recall = retrieval_scores(replay.pairs, lambda p: p.insight_id in chosen[p.task_id])
+        before = replay.metrics()
+        return Metrics(problems=len(tasks), right=right, positive=before.positive, negative=before.negative,
+                       unretrieved=before.unretrieved, neutral=before.neutral, precision=precision, recall=recall)
+
+    def _sources(self, insight: Insight) -> list[Task]:
+        """The insight's source problems held here (with or without an answer)."""
+        found = []
+        for task_id in insight.provenance.source_tasks:
+            try:
+                found.append(self.store.get_task(task_id))
+            except NotFoundError:
+                continue
+        return found
+
+    # -- merging and bookkeeping -------------------------------------------------------------
+
+    def merge_duplicates(self, run_id: str, say: Callable[[str], None]) -> int:
         """Merge verified insights that say nearly the same (``Learner.near_duplicate``): the
         learner's merge writes one lesson for both and keeps it only if it solves all their
-        source problems, then retires the two."""
+        source problems held with an answer. Returns how many merges were kept."""
+        merged = 0
         for insight in self.store.list(status=Status.VERIFIED):
             if self.store.get(insight.id).status != Status.VERIFIED:
                 continue  # merged away earlier in this pass
             other = self.learner.near_duplicate(insight)
             if other is None:
                 continue
-            found = Diagnosis(insight.id, DUPLICATE, f"says nearly what {other.id} says")
-            summary.diagnosed[DUPLICATE] = summary.diagnosed.get(DUPLICATE, 0) + 1
-            outcome = found.reason
             sources = {t for m in (insight, other) for t in m.provenance.source_tasks}
-            if len(self._sources(insight)) + len(self._sources(other)) < len(sources):
-                outcome = "their source problems are not in this home (an imported library): both kept"
-            elif not dry_run:
-                merged = self.learner.merge(insight, run_id)
-                summary.merged += merged
-                outcome = ("merged with it into one re-verified lesson" if merged
-                           else "the merged lesson did not solve their source problems: both kept")
-            summary.outcomes[insight.id] = f"{DUPLICATE}: {outcome}"
-            self.store.update_run(run_id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
-            if on_insight:
-                on_insight(found, outcome)
+            if len(self.store.answered_tasks(sorted(sources))) < len(sources):
+                say(f"  {insight.id} says nearly what {other.id} says; their source problems are not all held "
+                    "with an answer (an imported library): both kept")
+                continue
+            done = self.learner.merge(insight, run_id)
+            merged += done
+            say(f"  {insight.id} and {other.id} say nearly the same: "
+                + ("merged into one re-verified lesson" if done else "the merged lesson did not solve their "
+                   "source problems; both kept"))
+        return merged
 
-    def refine(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
-        """Rewrite a too specific condition and keep it only if it lifts its source problems."""
-        sources = self._sources(insight)[: self.config.max_sources]
-        if not sources:
-            summary.unchanged += 1
-            return "its source problems are not in this home (an imported library): unchanged"
-        condition = self.learner.general_condition(insight.condition, insight.explanation,
-                                                   CallContext(run_id=run_id, node="evolve"))
-        if not condition or any(specific(condition, t.text) for t in sources):
-            summary.unchanged += 1
-            return "no general condition came back; unchanged"
-        old = insight
-        new = self.store.revise(insight.id, condition=condition, reason="evolve: the condition in general words")
-        self.index.upsert([new])
-        margin = self.learner.config.accept_margin
-        without = with_ = 0
-        for task in sources:
-            without += self._right_without(insight.id, task, run_id)
-            with_ += self._solved_with(insight.id, task, run_id, must_choose=True)
-        evidence = {"check": "evolve", "without": without, "with": with_, "sources": len(sources)}
-        if with_ >= without + margin and with_ >= 1:
-            self.store.revise(insight.id, evidence={**old.provenance.evidence, "refined": evidence},
-                              reason="evolve: refinement verified")
-            summary.refined += 1
-            return f"refined (with {with_}, without {without} on {len(sources)} source problem(s))"
-        restored = self.store.revise(insight.id, condition=old.condition,
-                                     reason=f"evolve: refinement reverted (with {with_}, without {without})")
-        self.index.upsert([restored])
-        summary.reverted += 1
-        return f"reverted: no lift (with {with_}, without {without} on {len(sources)} source problem(s))"
+    def _close_orphaned_runs(self) -> None:
+        """Evolution runs still marked running, whose process is gone, were killed: mark them failed
+        (only called while holding the lock, so no other evolution is alive on this home)."""
+        for run in self.store.runs():
+            pid = run.settings.get("pid")
+            if run.status.value == "running" and run.settings.get("job") == "evolve" and not _alive(pid):
+                self.store.finish_run(run.id, status="failed", counters={**run.counters, "interrupted": True})
 
 
-    def narrow(self, insight: Insight, run_id: str, summary: EvolveSummary) -> str:
-        """Compare with and without an insight where it was chosen; narrow its condition when it
-        misled more problems than it helped, or retire it."""
-        learner, old = self.learner, insight
-        misled = self._chosen_for(insight, success=False)[: self.config.max_sources]
-        if not misled:
-            summary.unchanged += 1
-            return "no problem it misled is in this home, or an earlier narrowing fixed them: unchanged"
-        freed = [t for t in misled if self._right_without(insight.id, t, run_id)]
-        if not freed:
-            summary.unchanged += 1
-            return f"the {len(misled)} problem(s) it was chosen for fail without it too: unchanged"
-        aided = self._chosen_for(insight, success=True)[: self.config.max_sources]
-        helped = sum(not self._right_without(insight.id, t, run_id) for t in aided)
-        if helped >= len(freed):
-            summary.unchanged += 1
-            return (f"no net harm: right without it on {len(freed)} of {len(misled)} problem(s) it misled, "
-                    f"wrong without it on {helped} of {len(aided)} it got right: unchanged")
-        condition = learner.rewrite_condition("narrow", CallContext(run_id=run_id, node="evolve"), max_tokens=100,
-                                              condition=insight.condition, explanation=insight.explanation,
-                                              problem=freed[0].text)
-        counts = {"check": "evolve-narrow", "misled": len(misled), "right_without": len(freed),
-                  "aided": len(aided), "helped": helped, "tasks": [t.id for t in freed]}
-        sources = self._sources(insight)[: self.config.max_sources]
-        if condition and condition != old.condition and not any(specific(condition, t.text) for t in freed + sources):
-            new = self.store.revise(insight.id, condition=condition,
-                                    reason="evolve: narrowed, it misled problems it was chosen for")
-            self.index.upsert([new])
-            still_wrong = sum(not self._solved_with(insight.id, t, run_id) for t in freed)
-            counts["still_wrong"] = still_wrong
-            kept = 0
-            if still_wrong == 0:  # only then is it worth checking its own sources
-                kept = sum(self._solved_with(insight.id, t, run_id, must_choose=True) for t in sources)
-                counts |= {"sources": len(sources), "sources_kept": kept}
-            if still_wrong == 0 and (not sources or kept >= 1):
-                self.store.revise(insight.id, evidence={**old.provenance.evidence, "narrowed": counts},
-                                  reason="evolve: narrowing verified")
-                summary.narrowed += 1
-                return (f"narrowed (right on {len(freed)} problem(s) it had misled; "
-                        f"{kept} of {len(sources)} source problem(s) still solved with it)")
-        self.store.retire(insight.id, condition=old.condition, evidence={"retired": counts},
-                          reason=f"evolve: retired, wrong with it and right without it on {len(freed)} problem(s)")
-        self.index.remove(insight.id)
-        summary.retired += 1
-        return f"retired: right without it on {len(freed)} of {len(misled)} problem(s) it misled; narrowing did not hold"
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def _chosen_for(self, insight: Insight, *, success: bool) -> list[Task]:
-        """Other training problems this home holds, where the insight was chosen and the answer was
-        right (``success``) or wrong, each once (less those an earlier narrowing already fixed)."""
-        handled = set(insight.provenance.evidence.get("narrowed", {}).get("tasks", []))
-        sources, seen, found = set(insight.provenance.source_tasks) | handled, set(), []
-        for e in self.store.evidence_for(insight.id):
-            if e.used and e.success is success and e.task_id and e.task_id not in sources and e.task_id not in seen:
-                seen.add(e.task_id)
-                try:
-                    task = self.store.get_task(e.task_id)
-                except NotFoundError:
-                    continue
-                if task.answer is not None:
-                    found.append(task)
-        return found
-
-    def _right_without(self, insight_id: str, task: Task, run_id: str) -> bool:
-        """Solve with the library less this insight; True when right."""
-        learner = self.learner
-        tried = learner.solve(task, run_id, "evolve_without", 0, library=_Without(learner.retriever, insight_id))
-        return learner.config.correct(tried.objective, float(task.answer))
-
-    def _solved_with(self, insight_id: str, task: Task, run_id: str, *, must_choose: bool = False) -> bool:
-        """Solve with the library as a user gets it (the learner records the evidence); True when
-        right (and, with ``must_choose``, the insight was chosen)."""
-        tried = self.learner.solve(task, run_id, "evolve_with", 0)
-        chosen = any(i["id"] == insight_id for i in tried.insights)
-        right = self.learner.config.correct(tried.objective, float(task.answer))
-        return right and (chosen or not must_choose)
-
-
-@dataclass
-class _Without:
-    """The library as retrieval returns it, minus one insight (the 'without' arm)."""
-
-    base: LibraryRetriever
-    insight_id: str
-
-    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
-        return [i for i in self.base.retrieve(problem, llm=llm, run_id=run_id) if i["id"] != self.insight_id]
