@@ -93,9 +93,10 @@ class Claims(StoreCore):
                     lease_s: float = DEFAULT_LEASE_S) -> list[str]:
         """Claim up to ``n`` of ``candidates`` for ``worker_id``, atomically, for ``lease_s`` seconds.
 
-        A candidate is claimable when nobody claimed it, its claim was released, its lease ran
-        out (its worker died or stalled), or this worker already holds it (the lease is then
-        renewed). A completed task is never claimable again. Candidates are taken in the given
+        A candidate is claimable when nobody claimed it, its claim was released, or its lease
+        ran out (its worker died or stalled). A task with a live lease is not, even for the
+        worker that holds it (a restarted worker finds its own with ``claims(worker_id=...)``
+        and renews them). A completed task is never claimable again. Candidates are taken in the given
         order; on PostgreSQL a candidate that another worker is claiming at this moment is
         skipped (``FOR UPDATE SKIP LOCKED``), so concurrent workers get disjoint tasks without
         waiting for each other. On SQLite the claim runs in one write transaction.
@@ -117,27 +118,27 @@ class Claims(StoreCore):
         taken: list[str] = []
         with self.transaction() as s:
             now = self._now(s)
-            rows: dict[str, Any] = {}
+            known: set[str] = set()
+            free: set[str] = set()
             for start in range(0, len(wanted), _CHUNK):
-                query = (select(ClaimRow.task_id, ClaimRow.worker_id, ClaimRow.status, ClaimRow.lease_until)
-                         .where(ClaimRow.task_id.in_(wanted[start:start + _CHUNK]))
-                         .with_for_update(skip_locked=True))
-                rows.update({r.task_id: r for r in s.execute(query)})
+                chunk = ClaimRow.task_id.in_(wanted[start:start + _CHUNK])
+                known.update(s.scalars(select(ClaimRow.task_id).where(chunk)))
+                # lock only the claimable rows, skipping those another worker is claiming now
+                free.update(s.scalars(select(ClaimRow.task_id)
+                                      .where(chunk, ClaimRow.status != ClaimStatus.DONE.value,
+                                             ClaimRow.lease_until < now)
+                                      .with_for_update(skip_locked=True)))
+            values = {"worker_id": worker_id, "status": ClaimStatus.CLAIMED.value, "lease_until": now + lease_s,
+                      "claimed_at": now_iso(), "outcome": None, "finished_at": None}
             for task_id in wanted:
                 if len(taken) == n:
                     break
-                row = rows.get(task_id)
-                values = {"worker_id": worker_id, "status": ClaimStatus.CLAIMED.value, "lease_until": now + lease_s,
-                          "claimed_at": now_iso(), "outcome": None, "finished_at": None}
-                if row is None:
-                    if self._insert_claim(s, {"task_id": task_id, "attempts": 1, **values}):
-                        taken.append(task_id)
-                elif row.status != ClaimStatus.DONE.value:
-                    own = row.worker_id == worker_id and row.status == ClaimStatus.CLAIMED.value
-                    if own or row.lease_until < now:
-                        s.execute(update(ClaimRow).where(ClaimRow.task_id == task_id)
-                                  .values(**values, attempts=ClaimRow.attempts + (0 if own else 1)))
-                        taken.append(task_id)
+                if task_id in free:
+                    s.execute(update(ClaimRow).where(ClaimRow.task_id == task_id)
+                              .values(**values, attempts=ClaimRow.attempts + 1))
+                    taken.append(task_id)
+                elif task_id not in known and self._insert_claim(s, {"task_id": task_id, "attempts": 1, **values}):
+                    taken.append(task_id)
         return taken
 
     def renew(self, worker_id: str, task_ids: Iterable[str], lease_s: float = DEFAULT_LEASE_S) -> list[str]:

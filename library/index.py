@@ -204,8 +204,8 @@ class LibraryIndex:
         batch = [insights] if isinstance(insights, Insight) else list(insights)
         for start in range(0, len(batch), _BATCH):
             part = batch[start : start + _BATCH]
-            self._live(lambda c: c.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
-                                          metadatas=[_metadata(i) for i in part]))  # noqa: B023 - called at once
+            self._live(lambda c, part=part: c.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
+                                                     metadatas=[_metadata(i) for i in part]))
 
     def remove(self, insight_id: str) -> None:
         """Drop an insight from the index (a no-op when it is not there)."""

@@ -3,7 +3,8 @@
 An optional first line ``{"_header": {...}}`` records what produced the library (command,
 settings, number of training problems) and the texts of the insights' source problems. Each
 insight line carries its current version at the top level, its label's display name and
-definition, and its earlier versions under ``history``. Only stored values appear, so exporting twice gives identical bytes.
+definition, and its earlier versions under ``history``. Only stored values appear, so exporting
+twice gives identical bytes.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ class InsightDraft(_Frozen):
         return LabelKey.of(self.stage, self.level1, self.level2)
 
 
-class InsightChanges(TypedDict, total=False):
-    """Fields :meth:`LibraryStore.revise` may change; omitted fields keep their current value."""
+class RetireChanges(TypedDict, total=False):
+    """Fields :meth:`LibraryStore.retire` may change besides its evidence and reason."""
 
     stage: str
     level1: str
@@ -107,8 +107,13 @@ class InsightChanges(TypedDict, total=False):
     source_tasks: list[str] | tuple[str, ...]
     model: str | None
     prompt_version: str | None
-    evidence: JsonDict
     run_id: str | None
+
+
+class InsightChanges(RetireChanges, total=False):
+    """Fields :meth:`LibraryStore.revise` may change; omitted fields keep their current value."""
+
+    evidence: JsonDict
     reason: str | None
 
 

@@ -15,10 +15,10 @@ from library.core import StoreCore
 from library.errors import ConflictError, InvalidInsightError
 from library.models import (
     Insight,
-    InsightChanges,
     InsightDraft,
     JsonDict,
     Provenance,
+    RetireChanges,
     Status,
 )
 
@@ -55,7 +55,7 @@ class LearningSteps(StoreCore):
             return self.set_status(insight_id, Status.VERIFIED)
 
     def retire(self, insight_id: str, *, reason: str, evidence: dict[str, Any],
-               **changes_: Unpack[InsightChanges]) -> Insight:
+               **changes_: Unpack[RetireChanges]) -> Insight:
         """Retire an insight in one transaction: a new version whose evidence gains ``evidence``
         and whose note is ``reason`` (with any other ``changes_``), then the retired status.
 

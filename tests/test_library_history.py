@@ -131,7 +131,7 @@ def test_relabel_define_and_retire_labels(store: LibraryStore):
     assert retired.retired and store.retire_label(old) == retired
     assert old not in [(lb.stage.value, lb.level1, lb.level2) for lb in store.labels()]
     assert retired in store.labels(include_retired=True)
-    with pytest.raises(InvalidInsightError, match="retired.*ensure_label"):
+    with pytest.raises(InvalidInsightError, match=r"retired.*ensure_label"):
         store.relabel(a.id, old)
     with pytest.raises(NotFoundError, match="ensure_label"):
         store.relabel(a.id, ("general_formulation", "constraints", "no such label"))

@@ -83,7 +83,7 @@ def test_verify_records_evidence_and_status_together(store: LibraryStore):
     assert verified.provenance.evidence == {"origin": "explore", "without": 0, "with": 2, "k": 2}
     assert [v.reason for v in store.library_versions(since=start)] == [f"verify {candidate.id}"]
     store.retire(candidate.id, reason="recheck: no lift", evidence={"kept": False})
-    with pytest.raises(InvalidInsightError, match="retired.*new candidate"):
+    with pytest.raises(InvalidInsightError, match=r"retired.*new candidate"):
         store.verify(candidate.id, {"with": 1})
 
 
