@@ -5,7 +5,9 @@
   a line of ``$ALPHAOPT_HOME/feedback.jsonl`` (the training JSONL format ``alphaopt learn`` reads);
 - ``open_store``, ``export_library``, ``import_library``, ``sync_library``: the library store;
 - learning jobs: ``alphaopt learn`` as a detached subprocess with a log and a job file under
-  ``$ALPHAOPT_HOME/learn-runs/``, so a page reload (or a restarted app) still finds it.
+  ``$ALPHAOPT_HOME/learn-runs/``, so a page reload (or a restarted app) still finds it;
+- evolution jobs: ``alphaopt library evolve`` the same way, under ``$ALPHAOPT_HOME/evolve-runs/``
+  (one at a time per home), and ``rollback_library`` to undo one.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from alphaopt.learning.training import read_training
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
 from alphaopt.agent.state import Solution
-from library import LearningRun, LibraryStore, Status, Task
+from library import LearningRun, LibraryStore, LibraryVersion, Status, Task
 
 FEEDBACK_DATASET = "feedback"  # = the stem of feedback.jsonl, so `alphaopt learn feedback.jsonl` sees the same task ids
 #: The learning command; tests replace it with a harmless one.
 LEARN_COMMAND: list[str] = [sys.executable, "-u", "-m", "alphaopt", "learn"]
+#: The evolution command; tests replace it with a harmless one.
+EVOLVE_COMMAND: list[str] = [sys.executable, "-u", "-m", "alphaopt", "library", "evolve"]
 _PROCESSES: dict[int, subprocess.Popen[bytes]] = {}  # children of this app process, reaped on poll
 
 
@@ -286,3 +290,86 @@ def _start_ticks(pid: int) -> int | None:
     except (OSError, IndexError):
         return None
     return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+# -- evolution jobs ------------------------------------------------------------------------------
+
+def evolve_dir(settings: Settings) -> Path:
+    """``$ALPHAOPT_HOME/evolve-runs``: the logs and job files of evolution jobs."""
+    path = settings.home / "evolve-runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def evolve_jobs(settings: Settings) -> list[LearnJob]:
+    """Every evolution job started from the app in this home, newest first."""
+    jobs = []
+    for path in sorted(evolve_dir(settings).glob("*.json"), reverse=True):
+        try:
+            jobs.append(LearnJob(**json.loads(path.read_text())))
+        except (json.JSONDecodeError, TypeError):
+            continue  # a job file being written
+    return jobs
+
+
+def start_evolve(settings: Settings, *, rounds: int = 1, candidates: int = 3,
+                 max_problems: int | None = None) -> LearnJob:
+    """Start ``alphaopt library evolve`` detached from the app; it goes on after a reload. The
+    job's ``total`` is its number of rounds.
+
+    Raises:
+        InputError: an evolution is already running on this home (from here or elsewhere), a
+            learning job is running, or the library holds no training problem with an answer.
+    """
+    from alphaopt.learning.evolve import evolve_running
+
+    running = [j for j in evolve_jobs(settings) if is_running(j)]
+    busy = evolve_running(settings.home)
+    if running or busy:
+        who = f"job {running[0].id} (pid {running[0].pid})" if running else busy
+        raise InputError(f"An evolution run is already running on this library ({who}): one runs at a time per "
+                         "home. Wait for it to finish or stop it first.")
+    learning = [j for j in learning_jobs(settings) if is_running(j)]
+    if learning:
+        raise InputError(f"Learning job {learning[0].id} (pid {learning[0].pid}) is still running and changing the "
+                         "library: evolve it after the job ends, or stop the job first.")
+    with open_store(settings) as store:
+        answered = sum(t.answer is not None for t in store.tasks())
+    if answered == 0:
+        raise InputError("The library holds no training problem with a known answer to evolve on: learn from a "
+                         "training file first (evolution replays retrieval on those problems).")
+    command = [*EVOLVE_COMMAND, "--home", str(settings.home), "--rounds", str(rounds), "--candidates", str(candidates)]
+    command += ["--max-problems", str(max_problems)] if max_problems else []
+    job_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + str(ULID())[-4:]
+    log = evolve_dir(settings) / f"{job_id}.log"
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    _PROCESSES[proc.pid] = proc
+    job = LearnJob(id=job_id, pid=proc.pid, command=command, log=str(log), started_at=started_at, total=rounds,
+                   start_ticks=_start_ticks(proc.pid))
+    job.save()
+    return job
+
+
+def evolve_run_of(job: LearnJob, runs: list[LearningRun]) -> LearningRun | None:
+    """The library's evolution run that ``job`` started (the first one after it), if it got that far."""
+    return next((r for r in runs if r.started_at >= job.started_at and r.settings.get("job") == "evolve"), None)
+
+
+def rollback_library(settings: Settings, version: int) -> LibraryVersion:
+    """Restore the library to library ``version`` (a new version; the vector index follows on its
+    next sync).
+
+    Raises:
+        InputError: an evolution run is changing the library right now.
+        library.NotFoundError: no such version.
+    """
+    from alphaopt.learning.evolve import evolve_running
+
+    busy = evolve_running(settings.home)
+    if busy:
+        raise InputError(f"An evolution run is changing this library ({busy}): wait for it or stop it first.")
+    with open_store(settings) as store:
+        return store.rollback(version)
