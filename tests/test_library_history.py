@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from library import (
     Status,
     migrations,
 )
+from library.db import make_engine, to_url
 from library.migrations import MIGRATIONS, _apply_pending
 from tests.test_library_store import (
     MakeLocation,
@@ -156,27 +156,25 @@ def test_a_retired_seed_label_is_not_seeded_again(make_location: MakeLocation):
         assert again.label(key).retired and again.library_version() == number
 
 
-def test_an_existing_database_migrates_forward_with_a_baseline_version(tmp_path: Path):
-    path = tmp_path / "old.db"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:  # a library written before m002: the first migration only
-        saved = list(migrations.MIGRATIONS)
-        migrations.MIGRATIONS[:] = MIGRATIONS[:1]
-        try:
-            assert _apply_pending(conn) == ["m001_initial"]
-        finally:
-            migrations.MIGRATIONS[:] = saved
-        conn.execute(sa.text("INSERT INTO taxonomy_labels (id, stage, level1, level2, display, definition, origin, "
-                             "created_at) VALUES (1, 'general_formulation', 'variables', 'integrality', 'Integrality', "
-                             "'Whole numbers.', 'seed', '2025-01-01T00:00:00.000+00:00')"))
+def test_an_existing_database_migrates_forward_with_a_baseline_version(make_location: MakeLocation,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    location = make_location()
+    engine = make_engine(to_url(location))
+    with monkeypatch.context() as patch, engine.begin() as conn:  # a library written before m002
+        patch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:1])
+        assert _apply_pending(conn) == ["m001_initial"]
+        label_id = conn.execute(sa.text(
+            "INSERT INTO taxonomy_labels (stage, level1, level2, display, definition, origin, created_at) VALUES "
+            "('general_formulation', 'variables', 'integrality', 'Integrality', 'Whole numbers.', 'seed', "
+            "'2025-01-01T00:00:00.000+00:00') RETURNING id")).scalar_one()
         conn.execute(sa.text("INSERT INTO insights VALUES ('I0001', 'verified', 1, '2025-01-01T00:00:00.000+00:00', "
                              "'2025-01-01T00:00:00.000+00:00')"))
         conn.execute(sa.text("INSERT INTO insight_versions (insight_id, version, label_id, condition, explanation, "
-                             "example, source_tasks, evidence, created_at) VALUES ('I0001', 1, 1, 'counting', "
-                             "'use integers', '', '[]', '{}', '2025-01-01T00:00:00.000+00:00')"))
+                             "example, source_tasks, evidence, created_at) VALUES ('I0001', 1, :label, 'counting', "
+                             "'use integers', '', '[]', '{}', '2025-01-01T00:00:00.000+00:00')"), {"label": label_id})
         conn.execute(sa.text("UPDATE counters SET value = 1 WHERE name = 'insight'"))
     engine.dispose()
-    with LibraryStore(path) as store:
+    with LibraryStore(location) as store:
         first, seeds = store.library_versions()
         assert (first.number, first.actor, first.insights) == (1, "migration m002", ("I0001",))
         assert first.labels == ("general_formulation/variables/integrality",)
