@@ -29,7 +29,9 @@ PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
 
 @pytest.fixture
 def llm(monkeypatch, runner):
-    """Every Agent the app builds gets this scripted LLM and the shared runner."""
+    """Every Agent the app builds gets this scripted LLM and the shared runner; the formulate step
+    is on, so that the app's formulation view has a formulation to show and edit."""
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE", "1")
     fake = RoutedLLM()
     monkeypatch.setattr(api, "Agent", functools.partial(api.Agent, llm=fake, runner=runner))
     st.cache_resource.clear()

@@ -101,7 +101,7 @@ def app_url(sync_api: Any, stub_llm: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "ALPHAOPT_HOME": str(tmp_path / "home"), "ALPHAOPT_BASE_URL": stub_llm,
            "ALPHAOPT_MODEL": "stub", "ALPHAOPT_API_KEY": "stub-key", "ALPHAOPT_USE_LIBRARY": "0",
-           "ALPHAOPT_MAX_RETRIES": "0"}
+           "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"}
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),

@@ -27,8 +27,7 @@ def test_embedded_model_solves_a_tiny_lp(tmp_path, monkeypatch, runner):
     model = default_model_dir() / DEFAULT_MODEL.filename
     assert model.is_file(), f"embedded model missing at {model}: run 'alphaopt model fetch'"
     monkeypatch.setattr(llm, "ALLOW_MODEL_REQUESTS", True)
-    for name in ("ALPHAOPT_SAMPLES", "ALPHAOPT_FORMULATE"):  # the shipped defaults, not the scripted tests' ones
-        monkeypatch.delenv(name)
+    monkeypatch.delenv("ALPHAOPT_SAMPLES")  # the shipped default, not the scripted tests' one
     settings = load_settings(home=tmp_path / "home")
     with Agent(settings, runner=runner) as agent:
         solution = agent.solve(PROBLEM)
