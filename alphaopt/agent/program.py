@@ -560,8 +560,9 @@ _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 def hardcodes(program: str, target: float, problem: str) -> bool:
     """Whether a program writes the target answer itself instead of letting the solver find it.
 
-    True when any numeric literal (or numeric string) in the program equals the target, unless
-    that number also appears in the problem text (then it is data, not the answer).
+    True when any numeric literal (or numeric string) in the program equals the target or its
+    negation, within the answer tolerance (``alphaopt.answers.ANSWER``), unless that number also
+    appears in the problem text (then it is data, not the answer).
     """
     in_text = {float(n.replace(",", "")) for n in _NUMBER.findall(problem)}
     if any(_writes(target, n) for n in in_text):
