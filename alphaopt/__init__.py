@@ -1,9 +1,9 @@
 """alphaopt: plain-language optimization problems → Pyomo models → HiGHS optima."""
 
+from alphaopt.agent.state import BatchItem, Solution
 from alphaopt.api import Agent, solve, solve_batch
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import AlphaoptError, ConfigError, InputError, LLMError
-from alphaopt.agent.state import BatchItem, Solution
 
 __all__ = [
     "Agent",

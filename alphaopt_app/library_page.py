@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
-from alphaopt.interfaces import app_api
 from alphaopt.errors import InputError
+from alphaopt.interfaces import app_api
 from alphaopt_app import insights as views
 from alphaopt_app import services
 from library import Insight, LibraryError, LibraryStore, Stage, Status

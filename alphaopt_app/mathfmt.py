@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 _MATHY = re.compile(r"^[\w\s+\-*/<>=≤≥≠().,\[\]{}^:∑Σ∈'|]+$")
@@ -28,7 +29,7 @@ def is_formula(line: str) -> bool:
     words = [t for t in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", line)
              if t.lower() not in _KEYWORDS and len(t) > 1 and not t.lower().startswith("sum")]
     # two names side by side ("number of chairs") is prose; formulas join names with operators
-    pairs = zip(words, words[1:], strict=False)
+    pairs = itertools.pairwise(words)
     return not any(re.search(rf"\b{re.escape(a)}\s+{re.escape(b)}\b", line) for a, b in pairs)
 
 

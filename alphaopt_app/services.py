@@ -12,9 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 from alphaopt import api
-from alphaopt.interfaces import app_api
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import ConfigError
+from alphaopt.interfaces import app_api
 from library import LibraryError, LibraryStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from alphaopt.interfaces import app_api
 from alphaopt.agent.run import Step
-from alphaopt.errors import AlphaoptError, InputError
-from alphaopt.interfaces.render import fmt_number, render_solution
 from alphaopt.agent.state import Solution
+from alphaopt.errors import AlphaoptError, InputError
+from alphaopt.interfaces import app_api
+from alphaopt.interfaces.render import fmt_number, render_solution
 from alphaopt_app import services, views
 from alphaopt_app.mathfmt import formulation_markdown
 from library import LibraryError
@@ -76,12 +76,12 @@ def _run(kind: str) -> None:
     except (AlphaoptError, LibraryError, SolverHarnessError) as exc:
         st.session_state["solve_error"] = str(exc)
         return
-    except Exception as exc:  # shown and logged; the typed text stays in session state
+    except Exception as exc:  # noqa: BLE001 - shown and logged; the typed text stays in session state
         _log.exception("solve failed")
         st.session_state["solve_error"] = f"Unexpected error: {exc!r} (details in the app's log)"
         return
-    st.session_state.update(solution=solution, steps=steps, formulation_edit=solution.formulation or solution.model_text,
-                            program_edit=solution.program)
+    st.session_state.update(solution=solution, steps=steps,
+                            formulation_edit=solution.formulation or solution.model_text, program_edit=solution.program)
     st.session_state.pop("feedback_msg", None)
 
 

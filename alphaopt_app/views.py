@@ -7,8 +7,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from alphaopt.interfaces.render import fmt_number, render_solution
 from alphaopt.agent.state import Solution
+from alphaopt.interfaces.render import fmt_number, render_solution
 from alphaopt_app.mathfmt import formulation_markdown
 
 TITLES = {
@@ -57,7 +57,8 @@ def show_step(node: str, update: dict[str, Any]) -> None:
     elif node == "finish_sample":
         for c in update.get("candidates", []):
             value = f" {fmt_number(c['objective'])}" if c.get("objective") is not None else ""
-            st.caption(f"Sample {c['sample'] + 1} ended {c['status']}{value}; the answer is the majority among samples.")
+            st.caption(f"Sample {c['sample'] + 1} ended {c['status']}{value}; "
+                       "the answer is the majority among samples.")
     elif node == "diagnose":
         if update.get("confirmed"):
             st.markdown("The model matches the text: the result stands.")

@@ -27,7 +27,7 @@ def fmt_number(value: float | None) -> str:
     if value is None:
         return "-"
     if abs(value - round(value)) < 1e-9:
-        return str(int(round(value)))
+        return str(round(value))
     return f"{value:.6g}"
 
 
@@ -100,13 +100,14 @@ def render_call_row(row: sqlite3.Row) -> str:
     status = "error: " + row["error"][:60] if row["error"] else ("cache" if row["cached"] else "ok")
     return (
         f"{row['id']}  {row['created_at'][:19]}  {row['prompt_name']:<13} {row['model'][:34]:<34} "
-        f"{row['input_tokens'] or 0:>6} in {row['output_tokens'] or 0:>5} out {(row['latency_ms'] or 0) / 1000:>7.1f}s  {status}"
+        f"{row['input_tokens'] or 0:>6} in {row['output_tokens'] or 0:>5} out "
+        f"{(row['latency_ms'] or 0) / 1000:>7.1f}s  {status}"
     )
 
 
 def render_call(row: sqlite3.Row) -> str:
     """One LLM call in full for ``alphaopt logs show``."""
-    out = [f"{k}: {row[k]}" for k in row.keys() if k not in ("messages", "response")]
+    out = [f"{k}: {row[k]}" for k in row if k not in ("messages", "response")]
     for message in json.loads(row["messages"]):
         out += [f"--- {message['role']}", message["content"]]
     if row["response"]:

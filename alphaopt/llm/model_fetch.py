@@ -22,9 +22,9 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
