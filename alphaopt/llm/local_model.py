@@ -44,7 +44,7 @@ def _load_llama(
 ) -> Any:
     import llama_cpp  # the one place the project imports llama_cpp
 
-    class Llama(llama_cpp.Llama):  # type: ignore[misc]
+    class Llama(llama_cpp.Llama):
         def save_state(self) -> Any:
             """Save the KV state without the ~300 MB logits copy (unused: logits_all=False,
             and a restored state is always re-decoded from its last token)."""
@@ -158,7 +158,7 @@ class LlamaTransport(httpx2.BaseTransport):
             )
         self.model_path = Path(model_path)
         self.model_name = model_name or self.model_path.stem
-        self._kwargs = {"n_ctx": n_ctx, "n_threads": n_threads or default_threads(),
+        self._kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads or default_threads(),
                         "seed": seed, "verbose": verbose, "cache_bytes": cache_bytes}
         self._factory = llama_factory or _load_llama
         self._llm: Any = None
