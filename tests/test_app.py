@@ -15,9 +15,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from alphaopt import api
-from alphaopt.interfaces import app_api
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
+from alphaopt.interfaces import app_api
 from alphaopt_app import charts
 from alphaopt_app.mathfmt import formulation_markdown
 from library import InsightDraft, LibraryStore, Status

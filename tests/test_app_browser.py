@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -51,9 +51,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-s
 class _Stub(BaseHTTPRequestHandler):
     """POST /v1/chat/completions: the formulation first, then the program (it follows a <formulation>)."""
 
-    requests: list[dict] = []
+    requests: ClassVar[list[dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Stub.requests.append(body)
         if self.path.rstrip("/") != "/v1/chat/completions":
@@ -102,23 +102,24 @@ def app_url(sync_api: Any, stub_llm: str, tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "ALPHAOPT_HOME": str(tmp_path / "home"), "ALPHAOPT_BASE_URL": stub_llm,
            "ALPHAOPT_MODEL": "stub", "ALPHAOPT_API_KEY": "stub-key", "ALPHAOPT_USE_LIBRARY": "0",
            "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"}
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(f"{url}/_stcore/health", proc, timeout_s=90, ok=lambda body: body == b"ok",
-                        failure=lambda: f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-        yield url
-    finally:
-        proc.terminate()
+    with open(tmp_path / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--client.toolbarMode", "viewer"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            wait_for_server(
+                f"{url}/_stcore/health", proc, timeout_s=90, ok=lambda body: body == b"ok",
+                failure=lambda: f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def test_solve_an_example_in_a_real_browser(sync_api: Any, app_url: str, tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ def test_twins_and_suspects():
     twins = honesty.find_twins([a], [b, c])
     assert [(t.test, t.train, t.similarity) for t in twins] == [("x_test/1", "x_train/1", 1.0)]
     assert honesty.suspect_labels([b, c]) == {"x_test/1": "answer is 0.0"}
-    assert honesty.suspect_labels([b, c], [a]) == {"x_test/1": "answer is 0.0; identical train item x_train/1 is labelled 1"}
+    assert honesty.suspect_labels([b, c], [a]) == {
+        "x_test/1": "answer is 0.0; identical train item x_train/1 is labelled 1"}
 
 
 def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runner):
@@ -66,7 +67,8 @@ def test_run_scores_resumes_and_never_shows_the_answer(tmp_path, settings, runne
     with Agent(settings, llm=llm, runner=runner) as agent:
         rows = run(items, tmp_path / "out", settings, tol=Tolerance(), progress=False, agent=agent)
     assert [(r["id"], r["correct"]) for r in rows] == [("a", True), ("b", False)]
-    assert rows[0]["tokens_in"] > 0 and rows[0]["status"] == "optimal" and rows[0]["attempts"][0]["stage"] == "write_program"
+    assert rows[0]["tokens_in"] > 0 and rows[0]["status"] == "optimal"
+    assert rows[0]["attempts"][0]["stage"] == "write_program"
     for call in llm.calls:  # neither answer is ever shown to the model
         text = json.dumps(call.messages)
         assert str(SECRET_ANSWER) not in text and "987654" not in text
@@ -121,10 +123,11 @@ def test_pipeline_speed_from_the_call_log(tmp_path):
     from benchmarks.speed import pipeline_speed
 
     log = RunLog(tmp_path / "runs.db")
-    for n, (run, tokens_in, out, ms, cached) in enumerate([("r1", 600, 100, 10_000, False), ("r1", 700, 50, 10_000, False),
-                                                           ("r2", 500, 200, 20_000, False), ("r2", 500, 200, 0, True)]):
+    calls = [("r1", 600, 100, 10_000, False), ("r1", 700, 50, 10_000, False),
+             ("r2", 500, 200, 20_000, False), ("r2", 500, 200, 0, True)]
+    for n, (run_id, tokens_in, out, ms, cached) in enumerate(calls):
         log.log_call(CallRecord(id=f"c{n}", prompt_name="p", prompt_sha="s", model="m", params={}, messages=[],
-                                cache_key="k", run_id=run, input_tokens=tokens_in, output_tokens=out,
+                                cache_key="k", run_id=run_id, input_tokens=tokens_in, output_tokens=out,
                                 latency_ms=ms, cached=cached))
     speed = pipeline_speed(tmp_path / "runs.db")
     assert speed["calls"] == 3 and speed["completion_tok_s_median"] == 10.0
@@ -216,7 +219,8 @@ def test_an_ab_arm_runs_the_fixed_program_and_scores_it(runner):
     from benchmarks.stored import answer_and_score
 
     problem = "Maximize 3x + 2y with x + y <= 4, x + 3y <= 6, x <= 3."
-    llm = ScriptedLLM().enqueue(LP_REPLY.replace("    return model", "    pyo.SolverFactory('highs').solve(model)\n    return model"),
+    solving = LP_REPLY.replace("    return model", "    pyo.SolverFactory('highs').solve(model)\n    return model")
+    llm = ScriptedLLM().enqueue(solving,
                                 LP_REPLY)
     messages = [{"role": "user", "content": problem}]
     kwargs = {"prompt_name": "repair", "prompt_sha": "x", "problem": problem, "max_tokens": 100, "node": "test",
@@ -262,7 +266,7 @@ def test_a_library_learned_from_a_test_items_copy_is_named_in_the_run_descriptio
 
     train = [i for n in registry.names("train") for i in registry.load(n)]
     test = [i for n in registry.names("test") for i in registry.load(n)]
-    copy = sorted({t.train for t in honesty.find_twins(train, test)})[0]
+    copy = min({t.train for t in honesty.find_twins(train, test)})
     clean = next(i.key for i in train if i.key not in {t.train for t in honesty.find_twins([i], test)})
     export = tmp_path / "lib.jsonl"
     export.write_text(json.dumps({"_header": {"learned_tasks": [copy, clean], "training_problems": 2}}) + "\n")

