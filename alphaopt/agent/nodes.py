@@ -296,8 +296,9 @@ def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     if status == SolveStatus.OPTIMAL and is_implausible(result):
         return "implausible"
     knobs = settings.experimental
-    if status == SolveStatus.OPTIMAL and rewrites.wants_patch(
-            state["reading"], state.get("program", ""), max_unused=knobs.max_unused_patches, enabled=knobs.text_rewrites):
+    if status == SolveStatus.OPTIMAL and rewrites.wants_patch(state["reading"], state.get("program", ""),
+                                                              max_unused=knobs.max_unused_patches,
+                                                              enabled=knobs.text_rewrites):
         return "patch"
     return None
 
@@ -317,7 +318,8 @@ def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> L
     return "finish_sample" if state.get("confirmed") else "write_program"
 
 
-def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["repair", "diagnose", "finish_sample"]:
+def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal[
+        "repair", "diagnose", "finish_sample"]:
     """Repair a broken program, diagnose a wrong model, or end this sample."""
     settings = runtime.context.settings
     status = state["result"]["status"]

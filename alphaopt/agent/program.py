@@ -41,21 +41,23 @@ from alphaopt.answers import ANSWER
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 #: Bare Pyomo names a program may use without importing them.
-PYOMO_NAMES = frozenset(
-    """ConcreteModel AbstractModel Var Param Set RangeSet Objective Constraint ConstraintList Expression
-    NonNegativeReals NonNegativeIntegers NonPositiveReals NonPositiveIntegers PositiveReals PositiveIntegers
-    NegativeReals NegativeIntegers Reals Integers Binary Boolean UnitInterval PercentFraction Any
-    maximize minimize quicksum sum_product value inequality Block Suffix summation""".split()
-)
+PYOMO_NAMES = frozenset((
+    "ConcreteModel", "AbstractModel", "Var", "Param", "Set", "RangeSet", "Objective", "Constraint",
+    "ConstraintList", "Expression", "NonNegativeReals", "NonNegativeIntegers", "NonPositiveReals",
+    "NonPositiveIntegers", "PositiveReals", "PositiveIntegers", "NegativeReals", "NegativeIntegers", "Reals",
+    "Integers", "Binary", "Boolean", "UnitInterval", "PercentFraction", "Any", "maximize", "minimize", "quicksum",
+    "sum_product", "value", "inequality", "Block", "Suffix", "summation",
+))
 _DROP_CALLS = frozenset({"print", "display", "pprint", "write", "SolverFactory", "solve", "load", "load_solutions"})
 _MODEL_CTORS = frozenset({"ConcreteModel", "AbstractModel"})
 #: Names a Pyomo model already uses for its own attributes; a component declared under one fails.
-RESERVED_NAMES = frozenset(
-    """active name type model index values items keys load write display clone dim ctype construct component
-    local_name pprint activate deactivate fix_all_vars set_value parent_block parent_component root_block
-    add_component del_component find_component is_indexed is_constructed getname id_index_map
-    component_objects component_data_objects block_data_objects reclassify_component_type collect_ctypes""".split()
-)
+RESERVED_NAMES = frozenset((
+    "active", "name", "type", "model", "index", "values", "items", "keys", "load", "write", "display", "clone",
+    "dim", "ctype", "construct", "component", "local_name", "pprint", "activate", "deactivate", "fix_all_vars",
+    "set_value", "parent_block", "parent_component", "root_block", "add_component", "del_component",
+    "find_component", "is_indexed", "is_constructed", "getname", "id_index_map", "component_objects",
+    "component_data_objects", "block_data_objects", "reclassify_component_type", "collect_ctypes",
+))
 
 
 def extract_code(reply: str) -> str:
@@ -230,8 +232,8 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
                and call_name(n.value) == "Var" and n.value.args for t in n.targets if isinstance(t, ast.Attribute)}
     changed = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("sum", "quicksum") and len(node.args) == 1 \
-                and isinstance(node.args[0], ast.Attribute) and node.args[0].attr in indexed:
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("sum", "quicksum") \
+                and len(node.args) == 1 and isinstance(node.args[0], ast.Attribute) and node.args[0].attr in indexed:
             node.args[0] = ast.Call(func=ast.Attribute(value=node.args[0], attr="values", ctx=ast.Load()),
                                     args=[], keywords=[])
             changed.add(node.args[0].func.value.attr)
@@ -262,7 +264,7 @@ def _constraint_relations(tree: ast.Module, fixes: list[str]) -> None:
             if isinstance(relation, ast.Compare):
                 fixed = [ast.LtE() if isinstance(op, ast.Lt) else ast.GtE() if isinstance(op, ast.Gt) else op
                          for op in relation.ops]
-                strict += sum(a is not b for a, b in zip(fixed, relation.ops))
+                strict += sum(a is not b for a, b in zip(fixed, relation.ops, strict=True))
                 relation.ops = fixed
     if moved:
         fixes.append(f"passed {moved} expression(s) given as the first argument of Constraint/Objective as expr= "
@@ -316,8 +318,8 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
                 if name and name not in outside:
                     assert isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call)
                     expr = next(kw.value for kw in stmt.value.keywords if kw.arg == "expr")
-                    body[k] = ast.Expr(value=ast.Call(
-                        func=ast.Attribute(value=stmt.targets[0], attr="add", ctx=ast.Load()), args=[expr], keywords=[]))
+                    add = ast.Attribute(value=stmt.targets[0], attr="add", ctx=ast.Load())
+                    body[k] = ast.Expr(value=ast.Call(func=add, args=[expr], keywords=[]))
                     found.append((name, stmt))
                 else:
                     rewrite_loop(stmt, found)
@@ -347,7 +349,8 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
     tree.body = visit(tree.body)
     if declared:
         fixes.append("made " + ", ".join(f"model.{n}" for n in sorted(declared))
-                     + " a ConstraintList filled in the loop (assigning a Constraint in a loop keeps only the last one)")
+                     + " a ConstraintList filled in the loop"
+                     + " (assigning a Constraint in a loop keeps only the last one)")
 
 
 def _declare_before_use(tree: ast.Module, fixes: list[str]) -> None:
@@ -548,7 +551,7 @@ def integrality_variants(program: str) -> list[tuple[str, str]]:
     for what, mapping in (("made the continuous variables integer", _TO_INTEGERS),
                           ("made the integer variables continuous", _TO_REALS)):
         pattern = re.compile(r"\b(" + "|".join(mapping) + r")\b")
-        flipped = pattern.sub(lambda m: mapping[m.group(1)], program)
+        flipped = pattern.sub(lambda m, mapping=mapping: mapping[m.group(1)], program)
         if flipped != program:
             variants.append((what, flipped))
     return variants
@@ -639,7 +642,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
         text = ast.unparse(stmt)
         at = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Assign) and len(n.targets) == 1
                    and (_component(n.targets[0], models) == name
-                        or call_name(stmt.value) == "Objective" and _is_objective(n, models))), None)
+                        or (call_name(stmt.value) == "Objective" and _is_objective(n, models)))), None)
         if at is not None:
             if ast.unparse(build.body[at]) == text:
                 continue

@@ -93,8 +93,8 @@ def _goal_sentence(problem: str) -> str:
 #: objective adds the variables up unweighted (a small model often weights them by a capacity or a
 #: cost instead). A "maximize the number of meals delivered" counts an output, which weights rightly
 #: compute, so only a count to minimize is read.
-_COUNT_GOAL = re.compile(r"\bminimi[sz]e (?:the )?(?:total |overall )?number of [\w -]{1,40}?(?= needed| required| used|[.?,;]|$)",
-                         re.IGNORECASE)
+_COUNT_GOAL = re.compile(r"\bminimi[sz]e (?:the )?(?:total |overall )?number of [\w -]{1,40}?"
+                         r"(?= needed| required| used|[.?,;]|$)", re.IGNORECASE)
 
 
 _MAXIMIZE = re.compile(r"\bmaximi[sz]", re.IGNORECASE)
@@ -196,7 +196,8 @@ def _quantities(problem: str) -> list[TextNumber]:
         value = _value(found.group(0))
         before = problem[max(0, found.start() - 12):found.start()]
         if (value is None or value in seen or value <= 3 or _DASH_AFTER.match(problem, found.end())
-                or _NAME_BEFORE.search(before) or _RANGE_BEFORE.search(before) or "|" in _line_at(problem, found.start())):
+                or _NAME_BEFORE.search(before) or _RANGE_BEFORE.search(before)
+                or "|" in _line_at(problem, found.start())):
             continue
         seen.add(value)
         quantities.append(TextNumber(written=found.group(0), value=value,
