@@ -25,13 +25,12 @@ from tqdm import tqdm
 
 from alphaopt.agent import prompts
 from alphaopt.agent.run import Agent
+from alphaopt.agent.state import Solution
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import AlphaoptError
-from alphaopt.agent.state import Solution
 from benchmarks import honesty, registry
+from benchmarks.report import RESULTS, write_summary
 from benchmarks.scoring import Tolerance
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def git_sha() -> str:
@@ -114,7 +113,8 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "max_tokens_program": settings.experimental.max_tokens_program,
         "quote_max_words": settings.experimental.quote_max_words,
         "patch_lines": settings.experimental.text_rewrites, "text_rewrites": settings.experimental.text_rewrites,
-        "retrieval_source_similarity": None if library_name == "none" else settings.experimental.retrieval_source_similarity,
+        "retrieval_source_similarity":
+            None if library_name == "none" else settings.experimental.retrieval_source_similarity,
         "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS},
         "datasets": sorted({i.dataset for i in items}), "items": len(items), "rows_at_start": len(done),
     }
@@ -196,7 +196,8 @@ def _short(error: str, head: int = 200, tail: int = 200) -> str:
     return error if len(error) <= head + tail else error[:head] + " … " + error[-tail:]
 
 
-def select_items(datasets: list[str], *, limit: int | None = None, skip_test_twins: bool = False) -> list[registry.Item]:
+def select_items(datasets: list[str], *, limit: int | None = None,
+                 skip_test_twins: bool = False) -> list[registry.Item]:
     """The items of the named datasets ("test" and "train" name all splits of that kind), the
     first ``limit`` of each (after leaving out near-copies of test items when asked), interleaved
     so that a run stopped early still covers every dataset."""
@@ -213,24 +214,28 @@ def select_items(datasets: list[str], *, limit: int | None = None, skip_test_twi
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Accuracy on benchmark datasets.")
     parser.add_argument("--dataset", action="append", required=True,
-                        help=f"bundled name ({', '.join(registry.names())}), 'test' or 'train' for all splits of that kind, or a .jsonl path")
+                        help=f"bundled name ({', '.join(registry.names())}), 'test' or 'train' for all splits of "
+                             "that kind, or a .jsonl path")
     parser.add_argument("--run", help="results folder name under benchmarks/results (reuse it to resume)")
     parser.add_argument("--limit", type=int, help="first N items of each dataset")
     parser.add_argument("--library", default="none",
-                        help="'none', 'starter' (the shipped library/starter.jsonl) or a path to a library JSONL export")
+                        help="'none', 'starter' (the shipped library/starter.jsonl) or a path to a library JSONL "
+                             "export")
     parser.add_argument("--model", help="model id at the endpoint (default: embedded model)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded model)")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--atol", type=float, default=Tolerance().atol)
     parser.add_argument("--rtol", type=float, default=Tolerance().rtol)
     parser.add_argument("--skip-test-twins", action="store_true",
-                        help="leave out items that are near-copies of a test item (for decisions made on training data)")
+                        help="leave out items that are near-copies of a test item (for decisions made on training "
+                             "data)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     items = select_items(args.dataset, limit=args.limit, skip_test_twins=args.skip_test_twins)
     settings = load_settings(model=args.model, base_url=args.base_url)
-    library_path = None if args.library == "none" else settings.experimental.starter_library if args.library == "starter" else Path(args.library)
+    library_path = (None if args.library == "none" else settings.experimental.starter_library
+                    if args.library == "starter" else Path(args.library))
     if library_path is not None and not Path(library_path).is_file():
         raise SystemExit(f"--library: no library file at {library_path}; give a JSONL export, 'starter' or 'none'.")
     label = args.library if args.library in ("none", "starter") else Path(args.library).stem
@@ -243,8 +248,6 @@ def main(argv: list[str] | None = None) -> None:
                    agent=agent, library_name=library_description(library_path))
     finally:
         agent.close()
-    from benchmarks.report import write_summary
-
     print(write_summary(out_dir, rows))
 
 
