@@ -16,8 +16,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from alphaopt.config import load_settings
 from alphaopt.agent.retrieval import LibraryRetriever
+from alphaopt.config import load_settings
 from benchmarks import registry
 from benchmarks.run import select_items
 

@@ -15,10 +15,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from alphaopt.llm.client import CallContext, LLMClient
 from alphaopt.agent.program import extract_code
 from alphaopt.agent.reading import read
 from alphaopt.agent.rewrites import prepare
+from alphaopt.llm.client import CallContext, LLMClient
 from benchmarks import honesty, registry
 from benchmarks.scoring import Tolerance
 
