@@ -143,7 +143,9 @@ def solve_scip(path: str, n_columns: int, time_limit: float, mip_gap: float, mem
             model.readProblem(path)
         except OSError as exc:
             return Outcome("scip", "error", "read error",
-                           error=f"SCIP could not read the model file ({exc}); see log_tail")
+                           error=f"SCIP could not read the model file ({exc}): it holds a construct SCIP does not "
+                                 "support (log_tail names it; e.g. Expr_if or a comparison inside an expression); "
+                                 "model it with binary variables and constraints instead")
         start = time.perf_counter()
         model.optimize()
         elapsed = time.perf_counter() - start

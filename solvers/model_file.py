@@ -57,6 +57,7 @@ class FileModel:
     row_names: list[str] = field(default_factory=list)  # per row (the two rows of a range share one)
     hidden: set[int] = field(default_factory=set)  # constant columns (fixed, not in the symbol map)
     order: list[int] = field(default_factory=list)  # columns in the program's declaration order
+    row_order: list[int] = field(default_factory=list)  # rows in the program's declaration order
     objective_name: str = "objective"
 
     @property
@@ -131,6 +132,9 @@ def attach_names(model: FileModel, symbols: Any) -> None:
     position = {sym: k for k, sym in enumerate(var_names)}
     shown = [j for j in range(len(model.columns)) if j not in model.hidden]
     model.order = sorted(shown, key=lambda j: (position.get(model.columns[j].symbol, len(position)), j))
+    place = {sym: k for k, sym in enumerate(con_names)}
+    model.row_order = sorted(range(len(model.rows)),
+                             key=lambda i: (place.get(row_symbol(model.fmt, model.rows[i].symbol), len(place)), i))
     objective = symbols.get("objective")
     if isinstance(objective, str) and objective:
         model.objective_name = clean(objective)

@@ -207,7 +207,7 @@ def _request(worker: WorkerProcess, payload: dict[str, Any], limits: Limits) -> 
 
 
 def _payload(program: str, limits: Limits, time_limit_s: float | None) -> dict[str, Any]:
-    if time_limit_s is None:  # leave HiGHS room to stop cleanly (with its incumbent) before the kill
+    if time_limit_s is None:  # leave the solver room to stop cleanly (with its incumbent) before the kill
         time_limit_s = 0.8 * min(limits.wall_time_s, limits.cpu_time_s)
     return {"id": uuid.uuid4().hex, "program": program, "time_limit_s": time_limit_s,
             "limits": limits.model_dump()}

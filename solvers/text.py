@@ -46,10 +46,11 @@ def _data_lines(data_text: Any) -> list[str]:
 
 
 def constraint_groups(model: FileModel) -> list[tuple[str, list[int]]]:
-    """Rows by the constraint they come from, in the file's row order."""
+    """Rows by the constraint they come from, in the program's declaration order (else the file's)."""
+    names = model.row_names or [r.symbol for r in model.rows]
     groups: dict[str, list[int]] = {}
-    for i, name in enumerate(model.row_names or [r.symbol for r in model.rows]):
-        groups.setdefault(name, []).append(i)
+    for i in model.row_order or range(len(model.rows)):
+        groups.setdefault(names[i], []).append(i)
     return list(groups.items())
 
 

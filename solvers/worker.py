@@ -127,6 +127,7 @@ def _warm_up(work_root: str) -> None:
                     print(f"worker warm-up: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        sys.modules.pop("program", None)
 
 
 _WARMUP_LP = """
