@@ -11,7 +11,7 @@ from alphaopt.errors import LLMError
 from alphaopt.learning.learn import LearnConfig, Learner
 from alphaopt.agent.retrieval import open_library
 from library import InsightDraft, Status
-from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
+from tests.fakes import LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
 ITEM = ("toy_train", "t1", PROBLEM, 11.0)
@@ -28,12 +28,16 @@ BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonN
 
 @pytest.fixture
 def setup(tmp_path, runner):
-    settings = load_settings(home=tmp_path / "home", use_library=True, starter_library="none")
+    # no line asked for when a scripted program leaves out a number of its text (the toy problems'
+    # programs do); tests/test_learning_contrasts.py learns from such a patch
+    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"text_rewrites": False})
     store, index = open_library(settings)
 
     def learner(llm, **config):
-        # the placebo arm is off unless a test asks for it: the tests below script one reply per solve
-        return Learner(settings, store, index, llm, runner, LearnConfig(**{"placebo": False, **config}))
+        # one solve per arm, no placebo arm and no single-line variants unless a test asks for them:
+        # the tests below script one reply per solve (tests/test_learning_*.py cover the defaults)
+        cheap = {"k": 1, "placebo": False, "line_variants": False}
+        return Learner(settings, store, index, llm, runner, LearnConfig(**{**cheap, **config}))
 
     yield store, index, learner
     index.close()
@@ -42,32 +46,34 @@ def setup(tmp_path, runner):
 
 def wrong_then(llm: RoutedLLM) -> RoutedLLM:
     """The first solve (without candidates) writes the wrong bound."""
-    return llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)
+    return llm.on("write_program", WRONG_LP_REPLY)
 
 
 def test_exploration_extraction_and_counterfactual_accept(setup):
     store, index, learner = setup
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the 'with' arm
-    llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)  # the placebo arm: still wrong
+    llm.on("write_program", LP_REPLY)  # the 'with' arm
+    llm.on("write_program", WRONG_LP_REPLY)  # the placebo arm: still wrong
     summary = learner(llm, explore_tries=1, placebo=True).learn([ITEM])
     assert (summary.seen, summary.added, summary.verified, summary.rejected) == (1, 1, 1, 0)
     assert summary.solved_before == 0 and summary.solved_after == 1
     insight = store.get("I0001")
     assert insight.status == Status.VERIFIED
-    assert insight.provenance.evidence == {"without": 0, "with": 1, "placebo": 0, "k": 1, "code_only": False}
-    placebo_prompt = [c for c in llm.calls if c.prompt_name == "formulate"][-1].user
+    assert insight.provenance.evidence == {"without": 0, "with": 1, "placebo": 0, "k": 1, "criterion": "final",
+                                           "code_only": False, "source": "explore",
+                                           "solves": {"without": [0], "with": [1], "placebo": [0]}}
+    placebo_prompt = [c for c in llm.calls if c.prompt_name == "write_program"][-1].user
     assert "[I0000]" in placebo_prompt and "[I0001]" not in placebo_prompt
     assert store.evidence_for("I0000") == []  # the placebo is no insight of the library
     assert insight.provenance.source_tasks == ("toy_train/t1",) and insight.provenance.prompt_version.startswith("extract:")
     # the target is shown to the explorer, never to the solve path
     explore = next(c for c in llm.calls if c.prompt_name == "explore")
     assert "The correct optimal objective value is 11" in explore.user
-    assert all("11" not in c.user.replace(PROBLEM, "") for c in llm.calls if c.prompt_name in ("formulate", "write_program"))
+    assert all("11" not in c.user.replace(PROBLEM, "") for c in llm.calls if c.prompt_name == "write_program")
     # the verification run had the candidate in its prompt
-    with_formulate = [c for c in llm.calls if c.prompt_name == "formulate"][-2]
-    assert "[I0001]" in with_formulate.user
+    with_arm = [c for c in llm.calls if c.prompt_name == "write_program"][-2]
+    assert "[I0001]" in with_arm.user
     assert [h.insight_id for h in index.recall("an upper limit on one variable")] == ["I0001"]
     kinds = [a.kind for a in store.attempts(task_id="toy_train/t1")]
     # the integer flip of the wrong program (objective 8, not 11) is tried first, without a model call
@@ -78,7 +84,7 @@ def test_a_candidate_is_rejected_when_a_placebo_lesson_does_as_well(setup):
     store, index, learner = setup
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, LP_REPLY)  # with, and placebo: right
+    llm.on("write_program", LP_REPLY, LP_REPLY)  # with, and placebo: right
     summary = learner(llm, explore_tries=1, placebo=True).learn([ITEM])
     assert (summary.verified, summary.rejected) == (0, 1)
     insight = store.get("I0001")
@@ -103,9 +109,9 @@ INTEGRAL_REPLY = CONTINUOUS_REPLY.replace("NonNegativeReals", "NonNegativeIntege
 def _flip(first: str, right: str, condition: str) -> RoutedLLM:
     """The first program is wrong only in its integrality; the model writes ``condition``; the
     'with' arm of the check writes ``right``."""
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", first)
+    llm = RoutedLLM().on("write_program", first)
     llm.on("integrality_condition", condition)
-    return llm.on("formulate", FORMULATION).on("write_program", right)
+    return llm.on("write_program", right)
 
 
 def test_exploration_first_flips_integrality_without_a_model_call(setup):
@@ -139,7 +145,7 @@ def test_a_flip_to_continuous_says_so_in_the_insight(setup):
 def test_an_integrality_condition_that_names_the_problem_is_dropped(setup):
     store, _, learner = setup
     item = ("toy_train", "t9", "How many of the 12 boxes x and y fit in 7 units of space?", 3.0)
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", CONTINUOUS_REPLY)
+    llm = RoutedLLM().on("write_program", CONTINUOUS_REPLY)
     llm.on("integrality_condition", "when packing 12 boxes")
     summary = learner(llm, explore_tries=0).learn([item])
     assert summary.added == 0 and store.list(status=None) == []
@@ -149,7 +155,7 @@ def test_counterfactual_reject_retires_candidates(setup):
     store, index, learner = setup
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", WRONG_LP_REPLY)  # no lift with the candidate
+    llm.on("write_program", WRONG_LP_REPLY)  # no lift with the candidate
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert (summary.added, summary.verified, summary.rejected) == (1, 0, 1)
     assert store.get("I0001").status == Status.RETIRED and index.recall("upper limit") == []
@@ -167,9 +173,9 @@ def test_hardcoded_answer_is_rejected_and_not_run(setup):
 
 def test_repaired_error_becomes_a_code_insight(setup):
     store, _, learner = setup
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
     llm.on("extract_code", "Here it is:\n```json\n" + json.dumps(CODE_DRAFT) + "\n```")
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # with the code insight: right first time
+    llm.on("write_program", LP_REPLY)  # with the code insight: right first time
     summary = learner(llm, explore_tries=0).learn([ITEM])
     assert summary.verified == 1
     insight = store.get("I0001")
@@ -180,28 +186,13 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert "<code>" in extract.user and "..." not in extract.user  # fields described, no template to copy
 
 
-def test_a_nonlinear_model_the_solver_refused_and_the_repair_fixed_becomes_a_code_insight(setup):
-    """HiGHS refuses a product of integer variables; the repair that makes it linear teaches a
-    code lesson, like the repair of a Python error."""
-    store, _, learner = setup
-    refused = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeIntegers, bounds=(0, 3))\n"
-                      "model.y = pyo.Var(domain=pyo.NonNegativeIntegers, bounds=(0, 3))\n"
-                      "model.obj = pyo.Objective(expr=model.x * model.y, sense=pyo.maximize)")
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", refused).on("repair", WRONG_LP_REPLY)
-    llm.on("extract_code", json.dumps(CODE_DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
-    summary = learner(llm, explore_tries=0).learn([ITEM])
-    assert "extract_code" in [c.prompt_name for c in llm.calls]
-    assert summary.verified == 1 and store.get("I0001").stage.value == "code_implementation"
-
-
 def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     store, _, learner = setup
     lazy = {"insights": [{**CODE_DRAFT["insights"][0], "level1": "category", "level2": "subcategory",
                           "example": "wrong: ... right: ..."}]}
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
     llm.on("extract_code", json.dumps(lazy))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm.on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=0).learn([ITEM])
     assert summary.added == 1
     insight = store.get("I0001")
@@ -215,13 +206,13 @@ def test_placeholder_labels_and_an_empty_example_are_mended(setup):
     ("wrong: x <= 2 right: x <= 3", True), ("wrong: ... right: ...", False), ("wrong: a right: a", False),
     ("", False), ("use <= for 'at most'", True)])
 def test_an_example_must_say_something(example, informative):
-    from alphaopt.learning.learn import _informative
+    from alphaopt.learning.drafts import _informative
 
     assert _informative(example) is informative
 
 
 def test_diff_example():
-    from alphaopt.learning.learn import diff_example
+    from alphaopt.learning.drafts import diff_example
 
     wrong = "a = 1\n# note\nb = 2\nc = 3"
     right = "a = 1\nb = 5\nc = 3\nd = 4"
@@ -231,7 +222,7 @@ def test_diff_example():
 
 def test_already_solved_problem_learns_nothing(setup):
     store, _, learner = setup
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm = RoutedLLM().on("write_program", LP_REPLY)
     summary = learner(llm).learn([ITEM])
     assert summary.solved_before == 1 and summary.added == 0 and store.list(status=None) == []
 
@@ -239,14 +230,14 @@ def test_already_solved_problem_learns_nothing(setup):
 def test_retry_unsolved_learns_again_only_from_problems_that_ended_unsolved(setup):
     store, _, learner = setup
     solved = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
-    llm = wrong_then(RoutedLLM()).on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm = wrong_then(RoutedLLM()).on("write_program", LP_REPLY)
     first = learner(llm, explore_tries=0).learn([ITEM, solved])
     assert (first.seen, first.solved_before) == (2, 1)
     assert learner(RoutedLLM()).ended(["unsolved"]) == {"toy_train/t1"}
     assert learner(RoutedLLM()).ended(["solved"]) == {"toy_train/t2"}
     again = learner(RoutedLLM(), explore_tries=0).learn([ITEM, solved])
     assert (again.seen, again.skipped) == (0, 2)  # a plain rerun resumes: nothing to do
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # the pipeline got better
+    llm = RoutedLLM().on("write_program", LP_REPLY)  # the pipeline got better
     retried = learner(llm, explore_tries=0).learn([ITEM, solved], revisit=["unsolved"])
     assert (retried.seen, retried.skipped, retried.solved_before) == (1, 1, 1)
     assert learner(RoutedLLM()).ended(["unsolved"]) == set()
@@ -255,7 +246,7 @@ def test_retry_unsolved_learns_again_only_from_problems_that_ended_unsolved(setu
 def test_revisit_solved_solves_again_with_the_library_and_records_the_evidence(setup):
     store, index, learner = setup
     solved = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm = RoutedLLM().on("write_program", LP_REPLY)
     assert learner(llm, explore_tries=0).learn([solved]).solved_before == 1
     near = "when the problem maximizes 3x + 2y subject to limits on x + y, x + 3y and on x alone"
     insight = store.add_insight(InsightDraft(**{**DRAFT["insights"][0], "condition": near}), status=Status.VERIFIED,
@@ -275,13 +266,13 @@ def test_near_duplicate_is_merged_and_reverified(setup):
     llm = RoutedLLM()
     for _ in range(2):
         wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-        llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+        llm.on("write_program", LP_REPLY)
     # t2 is like t1, so t1's verified lesson is recalled for t2's solves (by its source problem)
     llm.on("check_insights", "NONE").on("check_insights", "NONE")
     merged = dict(DRAFT["insights"][0], condition="the text limits one decision variable from above")
     llm.on("merge", json.dumps(merged))
     for _ in range(2):  # re-verification on both source problems
-        llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+        llm.on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=1).learn([ITEM, second])
     assert summary.merged == 1
     assert [i.id for i in store.list(status="verified")] == ["I0003"]
@@ -299,7 +290,7 @@ def test_no_merge_with_an_imported_insight_whose_sources_have_no_answer(setup):
     index.upsert([imported])
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm.on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert (summary.verified, summary.merged) == (1, 0)  # it could not be re-verified on x1: no merge
     assert "merge" not in llm.prompt_names and "check_insights" not in llm.prompt_names  # x1 is unlike t1
@@ -309,9 +300,9 @@ def test_no_merge_with_an_imported_insight_whose_sources_have_no_answer(setup):
 def test_crash_mid_run_then_resume(setup):
     store, _, learner = setup
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # t1 solved
+    llm = RoutedLLM().on("write_program", LP_REPLY)  # t1 solved
     wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION)
+    llm
 
     def die(_messages):
         raise LLMError("endpoint went away")
@@ -322,7 +313,7 @@ def test_crash_mid_run_then_resume(setup):
     assert store.get("I0001").status == Status.CANDIDATE  # left half-done by the crash
 
     llm2 = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm2.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm2.on("write_program", LP_REPLY)
     summary = learner(llm2, explore_tries=1).learn([ITEM, second])
     assert summary.skipped == 1 and summary.seen == 1 and summary.verified == 1
     assert store.get("I0001").status == Status.RETIRED  # the leftover candidate
@@ -331,12 +322,13 @@ def test_crash_mid_run_then_resume(setup):
 
 def test_token_budget_stops_the_run(setup):
     store, _, learner = setup
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
-    summary = learner(llm, max_tokens=1).learn([ITEM])
-    assert summary.seen == 0 and "budget" in summary.stopped  # stopped before the program was written
-    assert store.get_run(summary.run_id).status.value == "stopped" and store.done_tasks() == set()
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
-    assert learner(llm, max_tokens=10_000).learn([ITEM]).seen == 1  # the rerun goes on
+    second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
+    llm = RoutedLLM().on("write_program", LP_REPLY)
+    summary = learner(llm, max_tokens=1).learn([ITEM, second])
+    assert summary.seen == 1 and "budget" in summary.stopped  # stopped before t2's program was written
+    assert store.get_run(summary.run_id).status.value == "stopped" and store.done_tasks() == {"toy_train/t1"}
+    llm.on("write_program", LP_REPLY)
+    assert learner(llm, max_tokens=10_000).learn([ITEM, second]).seen == 1  # the rerun goes on
 
 
 def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
@@ -348,12 +340,17 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
     llm = wrong_then(RoutedLLM()).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with; placebo
+    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with; placebo
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
-    run = CliRunner().invoke(cli.cli, ["learn", str(data), "--explore-tries", "1", "--no-progress"], catch_exceptions=False)
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    run = CliRunner().invoke(cli.cli, ["learn", str(data), "-k", "1", "--explore-tries", "1", "--no-line-variants",
+                                         "--no-progress"], catch_exceptions=False)
     assert "verified 1" in run.output and "solved before 0, after 1" in run.output
+    assert ("Funnel: 1 problems, right at first try 0, solved 0 (after learning 1), failed 1, explored 1, reached "
+            "the answer 1, drafted 1; insights drafted 1, verified 1, rejected 0, merged 0, retired 0.") in run.output
+    assert "Verified insights per failed problem: 1.00 (1 of 1)." in run.output
+    assert "By source: explore reached 1, drafted 1, verified 1." in run.output
 
     export = tmp_path / "lib.jsonl"
     out = CliRunner().invoke(cli.cli, ["library", "export", str(export)], catch_exceptions=False).output
@@ -386,7 +383,7 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
 def test_runs_left_running_by_a_killed_process_are_closed(setup):
     store, _, learner = setup
     orphan = store.start_run({"pid": 2**22 + 12345})  # no such process
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm = RoutedLLM().on("write_program", LP_REPLY)
     learner(llm).learn([ITEM])
     closed = store.get_run(orphan.id)
     assert closed.status.value == "failed" and closed.counters["interrupted"] is True
@@ -404,15 +401,16 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
                      + json.dumps({"id": "t2", "description": other, "answer": 11}) + "\n")
     test = tmp_path / "toy_test.jsonl"
     test.write_text(json.dumps({"id": "x", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}) + "\n")
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm = RoutedLLM().on("write_program", LP_REPLY)
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
-    run = CliRunner().invoke(cli.cli, ["learn", str(train), "--exclude", str(test), "--no-progress"],
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")  # no line asked for the baker's unused numbers
+    run = CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--exclude", str(test), "--no-progress"],
                              catch_exceptions=False)
     assert "Skipping 1 training problems that nearly copy a problem in --exclude" in run.output
     assert "Run " in run.output and ": 1 problems" in run.output
-    assert len(llm.calls) == 2 and all(other in c.user and PROBLEM not in c.user for c in llm.calls)  # only t2
+    assert len(llm.calls) == 1 and all(other in c.user and PROBLEM not in c.user for c in llm.calls)  # only t2
 
 
 def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
@@ -425,15 +423,16 @@ def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     new, solved = {"id": "t1", "description": other, "answer": 11}, {"id": "t2", "description": PROBLEM, "answer": 11}
     train = tmp_path / "toy_train.jsonl"
     train.write_text(json.dumps(solved) + "\n")
-    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION).on("write_program", LP_REPLY, LP_REPLY)
+    llm = RoutedLLM().on("write_program", LP_REPLY, LP_REPLY)
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
-    assert "solved before 1" in CliRunner().invoke(cli.cli, ["learn", str(train), "--no-progress"]).output
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    assert "solved before 1" in CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--no-progress"]).output
     train.write_text(json.dumps(new) + "\n" + json.dumps(solved) + "\n")  # a new problem comes first in the file
-    run = CliRunner().invoke(cli.cli, ["learn", str(train), "--revisit-solved", "--limit", "1", "--no-progress"],
+    run = CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--revisit-solved", "--limit", "1",
+                                         "--no-progress"],
                              catch_exceptions=False)
     assert ": 1 problems" in run.output and "solved before 1" in run.output
-    assert len(llm.calls) == 4 and PROBLEM in llm.calls[-1].user  # the solved one, solved again
+    assert len(llm.calls) == 2 and PROBLEM in llm.calls[-1].user  # the solved one, solved again
 
 
 def test_near_duplicates():
@@ -446,21 +445,23 @@ def test_near_duplicates():
 
 def test_right_only_after_a_repair_learns_a_code_insight(setup):
     store, _, learner = setup
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", LP_REPLY)
     llm.on("extract_code", json.dumps(CODE_DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)  # with the insight: right first time
+    llm.on("write_program", LP_REPLY)  # with the insight: right first time
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert (summary.solved_before, summary.solved_after, summary.verified) == (1, 1, 1)
     assert "explore" not in llm.prompt_names  # it was solved: nothing to explore
-    assert store.get("I0001").provenance.evidence == {"without": 0, "with": 1, "k": 1, "code_only": True}
+    assert store.get("I0001").provenance.evidence == {"without": 0, "with": 1, "k": 1, "criterion": "runs_first",
+                                                      "code_only": True, "source": "repair",
+                                                      "solves": {"without": [0], "with": [1]}}
     assert store.attempts(task_id="toy_train/t1")[-1].status == "solved; learned"
 
 
 def test_right_first_time_after_all_learns_nothing_new(setup):
     store, _, learner = setup
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", LP_REPLY)
     llm.on("extract_code", json.dumps(CODE_DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", BROKEN).on("repair", LP_REPLY)  # the insight did not help
+    llm.on("write_program", BROKEN).on("repair", LP_REPLY)  # the insight did not help
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert (summary.solved_after, summary.verified, summary.rejected) == (1, 0, 1)
     assert store.get("I0001").status == Status.RETIRED
@@ -471,7 +472,7 @@ def test_exploration_edits_the_latest_program_that_ran(setup):
     worse = WRONG_LP_REPLY.replace("model.x + 3 * model.y <= 6", "model.x + 3 * model.y <= 3")  # 20/3 instead of 26/3
     llm = wrong_then(RoutedLLM())
     llm.on("explore", worse, LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm.on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=2).learn([ITEM])
     assert summary.verified == 1
     first, second = [c for c in llm.calls if c.prompt_name == "explore"]
@@ -484,12 +485,12 @@ def test_exploration_edits_the_latest_program_that_ran(setup):
 def test_an_interrupted_run_is_recorded_as_stopped(setup):
     store, _, learner = setup
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
-    llm = RoutedLLM().on("formulate", FORMULATION).on("write_program", LP_REPLY)  # t1 solved
+    llm = RoutedLLM().on("write_program", LP_REPLY)  # t1 solved
 
     def interrupt(_messages):
         raise KeyboardInterrupt("stopped by signal 15")
 
-    llm.on("formulate", interrupt)
+    llm.on("write_program", interrupt)
     with pytest.raises(KeyboardInterrupt):
         learner(llm).learn([ITEM, second])
     run = store.runs()[-1]
@@ -505,7 +506,7 @@ def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(specific))
     llm.on("generalize", '"when one decision variable has its own upper limit"')
-    llm.on("formulate", FORMULATION).on("write_program", LP_REPLY)
+    llm.on("write_program", LP_REPLY)
     summary = learner(llm, explore_tries=1).learn([item])
     assert summary.verified == 1
     assert store.get("I0001").condition == "when one decision variable has its own upper limit"
@@ -541,7 +542,7 @@ def _solving(fail_on: str | None = None):
     def route(prompt_name: str, user: str) -> str | BaseException:
         if fail_on and fail_on in user:
             return LLMError("endpoint went away")
-        return {"formulate": FORMULATION, "write_program": LP_REPLY}[prompt_name]
+        return {"write_program": LP_REPLY}[prompt_name]
     return ThreadSafeLLM(route)
 
 
@@ -558,8 +559,7 @@ def test_problems_are_learned_concurrently(setup):
     assert sorted(seen) == ["toy_train/t1", "toy_train/t2", "toy_train/t3"] and len(store.done_tasks()) == 3
     run = store.get_run(summary.run_id)
     assert run.status.value == "finished" and run.settings["concurrency"] == 3 and run.counters["seen"] == 3
-    replies = {"formulate": FORMULATION, "write_program": LP_REPLY}
-    assert summary.tokens == sum(10 + len(replies[c.prompt_name]) // 4 for c in llm.calls)  # each call once
+    assert summary.tokens == sum(10 + len(LP_REPLY) // 4 for c in llm.calls)  # each call once
 
 
 def test_a_concurrent_run_that_fails_stops_every_worker_and_resumes(setup):
@@ -604,14 +604,14 @@ def _verified_from_t1(store, index, stage="general_formulation"):
 def test_recheck_keeps_an_insight_that_beats_the_run_without_it_and_the_placebo(setup):
     store, index, learner = setup
     insight = _verified_from_t1(store, index)
-    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm = RoutedLLM()
     llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # without, with, placebo
     run = store.start_run({})
     evidence = learner(llm).recheck(insight, run.id)
     assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (0, 1, 0, True)
     after = store.get(insight.id)
     assert after.status == Status.VERIFIED and after.version == 2 and after.provenance.evidence["recheck"]
-    prompts_seen = [c.user for c in llm.calls if c.prompt_name == "formulate"]
+    prompts_seen = [c.user for c in llm.calls if c.prompt_name == "write_program"]
     assert "[I0001]" not in prompts_seen[0] and "[I0001]" in prompts_seen[1]
     assert "[I0000]" in prompts_seen[2] and "[I0001]" not in prompts_seen[2]  # the placebo in its place
     assert [a.kind for a in store.attempts(task_id="toy_train/t1")] == [
@@ -621,7 +621,7 @@ def test_recheck_keeps_an_insight_that_beats_the_run_without_it_and_the_placebo(
 def test_recheck_retires_an_insight_the_placebo_matches(setup):
     store, index, learner = setup
     insight = _verified_from_t1(store, index)
-    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm = RoutedLLM()
     llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, LP_REPLY)
     evidence = learner(llm).recheck(insight, store.start_run({}).id)
     assert evidence["placebo"] == 1 and not evidence["kept"]
@@ -647,7 +647,7 @@ def test_library_recheck_cli(tmp_path, monkeypatch):
     from alphaopt.interfaces import cli
     from alphaopt.interfaces import cli_library
 
-    monkeypatch.setenv("ALPHAOPT_STARTER_LIBRARY", "")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
     settings = load_settings(home=tmp_path / "home")
     store, index = open_library(settings)
     insight = store.add_insight(InsightDraft(**{**DRAFT["insights"][0], "stage": "code_implementation"}),
@@ -661,7 +661,7 @@ def test_library_recheck_cli(tmp_path, monkeypatch):
     assert refused.exit_code != 0 and "--answers FILE" in refused.output
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
-    llm = RoutedLLM().on("formulate", FORMULATION, FORMULATION, FORMULATION)
+    llm = RoutedLLM()
     llm.on("write_program", BROKEN, LP_REPLY, LP_REPLY).on("repair", LP_REPLY)  # without: right after a repair
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     result = CliRunner().invoke(cli.cli, ["library", "recheck", "I0001", "--home", home, "--answers", str(data)],

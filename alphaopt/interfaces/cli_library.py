@@ -27,9 +27,13 @@ from alphaopt.llm.runlog import RunLog
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--limit", type=int, help="Learn from at most N problems (after skipping those already done).")
-@click.option("-k", "--solves", type=int, default=1, show_default=True,
-              help="Solves per problem with and without candidates (each with one sample, no vote).")
-@click.option("--explore-tries", type=int, default=2, show_default=True, help="Answer-guided attempts per failed problem.")
+@click.option("-k", "--solves", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Solves per problem in each arm of the check (without, with, placebo): the first greedy, the "
+                   "others sampled. 1 is the cheap setting.")
+@click.option("--explore-tries", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Sampled model tries per failed problem to reach its answer.")
+@click.option("--line-variants/--no-line-variants", default=True, show_default=True,
+              help="Screen single-line edits of a failed program (and pairs of them) with the solver first.")
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
 @click.option("--skip-learned", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A library export whose header lists tasks already learned from (to go on in a new home).")
@@ -46,13 +50,16 @@ from alphaopt.llm.runlog import RunLog
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
-def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, max_tokens: int | None,
-          skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool, revisit_solved: bool,
-          concurrency: int, no_progress: bool,
-          **kwargs: Any) -> None:
-    """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer')."""
+def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, line_variants: bool,
+          max_tokens: int | None, skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool,
+          revisit_solved: bool, concurrency: int, no_progress: bool, **kwargs: Any) -> None:
+    """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer').
+
+    Prints the run's funnel at the end (problems, right at first try, failed, explored, reached
+    the answer, drafted, verified, merged, retired; tokens and seconds per problem)."""
     from tqdm import tqdm
 
+    from alphaopt.learning.funnel import funnel_lines, progress_line
     from alphaopt.learning.learn import LearnConfig, Learner
     from alphaopt.agent.run import solver_runner
     from alphaopt.agent.retrieval import open_library
@@ -70,7 +77,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         items = [i for n, i in enumerate(items) if n not in copies]
         click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
     store, index = open_library(settings)
-    config = LearnConfig(k=solves, explore_tries=explore_tries, max_tokens=max_tokens)
+    config = LearnConfig(k=solves, explore_tries=explore_tries, line_variants=line_variants, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, RunLog(settings.runs_db))
@@ -88,7 +95,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
 
         def progress(task: Any, outcome: str, summary: Any) -> None:
             bar.update(1)
-            bar.set_postfix_str(f"{task.id}: {outcome}; verified {summary.verified}, tokens {summary.tokens:,}")
+            bar.set_postfix_str(f"{task.id}: {outcome}; {progress_line(summary)}")
 
         summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit, concurrency=concurrency)
     bar.close()
@@ -98,6 +105,8 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         f"{summary.verified}, rejected {summary.rejected}, merged {summary.merged}; {summary.tokens:,} tokens, "
         f"{summary.seconds / 60:.1f} min." + (f" Stopped: {summary.stopped}" if summary.stopped else "")
     )
+    for line in funnel_lines(summary):
+        click.echo(line)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -1,0 +1,95 @@
+"""Contrasts: a wrong program and a right one for the same training problem, and where they came from.
+
+Learning drafts its insights from contrasts. A solve gives some for free: a repair that made a
+failing program run (a code lesson), a repair, diagnosis or patch that turned a wrong program
+right, and, with several samples, a sample that was right where another was wrong.
+Exploration (``alphaopt.learning.explore``) finds the others. Each contrast says which prompt
+drafts from it and what a solve must do to count as a success when its insights are checked:
+``final`` (the answer is right), ``runs_first`` (right, and the first program ran: a code lesson
+must spare the repair) or ``right_first`` (the first program itself is right: a lesson learned
+from a fix must make the fix unnecessary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal
+
+from alphaopt.agent.nodes import REPAIRABLE
+from alphaopt.agent.program import LINE_CHANGES
+from alphaopt.agent.state import Attempt, Solution
+
+Criterion = Literal["final", "runs_first", "right_first"]
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A wrong and a right program for one problem.
+
+    Attributes:
+        source: Where it came from: ``repair``, ``diagnose``, ``patch`` (during a solve),
+            ``samples`` (two solves), ``integrality``, ``line_edit`` or ``explore``.
+        step: The prompt that drafts from it: ``extract``, ``extract_code`` or
+            ``integrality_condition``.
+        wrong: The wrong (or failing) program.
+        right: The right (or repaired) program.
+        outcome: What the wrong program gave, as the drafting prompt says it.
+        criterion: What a solve must do to count as a success in the check.
+        change: The edit in words, when it is known (an integrality flip, a single-line edit).
+        example: The edit as ``wrong: ... right: ...``, when it is known exactly.
+    """
+
+    source: str
+    step: str
+    wrong: str
+    right: str
+    outcome: str
+    criterion: Criterion = "final"
+    change: str = ""
+    example: str = ""
+
+
+Correct = Callable[[float | None], bool]
+
+
+def outcome_of(attempt: Attempt | Solution) -> str:
+    """A program's result, as the extraction prompt shows it."""
+    objective = f", objective {attempt.objective:g}" if attempt.objective is not None else ""
+    return f"status {attempt.status}{objective}"
+
+
+def solve_contrasts(solutions: Sequence[Solution], correct: Correct) -> list[Contrast]:
+    """The contrasts the solves of one problem hold, first found first: in each solve, a run
+    error that the next program fixed (whatever that program's answer), and a wrong program
+    that a repair, diagnosis or patch turned right; across solves, a wrong final program and a
+    right one of another solve."""
+    found: list[Contrast] = []
+    for solution in solutions:
+        found += _within(solution.attempts, correct)
+    right = next((s for s in solutions if correct(s.objective) and s.program), None)
+    if right is not None:
+        for wrong in solutions:
+            if wrong.program and not correct(wrong.objective) and wrong.status not in REPAIRABLE:
+                found.append(Contrast("samples", "extract", wrong.program, right.program, outcome_of(wrong)))
+    unique: dict[tuple[str, str], Contrast] = {}
+    for contrast in found:
+        if contrast.wrong.strip() != contrast.right.strip():
+            unique.setdefault((contrast.wrong, contrast.right), contrast)
+    return list(unique.values())
+
+
+def _within(attempts: Sequence[Attempt], correct: Correct) -> list[Contrast]:
+    found = []
+    for before, after in pairwise(attempts):
+        if after.sample != before.sample:
+            continue
+        if before.status in REPAIRABLE and after.status not in REPAIRABLE:
+            found.append(Contrast("repair", "extract_code", before.program, after.program,
+                                  (before.error or before.status)[-1200:], "runs_first"))
+        elif before.status not in REPAIRABLE and not correct(before.objective) and correct(after.objective):
+            source = "patch" if any(f.startswith(LINE_CHANGES) for f in after.fixes) else after.stage
+            found.append(Contrast(source, "extract", before.program, after.program, outcome_of(before),
+                                  "right_first"))
+    return found

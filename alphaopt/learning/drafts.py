@@ -1,0 +1,190 @@
+"""Drafting candidate insights from a contrast (a wrong and a right program).
+
+One model call per contrast: ``extract`` (a modeling lesson from the two programs and the
+lines that differ), ``extract_code`` (a code lesson from the error and the repaired program) or
+``integrality_condition`` (after an integrality flip the change is known; the model says only
+when it applies). A small model often copies the prompt's template: placeholder labels become
+the nearest real label, an empty example becomes the diff, drafts that still say nothing are
+dropped, and a condition that repeats the problem's numbers is rewritten in general words.
+When the contrast knows its edit exactly (a single-line edit, or the smallest part of a
+model's correction that reaches the answer), that edit is the draft's example.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from alphaopt.agent import prompts
+from alphaopt.agent.retrieval import LibraryRetriever
+from alphaopt.learning.contrasts import Contrast
+from alphaopt.learning.ledger import Ledger
+from alphaopt.llm.client import CallContext
+from library import InsightDraft, LibraryStore, Task
+from library.taxonomy import canonical
+
+_PLACEHOLDER_LABELS = {"category", "subcategory"}  # the prompt's own example values, copied
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+class _Drafts(BaseModel):
+    insights: list[InsightDraft] = Field(default_factory=list, max_length=3)
+
+
+class Drafter:
+    """Turns contrasts into candidate insights (model calls through the learner's ledger)."""
+
+    def __init__(self, store: LibraryStore, retriever: LibraryRetriever, ledger: Ledger) -> None:
+        self.store, self.retriever, self.ledger = store, retriever, ledger
+
+    def drafts(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
+        """The candidate insights drafted from one contrast (none when the model's say nothing)."""
+        if contrast.step == "integrality_condition":
+            return self._integrality(task, contrast, run_id)
+        if contrast.step == "extract_code":
+            labels = self._label_lines(with_stage=False, stage="code_implementation")
+            found = self._drafts("extract_code", task, run_id, contrast, error=contrast.outcome,
+                                 right=contrast.right, labels=labels)
+            return [d for d in found if d.stage.value == "code_implementation"]
+        diff = contrast.example or diff_example(contrast.wrong, contrast.right, max_lines=6, max_chars=800)
+        return self._drafts("extract", task, run_id, contrast, outcome=contrast.outcome, wrong=contrast.wrong,
+                            right=contrast.right, labels=self._label_lines(with_stage=True),
+                            diff=diff or "(only the layout)")
+
+    def _integrality(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
+        """The draft after an integrality flip: the change itself is known, so the explanation and
+        the example state it; the model is asked only when the lesson applies (the condition),
+        which is what a small model could not isolate from a whole-program contrast."""
+        condition = self.rewrite_condition("integrality_condition", CallContext(
+            run_id=run_id, task_id=task.id, node="integrality_condition"), max_tokens=80, problem=task.text,
+            change=contrast.change)
+        if not condition.lower().startswith("when") or specific(condition, task.text):
+            return []
+        integer = contrast.change.endswith("integer")  # "made the continuous variables integer", or "... continuous"
+        explanation = (
+            "declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
+            "variables, whose optimum is fractional and differs from the whole-number optimum" if integer else
+            "declare these quantities with domain=pyo.NonNegativeReals; the common mistake is integer variables "
+            "where fractional amounts are allowed, which makes the optimum worse")
+        example = contrast.example or diff_example(contrast.wrong, contrast.right) or (
+            "wrong: domain=pyo.NonNegativeReals right: domain=pyo.NonNegativeIntegers" if integer else
+            "wrong: domain=pyo.NonNegativeIntegers right: domain=pyo.NonNegativeReals")
+        return [InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                             condition=condition, explanation=explanation, example=example)]
+
+    def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
+        """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
+        return "\n".join((f"{lab.stage.value} / " if with_stage else "") + f"{lab.level1} / {lab.level2}"
+                         for lab in self.store.labels() if (stage is None or lab.stage.value == stage)
+                         and not {canonical(lab.level1), canonical(lab.level2)} & _PLACEHOLDER_LABELS)
+
+    def _drafts(self, step: str, task: Task, run_id: str, contrast: Contrast, **kwargs: str) -> list[InsightDraft]:
+        """Drafts from one extraction call, mended where the model left the template's placeholders
+        (see ``_mend``) and dropped where they still say nothing."""
+        messages, sha = prompts.render(step, problem=task.text, **kwargs)
+        reply = self.ledger.complete(messages, prompt_name=step, prompt_sha=sha, max_tokens=500, schema=_Drafts,
+                                     context=CallContext(run_id=run_id, task_id=task.id, node=step))
+        parsed = reply.parsed if isinstance(reply.parsed, _Drafts) else _lenient(reply.text)
+        if not parsed:
+            return []
+        drafts = [d for d in (self._mend(d, contrast) for d in parsed.insights) if _meaningful(d)]
+        return [self._generalize(d, task, run_id) for d in drafts]
+
+    def _generalize(self, draft: InsightDraft, task: Task, run_id: str) -> InsightDraft:
+        """A condition that repeats numbers from its source problem would only ever match that
+        problem: ask once for it in general words (the counterfactual check still follows)."""
+        if not specific(draft.condition, task.text):
+            return draft
+        condition = self.general_condition(draft.condition, draft.explanation,
+                                           CallContext(run_id=run_id, task_id=task.id, node="generalize"))
+        if not condition or specific(condition, task.text):
+            return draft
+        return draft.model_copy(update={"condition": condition})
+
+    def general_condition(self, condition: str, explanation: str, context: CallContext) -> str:
+        """One ``generalize`` call: the condition rewritten in general words (may be empty)."""
+        return self.rewrite_condition("generalize", context, max_tokens=80, condition=condition,
+                                      explanation=explanation)
+
+    def rewrite_condition(self, prompt_name: str, context: CallContext, *, max_tokens: int, **fields: str) -> str:
+        """One call of a prompt that answers with a condition only; the condition, on one line
+        and unquoted (may be empty)."""
+        messages, sha = prompts.render(prompt_name, **fields)
+        reply = self.ledger.complete(messages, prompt_name=prompt_name, prompt_sha=sha, max_tokens=max_tokens,
+                                     context=context)
+        return " ".join(reply.text.strip().strip('"').split())
+
+    def _mend(self, draft: InsightDraft, contrast: Contrast) -> InsightDraft:
+        """A small model often copies the prompt's placeholders. Labels copied from the template
+        become the taxonomy label (of the draft's stage) whose definition is nearest to the
+        draft's text; an example with nothing in it ("wrong: ... right: ...") becomes the lines
+        that differ between the wrong and the right program. A known edit is the example."""
+        update: dict[str, Any] = {}
+        if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
+            near = self.retriever.labels_for(f"{draft.condition} {draft.explanation}", 100)
+            label = next((lab for lab in near if lab[0] == draft.stage.value), None)
+            if label is not None:
+                update.update(level1=label[1], level2=label[2])
+        if contrast.example:
+            update["example"] = contrast.example
+        elif not _informative(draft.example):
+            example = diff_example(contrast.wrong, contrast.right)
+            if example:
+                update["example"] = example
+        return draft.model_copy(update=update) if update else draft
+
+
+def _meaningful(draft: InsightDraft) -> bool:
+    """Drop drafts that say nothing: labels, a condition or an explanation copied from the prompt's
+    template, or an example with nothing in it."""
+    if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
+        return False
+    if "..." in draft.condition or "..." in draft.explanation:  # the template's own text, copied
+        return False
+    return _informative(draft.example)
+
+
+def specific(condition: str, problem: str) -> bool:
+    """True when the condition repeats a number (of two or more digits) from the problem text."""
+    numbers = {n for n in _NUMBER.findall(problem) if len(n.replace(".", "").replace(",", "")) >= 2}
+    return any(n in numbers for n in _NUMBER.findall(condition))
+
+
+def _informative(example: str) -> bool:
+    """False for an example with no content: its 'wrong' and 'right' parts empty, dots or equal."""
+    parts = re.split(r"\b(?:wrong|right)\s*:", example, flags=re.IGNORECASE)
+    if len(parts) != 3:
+        return bool(example.strip(" .…"))
+    wrong, right = (" ".join(p.split()).strip(" ,;.…") for p in parts[1:])
+    return bool(wrong) and bool(right) and wrong != right
+
+
+def diff_example(wrong: str, right: str, *, max_lines: int = 3, max_chars: int = 400) -> str:
+    """'wrong: <lines only in the wrong program> right: <lines only in the right one>', from a line diff."""
+    removed, added = [], []
+    for line in difflib.ndiff(wrong.splitlines(), right.splitlines()):
+        text = line[2:].strip()
+        if not text or text.startswith("#"):
+            continue
+        if line.startswith("- "):
+            removed.append(text)
+        elif line.startswith("+ "):
+            added.append(text)
+    if not added:
+        return ""
+    example = f"wrong: {'; '.join(removed[:max_lines]) or '(missing)'} right: {'; '.join(added[:max_lines])}"
+    return example[:max_chars]
+
+
+def _lenient(text: str) -> _Drafts | None:
+    """Parse drafts from a reply that wrapped its JSON in prose or a code fence."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return _Drafts.model_validate_json(text[start : end + 1])
+    except ValidationError:
+        return None

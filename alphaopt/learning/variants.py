@@ -1,0 +1,294 @@
+"""Single-line edits of a program, made mechanically, for the solver to screen.
+
+Exploration runs each variant of a wrong program and keeps one whose solved objective hits the
+target: its one-line diff is then a precise "wrong -> right" example for the insight. The
+variants change one thing each: one constraint's direction (``<=``/``>=``, or an equality made
+an inequality), the objective's sense, the integrality of one variable, or one constraint
+dropped. ``hunks`` splits a model's corrected program into its separate changes, so that the
+smallest change that reaches the target can be found the same way.
+
+Edits are made on the program's text at the positions ``ast`` gives, so every other line stays
+byte for byte as the model wrote it.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from dataclasses import dataclass
+
+#: Domains a variable's integrality flip maps between (binary variables are left alone).
+_TO_INTEGERS = {"NonNegativeReals": "NonNegativeIntegers", "PositiveReals": "PositiveIntegers",
+                "NonPositiveReals": "NonPositiveIntegers", "NegativeReals": "NegativeIntegers", "Reals": "Integers"}
+_TO_REALS = {v: k for k, v in _TO_INTEGERS.items()}
+_TURNED = {ast.LtE: ">=", ast.GtE: "<=", ast.Lt: ">", ast.Gt: "<"}
+_OPS = {ast.LtE: "<=", ast.GtE: ">=", ast.Lt: "<", ast.Gt: ">", ast.Eq: "=="}
+_SENSES = {"maximize": "minimize", "minimize": "maximize"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One mechanical edit: what kind, what it changed (in words), the code before and after it,
+    and the whole edited program."""
+
+    kind: str  # "sense", "integrality", "direction", "equality", "number" or "drop"
+    change: str
+    before: str
+    after: str
+    program: str
+    edit: tuple[int, int, str] = (0, 0, "")  # the text from ``start`` to ``end`` replaced by this
+
+    @property
+    def example(self) -> str:
+        """The edit as an insight's example: ``wrong: <code> right: <code>``."""
+        return f"wrong: {_one_line(self.before)} right: {_one_line(self.after) or '(no such constraint)'}"
+
+
+def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_per_literal: int = 12) -> list[Variant]:
+    """The program's single-line variants, at most ``limit``: the objective's sense first, then
+    each variable's integrality, each constraint's direction, each equality relaxed both ways,
+    each number the program writes that the ``problem`` text does not state replaced by one it
+    states (up to ``numbers_per_literal`` each), and each constraint dropped. None when the
+    program does not parse."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return []
+    text = _Text(program)
+    found = [*_senses(tree, text), *_integralities(tree, text), *_directions(tree, text),
+             *_numbers(tree, text, problem, numbers_per_literal), *_drops(tree, text)]
+    seen: set[str] = set()
+    unique = []
+    for variant in found:
+        if variant.program != program and variant.program not in seen:
+            seen.add(variant.program)
+            unique.append(variant)
+    return unique[:limit]
+
+
+class _Text:
+    """The program's text, addressed by ``ast`` positions (line numbers from 1, byte columns)."""
+
+    def __init__(self, program: str) -> None:
+        self.program = program
+        self.lines = program.splitlines(keepends=True)
+        self.starts = [0]
+        for line in self.lines:
+            self.starts.append(self.starts[-1] + len(line))
+
+    def index(self, lineno: int, col: int) -> int:
+        line = self.lines[lineno - 1] if lineno - 1 < len(self.lines) else ""
+        return self.starts[lineno - 1] + len(line.encode()[:col].decode(errors="ignore"))
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return (self.index(node.lineno, node.col_offset),  # type: ignore[attr-defined]
+                self.index(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
+
+    def segment(self, node: ast.AST) -> str:
+        start, end = self.span(node)
+        return self.program[start:end]
+
+    def replace(self, start: int, end: int, new: str) -> str:
+        return self.program[:start] + new + self.program[end:]
+
+    def variant(self, kind: str, change: str, before: str, after: str, start: int, end: int, new: str) -> Variant:
+        return Variant(kind, change, before, after, self.replace(start, end, new), (start, end, new))
+
+
+def _ctor(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+
+
+def _prefix(call: ast.Call) -> str:
+    """``pyo.`` for ``pyo.Objective(...)``, nothing for ``Objective(...)``."""
+    func = call.func
+    return ast.unparse(func.value) + "." if isinstance(func, ast.Attribute) else ""
+
+
+def _target(tree: ast.Module, call: ast.Call) -> str:
+    """The name a call is assigned to (``model.x``), or the call's own text."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and node.value is call and len(node.targets) == 1:
+            return ast.unparse(node.targets[0])
+    return ast.unparse(call)
+
+
+def _senses(tree: ast.Module, text: _Text) -> list[Variant]:
+    out = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _ctor(n) == "Objective"):
+        sense = next((kw for kw in call.keywords if kw.arg == "sense"), None)
+        if sense is None:  # Pyomo's default is minimize
+            at = text.index(call.end_lineno, call.end_col_offset) - 1  # type: ignore[arg-type]
+            new = (", " if call.args or call.keywords else "") + f"sense={_prefix(call)}maximize"
+            before = text.segment(call)
+            out.append(text.variant("sense", "made the objective maximize (it minimized)", before,
+                                    before[:-1] + new + ")", at, at, new))
+            continue
+        value = sense.value
+        name = value.attr if isinstance(value, ast.Attribute) else value.id if isinstance(value, ast.Name) else None
+        if isinstance(value, ast.Constant) and value.value in (1, -1):
+            new = str(-value.value)
+        elif isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub) and ast.unparse(value) == "-1":
+            new = "1"
+        elif name in _SENSES:
+            new = ast.unparse(value)[: -len(name)] + _SENSES[name]
+        else:
+            continue
+        out.append(text.variant("sense", f"turned the objective's sense ({ast.unparse(value)} to {new})",
+                                text.segment(sense), f"sense={new}", *text.span(value), new))
+    return out
+
+
+def _integralities(tree: ast.Module, text: _Text) -> list[Variant]:
+    out = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _ctor(n) == "Var"):
+        name = _target(tree, call)
+        domain = next((kw for kw in call.keywords if kw.arg in ("domain", "within")), None)
+        if domain is None:  # Pyomo's default domain is Reals
+            at = text.index(call.end_lineno, call.end_col_offset) - 1  # type: ignore[arg-type]
+            new = (", " if call.args or call.keywords else "") + f"domain={_prefix(call)}Integers"
+            before = text.segment(call)
+            out.append(text.variant("integrality", f"made {name} integer", before, before[:-1] + new + ")",
+                                    at, at, new))
+            continue
+        value = domain.value
+        current = value.attr if isinstance(value, ast.Attribute) else value.id if isinstance(value, ast.Name) else None
+        if current in _TO_INTEGERS:
+            flipped, word = _TO_INTEGERS[current], "integer"
+        elif current in _TO_REALS:
+            flipped, word = _TO_REALS[current], "continuous"
+        else:
+            continue
+        new = ast.unparse(value)[: -len(current)] + flipped
+        out.append(text.variant("integrality", f"made {name} {word}", f"{domain.arg}={ast.unparse(value)}",
+                                f"{domain.arg}={new}", *text.span(value), new))
+    return out
+
+
+def _constraint_expressions(tree: ast.Module) -> list[ast.Compare]:
+    """Comparisons that are constraints: a ``Constraint(expr=...)`` argument, a
+    ``ConstraintList.add(...)`` argument, or what a rule function (or lambda) returns."""
+    found: list[ast.Compare] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _ctor(node) in ("Constraint", "add"):
+            found += [a for a in [*node.args, *(kw.value for kw in node.keywords if kw.arg in ("expr", "rule"))]
+                      if isinstance(a, ast.Compare)]
+            lambdas = [kw.value for kw in node.keywords if kw.arg == "rule" and isinstance(kw.value, ast.Lambda)]
+            found += [f.body for f in lambdas if isinstance(f.body, ast.Compare)]
+        elif isinstance(node, ast.FunctionDef) and node.name != "build_model":
+            found += [n.value for n in ast.walk(node) if isinstance(n, ast.Return) and isinstance(n.value, ast.Compare)]
+    return [c for c in found if len(c.ops) == 1 and type(c.ops[0]) in _OPS]
+
+
+def _directions(tree: ast.Module, text: _Text) -> list[Variant]:
+    out = []
+    for compare in _constraint_expressions(tree):
+        op = type(compare.ops[0])
+        gap_start = text.index(compare.left.end_lineno, compare.left.end_col_offset)  # type: ignore[arg-type]
+        gap_end = text.index(compare.comparators[0].lineno, compare.comparators[0].col_offset)
+        at = text.program[gap_start:gap_end].find(_OPS[op])
+        if at < 0:
+            continue
+        start, end = gap_start + at, gap_start + at + len(_OPS[op])
+        before = text.segment(compare)
+        first, last = text.span(compare)
+        for new in [_TURNED[op]] if op in _TURNED else ["<=", ">="]:
+            after = text.replace(start, end, new)[first:last + len(new) - len(_OPS[op])]
+            out.append(text.variant("direction" if op in _TURNED else "equality",
+                                    f"turned {_OPS[op]} into {new} in {_one_line(before)}", before, after,
+                                    start, end, new))
+    return out
+
+
+_TEXT_NUMBER = re.compile(r"(?<![\w.])(\d+(?:,\d{3})*(?:\.\d+)?)(\s*%|\s*percent)?")
+
+
+def text_numbers(problem: str) -> list[float]:
+    """The numbers a problem text states, in order, once each; a percentage also as a fraction."""
+    found: list[float] = []
+    for number, percent in _TEXT_NUMBER.findall(problem):
+        value = float(number.replace(",", ""))
+        for v in ([value, value / 100] if percent else [value]):
+            if v not in found:
+                found.append(v)
+    return found
+
+
+def _numbers(tree: ast.Module, text: _Text, problem: str, per_literal: int) -> list[Variant]:
+    """Each number the program writes that the text does not state (0 and 1 aside) replaced by
+    each number the text states: a coefficient copied wrong or computed wrong."""
+    stated = text_numbers(problem)
+    out = []
+    build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_model"), tree)
+    for node in ast.walk(build):
+        if not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
+            continue
+        value = float(node.value)
+        if value in (0.0, 1.0) or any(_close(value, s) for s in stated):
+            continue
+        before = text.segment(node)
+        for number in [s for s in stated if not _close(s, value)][:per_literal]:
+            new = f"{number:g}" if abs(number) < 1e15 else repr(number)
+            out.append(text.variant("number", f"wrote {new} where the program had {before}", before, new,
+                                    *text.span(node), new))
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _drops(tree: ast.Module, text: _Text) -> list[Variant]:
+    """Each constraint statement (``model.c = Constraint(...)`` or ``....add(...)``) replaced by
+    ``pass`` when it stands on lines of its own."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _ctor(node.value) == "Constraint":
+            stmt: ast.stmt = node
+        elif (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and _ctor(node.value) == "add"
+              and any(isinstance(a, ast.Compare) for a in node.value.args)):
+            stmt = node
+        else:
+            continue
+        first = text.lines[stmt.lineno - 1]
+        last = text.lines[stmt.end_lineno - 1]  # type: ignore[index]
+        head = first.encode()[:stmt.col_offset].decode(errors="ignore")
+        tail = last.encode()[stmt.end_col_offset:].decode(errors="ignore")  # type: ignore[misc]
+        if head.strip() or (tail.strip() and not tail.strip().startswith("#")):
+            continue  # shares its line with other code
+        before = text.segment(stmt)
+        start, end = text.starts[stmt.lineno - 1], text.starts[stmt.end_lineno]  # type: ignore[index]
+        out.append(text.variant("drop", f"dropped the constraint {_one_line(before)}", before, "",
+                                start, end, f"{head}pass\n"))
+    return out
+
+
+def combine(program: str, first: Variant, second: Variant) -> str | None:
+    """The program with two variants' edits made together; None when they overlap."""
+    (a0, a1, a_new), (b0, b1, b_new) = sorted([first.edit, second.edit])
+    if a1 > b0 or (a0 == a1 == b0 == b1):
+        return None
+    return program[:a0] + a_new + program[a1:b0] + b_new + program[b1:]
+
+
+def hunks(wrong: str, right: str) -> list[tuple[int, int, list[str]]]:
+    """The separate changes that turn ``wrong`` into ``right``, line by line: ``(first, last,
+    new lines)`` each, replacing ``wrong``'s lines ``first`` to ``last - 1`` (kept line endings)."""
+    a, b = wrong.splitlines(keepends=True), right.splitlines(keepends=True)
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    return [(i1, i2, b[j1:j2]) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+def apply_hunk(wrong: str, hunk: tuple[int, int, list[str]]) -> str:
+    """``wrong`` with one of its ``hunks`` applied."""
+    lines = wrong.splitlines(keepends=True)
+    first, last, new = hunk
+    if new and not new[-1].endswith("\n") and last < len(lines):
+        new = [*new[:-1], new[-1] + "\n"]
+    return "".join([*lines[:first], *new, *lines[last:]])
+
+
+def _one_line(code: str) -> str:
+    return " ".join(code.split())

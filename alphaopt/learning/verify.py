@@ -1,0 +1,125 @@
+"""The counterfactual check: does a candidate insight turn wrong solves right?
+
+A problem is solved ``k`` times in each arm: without the candidates (the solves learning began
+with), with them, and with a placebo lesson in their place (one that restates what the prompts
+already ask: any change to the prompt can turn a slip into a right answer). The first solve of
+each arm is greedy, as a user's solve is; the others are sampled, each with its own seed, so no
+single lucky sample decides. A candidate is accepted only when, counted over the ``k`` solves,
+``with >= without + margin``, ``with >= placebo + margin`` and ``with >= 1``; the placebo arm
+runs only when the first condition holds. The counts and each solve's outcome are the
+evidence kept on the insight's version. ``k = 1`` still works (tests, cheap runs).
+
+What counts as a success depends on the contrast the candidates came from
+(``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
+ran (a code lesson), or a right first program (a lesson learned from a repair or diagnosis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alphaopt.agent import prompts
+from alphaopt.agent.nodes import REPAIRABLE
+from alphaopt.agent.retrieval import insight_dict
+from alphaopt.agent.state import Solution
+from alphaopt.learning.contrasts import Criterion
+from library import Insight, Task
+
+#: ``solve(task, run_id, kind, sample, forced, without=...)``: one recorded solve of a task with
+#: forced insights (``Learner.solve``).
+Solve = Callable[..., Solution]
+
+
+def success(solution: Solution, answer: float, criterion: Criterion,
+            correct: Callable[[float | None, float], bool]) -> bool:
+    """Whether a solve counts as a success under ``criterion``."""
+    if criterion == "right_first":
+        first = solution.attempts[0] if solution.attempts else None
+        return first is not None and first.status in ("optimal", "feasible") and correct(first.objective, answer)
+    right = correct(solution.objective, answer)
+    if criterion == "runs_first":  # a code insight must make the first program run, not only the final one
+        return right and bool(solution.attempts) and solution.attempts[0].status not in REPAIRABLE
+    return right
+
+
+@dataclass
+class Verdict:
+    """The check's outcome and the evidence kept on the candidates' versions."""
+
+    accepted: bool
+    evidence: dict[str, Any] = field(default_factory=dict)
+    with_runs: list[Solution] = field(default_factory=list)
+
+    @property
+    def why(self) -> str:
+        return "a placebo did as well" if "placebo" in self.evidence and not self.accepted else ""
+
+
+class Checker:
+    """Runs the counterfactual check for one learning run."""
+
+    def __init__(self, solve: Solve, k: int, margin: int, placebo: bool,
+                 correct: Callable[[float | None, float], bool]) -> None:
+        self.solve, self.k, self.margin, self.placebo, self.correct = solve, k, margin, placebo, correct
+
+    def success(self, solution: Solution, answer: float, criterion: Criterion) -> bool:
+        """Whether a solve counts as a success under ``criterion``."""
+        return success(solution, answer, criterion, self.correct)
+
+    def check(self, task: Task, run_id: str, candidates: Sequence[Insight], without: Sequence[Solution],
+              criterion: Criterion, placebos: dict[tuple[str, ...], list[Solution]] | None = None) -> Verdict:
+        """Solve with the candidates ``k`` times and compare with ``without`` (and the placebo).
+
+        Args:
+            task: The training problem (with its answer).
+            run_id: The learning run the solves are recorded under.
+            candidates: The candidate insights, checked together.
+            without: The problem's solves without them (``k`` of them).
+            criterion: What counts as a success.
+            placebos: The placebo arm's solves of this problem by stages, shared between the
+                checks of one problem (the placebo does not depend on the candidates).
+        """
+        answer = float(task.answer)
+
+        def wins(solutions: Sequence[Solution]) -> list[int]:
+            return [int(success(s, answer, criterion, self.correct)) for s in solutions]
+
+        forced = [insight_dict(c) for c in candidates]
+        base = wins(without[: self.k])
+        solved = [self.solve(task, run_id, "verify_with", sample, forced) for sample in range(self.k)]
+        with_runs = wins(solved)
+        evidence: dict[str, Any] = {"without": sum(base), "with": sum(with_runs), "k": self.k, "criterion": criterion,
+                                    "code_only": criterion == "runs_first", "solves": {"without": base,
+                                                                                       "with": with_runs}}
+        accepted = sum(with_runs) >= sum(base) + self.margin and sum(with_runs) >= 1
+        if accepted and self.placebo:
+            stages = tuple(dict.fromkeys(c.stage.value for c in candidates))
+            cache = placebos if placebos is not None else {}
+            if stages not in cache:
+                placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
+                cache[stages] = [self.solve(task, run_id, "verify_placebo", sample, placebo)
+                                 for sample in range(self.k)]
+            control = wins(cache[stages])
+            evidence["placebo"] = sum(control)
+            evidence["solves"]["placebo"] = control
+            accepted = sum(with_runs) >= sum(control) + self.margin
+        return Verdict(accepted, evidence, solved)
+
+    def recheck(self, insight: Insight, tasks: Sequence[Task], run_id: str) -> dict[str, Any]:
+        """The check again on a verified insight's source problems: ``k`` solves each without it
+        (the rest of the library stays), with it, and with the placebo in its place. Kept when,
+        summed over the problems, it beats both by the margin with at least one success."""
+        criterion: Criterion = "runs_first" if insight.stage.value == "code_implementation" else "final"
+        arms = {"without": [], "with": [insight_dict(insight)],
+                "placebo": [{**prompts.PLACEBO, "stage": insight.stage.value}]}
+        counts = dict.fromkeys(arms, 0)
+        for task in tasks:
+            for sample in range(self.k):
+                for arm, forced in arms.items():
+                    solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id])
+                    counts[arm] += success(solution, float(task.answer), criterion, self.correct)
+        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1
+        return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion == "runs_first",
+                "recheck": True, "kept": kept}
