@@ -72,9 +72,10 @@ def test_bad_items_and_faults_become_their_lines_and_a_rerun_retries_only_them(t
         assert len(rows) == 7 and all(rows[f"good{k}"]["objective"] == pytest.approx(11) for k in (1, 2, 3))
         assert rows["surrogate"]["failure"] and rows["surrogate"]["error"].startswith("InputError: ")
         assert "lone surrogate (U+DCE9" in rows["surrogate"]["error"]
-        assert rows["garbage"]["error"].startswith("LLMError: ") and "not a chat completion" in rows["garbage"]["error"]
-        assert rows["empty"]["error"].startswith("LLMError: ") and "empty completion" in rows["empty"]["error"]
-        assert rows["notext"]["error"].startswith("InputError: ") and "line 6 has no problem text" in rows["notext"]["error"]
+        errors = {k: rows[k].get("error", "") for k in rows}
+        assert errors["garbage"].startswith("LLMError: ") and "not a chat completion" in errors["garbage"]
+        assert errors["empty"].startswith("LLMError: ") and "empty completion" in errors["empty"]
+        assert errors["notext"].startswith("InputError: ") and "line 6 has no problem text" in errors["notext"]
 
         before = len(endpoint.requests)
         healed = True
@@ -85,8 +86,8 @@ def test_bad_items_and_faults_become_their_lines_and_a_rerun_retries_only_them(t
     # only the two faults were asked again, and not answered from the cache
     assert {t.split("Case ")[1].split(".")[0] for t in asked} == {"empty", "garbage"}
     rows = lines_of(out)
-    assert Counter(r["id"] for r in rows) == Counter({i: 1 for i in
-                                                      ("good1", "surrogate", "garbage", "good2", "empty", "notext", "good3")})
+    ids = ("good1", "surrogate", "garbage", "good2", "empty", "notext", "good3")
+    assert Counter(r["id"] for r in rows) == Counter(ids)  # each id once
     by_id = {r["id"]: r for r in rows}
     assert by_id["garbage"]["status"] == by_id["empty"]["status"] == "optimal"
 
@@ -171,3 +172,18 @@ def test_the_output_may_not_be_the_input(tmp_path):
 def test_batch_help_documents_the_exit_codes():
     text = CliRunner().invoke(cli.cli, ["batch", "--help"]).output
     assert "Exit codes:" in text and "4  some problems failed" in text and "3  no failures" in text
+
+
+def test_a_run_that_cannot_start_leaves_the_output_as_it_was(tmp_path, monkeypatch):
+    llm = ThreadSafeLLM(lambda name, user: LP_REPLY, delay=0)
+    monkeypatch.setattr(api, "Agent", functools.partial(api.Agent, llm=llm))
+    problems, out, home = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "broken"
+    write_jsonl(problems, [{"id": "a", "problem": PROBLEM}, {"id": "b", "problem": PROBLEM + " Case b."}])
+    before = (json.dumps({"id": "a", "status": "optimal", "objective": 11.0}) + "\n"
+              + json.dumps({"id": "b", "failure": True, "error": "LLMError: busy"}) + "\n")
+    out.write_text(before)
+    home.mkdir()
+    (home / "runs.db").write_text("not a database")  # the agent cannot open its call log
+    result = CliRunner().invoke(cli.cli, ["batch", str(problems), "-o", str(out), "--no-progress", "--home", str(home)])
+    assert result.exit_code != 0 and llm.calls == []
+    assert out.read_text() == before  # b's failure line is still there to say why

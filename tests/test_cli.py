@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 import alphaopt
 from alphaopt import api
-from alphaopt.interfaces import cli
 from alphaopt.errors import InputError
+from alphaopt.interfaces import cli
 from tests.fakes import FORMULATION, INFEASIBLE_REPLY, LP_REPLY, MILP_REPLY, ScriptedLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
@@ -52,8 +52,8 @@ def test_samples_flag_draws_more_programs(scripted):
 
 
 def render_text(data):
-    from alphaopt.interfaces.render import render_solution
     from alphaopt.agent.state import Solution
+    from alphaopt.interfaces.render import render_solution
 
     return render_solution(Solution.model_validate(data))
 
@@ -179,8 +179,8 @@ def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
 
 
 def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
-    from alphaopt.config import load_settings
     from alphaopt.agent.retrieval import open_store
+    from alphaopt.config import load_settings
     from library import InsightDraft
 
     home = tmp_path / "lib"

@@ -89,7 +89,8 @@ def test_a_seeded_sample_replays_but_another_seed_calls_again(tmp_path):
 def test_retries_on_429_and_5xx(tmp_path):
     server = Server((429, {"error": {"message": "slow down"}}), (503, {"error": {"message": "busy"}}),
                     (200, _completion("ok")))
-    result = _client(tmp_path, server, experimental={"max_retries": 3}).complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5)
+    client = _client(tmp_path, server, experimental={"max_retries": 3})
+    result = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5)
     assert result.text == "ok" and len(server.requests) == 3
 
 

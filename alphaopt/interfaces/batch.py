@@ -118,7 +118,9 @@ def run_batch(
 ) -> BatchSummary:
     """Solve every problem not yet in ``output``, appending one line per result as it finishes.
 
-    The kept lines are rewritten first (to a temporary file, then renamed over ``output``), so a
+    ``output`` is left as it is until the first result is ready (a run that cannot start, say
+    the endpoint setting is wrong, changes nothing); then the kept lines are rewritten (to a
+    temporary file, renamed over ``output``) and each result is appended and flushed, so a
     crash at any moment leaves every finished line in place.
 
     Raises:
@@ -128,17 +130,11 @@ def run_batch(
     done = load_done(output)
     todo = [e for e in entries if e.item.id not in done]
     ids = {e.item.id for e in entries}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as sink:
-        for kept in done.values():
-            _write(sink, json.dumps(kept))
-    os.replace(tmp, output)
     counts = {"answered": 0, "optimal": 0, "failed": 0,
               "unanswered": sum(1 for i, r in done.items() if i in ids and r.get("status") not in ANSWER_STATUSES)}
     lock = threading.Lock()
 
-    with output.open("a", encoding="utf-8") as sink:
+    with _Output(output, [json.dumps(kept) for kept in done.values()]) as sink:
         def record(item: BatchItem, outcome: Solution | BaseException) -> None:
             line = result_line(item, outcome)
             with lock:
@@ -147,7 +143,7 @@ def run_batch(
                 except (TypeError, ValueError) as exc:  # recorded as the item's failure instead
                     line = result_line(item, exc)
                     text = json.dumps(line)
-                _write(sink, text)
+                sink.write(text)
                 if line.get("failure"):
                     counts["failed"] += 1
                 elif line["status"] in ANSWER_STATUSES:
@@ -158,16 +154,43 @@ def run_batch(
             if on_progress:
                 on_progress(item, line)
 
-        for entry in todo:
-            if entry.error is not None:
-                record(entry.item, entry.error)
         solvable = [e.item for e in todo if e.error is None]
         if solvable:
             solve_batch(solvable, concurrency=concurrency, settings=settings, on_result=record, **clients)
+        for entry in todo:  # after the others: a run that cannot start leaves the output as it was
+            if entry.error is not None:
+                record(entry.item, entry.error)
     return BatchSummary(total=len(entries), skipped=len(entries) - len(todo), **counts)
 
 
-def _write(sink: IO[str], text: str) -> None:
-    """One line, flushed at once (``json.dumps`` writes ASCII: a lone surrogate is escaped)."""
-    sink.write(text + "\n")
-    sink.flush()
+class _Output:
+    """The results file, opened for appending when the first line is written (or when the run ends
+    without one), after it is rewritten to the ``kept`` lines."""
+
+    def __init__(self, path: Path, kept: list[str]) -> None:
+        self.path, self.kept = path, kept
+        self._sink: IO[str] | None = None
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None and self._sink is None:
+            self._open()  # nothing new: the rewrite still drops failures, duplicates and cut lines
+        if self._sink is not None:
+            self._sink.close()
+
+    def write(self, text: str) -> None:
+        """Append one line and flush it (``json.dumps`` writes ASCII: a lone surrogate is escaped)."""
+        if self._sink is None:
+            self._open()
+        assert self._sink is not None
+        self._sink.write(text + "\n")
+        self._sink.flush()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in self.kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._sink = self.path.open("a", encoding="utf-8")

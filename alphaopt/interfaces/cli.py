@@ -160,7 +160,7 @@ def batch(input_file: str, output: Path, concurrency: int, no_progress: bool, **
 
     settings = _settings(kwargs)
     if input_file == "-":
-        source, records = "standard input", read_jsonl(click.get_binary_stream("stdin").read(), "standard input")
+        source, records = "standard input", read_jsonl(sys.stdin.buffer.read(), "standard input")
     elif _same_file(Path(input_file), output):
         raise InputError(f"--output {output} is the input file: give another path for the results.")
     else:

@@ -236,7 +236,8 @@ class OpenAIClient:
         except openai.APITimeoutError as exc:
             raise LLMError(
                 f"{where} did not answer within {self.settings.request_timeout_s:g}s after "
-                f"{self.settings.experimental.max_retries} retries: raise ALPHAOPT_REQUEST_TIMEOUT_S or check the server."
+                f"{self.settings.experimental.max_retries} retries: raise ALPHAOPT_REQUEST_TIMEOUT_S or check the "
+                "server."
             ) from exc
         except openai.APIConnectionError as exc:
             raise LLMError(
