@@ -96,10 +96,11 @@ class Claims(StoreCore):
         A candidate is claimable when nobody claimed it, its claim was released, or its lease
         ran out (its worker died or stalled). A task with a live lease is not, even for the
         worker that holds it (a restarted worker finds its own with ``claims(worker_id=...)``
-        and renews them). A completed task is never claimable again. Candidates are taken in the given
-        order; on PostgreSQL a candidate that another worker is claiming at this moment is
-        skipped (``FOR UPDATE SKIP LOCKED``), so concurrent workers get disjoint tasks without
-        waiting for each other. On SQLite the claim runs in one write transaction.
+        and renews them). A completed task is never claimable again. Candidates are taken in
+        the given order; on PostgreSQL a candidate that another worker is claiming at this
+        moment is skipped (``FOR UPDATE SKIP LOCKED``, and a transaction-level advisory lock
+        per new key), so concurrent workers get disjoint tasks without waiting for each other.
+        On SQLite the claim runs in one write transaction (``BEGIN IMMEDIATE``).
 
         Args:
             worker_id: A stable name for the worker (e.g. ``"host-2:pid-4711"``).

@@ -216,16 +216,20 @@ def _kill_at_every_point(make_location: MakeLocation, step: str) -> list[str]:
     with LibraryStore(reference) as store:
         after = _snapshot(store)
     assert after != before
-    found = []
+    found: list[str] = []
+    location = None
     for stop_at in range(1, 100):
-        location = make_location()
-        with LibraryStore(location) as store:
-            _setup(store)
+        if location is None:  # a library left as before the step serves the next kill as well
+            location = make_location()
+            with LibraryStore(location) as store:
+                _setup(store)
         if _run_child(location, step, stop_at, checkpoint) == "done":
             break
         with LibraryStore(location) as store:
             state = _snapshot(store)
         found.append("before" if state == before else "after" if state == after else f"mixed at {stop_at}")
+        if state != before:
+            location = None
     return found
 
 
