@@ -51,6 +51,7 @@ def solve_batch(
     concurrency: int = 1,
     settings: Settings | None = None,
     on_result: Callable[[BatchItem, Solution | Exception], None] | None = None,
+    cluster: str | None = None,
     **options: Any,
 ) -> list[Solution | Exception]:
     """Solve many problems with one agent; one item's failure is returned in its place, not raised.
@@ -58,10 +59,16 @@ def solve_batch(
     Any exception while solving one item (unusable text, an endpoint fault, a solver crash, a
     bug) becomes that item's result; the other items go on. Results come back in input order;
     ``on_result`` is called, in the calling thread, as each one finishes.
+
+    With ``cluster`` (a Dask scheduler address, or ``local:N`` for N worker processes here) the
+    items run on that cluster: each worker builds one agent from ``settings`` and reuses it, and
+    ``concurrency`` is the threads per worker of a ``local:N`` cluster (see ``alphaopt.cluster``).
     """
     items = [p if isinstance(p, BatchItem) else BatchItem(id=str(i), problem=p) for i, p in enumerate(problems)]
     clients = {k: options.pop(k) for k in ("llm", "runner", "library") if k in options}
     settings = settings.model_copy(update=options) if settings else load_settings(**options)
+    if cluster is not None:
+        return _solve_on_cluster(items, settings, cluster, concurrency, on_result, sorted(clients))
     results: dict[int, Solution | Exception] = {}
     with Agent(settings, **clients) as agent, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {pool.submit(_solve_one, agent, item): n for n, item in enumerate(items)}
@@ -84,3 +91,37 @@ def _solve_one(agent: Agent, item: BatchItem) -> Solution | Exception:
     except Exception as exc:  # noqa: BLE001 - recorded as this item's failure by the caller; Ctrl-C stops the batch
         return exc
 
+
+# -- on a Dask cluster (alphaopt.cluster does the Dask part) ---------------------------------------
+
+
+def _solve_on_cluster(items: list[BatchItem], settings: Settings, cluster: str, threads: int,
+                      on_result: Callable[[BatchItem, Solution | Exception], None] | None,
+                      clients: list[str]) -> list[Solution | Exception]:
+    """``solve_batch`` on a cluster: one agent per worker, results as they finish."""
+    from alphaopt.cluster import connect, each_result, worker_cache
+    from alphaopt.errors import ClusterError
+
+    if clients:
+        raise ClusterError(f"{'=, '.join(clients)}= cannot go to a cluster's workers: each worker builds "
+                           "its own clients from the settings (point them at an endpoint with base_url).")
+    if settings.use_library:  # once here, so that the workers find it ready (starter loaded, index synced)
+        from alphaopt.agent.retrieval import open_library
+
+        for part in open_library(settings):
+            part.close()
+    results: dict[int, Solution | Exception] = {}
+    with connect(cluster, settings, threads_per_worker=max(1, threads)) as (client, worker_settings), \
+            worker_cache(client, "agent", Agent, worker_settings) as agents:
+        for n, outcome in each_result(client, _solve_on_worker, items, agents, kind="solve"):
+            results[n] = outcome
+            if on_result:
+                on_result(items[n], outcome)
+    return [results[n] for n in range(len(items))]
+
+
+def _solve_on_worker(item: BatchItem, agents: str) -> Solution | Exception:
+    """On a worker: solve one item with the agent this worker built (the first task builds it)."""
+    from alphaopt.cluster import worker_object
+
+    return _solve_one(worker_object(agents), item)

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     use_library: bool = True
     library_url: str | None = None
 
+    # Runs and the LLM call log: a PostgreSQL URL shares them between machines; unset: runs.db in the home.
+    runs_url: str | None = Field(default=None, repr=False)
+
     # Agent loop.
     max_problem_chars: int = 20000
     samples: int = Field(default=1, ge=1, le=15)  # 3+ for a vote

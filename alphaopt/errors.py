@@ -18,3 +18,7 @@ class LLMError(AlphaoptError):
 
 class InputError(AlphaoptError):
     """The user's problem text or input file is unusable."""
+
+
+class ClusterError(AlphaoptError):
+    """A Dask cluster cannot be reached or used as asked, or lost the workers running one item."""

@@ -18,7 +18,7 @@ from alphaopt.agent.state import AgentContext, Attempt, Candidate, InsightSource
 from alphaopt.config import Settings, load_settings
 from alphaopt.errors import InputError
 from alphaopt.llm.client import LLMClient, OpenAIClient
-from alphaopt.llm.runlog import RunLog
+from alphaopt.llm.runlog import open_run_log
 from solvers import Limits, SolverRunner, SolveStatus
 
 #: The model named on a run of a program edited by hand (no model wrote it).
@@ -80,7 +80,7 @@ class Agent:
         library: InsightSource | str | None = "default",
     ) -> None:
         self.settings = settings or load_settings()
-        self.log = RunLog(self.settings.runs_db)
+        self.log = open_run_log(self.settings)  # runs.db, or PostgreSQL by ALPHAOPT_RUNS_URL
         self.llm = llm or OpenAIClient(self.settings, self.log)
         self._own_runner = runner is None
         self.runner = runner or solver_runner(self.settings)

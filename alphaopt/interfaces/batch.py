@@ -114,6 +114,7 @@ def run_batch(
     *,
     concurrency: int = 1,
     on_progress: Callable[[BatchItem, dict[str, Any]], None] | None = None,
+    cluster: str | None = None,
     **clients: Any,
 ) -> BatchSummary:
     """Solve every problem not yet in ``output``, appending one line per result as it finishes.
@@ -156,7 +157,8 @@ def run_batch(
 
         solvable = [e.item for e in todo if e.error is None]
         if solvable:
-            solve_batch(solvable, concurrency=concurrency, settings=settings, on_result=record, **clients)
+            solve_batch(solvable, concurrency=concurrency, settings=settings, on_result=record, cluster=cluster,
+                        **clients)
         for entry in todo:  # after the others: a run that cannot start leaves the output as it was
             if entry.error is not None:
                 record(entry.item, entry.error)

@@ -29,7 +29,7 @@ from alphaopt.interfaces.cli_common import (
     _settings_options,
 )
 from alphaopt.jsonl import check_text, decode, read_jsonl
-from alphaopt.llm.runlog import RunLog
+from alphaopt.llm.runlog import open_run_log
 
 #: One word ending in a file extension (``examples/bakery.txt``): a path, not a problem statement.
 _PATH_LIKE = re.compile(r"[^\s]+\.(?:txt|md|json|jsonl|text|prob)", re.IGNORECASE)
@@ -111,7 +111,7 @@ def solve(problem: str, as_json: bool, show_code: bool, **kwargs: Any) -> None:
     if as_json:
         click.echo(solution.model_dump_json(indent=2))
     else:
-        click.echo(render.render_solution(solution, show_code=show_code, saved_to=str(settings.runs_db)))
+        click.echo(render.render_solution(solution, show_code=show_code, saved_to=agent.log.where))
     _exit_unless_answered(solution)
 
 
@@ -126,19 +126,24 @@ def resume(run_id: str, as_json: bool, **kwargs: Any) -> None:
     with Agent(settings) as agent:
         solution = agent.resume(run_id)
     click.echo(solution.model_dump_json(indent=2) if as_json else
-               render.render_solution(solution, saved_to=str(settings.runs_db)))
+               render.render_solution(solution, saved_to=agent.log.where))
     _exit_unless_answered(solution)
 
 
 @cli.command()
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Results JSONL (appended; rerun to resume).")
-@click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Problems in flight at once.")
+@click.option("-c", "--concurrency", type=int, default=1, show_default=True,
+              help="Problems in flight at once (with --cluster local:N: per worker).")
+@click.option("--cluster", metavar="ADDRESS",
+              help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N for N worker "
+                   "processes on this machine (README: Scale out).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @SAMPLES_OPTION
 @_settings_options
 @_errors
-def batch(input_file: str, output: Path, concurrency: int, no_progress: bool, **kwargs: Any) -> None:
+def batch(input_file: str, output: Path, concurrency: int, cluster: str | None, no_progress: bool,
+          **kwargs: Any) -> None:
     """Solve every problem in INPUT (UTF-8 JSONL, - for stdin); one result line each in --output.
 
     Each line is a JSON object with the problem under "problem" (or "description" or "text")
@@ -171,7 +176,8 @@ def batch(input_file: str, output: Path, concurrency: int, no_progress: bool, **
         bar.update(1)
         bar.set_postfix_str(f"{item.id}: {'failed' if line.get('failure') else line.get('status')}")
 
-    summary = run_batch(records, source, output, settings, concurrency=concurrency, on_progress=progress)
+    summary = run_batch(records, source, output, settings, concurrency=concurrency, on_progress=progress,
+                        cluster=cluster)
     bar.update(summary.skipped)
     bar.close()
     click.echo(
@@ -206,7 +212,7 @@ def logs() -> None:
 @click.option("--home", type=click.Path(path_type=Path))
 def logs_list(limit: int, run_id: str | None, home: Path | None) -> None:
     """Recent LLM calls: model, prompt, tokens, latency, error."""
-    log = RunLog(load_settings(home=home).runs_db)
+    log = open_run_log(load_settings(home=home))
     for row in log.calls(limit=limit, run_id=run_id):
         click.echo(render.render_call_row(row))
 
@@ -217,7 +223,7 @@ def logs_list(limit: int, run_id: str | None, home: Path | None) -> None:
 @_errors
 def logs_show(call_id: str, home: Path | None) -> None:
     """One LLM call in full (messages and response)."""
-    row = RunLog(load_settings(home=home).runs_db).call(call_id)
+    row = open_run_log(load_settings(home=home)).call(call_id)
     if row is None:
         raise InputError(f"No single call matches {call_id!r}: see 'alphaopt logs list'.")
     click.echo(render.render_call(row))
@@ -233,7 +239,7 @@ def runs() -> None:
 @click.option("--home", type=click.Path(path_type=Path))
 def runs_list(limit: int, home: Path | None) -> None:
     """Recent runs: id, status, objective, problem."""
-    for row in RunLog(load_settings(home=home).runs_db).runs(limit=limit):
+    for row in open_run_log(load_settings(home=home)).runs(limit=limit):
         problem = " ".join(row["problem"].split())[:60]
         click.echo(f"{row['id']}  {row['created_at'][:19]}  {row['status']:<12} {render.fmt_number(row['objective']):>12}  {problem}")
 
@@ -246,7 +252,7 @@ def runs_list(limit: int, home: Path | None) -> None:
 @_errors
 def runs_show(run_id: str, as_json: bool, show_code: bool, home: Path | None) -> None:
     """One saved run."""
-    row = RunLog(load_settings(home=home).runs_db).run(run_id)
+    row = open_run_log(load_settings(home=home)).run(run_id)
     if row is None:
         raise InputError(f"No single run matches {run_id!r}: see 'alphaopt runs list'.")
     solution = Solution.model_validate_json(row["solution"])

@@ -21,7 +21,7 @@ from alphaopt.config import load_settings
 from alphaopt.errors import InputError
 from alphaopt.learning.training import read_training
 from alphaopt.llm.client import OpenAIClient
-from alphaopt.llm.runlog import RunLog
+from alphaopt.llm.runlog import open_run_log
 
 
 @click.command()
@@ -80,7 +80,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     config = LearnConfig(k=solves, explore_tries=explore_tries, line_variants=line_variants, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     with solver_runner(settings) as runner:
-        llm = OpenAIClient(settings, RunLog(settings.runs_db))
+        llm = OpenAIClient(settings, open_run_log(settings))
         learner = Learner(settings, store, index, llm, runner, config)
         revisit = ["unsolved"] * retry_unsolved + ["solved"] * revisit_solved
         again = learner.ended(revisit)
@@ -221,7 +221,7 @@ def library_recheck(insight_ids: tuple[str, ...], solves: int, answers: tuple[Pa
             store.add_task(dataset, item_id, text, answer)
     command = "alphaopt library recheck " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     with solver_runner(settings) as runner:
-        learner = Learner(settings, store, index, OpenAIClient(settings, RunLog(settings.runs_db)), runner,
+        learner = Learner(settings, store, index, OpenAIClient(settings, open_run_log(settings)), runner,
                           LearnConfig(k=solves))
         run = store.start_run({"command": command, "model": settings.model_name, "pid": os.getpid(),
                                "recheck": list(insight_ids), **learner.config.__dict__})
@@ -318,7 +318,7 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
     config = EvolveConfig(rounds=rounds, candidates=candidates, unretrieved_tries=unretrieved_tries,
                           max_problems=max_problems, reuse=not fresh, merge=not no_merge)
     with solver_runner(settings) as runner:
-        llm = OpenAIClient(settings, RunLog(settings.runs_db))
+        llm = OpenAIClient(settings, open_run_log(settings))
         summary = Evolver(Learner(settings, store, index, llm, runner), config).evolve(
             command=command, dry_run=dry_run, on_event=click.echo)
     click.echo(f"Run {summary.run_id}: {len(summary.rounds)} round(s), merged {summary.merged}.")

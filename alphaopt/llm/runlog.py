@@ -3,6 +3,10 @@
 Schema changes are an ordered list of named migrations, applied once each and recorded in
 ``_migrations`` (a test pins the resulting columns). Each operation opens its own short
 connection, so the log is safe to use from several threads and processes.
+
+With ``ALPHAOPT_RUNS_URL`` (a PostgreSQL URL) the same tables live in that database instead
+(``alphaopt.llm.runlog_postgres``), so the runs and calls of every machine of a cluster are
+listed by ``alphaopt runs`` and ``alphaopt logs`` anywhere.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from alphaopt.config import Settings
+from alphaopt.llm import runlog_postgres as pg
 
 _MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -88,19 +95,46 @@ class CallRecord:
     node: str | None = None
 
 
-class RunLog:
-    """Access to ``runs.db``; migrates on first use."""
+#: A row of the log: a dict by column name (the same from SQLite and PostgreSQL).
+Row = dict[str, Any]
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
+
+
+def open_run_log(settings: Settings) -> RunLog:
+    """The run log the settings name: ``runs_url`` (PostgreSQL) when set, else ``runs.db`` in the home."""
+    return RunLog(settings.runs_url or settings.runs_db)
+
+
+class RunLog:
+    """Access to ``runs.db`` (a path) or to the same tables in PostgreSQL (a URL); migrates on first use."""
+
+    def __init__(self, location: Path | str) -> None:
+        self.url = str(location) if pg.is_url(location) else None
+        self.path = None if self.url else Path(location)
+        if self.url:
+            pg.engine_for(self.url)  # connects and migrates once per process
+            return
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             migrate(db)
 
+    @property
+    def where(self) -> str:
+        """Where the log is, for messages: the file, or the database URL without its password."""
+        return pg.redacted(self.url) if self.url else str(self.path)
+
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
+    def _connect(self) -> Iterator[Any]:
+        if self.url:
+            with pg.connect(self.url) as conn:
+                yield conn
+            return
+        db = sqlite3.connect(self.path, timeout=30)  # type: ignore[arg-type]  # a path when there is no URL
+        db.row_factory = _dict_row
         try:
             with db:
                 yield db
@@ -122,13 +156,15 @@ class RunLog:
         with self._connect() as db:
             db.execute(f"INSERT INTO llm_calls ({columns}) VALUES ({marks})", row)
 
-    def cached_response(self, cache_key: str) -> sqlite3.Row | None:
+    def cached_response(self, cache_key: str) -> Row | None:
         """The newest answered, non-cached call with this content hash, if any.
 
         Faults are never replayed: a call with an error, one without a response or with an empty
         text (logged so by earlier versions), or one whose reply missed its output schema.
         """
         with self._connect() as db:
+            if self.url:
+                return db.execute(pg.CACHED_RESPONSE, (cache_key,)).fetchone()
             return db.execute(
                 "SELECT * FROM llm_calls WHERE cache_key = ? AND error IS NULL AND cached = 0 "
                 "AND CASE WHEN json_valid(response) THEN trim(coalesce(json_extract(response, '$.text'), ''), "
@@ -138,15 +174,16 @@ class RunLog:
                 (cache_key,),
             ).fetchone()
 
-    def calls(self, *, limit: int = 20, run_id: str | None = None) -> list[sqlite3.Row]:
+    def calls(self, *, limit: int = 20, run_id: str | None = None) -> list[Row]:
         """The most recent calls, newest first."""
         query, args = "SELECT * FROM llm_calls", []
         if run_id:
             query, args = query + " WHERE run_id = ?", [run_id]
         with self._connect() as db:
-            return db.execute(query + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
+            newest = pg.NEWEST_CALLS if self.url else " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+            return db.execute(query + newest, (*args, limit)).fetchall()
 
-    def call(self, call_id: str) -> sqlite3.Row | None:
+    def call(self, call_id: str) -> Row | None:
         """One call by id (a unique prefix is enough)."""
         with self._connect() as db:
             rows = db.execute("SELECT * FROM llm_calls WHERE id LIKE ? LIMIT 2", (call_id + "%",)).fetchall()
@@ -155,18 +192,17 @@ class RunLog:
     def save_run(self, run_id: str, problem: str, status: str, objective: float | None, solution: str) -> None:
         """Store (or replace) a finished run's solution JSON."""
         with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO runs (id, created_at, problem, status, objective, solution) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, now_iso(), problem, status, objective, solution),
-            )
+            save = pg.SAVE_RUN if self.url else ("INSERT OR REPLACE INTO runs (id, created_at, problem, status, "
+                                                 "objective, solution) VALUES (?, ?, ?, ?, ?, ?)")
+            db.execute(save, (run_id, now_iso(), problem, status, objective, solution))
 
-    def run(self, run_id: str) -> sqlite3.Row | None:
+    def run(self, run_id: str) -> Row | None:
         """One saved run by id (a unique prefix is enough)."""
         with self._connect() as db:
             rows = db.execute("SELECT * FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)).fetchall()
         return rows[0] if len(rows) == 1 else None
 
-    def runs(self, *, limit: int = 20) -> list[sqlite3.Row]:
+    def runs(self, *, limit: int = 20) -> list[Row]:
         """The most recent saved runs, newest first."""
         with self._connect() as db:
             return db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
@@ -184,7 +220,9 @@ def migrate(db: sqlite3.Connection, migrations: list[tuple[str, str]] | None = N
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        names = db.cursor()
+        names.row_factory = None  # plain tuples, whatever the connection's rows are
+        done = {row[0] for row in names.execute("SELECT name FROM _migrations")}
         applied = []
         for name, sql in migrations or _MIGRATIONS:
             if name in done:
