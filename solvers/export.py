@@ -10,22 +10,16 @@ which HiGHS reads; anything else (nonlinear, quadratic constraints, quadratic wi
 as an NL file, which SCIP reads. A quadratic objective gets both, since only the trusted side
 decides convexity.
 
-Hand-over (``send``): each file goes into a sealed memfd (no process can change it afterwards),
-and the memfds travel to the worker over a Unix socket that stamps every message with the
-sender's pid; the worker takes only what this process sent, never a file from the work dir or
-a message from a process the program started. Imported as ``solvers.export`` and, inside the
-sandbox, as the top-level module ``export``; it uses only the standard library and Pyomo.
+The files reach the worker through ``handover.py``. Imported as ``solvers.export`` and, inside
+the sandbox, as the top-level module ``export``; it uses only the standard library and Pyomo.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
-import json
 import os
 import re
-import socket
 import sys
 import time
 import traceback
@@ -34,8 +28,6 @@ from typing import Any
 
 PROGRAM_NAME = "program.py"
 DATA_TEXT_LINES = 60  # cap on declared sets and parameters described
-DESCRIPTION = "export.json"  # the name of the description among the handed-over files
-SEALED = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW  # what makes a memfd unchangeable
 _LP_ROW = re.compile(r"^(?:c_[ule]|r_[lu])_(.+)_$")
 _WRITE_OPTIONS: dict[str, dict[str, Any]] = {
     "lp": {"symbolic_solver_labels": False},
@@ -64,25 +56,6 @@ def run(program_path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     except BaseException as exc:  # noqa: BLE001 - the program is untrusted, report everything
         _exit_if_not_owner(owner)
         return _exception_result(exc, program_path), {}
-
-
-def send(sock_fd: int, description: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Hand the description and the model files to the worker, each in a sealed memfd."""
-    named = {DESCRIPTION: json.dumps(description).encode(), **{f"model.{fmt}": data for fmt, data in files.items()}}
-    fds = []
-    try:
-        for name, data in named.items():
-            fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-            fds.append(fd)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALED | fcntl.F_SEAL_SEAL)
-        with socket.socket(fileno=os.dup(sock_fd)) as sock:
-            socket.send_fds(sock, [json.dumps(list(named)).encode()], fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def _run(program_path: str, owner: int) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -165,9 +165,9 @@ time.sleep(0.2)
 
 def test_a_forged_description_from_the_program_process_is_an_error_not_a_result(runner):
     forgery = """
-import export
-real_send = export.send
-export.send = lambda fd, description, files: real_send(fd, dict(FORGED), {})
+import handover
+real_send = handover.send
+handover.send = lambda fd, description, files: real_send(fd, dict(FORGED), {})
 """
     res = runner.run(_program(forgery))
     assert res.status is SolveStatus.ERROR and res.objective is None and res.variables == {}
