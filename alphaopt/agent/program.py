@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from alphaopt.answers import ANSWER
 
@@ -185,13 +185,9 @@ def _wrap_module_model(body: list[ast.stmt], fixes: list[str]) -> list[ast.stmt]
         return body
     head = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))]
     rest = [n for n in body if n not in head]
-    func = ast.FunctionDef(
-        name="build_model",
-        args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
-        body=[*rest, ast.Return(value=ast.Name(id=var, ctx=ast.Load()))],
-        decorator_list=[],
-        type_params=[],
-    )
+    func = ast.parse("def build_model():\n    pass\n").body[0]  # the node's fields as this Python has them
+    assert isinstance(func, ast.FunctionDef)
+    func.body = [*rest, ast.Return(value=ast.Name(id=var, ctx=ast.Load()))]
     fixes.append("wrapped the module-level model into build_model()")
     return [*head, func]
 
@@ -234,9 +230,10 @@ def _sum_indexed_vars(tree: ast.Module, fixes: list[str]) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("sum", "quicksum") \
                 and len(node.args) == 1 and isinstance(node.args[0], ast.Attribute) and node.args[0].attr in indexed:
-            node.args[0] = ast.Call(func=ast.Attribute(value=node.args[0], attr="values", ctx=ast.Load()),
+            summed = node.args[0]
+            node.args[0] = ast.Call(func=ast.Attribute(value=summed, attr="values", ctx=ast.Load()),
                                     args=[], keywords=[])
-            changed.add(node.args[0].func.value.attr)
+            changed.add(summed.attr)
     if changed:
         fixes.append("summed the variables, not their indexes: " + ", ".join(f"sum(model.{n}.values())"
                                                                            for n in sorted(changed)))
@@ -308,7 +305,7 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
             outside.add(name)
     declared: set[str] = set()
 
-    def rewrite_loop(node: ast.stmt, found: list[tuple[str, ast.expr]]) -> None:
+    def rewrite_loop(node: ast.stmt, found: list[tuple[str, ast.Assign]]) -> None:
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if not isinstance(body, list):
@@ -328,7 +325,7 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
         out: list[ast.stmt] = []
         for stmt in body:
             if isinstance(stmt, (ast.For, ast.While)):
-                found: list[tuple[str, ast.expr]] = []
+                found: list[tuple[str, ast.Assign]] = []
                 rewrite_loop(stmt, found)
                 for name, assign in found:
                     if name not in declared:
@@ -336,7 +333,7 @@ def _constraints_in_loops(tree: ast.Module, fixes: list[str]) -> None:
                         func = assign.value.func  # type: ignore[attr-defined]
                         ctor = (ast.Attribute(value=func.value, attr="ConstraintList", ctx=ast.Load())
                                 if isinstance(func, ast.Attribute) else ast.Name(id="ConstraintList", ctx=ast.Load()))
-                        out.append(ast.Assign(targets=[assign.targets[0]],  # type: ignore[attr-defined]
+                        out.append(ast.Assign(targets=[assign.targets[0]],
                                               value=ast.Call(func=ctor, args=[], keywords=[])))
             else:
                 for field in ("body", "orelse", "finalbody"):
@@ -368,7 +365,8 @@ def _declare_before_use(tree: ast.Module, fixes: list[str]) -> None:
         stmt = build.body[k]
         name = _component(stmt.targets[0], models) if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
         first = next((j for j in range(k) if name and _uses_component(build.body[j], name, models)), None)
-        if name is None or first is None or any(_assigns_component(build.body[j], name, models) for j in range(k)):
+        if (not isinstance(stmt, ast.Assign) or name is None or first is None
+                or any(_assigns_component(build.body[j], name, models) for j in range(k))):
             k += 1
             continue
         needed = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name)}
@@ -408,7 +406,7 @@ def _binds(stmt: ast.stmt, names: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in names for n in ast.walk(stmt))
 
 
-def _statements(body: list[ast.stmt], *, in_loop: bool):
+def _statements(body: list[ast.stmt], *, in_loop: bool) -> Iterator[tuple[ast.stmt, bool]]:
     """Every statement with whether it sits inside a for/while loop."""
     for stmt in body:
         yield stmt, in_loop
@@ -551,10 +549,14 @@ def integrality_variants(program: str) -> list[tuple[str, str]]:
     for what, mapping in (("made the continuous variables integer", _TO_INTEGERS),
                           ("made the integer variables continuous", _TO_REALS)):
         pattern = re.compile(r"\b(" + "|".join(mapping) + r")\b")
-        flipped = pattern.sub(lambda m, mapping=mapping: mapping[m.group(1)], program)
+        flipped = pattern.sub(_replacer(mapping), program)
         if flipped != program:
             variants.append((what, flipped))
     return variants
+
+
+def _replacer(mapping: Mapping[str, str]) -> Callable[[re.Match[str]], str]:
+    return lambda found: mapping[found.group(1)]
 
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
@@ -600,8 +602,8 @@ def numeric_constants(code: str) -> set[float]:
         tree = ast.parse(code)
     except SyntaxError:
         return set()
-    return {float(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and type(node.value) in (int, float)}
+    return {float(node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)}
 
 
 _PATCHABLE = frozenset({"Constraint", "Objective"})
