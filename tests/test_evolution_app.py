@@ -97,9 +97,8 @@ def test_evolution_is_refused_without_answers_or_while_another_holds_the_home(ho
     empty = load_settings(home=tmp_path / "empty")
     with pytest.raises(InputError, match="no training problem with a known answer"):
         app_api.start_evolve(empty)
-    with evolve_lock(home.home):  # e.g. `alphaopt library evolve` started in a terminal
-        with pytest.raises(InputError, match="already running on this library"):
-            app_api.start_evolve(home)
+    with evolve_lock(home.home), pytest.raises(InputError, match="already running on this library"):
+        app_api.start_evolve(home)  # e.g. `alphaopt library evolve` started in a terminal holds the home
     assert app_api.evolve_jobs(home) == []
 
 

@@ -134,8 +134,8 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
             "and terms: searched for 2 of its 2 helped problem(s), 0 before") in out
     assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")
     assert "label general_formulation/other/other lessons retired" in out
-    assert ("general_formulation", "other", "other lessons") not in {(l.stage.value, l.level1, l.level2)
-                                                                      for l in store.labels()}
+    assert ("general_formulation", "other", "other lessons") not in {(lab.stage.value, lab.level1, lab.level2)
+                                                                      for lab in store.labels()}
     # the metrics with the evolved library, on the same pairs; round 2 finds nothing to change
     assert ("Round 1 after: accuracy 4/4, retrieval precision 1.00, recall 1.00 (pairs: 1 positive, 1 negative, "
             "1 unretrieved, 0 neutral)") in out
@@ -158,8 +158,8 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     back = store.get("I0001")
     assert back.condition == LEARNED and back.provenance.source_tasks == ("toy_train/t1",)
     assert (back.level1, back.level2) == ("other", "other lessons") and back.status == Status.VERIFIED
-    assert ("general_formulation", "other", "other lessons") in {(l.stage.value, l.level1, l.level2)
-                                                                  for l in store.labels()}
+    assert ("general_formulation", "other", "other lessons") in {(lab.stage.value, lab.level1, lab.level2)
+                                                                  for lab in store.labels()}
     assert [v.condition for v in store.versions("I0001")][-1] == LEARNED  # the history keeps the evolved one
     assert RIGHT_ONE in [v.condition for v in store.versions("I0001")]
     store.close()

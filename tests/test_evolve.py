@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 
-from alphaopt.config import load_settings
 from alphaopt.agent import prompts
 from alphaopt.agent.retrieval import insight_dict, open_library
+from alphaopt.config import load_settings
 from alphaopt.learning.evolve import EvolveBusy, EvolveConfig, Evolver, evolve_lock, evolve_running
 from alphaopt.learning.learn import LearnConfig, Learner
-from alphaopt.learning.replay import NEGATIVE, NEUTRAL, POSITIVE, UNRETRIEVED, Outcomes, Pair, Replayer, \
-    _Fixed, retrieval_scores
+from alphaopt.learning.replay import (
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    UNRETRIEVED,
+    Outcomes,
+    Pair,
+    Replayer,
+    _Fixed,
+    retrieval_scores,
+)
 from alphaopt.learning.scratch import Scratch
 from library import InsightDraft, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, ThreadSafeLLM
@@ -86,7 +96,7 @@ def home(tmp_path, runner):
         learner = Learner(settings, store, index, script.llm, runner, LearnConfig())
         return Evolver(learner, EvolveConfig(**config))
 
-    yield settings, store, index, add, evolver
+    yield SimpleNamespace(settings=settings, store=store, index=index, add=add, evolver=evolver)
     index.close()
     store.close()
 
@@ -100,7 +110,7 @@ def test_precision_and_recall_against_the_pair_labels():
 
 
 def test_a_solve_recorded_earlier_is_reused_only_for_the_same_prompt_content_and_model(home):
-    settings, store, index, add, evolver = home
+    settings, store, add, evolver = home.settings, home.store, home.add, home.evolver
     insight = add()
     script = Script({"t1": True}, {CONDITION: {"t1"}})
     learner = evolver(script).learner
@@ -123,7 +133,7 @@ def test_a_solve_recorded_earlier_is_reused_only_for_the_same_prompt_content_and
 
 
 def test_replay_labels_each_pair_by_solving_with_and_without(home):
-    settings, store, index, add, evolver = home
+    settings, store, add, evolver = home.settings, home.store, home.add, home.evolver
     add()
     script = Script({"t1": True, "t2": True, "t3": False}, {CONDITION: {"t1", "t3"}})
     learner = evolver(script).learner
@@ -146,7 +156,7 @@ def test_replay_labels_each_pair_by_solving_with_and_without(home):
 
 
 def test_dry_run_reports_and_changes_nothing(home):
-    settings, store, index, add, evolver = home
+    store, add, evolver = home.store, home.add, home.evolver
     add()
     script = Script({"t1": True, "t2": True, "t3": False}, {CONDITION: {"t1", "t3"}})
     version = store.library_version()
@@ -158,7 +168,7 @@ def test_dry_run_reports_and_changes_nothing(home):
 
 
 def test_candidates_that_do_not_beat_the_condition_leave_the_library_as_it_was(home):
-    settings, store, index, add, evolver = home
+    store, add, evolver = home.store, home.add, home.evolver
     add(level1="objective", level2="objective sense and terms")  # a label retrieval searches for t1: no re-tag
     wide, narrow = "when any limit is given", "when nothing is limited"
     script = Script({"t1": True, "t2": None, "t3": False}, {CONDITION: {"t1", "t3"}, wide: {"t1", "t3"}, narrow: set()},
@@ -167,7 +177,7 @@ def test_candidates_that_do_not_beat_the_condition_leave_the_library_as_it_was(h
     summary = evolver(script, retire_net_harm=5).evolve()
     assert "I0001" not in summary.rounds[0].refined and summary.rounds[0].after is None
     assert store.library_version() == version and len(store.versions("I0001")) == 1  # the trials stayed in the copy
-    assert [c.user for c in script.llm.calls if c.prompt_name == "evolve_condition"][0].count(TEXTS["t3"]) == 1
+    assert next(c.user for c in script.llm.calls if c.prompt_name == "evolve_condition").count(TEXTS["t3"]) == 1
     assert script.names().count("evolve_condition") == 3
     # the first candidate greedy, the others sampled with their own seeds
     calls = [c for c in script.llm.calls if c.prompt_name == "evolve_condition"]
@@ -175,7 +185,7 @@ def test_candidates_that_do_not_beat_the_condition_leave_the_library_as_it_was(h
 
 
 def test_an_insight_that_misleads_and_that_no_condition_keeps_away_is_retired(home):
-    settings, store, index, add, evolver = home
+    store, index, add, evolver = home.store, home.index, home.add, home.evolver
     add(sources=("toy_train/t3",))
     store.add_task("toy_train", "t4", TEXTS["t4"], 11.0)
     other = "when a plant makes furniture"
@@ -192,7 +202,7 @@ def test_an_insight_that_misleads_and_that_no_condition_keeps_away_is_retired(ho
 
 
 def test_a_new_label_is_named_when_no_label_of_its_stage_is_searched_for_its_problems(home):
-    settings, store, index, add, evolver = home
+    store, add, evolver = home.store, home.add, home.evolver
     add(stage="code_implementation", level1="pyomo api", level2="misc")
     new_label = {"level1": "furniture production", "level2": "chairs and tables",
                  "definition": "A furniture plant makes chairs and tables from wood and labour, with an upper "
@@ -218,7 +228,7 @@ def test_a_new_label_is_named_when_no_label_of_its_stage_is_searched_for_its_pro
 
 
 def test_a_named_label_that_retrieval_would_not_search_is_not_created(home):
-    settings, store, index, add, evolver = home
+    store, add, evolver = home.store, home.add, home.evolver
     add(stage="code_implementation", level1="pyomo api", level2="misc")
     unrelated = {"level1": "astronomy", "level2": "comets", "definition": "Orbits of comets around distant stars."}
     script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(unrelated)])
@@ -228,7 +238,7 @@ def test_a_named_label_that_retrieval_would_not_search_is_not_created(home):
 
 
 def test_the_scratch_copy_retrieves_as_the_library_does(home):
-    settings, store, index, add, evolver = home
+    settings, store, index, add, evolver = home.settings, home.store, home.index, home.add, home.evolver
     add()
     script = Script({}, {CONDITION: {"t1", "t3"}, "when x": {"t2"}})
     learner = evolver(script).learner
@@ -244,7 +254,7 @@ def test_the_scratch_copy_retrieves_as_the_library_does(home):
 
 
 def test_one_evolution_at_a_time_per_home_and_killed_runs_are_closed(home):
-    settings, store, index, add, evolver = home
+    settings, store, evolver = home.settings, home.store, home.evolver
     orphan = store.start_run({"job": "evolve", "pid": 2**22 + 12345})  # no such process
     script = Script({"t1": None}, {})
     with evolve_lock(settings.home):
@@ -258,7 +268,7 @@ def test_one_evolution_at_a_time_per_home_and_killed_runs_are_closed(home):
 
 
 def test_a_stopped_run_is_recorded_as_stopped(home):
-    settings, store, index, add, evolver = home
+    settings, store, add, evolver = home.settings, home.store, home.add, home.evolver
     add()
     script = Script({}, {CONDITION: {"t1"}})
     script.route = lambda prompt, user: KeyboardInterrupt("stopped by signal 15")  # type: ignore[method-assign]
@@ -275,7 +285,7 @@ INTEGER = ("declare these quantities with domain=pyo.NonNegativeIntegers; the co
 
 
 def test_a_lesson_learned_twice_in_other_words_is_merged_first(home):
-    settings, store, index, add, evolver = home
+    store, index, evolver = home.store, home.index, home.evolver
     draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
     first = store.add_insight(InsightDraft(condition="The problem involves counting, buying, or choosing", **draft),
                               status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/t1"]})
@@ -294,7 +304,7 @@ def test_a_lesson_learned_twice_in_other_words_is_merged_first(home):
 
 
 def test_duplicates_whose_source_problems_are_not_here_are_not_merged(home):
-    settings, store, index, add, evolver = home
+    store, index, evolver = home.store, home.index, home.evolver
     draft = {"stage": "general_formulation", "level1": "variables", "level2": "integrality", "explanation": INTEGER}
     pair = [store.add_insight(InsightDraft(condition=c, **draft), status=Status.VERIFIED,
                               provenance={"source_tasks": ["elsewhere/x1"]})

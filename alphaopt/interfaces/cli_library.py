@@ -342,7 +342,8 @@ def library_versions(since: int, limit: int, home: Path | None) -> None:
     store = _open_store(home)
     versions = store.library_versions(since=since)
     for v in versions[-limit:] if limit else versions:
-        changed = ", ".join([*v.insights, *v.labels])
+        items = [*v.insights, *v.labels]
+        changed = ", ".join(items[:6]) + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
         click.echo(f"{v.number:>5}  {v.created_at[:19].replace('T', ' ')}  {v.actor or '-'}: {v.reason}"
                    + (f"  [{changed}]" if changed else ""))
     if not versions:

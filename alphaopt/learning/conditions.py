@@ -102,20 +102,28 @@ def variants(insight: Insight, candidates: list[str], gated: list[Task]) -> list
     return [*plain, *(Variant(v.condition, extra, v.origin) for v in plain)]
 
 
-def score(scratch: Scratch, insight: Insight, variant: Variant, groups: Groups, tasks: dict[str, Task],
-          learner: Learner, run_id: str) -> Score:
-    """Retrieval on the scratch copy with the insight under ``variant``, over its labelled problems."""
-    sources = [*insight.provenance.source_tasks, *(t for t in variant.add_sources
-                                                   if t not in insight.provenance.source_tasks)]
-    scratch.change(insight.id, condition=variant.condition, source_tasks=sources,
-                   sources=[tasks[t] for t in variant.add_sources])
-    result = Score(variant)
+def score(scratch: Scratch, insight: Insight, tried: list[Variant], groups: Groups, tasks: dict[str, Task],
+          learner: Learner, run_id: str) -> list[Score]:
+    """Retrieval on the scratch copy with the insight under each variant, over its labelled
+    problems. Problem by problem, so that the applicability checks of one problem follow each
+    other (a local model reuses the prompt they share: the system prompt and the problem)."""
+    scores = [Score(v) for v in tried]
     for label, group in (("kept", groups.positive), ("excluded", groups.negative), ("reached", groups.unretrieved)):
         for task in group:
-            chosen = scratch.chooses(insight.id, task, learner.ledger, run_id)
-            result.chosen[task.id] = chosen
-            setattr(result, label, getattr(result, label) + (not chosen if label == "excluded" else chosen))
-    return result
+            for result in scores:
+                _apply(scratch, insight, result.variant, tasks)
+                chosen = scratch.chooses(insight.id, task, learner.ledger, run_id)
+                result.chosen[task.id] = chosen
+                setattr(result, label, getattr(result, label) + (not chosen if label == "excluded" else chosen))
+    return scores
+
+
+def _apply(scratch: Scratch, insight: Insight, variant: Variant, tasks: dict[str, Task]) -> None:
+    """Put the scratch copy's insight under ``variant``."""
+    sources = [*insight.provenance.source_tasks,
+               *(t for t in variant.add_sources if t not in insight.provenance.source_tasks)]
+    scratch.change(insight.id, condition=variant.condition, source_tasks=sources,
+                   sources=[tasks[t] for t in variant.add_sources])
 
 
 def best(scores: list[Score]) -> Score:

@@ -126,7 +126,7 @@ def evolve_lock(home: Path) -> Iterator[IO[str]]:
         EvolveBusy: another process holds it.
     """
     home.mkdir(parents=True, exist_ok=True)
-    handle = open(home / LOCK_FILE, "a+")
+    handle = open(home / LOCK_FILE, "a+")  # noqa: SIM115 - held open until the block ends (or the process does)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -267,49 +267,52 @@ class Evolver:
 
     def _refine(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
                 say: Callable[[str], None]) -> None:
-        tasks = {p.task.id: p.task for p in replay.problems}
-        threshold = self.learner.settings.experimental.retrieval_source_similarity
         for insight_id in sorted(report.pairs):
             groups = self._groups(replay, insight_id)
             insight = self.store.get(insight_id)
-            if insight.status != Status.VERIFIED or not (groups.negative or groups.unretrieved):
-                continue
-            context = CallContext(run_id=run_id, node="evolve_condition")
-            candidates = conditions.write_candidates(self.learner, insight, groups, self.config.candidates,
-                                                     self.config.candidate_temperature, context,
-                                                     sources=self._sources(insight))
-            gated = conditions.gated_out(self.learner, insight, groups.unretrieved, threshold)
-            scores = [conditions.score(scratch, insight, v, groups, tasks, self.learner, run_id)
-                      for v in conditions.variants(insight, candidates, gated)]
-            win, base = conditions.best(scores), scores[0]
-            record = {"round": report.round, "run_id": run_id, "positive": [t.id for t in groups.positive],
-                      "negative": [t.id for t in groups.negative], "unretrieved": [t.id for t in groups.unretrieved],
-                      "candidates": candidates, "scores": [s.as_dict() for s in scores],
-                      "chosen": win.variant.origin if win is not base else "current"}
-            net_harm = len(groups.negative) - len(groups.positive) - len(groups.unretrieved)
-            if win is not base:
-                self._keep(insight, win, record, scratch, actor, reason)
-                report.refined[insight_id] = {"from": insight.condition, "to": win.variant.condition,
-                                              "origin": win.variant.origin,
-                                              "add_sources": list(win.variant.add_sources),
-                                              "score": [base.total, win.total], "candidates": len(candidates)}
-                say(f"  {insight_id} refined ({win.variant.origin} of {len(candidates)}; retrieval right on "
-                    f"{win.total} of {len(groups.all)} labelled problems, {base.total} before): {win.variant.condition}")
-            elif net_harm >= self.config.retire_net_harm and base.excluded < len(groups.negative):
-                with self.store.transaction(reason=f"{reason}: {insight_id} retired", actor=actor):
-                    self.store.retire(insight_id, evidence={"evolve": record},
-                                      reason=f"{reason}: misled {len(groups.negative)} problem(s), helped "
-                                             f"{len(groups.positive) + len(groups.unretrieved)}; no condition "
-                                             "kept it from them")
-                self.index.remove(insight_id)
-                scratch.store.set_status(insight_id, Status.RETIRED)
-                scratch.index.remove(insight_id)
-                report.retired.append(insight_id)
-                say(f"  {insight_id} retired: misled {len(groups.negative)}, helped "
-                    f"{len(groups.positive) + len(groups.unretrieved)}, and no candidate kept it from them")
-            else:
-                scratch.change(insight_id, condition=insight.condition, source_tasks=list(insight.provenance.source_tasks))
-                say(f"  {insight_id} unchanged: no candidate beat its condition ({base.total} of {len(groups.all)})")
+            if insight.status == Status.VERIFIED and (groups.negative or groups.unretrieved):
+                say(self._refine_one(insight, groups, replay, report, scratch, run_id, actor, reason))
+
+    def _refine_one(self, insight: Insight, groups: conditions.Groups, replay: Replay, report: RoundReport,
+                    scratch: Scratch, run_id: str, actor: str, reason: str) -> str:
+        """Write candidates, score every variant by retrieval, and keep the best, retire the
+        insight, or leave it; returns what happened, as a line."""
+        tasks = {p.task.id: p.task for p in replay.problems}
+        context = CallContext(run_id=run_id, node="evolve_condition")
+        candidates = conditions.write_candidates(self.learner, insight, groups, self.config.candidates,
+                                                 self.config.candidate_temperature, context,
+                                                 sources=self._sources(insight))
+        threshold = self.learner.settings.experimental.retrieval_source_similarity
+        gated = conditions.gated_out(self.learner, insight, groups.unretrieved, threshold)
+        scores = conditions.score(scratch, insight, conditions.variants(insight, candidates, gated), groups, tasks,
+                                  self.learner, run_id)
+        win, base = conditions.best(scores), scores[0]
+        record = {"round": report.round, "run_id": run_id, "positive": [t.id for t in groups.positive],
+                  "negative": [t.id for t in groups.negative], "unretrieved": [t.id for t in groups.unretrieved],
+                  "candidates": candidates, "scores": [s.as_dict() for s in scores],
+                  "chosen": win.variant.origin if win is not base else "current"}
+        helped = len(groups.positive) + len(groups.unretrieved)
+        if win is not base:
+            self._keep(insight, win, record, scratch, actor, reason)
+            report.refined[insight.id] = {"from": insight.condition, "to": win.variant.condition,
+                                          "origin": win.variant.origin, "add_sources": list(win.variant.add_sources),
+                                          "score": [base.total, win.total], "candidates": len(candidates)}
+            return (f"  {insight.id} refined ({win.variant.origin} of {len(candidates)}; retrieval right on "
+                    f"{win.total} of {len(groups.all)} labelled problems, {base.total} before): "
+                    f"{win.variant.condition}")
+        if len(groups.negative) - helped >= self.config.retire_net_harm and base.excluded < len(groups.negative):
+            note = (f"{reason}: misled {len(groups.negative)} problem(s), helped {helped}; no condition kept it "
+                    "from them")
+            with self.store.transaction(reason=note, actor=actor):
+                self.store.retire(insight.id, evidence={"evolve": record}, reason=note)
+            self.index.remove(insight.id)
+            scratch.store.set_status(insight.id, Status.RETIRED)
+            scratch.index.remove(insight.id)
+            report.retired.append(insight.id)
+            return f"  {insight.id} retired: misled {len(groups.negative)}, helped {helped}; no candidate kept it away"
+        scratch.change(insight.id, condition=insight.condition, source_tasks=list(insight.provenance.source_tasks))
+        return (f"  {insight.id} unchanged: no candidate ({len(candidates)} written) beat its condition (right on "
+                f"{base.total} of {len(groups.all)} labelled problems)")
 
     def _keep(self, insight: Insight, win: conditions.Score, record: dict[str, Any], scratch: Scratch, actor: str,
               reason: str) -> None:

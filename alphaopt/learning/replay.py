@@ -197,7 +197,8 @@ class _Fixed:
 
     insights: list[dict[str, Any]]
 
-    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
+    def retrieve(self, problem: str, *, llm: LLMClient, run_id: str,
+                 exclude: Collection[str] = ()) -> list[dict[str, Any]]:
         return [i for i in self.insights if i["id"] not in exclude]
 
 

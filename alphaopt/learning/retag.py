@@ -63,14 +63,13 @@ def retag(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Tas
     counts = hits(lambda t, k: learner.retriever.labels_for(t.text, k), helped, stage, n)
     if counts[current] >= need:
         return None
-    target, created, found = None, None, 0
-    if counts:
-        target, found = counts.most_common(1)[0]
-    if target is None or found < need or found <= counts[current]:
-        target, created = _new_label(learner, scratch, insight, helped, n=n, need=need, beat=counts[current],
-                                     run_id=run_id)
-        if target is None:
+    target, found = counts.most_common(1)[0] if counts else (current, 0)
+    created: dict[str, Any] | None = None
+    if found < need or found <= counts[current]:
+        named = _new_label(learner, scratch, insight, helped, n=n, need=need, beat=counts[current], run_id=run_id)
+        if named is None:
             return None
+        target, created = named
         found = created["hits"]
     store = learner.store
     with store.transaction(reason=reason, actor=actor):
@@ -84,7 +83,7 @@ def retag(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Tas
 
 
 def _new_label(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Task], *, n: int, need: int,
-               beat: int, run_id: str) -> tuple[LabelPath | None, dict[str, Any] | None]:
+               beat: int, run_id: str) -> tuple[LabelPath, dict[str, Any]] | None:
     """A new label named by the model, kept only if retrieval on the scratch copy would search it."""
     stage = insight.stage.value
     listing = "\n".join(f"{lab.stage.value} / {lab.level1} / {lab.level2}: {lab.definition}"
@@ -95,22 +94,22 @@ def _new_label(learner: Learner, scratch: Scratch, insight: Insight, helped: lis
                                     schema=_NewLabel, context=CallContext(run_id=run_id, node="evolve_label"))
     named = reply.parsed if isinstance(reply.parsed, _NewLabel) else _lenient(reply.text)
     if named is None:
-        return None, None
+        return None
     try:
         key = LabelKey.of(stage, named.level1, named.level2)
     except LibraryError:
-        return None, None
+        return None
     path: LabelPath = (key.stage.value, key.level1, key.level2)
     existing = {lab.key for lab in learner.store.labels(include_retired=True)}
     if key in existing:
-        return None, None  # an existing label: the counts above already considered it
+        return None  # an existing label: the counts above already considered it
     display = " ".join(named.level2.split())
     definition = " ".join(named.definition.split())
     scratch.add_label(key, display, definition)
     found = hits(scratch.labels_for, helped, stage, n)[path]
     if found < need or found <= beat:
         scratch.store.retire_label(key)
-        return None, None
+        return None
     return path, {"display": display, "definition": definition, "hits": found}
 
 
