@@ -187,6 +187,8 @@ def _evolve_job(store: LibraryStore) -> None:
     st.markdown(f"**Evolution job {job.id}: {state}** · pid {job.pid} · {job.total} round(s)"
                 + (f" · library run `{run.id}` ({run.status.value})" if run else " · starting…"))
     if run:
+        if alive and run.counters.get("step"):
+            st.caption(f"Now: {run.counters['step']}")
         frame = rounds_frame(run.counters)
         if not frame.empty:
             st.dataframe(frame, hide_index=True)

@@ -43,7 +43,8 @@ home = Path(sys.argv[sys.argv.index("--home") + 1])
 with evolve_lock(home):
     store = LibraryStore(home / "library.db")
     run = store.start_run({{"job": "evolve", "pid": os.getpid(), "library_version": 3}})
-    store.update_run(run.id, counters={{"library_version": 3, "rounds": {ROUNDS!r}}})
+    store.update_run(run.id, counters={{"library_version": 3, "rounds": {ROUNDS!r},
+                                       "step": "round 2: replayed 1 of 4"}})
     print("fake evolve", *sys.argv[1:], flush=True)
     time.sleep(float(os.environ.get("FAKE_EVOLVE_SECONDS", "300")))
 """
@@ -141,6 +142,7 @@ def test_the_learn_page_starts_an_evolution_shows_its_rounds_and_rolls_back(page
         assert any(m.value.startswith(f"**Evolution job {job.id}: running**") for m in at.markdown)
         assert [b.disabled for b in at.button if b.label in ("Start evolving", "Start learning", "Roll back")] == [
             True, True, True]
+        assert any(c.value == "Now: round 2: replayed 1 of 4" for c in at.caption)
         rounds = next(d.value for d in at.dataframe if "precision" in d.value.columns)
         assert rounds.precision.tolist() == [0.5, 1.0]
         ok(click(at, "Stop evolving"))

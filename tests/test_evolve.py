@@ -165,6 +165,7 @@ def test_dry_run_reports_and_changes_nothing(home):
     assert "evolve_condition" not in script.names() and store.library_version() == version
     run = store.get_run(summary.run_id)
     assert run.settings["dry_run"] is True and run.counters["rounds"][0]["before"]["recall"] == 0.5
+    assert run.counters["step"] == ""  # while it ran: "round 1: replayed 3 of 3 problems", and so on
 
 
 def test_candidates_that_do_not_beat_the_condition_leave_the_library_as_it_was(home):

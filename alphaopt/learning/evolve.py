@@ -48,6 +48,7 @@ from alphaopt.learning.replay import (
     UNRETRIEVED,
     Metrics,
     Outcomes,
+    ProblemReplay,
     Replay,
     Replayer,
     retrieval_scores,
@@ -111,9 +112,10 @@ class EvolveSummary:
     library_version: int  # the library version it started from (roll back to it to undo the run)
     merged: int = 0
     rounds: list[RoundReport] = field(default_factory=list)
+    step: str = ""  # what it is doing now ("round 1: replayed 3 of 7 problems"), for a live view
 
     def as_dict(self) -> dict[str, Any]:
-        return {"library_version": self.library_version, "merged": self.merged,
+        return {"library_version": self.library_version, "merged": self.merged, "step": self.step,
                 "rounds": [r.as_dict() for r in self.rounds],
                 "solved": sum(r.solved for r in self.rounds), "reused": sum(r.reused for r in self.rounds)}
 
@@ -202,6 +204,7 @@ class Evolver:
                 self.store.finish_run(run.id, status=status, counters={**summary.as_dict(), "error": repr(exc)},
                                       tokens=self.learner.ledger.spent)
                 raise
+            summary.step = ""
             self.store.finish_run(run.id, status="finished", counters=summary.as_dict(),
                                   tokens=self.learner.ledger.spent)
         return summary
@@ -225,8 +228,16 @@ class Evolver:
         replayer = Replayer(self.learner, run_id, outcomes, unretrieved_tries=self.config.unretrieved_tries)
         for number in range(1, self.config.rounds + 1):
             say(f"Round {number}: replaying retrieval on {len(tasks)} training problems")
-            replay = replayer.replay(tasks, on_problem=lambda p: say(
-                f"  {p.task.id}: {'right' if p.right else 'wrong'} with {[i['id'] for i in p.chosen] or 'no insight'}"))
+            done: list[str] = []
+
+            def replayed(p: ProblemReplay, number: int = number, done: list[str] = done) -> None:
+                done.append(p.task.id)
+                summary.step = f"round {number}: replayed {len(done)} of {len(tasks)} problems"
+                self._save(summary)
+                say(f"  {p.task.id}: {'right' if p.right else 'wrong'} with "
+                    f"{[i['id'] for i in p.chosen] or 'no insight'}")
+
+            replay = replayer.replay(tasks, on_problem=replayed)
             report = RoundReport(number, replay.metrics(), solved=replay.solved, reused=replay.reused,
                                  pairs=replay.groups())
             summary.rounds.append(report)
@@ -237,6 +248,8 @@ class Evolver:
             if dry_run:
                 return
             reason = f"evolve {run_id} round {number}"
+            summary.step = f"round {number}: refining and re-tagging"
+            self._save(summary)
             with Scratch(self.learner.settings, self.store, self.index) as scratch:
                 self._refine(replay, report, scratch, run_id, actor, reason, say)
                 self._retag(replay, report, scratch, run_id, actor, reason, say)
@@ -245,6 +258,8 @@ class Evolver:
             for path in report.labels_retired:
                 say(f"  label {path} retired: no insight carries it any more")
             if report.changed:
+                summary.step = f"round {number}: measuring the evolved library"
+                self._save(summary)
                 solved, reused = replayer.solved, replayer.reused
                 report.after = self._measure(replayer, tasks, replay)
                 report.solved += replayer.solved - solved
