@@ -46,13 +46,17 @@ from alphaopt.llm.runlog import open_run_log
               help="Solve again the problems an earlier run ended solved, with the library: fresh evidence on "
                    "whether its insights help or mislead (for `alphaopt library evolve`).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Problems learned at once, for a remote endpoint (--base-url) that serves several requests.")
+              help="Problems learned at once, for a remote endpoint (--base-url) that serves several requests "
+                   "(with --cluster local:N: per worker).")
+@click.option("--cluster", metavar="ADDRESS",
+              help="Learn on a Dask cluster (a scheduler address, or local:N worker processes here) into one shared "
+                   "library: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_EXPERIMENTAL__CHROMA_URL (README: Scale out).")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, line_variants: bool,
           max_tokens: int | None, skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool,
-          revisit_solved: bool, concurrency: int, no_progress: bool, **kwargs: Any) -> None:
+          revisit_solved: bool, concurrency: int, cluster: str | None, no_progress: bool, **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer').
 
     Prints the run's funnel at the end (problems, right at first try, failed, explored, reached
@@ -69,6 +73,10 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     if concurrency > 1 and settings.embedded:
         raise InputError("--concurrency needs a remote endpoint (--base-url or ALPHAOPT_BASE_URL): the embedded "
                          "model answers one request at a time, so leave it at 1.")
+    if cluster:
+        from alphaopt.learning.cluster import require_shared_library
+
+        require_shared_library(settings)
     items = read_training(list(files))
     if exclude:
         from alphaopt.learning.dedup import near_duplicates
@@ -97,7 +105,14 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             bar.update(1)
             bar.set_postfix_str(f"{task.id}: {outcome}; {progress_line(summary)}")
 
-        summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit, concurrency=concurrency)
+        if cluster:  # the problems go to the cluster's workers (alphaopt.learning.cluster)
+            from alphaopt.learning.cluster import learn_on_cluster
+
+            summary = learn_on_cluster(settings, todo, cluster, config, command=command, revisit=revisit,
+                                       threads=concurrency, on_task=progress)
+        else:
+            summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit,
+                                    concurrency=concurrency)
     bar.close()
     click.echo(
         f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "

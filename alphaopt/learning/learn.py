@@ -27,6 +27,7 @@ is shared, and merges take turns.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -56,7 +57,7 @@ from library.index import LibraryIndex
 from solvers import SolverRunner
 
 __all__ = ["BudgetExceeded", "LearnConfig", "LearnSummary", "Learner", "RunStopping", "diff_example",
-           "outcome_line", "specific"]
+           "ended_tasks", "outcome_line", "specific"]
 
 DONE = "done"
 _ENDINGS = {"unsolved": ("unsolved",), "solved": ("solved", "learned")}  # how a task's learning ended
@@ -208,18 +209,16 @@ class Learner:
             raise error
 
     def ended(self, outcomes: Collection[str]) -> set[str]:
-        """Tasks whose last finished attempt ended as one of ``outcomes``: ``"unsolved"``, or
-        ``"solved"`` (which includes "learned": solved with a newly verified insight)."""
-        prefixes = tuple(p for o in outcomes for p in _ENDINGS[o])
-        last: dict[str, str] = {}
-        for attempt in self.store.attempts(kind=DONE):
-            last[attempt.task_id] = attempt.status
-        return {task for task, status in last.items() if prefixes and status.startswith(prefixes)}
+        """Tasks whose last finished attempt ended as one of ``outcomes`` (see ``ended_tasks``)."""
+        return ended_tasks(self.store, outcomes)
 
     def _close_orphaned_runs(self) -> None:
-        """Runs still marked running whose process is gone were killed: record them as failed."""
+        """Runs still marked running whose process is gone were killed: record them as failed.
+        A run started on another machine (a cluster's learning run names its host) is left alone."""
         for run in self.store.runs():
             pid = run.settings.get("pid")
+            if run.settings.get("host", socket.gethostname()) != socket.gethostname():
+                continue  # its pid means nothing here
             if run.status.value == "running" and (pid is None or not _alive(int(pid))):
                 self.store.finish_run(run.id, status="failed", counters={**run.counters, "interrupted": True})
 
@@ -294,6 +293,7 @@ class Learner:
             "prompt_version": f"{step}:{prompts.prompt_sha(step)}", "run_id": run_id}) for d in drafts]
         summary.added += len(candidates)
         verdict = self.checker.check(task, run_id, candidates, without, contrast.criterion, placebos)
+        summary.solves_skipped += verdict.skipped
         evidence = {**verdict.evidence, "source": contrast.source}
         with self.store.transaction(reason=f"counterfactual check on {task.id}"):
             for c in candidates:
@@ -398,6 +398,16 @@ class Learner:
         return len(leftovers)
 
 
+def ended_tasks(store: LibraryStore, outcomes: Collection[str]) -> set[str]:
+    """Tasks whose last finished attempt ended as one of ``outcomes``: ``"unsolved"``, or
+    ``"solved"`` (which includes "learned": solved with a newly verified insight)."""
+    prefixes = tuple(p for o in outcomes for p in _ENDINGS[o])
+    last: dict[str, str] = {}
+    for attempt in store.attempts(kind=DONE):
+        last[attempt.task_id] = attempt.status
+    return {task for task, status in last.items() if prefixes and status.startswith(prefixes)}
+
+
 @dataclass
 class _Judged:
     """A library for a training solve: retrieval only, so the agent does not record a
@@ -406,7 +416,7 @@ class _Judged:
     base: Any
 
     def retrieve(self, problem: str, *, llm: LLMClient, run_id: str) -> list[dict[str, Any]]:
-        return self.base.retrieve(problem, llm=llm, run_id=run_id)  # type: ignore[no-any-return]
+        return self.base.retrieve(problem, llm=llm, run_id=run_id)
 
 
 @dataclass
