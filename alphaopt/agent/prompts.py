@@ -14,7 +14,7 @@ from typing import Any
 
 from alphaopt.agent.reading import Reading
 
-SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct linear or mixed-integer models.
+SYSTEM = """You are an expert in operations research and Pyomo. You turn optimization problems into correct models: linear or mixed-integer where the problem is linear, nonlinear where it is nonlinear.
 
 Pyomo program rules:
 - Start with `import pyomo.environ as pyo`.
@@ -26,7 +26,8 @@ Pyomo program rules:
 - Constraints: `model.c1 = pyo.Constraint(expr=... <= ...)`; for many, `model.cons = pyo.ConstraintList()` and `model.cons.add(...)`.
 - Directions: "at least", "minimum", "no less than" mean >=; "at most", "no more than", "up to", "maximum", "available", "budget", "capacity" mean <=.
 - Shares and ratios relate variables: "at most 40% of all units are of type A" is `model.a <= 0.4 * (model.a + model.b)`; "A must be at least twice B" is `model.a >= 2 * model.b`.
-- Keep it linear: never multiply two variables, no abs/min/max/if on variables.
+- Keep a linear problem linear. Where the problem itself is nonlinear (a price and a quantity both decided, a ratio of two decisions, a square), write that term as it is, such as `model.p * model.q` or `model.a / model.b`: the solver handles nonlinear and mixed-integer nonlinear models.
+- Python `if`, `min()` and `max()` cannot test a variable: use a binary variable and constraints.
 - Never solve, never print, never use SolverFactory.
 
 Example problem: "A farm has 50 acres for wheat and corn, and at least 10 acres must be wheat. An acre of wheat earns $200 and an acre of corn $300. How many acres of each maximize the profit?"
@@ -61,7 +62,7 @@ _QUOTED_EXAMPLE = (
 
 def _quoting(system: str) -> str:
     """``system`` with the quote rule before the linearity rule and the example quoting the text."""
-    rule_at = system.index("- Keep it linear")
+    rule_at = system.index("- Keep a linear problem linear")
     quoted = system[:rule_at] + QUOTE_RULE + system[rule_at:]
     for plain, with_quote in _QUOTED_EXAMPLE:
         if quoted.count(plain) != 1:  # the example changed: the quote rule must follow it
@@ -168,7 +169,7 @@ REPAIR_HINTS: tuple[tuple[str, str], ...] = (
      "Use the index values the component was declared with: `pyo.Var(range(n))` has indexes 0 to n-1, "
      "and a variable over two sets is written `model.x[i, j]`, not `model.x[i][j]`."),
     (r"Cannot convert non-constant Pyomo expression",
-     "Python `if`, `and`, `or`, `min()` and `max()` cannot test a variable's value: write linear constraints "
+     "Python `if`, `and`, `or`, `min()` and `max()` cannot test a variable's value: write constraints "
      "instead, with a binary variable for a yes/no choice."),
     (r"expected 'else' after 'if' expression",
      "In a sum, a condition goes after the loop: `sum(c[i] * model.x[i] for i in items if i != k)`."),
@@ -200,7 +201,19 @@ DIAGNOSE_HINTS = {
     "unbounded": "The objective can improve forever, so a limit from the problem is missing.",
     "infeasible_or_unbounded": "It is either infeasible or unbounded, which the real problem is not.",
     "implausible": "The optimal plan does nothing (every variable is 0), which is not a sensible answer here.",
+    "constant_objective": "Its objective depends on no decision variable: every plan gives the same value, so nothing "
+                          "is optimized. The objective must compute the quantity the question asks for from the "
+                          "decision variables.",
 }
+
+#: How a diagnosis reason reads in "the solver says the model is {status}" (else its name, spaced).
+DIAGNOSE_STATUS = {"constant_objective": "feasible, but its objective is a constant"}
+
+
+def status_words(reason: str) -> str:
+    """A diagnosis reason as the diagnose prompts say it."""
+    return DIAGNOSE_STATUS.get(reason, reason.replace("_", " "))
+
 
 CHECK_INSIGHTS = PROBLEM + """
 Lessons learned from other problems:
@@ -374,6 +387,8 @@ def prompt_sha(name: str, *, quote: bool = False) -> str:
     blocks = [block for key, block in parts if key in template]
     if name == "repair":
         blocks.append(repr(REPAIR_HINTS))
+    if name in ("diagnose", "diagnose_program"):
+        blocks.append(repr((DIAGNOSE_HINTS, DIAGNOSE_STATUS)))
     system = SYSTEM_QUOTE if quote else SYSTEM
     return hashlib.sha256("\x00".join([system, template, *blocks]).encode()).hexdigest()[:12]
 
