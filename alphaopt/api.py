@@ -19,7 +19,8 @@ __all__ = ["ANSWER_STATUSES", "Agent", "answered", "solve", "solve_batch"]
 #: The statuses that answer a problem: a plan (optimal, or feasible when a limit stopped the
 #: solver with one in hand) or a solver's proof that there is none (infeasible, unbounded).
 #: Everything else (a program that raised or broke the contract, a sandbox limit, a solver
-#: limit without a plan, an unmapped status) ends a run without an answer.
+#: limit without a plan, an objective that depends on no variable, a plan that failed its check
+#: against the model file, an unmapped status) ends a run without an answer.
 ANSWER_STATUSES = frozenset({"optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded"})
 
 

@@ -123,7 +123,7 @@ def _result(solution: Solution, just_ran: bool) -> None:
         else:
             st.caption("The model wrote the program directly (no separate formulation step).")
         if solution.model_text:
-            st.markdown("**Model as solved** (built by the program, as HiGHS received it)")
+            st.markdown("**Model as solved** (built by the program, as the solver read it from the model file)")
             st.code(solution.model_text, language="text")
         st.text_area("Edit the formulation", key="formulation_edit", height=240)
         st.button("Re-run from this formulation", on_click=_request, args=("formulation",))

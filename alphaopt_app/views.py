@@ -8,8 +8,17 @@ import pandas as pd
 import streamlit as st
 
 from alphaopt.agent.state import Solution
-from alphaopt.interfaces.render import fmt_number, render_solution
+from alphaopt.interfaces.render import (
+    check_line,
+    fmt_number,
+    isolation_line,
+    plan_heading,
+    render_solution,
+    sandbox_text,
+    solver_line,
+)
 from alphaopt_app.mathfmt import formulation_markdown
+from solvers import Proof
 
 TITLES = {
     "retrieve_insights": "Insights from the library",
@@ -49,6 +58,8 @@ def show_step(node: str, update: dict[str, Any]) -> None:
     elif node == "run_program":
         for attempt in update.get("attempts", []):
             line = f"status **{attempt['status']}**"
+            if attempt.get("solver"):
+                line += f" from {attempt['solver']}"
             if attempt.get("objective") is not None:
                 line += f", objective **{fmt_number(attempt['objective'])}**"
             st.markdown(line + f" ({attempt.get('wall_time_s', 0):.2f} s)")
@@ -62,6 +73,9 @@ def show_step(node: str, update: dict[str, Any]) -> None:
     elif node == "diagnose":
         if update.get("confirmed"):
             st.markdown("The model matches the text: the result stands.")
+        elif update.get("program"):
+            st.markdown("Checked the program against the text and wrote it again:")
+            st.code(update["program"], language="python")
         else:
             st.markdown("Rewrote the model:")
             st.markdown(formulation_markdown(update.get("formulation", "")))
@@ -82,24 +96,32 @@ def constraints_frame(solution: Solution) -> pd.DataFrame:
 
 
 def show_answer(solution: Solution) -> None:
-    """Status, objective, plan, constraints, insights and cost of one solution."""
+    """Status, objective, which solver and what it proved, plan, constraints, insights and cost of one solution."""
     status_line = render_solution(solution).splitlines()[0]
     (st.success if solution.ok else st.warning if solution.status == "feasible" else st.error)(status_line)
+    proof = solver_line(solution)
+    if proof:
+        global_optimum = solution.ok and solution.proof is Proof.GLOBAL
+        (st.info if global_optimum or solution.status not in ("optimal", "feasible") else st.warning)(proof)
+    check = check_line(solution)
+    if check:
+        (st.caption if solution.check is not None and solution.check.passed else st.error)(check)
     left, mid, right = st.columns(3)
-    left.metric(f"Objective ({solution.sense or 'optimum'})", fmt_number(solution.objective))
+    unproven = ", not proven optimal" if solution.status == "feasible" else ""
+    left.metric(f"Objective ({solution.sense or 'optimum'}{unproven})", fmt_number(solution.objective))
     mid.metric("Attempts", len(solution.attempts))
     right.metric("Time (s)", f"{solution.timings.total_s:.1f}")
     if solution.error and not solution.ok:
         st.code(solution.error.strip()[-1500:], language="text")
     if solution.variables:
-        st.markdown("**Decision values**")
+        st.markdown(f"**{plan_heading(solution)}**")
         nonzero = st.checkbox("Only non-zero values", value=len(solution.variables) > 20, key="nonzero_only")
         st.dataframe(variables_frame(solution, nonzero), hide_index=True)
     if solution.duals:
         st.markdown("**Constraints** (LP duals and slacks; a binding constraint has zero slack)")
         st.dataframe(constraints_frame(solution), hide_index=True)
-    elif solution.is_mip and solution.ok:
-        st.caption("A mixed-integer program: HiGHS reports no duals.")
+    elif solution.ok and (solution.is_mip or solution.solver != "highs"):
+        st.caption("No duals: they are reported for linear programs without integers (HiGHS) only.")
     if solution.model_text:
         st.markdown("**Model as solved**")
         st.code(solution.model_text, language="text")
@@ -111,15 +133,17 @@ def show_answer(solution: Solution) -> None:
         st.markdown("**Insights used**")
         show_insights(solution.insights)
     tok, t = solution.tokens, solution.timings
+    caps = f" · {isolation_line(solution)}" if solution.isolation else ""
     st.caption(f"Run `{solution.run_id}` · model {solution.model or '-'} · tokens {tok.input} in / {tok.output} out "
                f"in {tok.calls} calls ({tok.cached_calls} cached) · LLM {t.llm_s:.1f} s, solver {t.solver_s:.2f} s · "
-               f"sandbox {solution.sandbox or '-'}")
+               f"sandbox {sandbox_text(solution) or '-'}{caps}")
 
 
 def attempts_frame(solution: Solution) -> pd.DataFrame:
     """One row per program run."""
     return pd.DataFrame(
-        [(n, a.stage, a.status, fmt_number(a.objective), "; ".join(a.fixes), (a.error or "")[-200:], a.wall_time_s)
+        [(n, a.stage, a.status, a.solver or "-", fmt_number(a.objective), "; ".join(a.fixes), (a.error or "")[-200:],
+          a.wall_time_s)
          for n, a in enumerate(solution.attempts, 1)],
-        columns=["#", "stage", "status", "objective", "fixes", "error", "seconds"],
+        columns=["#", "stage", "status", "solver", "objective", "fixes", "error", "seconds"],
     )

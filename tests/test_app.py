@@ -78,6 +78,25 @@ def test_solve_an_example_and_see_steps_answer_and_constraints(llm):
     assert at.text_area(key="formulation_edit").value == FORMULATION
 
 
+def test_a_nonlinear_answer_names_scip_its_global_proof_and_its_check(llm):
+    from tests.test_nonlinear import SADDLE, SADDLE_REPLY
+
+    at = app()
+    at.text_area(key="problem").input(SADDLE).run()
+    llm.on("formulate", "## Variables\nx, y in [-1, 2]\n## Objective\nminimize x*y\n## Constraints\nx + y <= 1")
+    llm.on("write_program", SADDLE_REPLY)
+    ok(click(at, "Solve"))
+    assert at.success[0].value.startswith("Status: optimal") and at.metric[0].value == "-2"
+    assert [i.value for i in at.info] == ["Solver: SCIP (nonconvex_qp model): global optimum, proven"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Plan check: passed against the model file" in captions and "Whole-run caps: " in captions
+    assert "No duals: they are reported for linear programs without integers (HiGHS) only." in captions
+    _plan, attempts = (d.value for d in at.dataframe)
+    assert list(attempts.solver) == ["scip"]
+    steps = " ".join(m.value for m in at.markdown)
+    assert "status **optimal** from scip" in steps
+
+
 def test_mark_answers_right_and_wrong(llm):
     at = app()
     at.text_area(key="problem").input(PROBLEM).run()

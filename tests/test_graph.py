@@ -7,7 +7,7 @@ import pytest
 from alphaopt.agent.reading import read
 from alphaopt.agent.run import Agent
 from alphaopt.config import ExperimentalSettings, load_settings
-from solvers import SolveStatus
+from solvers import Proof, SolveStatus
 from tests.fakes import (
     FORMULATION,
     INFEASIBLE_REPLY,
@@ -152,7 +152,11 @@ def test_run_is_saved_and_checkpointed(agent, fake_llm, settings):
     assert snapshot.values["result"]["status"] is SolveStatus.OPTIMAL and not snapshot.next
     assert snapshot.values["reading"] == read(PROBLEM) and snapshot.values["reading"].sense == "maximize"
     assert snapshot.values["attempts"][0]["status"] is SolveStatus.OPTIMAL
-    assert agent.resume(solution.run_id).objective == pytest.approx(11)  # finished: no new calls
+    assert snapshot.values["result"]["proof"] is Proof.GLOBAL and snapshot.values["result"]["solver"] == "highs"
+    assert snapshot.values["result"]["check"]["passed"] and snapshot.values["attempts"][0]["solver"] == "highs"
+    resumed = agent.resume(solution.run_id)  # finished: no new calls
+    assert resumed.objective == pytest.approx(11) and resumed.proof is Proof.GLOBAL and resumed.solver == "highs"
+    assert resumed.check == solution.check and resumed.isolation == solution.isolation != ""
     assert len(fake_llm.calls) == 1
 
 

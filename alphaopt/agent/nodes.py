@@ -1,8 +1,11 @@
 """The agent's nodes. Each takes the state and the runtime context and returns an update.
 
-Model mistakes (no code, a Python or Pyomo error, an infeasible model, an optimal one with a
-sign of a wrong model) are written into the state; the routing functions send them to
-``repair`` or ``diagnose`` up to the caps in ``Settings``.
+Model mistakes (no code, a Python or Pyomo error, an infeasible model, an objective that depends
+on no variable, an optimal one with a sign of a wrong model) are written into the state; the
+routing functions send them to ``repair`` or ``diagnose`` up to the caps in ``Settings``. A
+nonlinear model is no mistake: the solver layer routes it to SCIP. A plan that fails the check
+against the model file (``check_failed``) is the solver's fault, not the program's: it ends the
+sample as it is, with no repair.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ REPAIRABLE = frozenset({SolveStatus.ERROR, SolveStatus.INVALID_PROGRAM, SolveSta
                         SolveStatus.OUTPUT_LIMIT, SolveStatus.KILLED, SolveStatus.UNKNOWN})
 #: Statuses with which the solver proved there is no optimum: the diagnosis step takes these.
 NO_OPTIMUM = frozenset({SolveStatus.INFEASIBLE, SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED})
+#: Statuses of a model that is feasible but surely wrong: the diagnosis step takes these too.
+WRONG_MODEL = frozenset({SolveStatus.CONSTANT_OBJECTIVE})
 #: Statuses of a run that found a plan.
 PLANNED = frozenset({SolveStatus.OPTIMAL, SolveStatus.FEASIBLE})
-#: Why a run is diagnosed: a status with no optimum, an optimal plan that does nothing, or an
-#: optimal program with a sign that one line can mend.
-Reason = Literal["infeasible", "unbounded", "infeasible_or_unbounded", "implausible", "patch"]
+#: Why a run is diagnosed: a status with no optimum, an objective that depends on no variable, an
+#: optimal plan that does nothing, or an optimal program with a sign that one line can mend.
+Reason = Literal["infeasible", "unbounded", "infeasible_or_unbounded", "constant_objective", "implausible", "patch"]
 
 
 def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, *,
@@ -144,7 +149,8 @@ def run_update(runner: Any, program: str, *, stage: str, fixes: list[str], sampl
     and the attempt."""
     data = runner.run(program).model_dump()
     attempt = {"stage": stage, "program": program, "status": data["status"], "objective": data["objective"],
-               "error": data["error"], "fixes": fixes, "wall_time_s": data["wall_time_s"], "sample": sample}
+               "error": data["error"], "fixes": fixes, "wall_time_s": data["wall_time_s"], "sample": sample,
+               "solver": data["solver"]}
     return {"result": data, "attempts": [attempt]}
 
 
@@ -178,8 +184,9 @@ def error_for_prompt(result: dict[str, Any]) -> str:
 
 
 def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Check the model against the text after an infeasible, unbounded or empty result, or mend
-    an optimal one with a sign of a wrong model one line at a time (``_patch``).
+    """Check the model against the text after an infeasible, unbounded or empty result or an
+    objective that depends on no variable, or mend an optimal one with a sign of a wrong model one
+    line at a time (``_patch``).
 
     Writing the program directly (the default), the model is shown its program and asked for a
     corrected one, which runs next; if it writes the same model again, the same status stands.
@@ -190,7 +197,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     reason = _diagnosis_reason(state, settings) or SolveStatus(state["result"]["status"]).value
     if reason == "patch":
         return _patch(state, runtime)
-    words = reason.replace("_", " ")
+    words = prompts.status_words(reason)
     if not knobs.formulate:
         reply, usage = _ask(
             runtime, state, "diagnose_program", knobs.max_tokens_program,
@@ -291,7 +298,7 @@ def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
 def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     result = state.get("result") or {}
     status = result.get("status")
-    if status in NO_OPTIMUM:
+    if status in NO_OPTIMUM or status in WRONG_MODEL:
         return cast(Reason, SolveStatus(status).value)
     if status == SolveStatus.OPTIMAL and is_implausible(result):
         return "implausible"
@@ -320,7 +327,9 @@ def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> L
 
 def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Literal[
         "repair", "diagnose", "finish_sample"]:
-    """Repair a broken program, diagnose a wrong model, or end this sample."""
+    """Repair a broken program, diagnose a wrong model, or end this sample (an answer, a model
+    still wrong when the caps are spent, or a plan that failed its check: no program change
+    mends the solver)."""
     settings = runtime.context.settings
     status = state["result"]["status"]
     if state.get("kept") and status not in PLANNED:

@@ -19,7 +19,7 @@ from alphaopt.config import Settings, load_settings
 from alphaopt.errors import InputError
 from alphaopt.llm.client import LLMClient, OpenAIClient
 from alphaopt.llm.runlog import open_run_log
-from solvers import Limits, SolverRunner, SolveStatus
+from solvers import Limits, PlanCheck, Proof, SolverRunner, SolveStatus
 
 #: The model named on a run of a program edited by hand (no model wrote it).
 EDITED_PROGRAM = "(edited program)"
@@ -214,6 +214,11 @@ def to_solution(state: dict[str, Any], total_s: float) -> Solution:
         duals=result.get("duals"),
         slacks=result.get("slacks"),
         is_mip=bool(result.get("is_mip")),
+        solver=result.get("solver"),
+        model_class=result.get("model_class"),
+        proof=Proof(result.get("proof") or Proof.NONE),
+        gap=result.get("gap"),
+        check=PlanCheck.model_validate(result["check"]) if result.get("check") else None,
         conflict=result.get("conflict"),
         unbounded=result.get("unbounded"),
         formulation=state.get("formulation", ""),
@@ -229,6 +234,7 @@ def to_solution(state: dict[str, Any], total_s: float) -> Solution:
                         total_s=total_s),
         model=state.get("model", ""),
         sandbox=result.get("sandbox", ""),
+        isolation=result.get("isolation", ""),
         error=result.get("error"),
         log_tail=result.get("log_tail", ""),
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from alphaopt.agent.reading import Reading
 from alphaopt.config import Settings
 from alphaopt.llm.client import LLMClient
-from solvers import SolverRunner, SolveStatus
+from solvers import PlanCheck, Proof, SolverRunner, SolveStatus
 
 Stage = Literal["write_program", "repair", "diagnose"]
 
@@ -76,6 +76,7 @@ class Attempt(BaseModel):
     fixes: list[str] = Field(default_factory=list)
     wall_time_s: float = 0.0
     sample: int = 0
+    solver: str | None = None  # "highs" or "scip": the solver that read the model (None: it never got one)
 
 
 class Candidate(BaseModel):
@@ -116,6 +117,11 @@ class Solution(BaseModel):
     duals: dict[str, float] | None = None
     slacks: dict[str, float] | None = None
     is_mip: bool = False
+    solver: str | None = None  # "highs" or "scip": the solver that answered (None: no model reached one)
+    model_class: str | None = None  # lp, milp, qp, miqp, nonconvex_qp, qcqp, miqcqp, nlp, minlp
+    proof: Proof = Proof.NONE  # global: proven optimal; local: a local optimum only; feasible: a plan at a limit
+    gap: float | None = None  # the relative gap the solver reported for the plan (integers or SCIP)
+    check: PlanCheck | None = None  # the solver's plan checked against the model file it read
     conflict: list[dict[str, str]] | None = None  # infeasible: constraints that cannot hold together
     unbounded: list[str] | None = None  # unbounded: variables that grow without limit
     formulation: str = ""  # the model's own math (empty when it wrote the program directly)
@@ -127,7 +133,8 @@ class Solution(BaseModel):
     tokens: TokenUsage = Field(default_factory=TokenUsage)
     timings: Timings = Field(default_factory=Timings)
     model: str = ""
-    sandbox: str = ""
+    sandbox: str = ""  # how the program was isolated, then the isolation line
+    isolation: str = ""  # caps for the run as a whole (cgroup), or why there are none
     error: str | None = None
     log_tail: str = ""
 
