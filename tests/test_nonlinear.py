@@ -284,3 +284,18 @@ def test_a_batch_line_carries_the_solver_and_proof_and_a_constant_objective_is_n
     assert saddle["check"]["passed"] is True and saddle["isolation"]
     assert constant["status"] == "constant_objective" and constant["objective"] is None
     assert constant["proof"] == "none" and "depends on no decision variable" in constant["error"]
+
+
+def test_the_nonlinear_benchmark_names_the_items_highs_refused(agent, fake_llm):
+    from benchmarks import nonlinear
+
+    items = nonlinear.select()
+    assert [i.key for i in items] == list(nonlinear.ITEMS)
+    earlier = nonlinear.earlier_rows()
+    if earlier:  # the earlier run's results are in the checkout: each item met HiGHS's refusal there
+        assert all(any("IncompatibleModelError" in (a["error"] or "") for a in row["attempts"])
+                   for row in earlier.values())
+    fake_llm.enqueue(SADDLE_REPLY)
+    row = nonlinear.record(items[0], agent.solve(SADDLE), nonlinear.Tolerance())
+    assert row["solver"] == "scip" and row["proof"] == "global" and row["attempts"][0]["solver"] == "scip"
+    assert row["correct"] is False and "| nlp4lp_test/A149 |" in nonlinear.table([row], earlier)
