@@ -115,3 +115,16 @@ def test_an_unreachable_runs_url_names_the_setting(tmp_path):
 
     with pytest.raises(ConfigError, match="ALPHAOPT_RUNS_URL"):
         RunLog("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+
+
+def test_runs_and_the_library_share_one_database(pg_url):
+    """ALPHAOPT_RUNS_URL may name the library's own database: the two keep apart, one migration list."""
+    from library import LibraryStore
+
+    with LibraryStore(pg_url) as store:
+        log = RunLog(pg_url)
+        log.save_run("01SHARED", "Maximize x", "optimal", 1.0, "{}")
+        store.add_task("toy", "t1", "Maximize x", 1.0)
+        assert log.run("01SHARED")["status"] == "optimal" and store.get_task("toy/t1").answer == 1.0
+    with LibraryStore(pg_url):  # reopening migrates nothing, whichever opens first
+        assert RunLog(pg_url).runs()[0]["id"] == "01SHARED"
