@@ -118,6 +118,12 @@ def _metadata(insight: Insight) -> dict[str, str | int]:
             "status": insight.status.value}
 
 
+def _upserting(part: list[Insight]) -> Callable[[Any], None]:
+    """The Chroma call that indexes ``part`` (bound here, not to a loop variable)."""
+    return lambda c: c.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
+                              metadatas=[_metadata(i) for i in part])
+
+
 def _label_path(label: LabelKey | tuple[str, str, str] | str) -> str:
     if isinstance(label, str):
         parts = label.split("/")
@@ -203,9 +209,7 @@ class LibraryIndex:
         """Index (or re-index) insights by their current condition."""
         batch = [insights] if isinstance(insights, Insight) else list(insights)
         for start in range(0, len(batch), _BATCH):
-            part = batch[start : start + _BATCH]
-            self._live(lambda c, part=part: c.upsert(ids=[i.id for i in part], documents=[i.condition for i in part],
-                                                     metadatas=[_metadata(i) for i in part]))
+            self._live(_upserting(batch[start : start + _BATCH]))
 
     def remove(self, insight_id: str) -> None:
         """Drop an insight from the index (a no-op when it is not there)."""
