@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     learn = sub.add_parser("learn", help="learning runs per arm with the configured model")
     learn.add_argument("--limit", type=int, default=6, help="training problems")
     learn.add_argument("--seed", type=int, default=0)
+    learn.add_argument("--failing", action="store_true", help="only problems whose stored program was wrong")
     learn.add_argument("--arm", action="append", default=[], help="before, after or name:key=value,...")
     learn.add_argument("--out", type=Path, default=Path("/tmp/learn-yield"))
     learn.add_argument("--run", default="learn-yield")
@@ -148,14 +149,18 @@ def _arm(spec: str) -> tuple[str, dict[str, Any]]:
     return name, config
 
 
-def training_items(limit: int, seed: int) -> list[tuple[str, str, str, float]]:
-    """``limit`` training problems (no test twins) in a fixed shuffled order."""
+def training_items(limit: int, seed: int, *, failing: bool = False) -> list[tuple[str, str, str, float]]:
+    """``limit`` training problems (no test twins) in a fixed shuffled order; with ``failing``,
+    only those whose stored program was wrong (``stored_wrong``): learning's yield is counted per
+    failed problem, and these are the ones the model failed before."""
     from benchmarks import registry
     from benchmarks.stored import training_answers
 
     answers = training_answers()
+    wrong = {row["problem"] for row in stored_wrong([])}
     items = [(item.dataset, item.id, item.description, item.answer)
-             for name in registry.names("train") for item in registry.load(name) if item.description in answers]
+             for name in registry.names("train") for item in registry.load(name)
+             if item.description in answers and (not failing or item.description in wrong)]
     random.Random(seed).shuffle(items)
     return items[:limit]
 
@@ -174,7 +179,7 @@ def learn_arms(args: argparse.Namespace) -> int:
     from alphaopt.llm.client import OpenAIClient
     from alphaopt.llm.runlog import RunLog
 
-    items = training_items(args.limit, args.seed)
+    items = training_items(args.limit, args.seed, failing=args.failing)
     out = RESULTS / args.run / "funnels.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     cache = args.out / "runs.db"  # one call log for every arm: identical calls replay

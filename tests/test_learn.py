@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from alphaopt.agent.retrieval import open_library
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
 from alphaopt.learning.learn import LearnConfig, Learner
-from alphaopt.agent.retrieval import open_library
 from library import InsightDraft, Status
 from tests.fakes import LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
 
@@ -23,7 +23,8 @@ CODE_DRAFT = {"insights": [{"stage": "code_implementation", "level1": "pyomo api
                             "condition": "the program refers to model components",
                             "explanation": "only use components that were declared on the model",
                             "example": "wrong: model.z right: model.x"}]}
-BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\n"
+                 "model.obj = pyo.Objective(expr=model.z)")
 
 
 @pytest.fixture
@@ -62,11 +63,12 @@ def test_exploration_extraction_and_counterfactual_accept(setup):
     assert insight.status == Status.VERIFIED
     assert insight.provenance.evidence == {"without": 0, "with": 1, "placebo": 0, "k": 1, "criterion": "final",
                                            "code_only": False, "source": "explore",
-                                           "solves": {"without": [0], "with": [1], "placebo": [0]}}
+                                           "solves": {"without": [0], "with": [1], "placebo": [0]}, "skipped": 0}
     placebo_prompt = [c for c in llm.calls if c.prompt_name == "write_program"][-1].user
     assert "[I0000]" in placebo_prompt and "[I0001]" not in placebo_prompt
     assert store.evidence_for("I0000") == []  # the placebo is no insight of the library
-    assert insight.provenance.source_tasks == ("toy_train/t1",) and insight.provenance.prompt_version.startswith("extract:")
+    assert insight.provenance.source_tasks == ("toy_train/t1",)
+    assert insight.provenance.prompt_version.startswith("extract:")
     # the target is shown to the explorer, never to the solve path
     explore = next(c for c in llm.calls if c.prompt_name == "explore")
     assert "The correct optimal objective value is 11" in explore.user
@@ -123,7 +125,8 @@ def test_exploration_first_flips_integrality_without_a_model_call(setup):
     flips = [a for a in store.attempts(task_id="toy_train/t9") if a.kind == "explore_integrality"]
     assert [(a.status, a.objective) for a in flips] == [("optimal", pytest.approx(3.0))]
     ask = next(c for c in llm.calls if c.prompt_name == "integrality_condition")
-    assert "the correction made the continuous variables integer" in ask.user and "3" not in ask.user.split("</problem>")[1]
+    assert "the correction made the continuous variables integer" in ask.user
+    assert "3" not in ask.user.split("</problem>")[1]
     insight = store.get("I0001")
     assert insight.condition == "when the problem asks how many whole items to pack"
     assert (insight.stage.value, insight.level1, insight.level2) == ("general_formulation", "variables", "integrality")
@@ -163,7 +166,8 @@ def test_counterfactual_reject_retires_candidates(setup):
 
 def test_hardcoded_answer_is_rejected_and_not_run(setup):
     store, _, learner = setup
-    cheat = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()\nmodel.obj = pyo.Objective(expr=model.x * 0 + 11)")
+    cheat = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var()\n"
+                    "model.obj = pyo.Objective(expr=model.x * 0 + 11)")
     llm = wrong_then(RoutedLLM()).on("explore", cheat)
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert summary.added == 0
@@ -228,7 +232,7 @@ def test_already_solved_problem_learns_nothing(setup):
 
 
 def test_retry_unsolved_learns_again_only_from_problems_that_ended_unsolved(setup):
-    store, _, learner = setup
+    _, _, learner = setup
     solved = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
     llm = wrong_then(RoutedLLM()).on("write_program", LP_REPLY)
     first = learner(llm, explore_tries=0).learn([ITEM, solved])
@@ -261,7 +265,7 @@ def test_revisit_solved_solves_again_with_the_library_and_records_the_evidence(s
 
 
 def test_near_duplicate_is_merged_and_reverified(setup):
-    store, index, learner = setup
+    store, _, learner = setup
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
     llm = RoutedLLM()
     for _ in range(2):
@@ -302,7 +306,6 @@ def test_crash_mid_run_then_resume(setup):
     second = ("toy_train", "t2", PROBLEM + " (again)", 11.0)
     llm = RoutedLLM().on("write_program", LP_REPLY)  # t1 solved
     wrong_then(llm).on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm
 
     def die(_messages):
         raise LLMError("endpoint went away")
@@ -334,8 +337,7 @@ def test_token_budget_stops_the_run(setup):
 def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt.interfaces import cli
-    from alphaopt.interfaces import cli_library
+    from alphaopt.interfaces import cli, cli_library
 
     data = tmp_path / "toy_train.jsonl"
     data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n")
@@ -392,15 +394,15 @@ def test_runs_left_running_by_a_killed_process_are_closed(setup):
 def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt.interfaces import cli
-    from alphaopt.interfaces import cli_library
+    from alphaopt.interfaces import cli, cli_library
 
     train = tmp_path / "toy_train.jsonl"
     other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
     train.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n"
                      + json.dumps({"id": "t2", "description": other, "answer": 11}) + "\n")
     test = tmp_path / "toy_test.jsonl"
-    test.write_text(json.dumps({"id": "x", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}) + "\n")
+    twin = {"id": "x", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}
+    test.write_text(json.dumps(twin) + "\n")
     llm = RoutedLLM().on("write_program", LP_REPLY)
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
@@ -416,8 +418,7 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
 def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt.interfaces import cli
-    from alphaopt.interfaces import cli_library
+    from alphaopt.interfaces import cli, cli_library
 
     other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
     new, solved = {"id": "t1", "description": other, "answer": 11}, {"id": "t2", "description": PROBLEM, "answer": 11}
@@ -453,7 +454,7 @@ def test_right_only_after_a_repair_learns_a_code_insight(setup):
     assert "explore" not in llm.prompt_names  # it was solved: nothing to explore
     assert store.get("I0001").provenance.evidence == {"without": 0, "with": 1, "k": 1, "criterion": "runs_first",
                                                       "code_only": True, "source": "repair",
-                                                      "solves": {"without": [0], "with": [1]}}
+                                                      "solves": {"without": [0], "with": [1]}, "skipped": 0}
     assert store.attempts(task_id="toy_train/t1")[-1].status == "solved; learned"
 
 
@@ -468,7 +469,7 @@ def test_right_first_time_after_all_learns_nothing_new(setup):
 
 
 def test_exploration_edits_the_latest_program_that_ran(setup):
-    store, _, learner = setup
+    _, _, learner = setup
     worse = WRONG_LP_REPLY.replace("model.x + 3 * model.y <= 6", "model.x + 3 * model.y <= 3")  # 20/3 instead of 26/3
     llm = wrong_then(RoutedLLM())
     llm.on("explore", worse, LP_REPLY).on("extract", json.dumps(DRAFT))
@@ -631,7 +632,7 @@ def test_recheck_retires_an_insight_the_placebo_matches(setup):
 def test_recheck_refuses_what_it_cannot_check(setup):
     from alphaopt.errors import InputError
 
-    store, index, learner = setup
+    store, _, learner = setup
     orphan = store.add_insight(InsightDraft(**DRAFT["insights"][0]), provenance={"source_tasks": ["elsewhere/x"]},
                                status=Status.VERIFIED)
     with pytest.raises(InputError, match="have no answer in this library"):
@@ -644,8 +645,7 @@ def test_recheck_refuses_what_it_cannot_check(setup):
 def test_library_recheck_cli(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from alphaopt.interfaces import cli
-    from alphaopt.interfaces import cli_library
+    from alphaopt.interfaces import cli, cli_library
 
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
     settings = load_settings(home=tmp_path / "home")

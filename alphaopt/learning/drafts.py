@@ -24,7 +24,7 @@ from alphaopt.learning.contrasts import Contrast
 from alphaopt.learning.ledger import Ledger
 from alphaopt.llm.client import CallContext
 from library import InsightDraft, LibraryStore, Task
-from library.taxonomy import canonical
+from library.taxonomy import Stage, canonical
 
 _PLACEHOLDER_LABELS = {"category", "subcategory"}  # the prompt's own example values, copied
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -72,7 +72,7 @@ class Drafter:
         example = contrast.example or diff_example(contrast.wrong, contrast.right) or (
             "wrong: domain=pyo.NonNegativeReals right: domain=pyo.NonNegativeIntegers" if integer else
             "wrong: domain=pyo.NonNegativeIntegers right: domain=pyo.NonNegativeReals")
-        return [InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+        return [InsightDraft(stage=Stage.GENERAL_FORMULATION, level1="variables", level2="integrality",
                              condition=condition, explanation=explanation, example=example)]
 
     def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
@@ -81,7 +81,7 @@ class Drafter:
                          for lab in self.store.labels() if (stage is None or lab.stage.value == stage)
                          and not {canonical(lab.level1), canonical(lab.level2)} & _PLACEHOLDER_LABELS)
 
-    def _drafts(self, step: str, task: Task, run_id: str, contrast: Contrast, **kwargs: str) -> list[InsightDraft]:
+    def _drafts(self, step: str, task: Task, run_id: str, contrast: Contrast, **kwargs: Any) -> list[InsightDraft]:
         """Drafts from one extraction call, mended where the model left the template's placeholders
         (see ``_mend``) and dropped where they still say nothing."""
         messages, sha = prompts.render(step, problem=task.text, **kwargs)
@@ -109,7 +109,7 @@ class Drafter:
         return self.rewrite_condition("generalize", context, max_tokens=80, condition=condition,
                                       explanation=explanation)
 
-    def rewrite_condition(self, prompt_name: str, context: CallContext, *, max_tokens: int, **fields: str) -> str:
+    def rewrite_condition(self, prompt_name: str, context: CallContext, *, max_tokens: int, **fields: Any) -> str:
         """One call of a prompt that answers with a condition only; the condition, on one line
         and unquoted (may be empty)."""
         messages, sha = prompts.render(prompt_name, **fields)

@@ -90,13 +90,13 @@ class Explorer:
     def _mechanical(self, task: Task, failed: Solution, program: str, run_id: str) -> Contrast | None:
         outcome = outcome_of(failed)
         if self.config.flip_integrality and failed.status in ("optimal", "feasible"):
-            for change, variant in integrality_variants(program):
-                result = self.runner.run(variant)
+            for change, flipped in integrality_variants(program):
+                result = self.runner.run(flipped)
                 self.store.record_attempt(task.id, kind="explore_integrality", status=result.status.value,
-                                          run_id=run_id, program=variant, objective=result.objective,
+                                          run_id=run_id, program=flipped, objective=result.objective,
                                           error=result.error)
                 if result.ok and self.correct(result.objective, float(task.answer)):
-                    return Contrast("integrality", "integrality_condition", program, variant, outcome, change=change)
+                    return Contrast("integrality", "integrality_condition", program, flipped, outcome, change=change)
         if not self.config.line_variants:
             return None
         singles = line_variants(program, task.text, limit=self.config.max_variants)

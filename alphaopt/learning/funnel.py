@@ -7,8 +7,8 @@ an integrality flip or a model's exploration) → drafted (at least one candidat
 Then, in insights: candidates added → verified → merged; retired counts every insight the run
 retired (rejected candidates, merged members, failed merges, leftovers). ``sources`` breaks
 reached, drafted and verified down by where the contrast came from. Cost: tokens and seconds
-per problem, and the model's generation speed (tokens per second of model time, calls replayed
-from the cache left out).
+per problem, the model's generation speed (tokens per second of model time, calls replayed
+from the cache left out), and the check's solves spared because its verdict was decided early.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from alphaopt.learning.ledger import Usage
 
 #: Problem counts that add up across problems (and across concurrent workers).
 _COUNTS = ("right_first", "solved_before", "solved_after", "failed", "explored", "reached", "drafted",
-           "added", "verified", "rejected", "merged", "retired")
+           "added", "verified", "rejected", "merged", "retired", "solves_skipped")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class LearnSummary:
     rejected: int = 0
     merged: int = 0
     retired: int = 0
+    solves_skipped: int = 0  # solves of a check that its verdict did not need (decided early)
     tokens: int = 0
     calls: int = 0
     cached_calls: int = 0
@@ -123,5 +124,6 @@ def funnel_lines(summary: LearnSummary) -> list[str]:
     lines.append(
         f"Cost: {summary.tokens:,} tokens in {summary.calls} calls ({summary.cached_calls} from the cache), "
         f"{summary.tokens_per_problem:,.0f} tokens and {summary.seconds_per_problem:.0f} s per problem, "
-        f"{summary.tokens_per_s:.1f} tokens/s generated.")
+        f"{summary.tokens_per_s:.1f} tokens/s generated"
+        + (f"; {summary.solves_skipped} check solves spared (decided early)." if summary.solves_skipped else "."))
     return lines

@@ -44,7 +44,7 @@ from alphaopt.agent.state import Solution
 from alphaopt.answers import ANSWER
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
-from alphaopt.learning.contrasts import Contrast, solve_contrasts
+from alphaopt.learning.contrasts import Contrast, Criterion, solve_contrasts
 from alphaopt.learning.drafts import Drafter, diff_example, specific
 from alphaopt.learning.explore import ExploreConfig, Explorer, outcome_line
 from alphaopt.learning.funnel import LearnSummary
@@ -97,6 +97,12 @@ class Learner:
         # to compare with and without insights
         self.settings = settings.model_copy(update={"use_library": True, "samples": 1}).with_experimental(
             resample_failed=0)
+        # a check whose success needs a first program that runs needs no repair of one that does not,
+        # and one that counts only the first program needs no diagnosis or patch after it either
+        no_repair = self.settings.model_copy(update={"max_repairs": 0})
+        self._settings_for: dict[Criterion, Settings] = {
+            "final": self.settings, "runs_first": no_repair,
+            "right_first": no_repair.with_experimental(max_diagnoses=0)}
         self.store, self.index = store, index
         self.config = config or LearnConfig()
         self.ledger = Ledger(llm, self.config.max_tokens)
@@ -315,20 +321,19 @@ class Learner:
         return "learned", verdict.with_runs
 
     # -- solving -------------------------------------------------------------------------------
-    def _agent(self, library: Any, sample: int) -> Agent:
-        llm = self.ledger.solver(sample, self.config.sample_temperature)
-        return Agent(self.settings, llm=llm, runner=self.runner, library=library)
-
     def solve(self, task: Task, run_id: str, kind: str, sample: int,
               forced: list[dict[str, Any]] | None = None, *, library: Any = None,
-              without: Collection[str] = ()) -> Solution:
+              without: Collection[str] = (), judged: Criterion = "final") -> Solution:
         """Solve a task with the library (plus ``forced`` candidates, leaving out the insights in
         ``without``, or through another ``library`` retriever) and record the attempt. Solve 0
-        is greedy, as a user's solve is; later ones are sampled, each with its own seed."""
+        is greedy, as a user's solve is; later ones are sampled, each with its own seed. A solve
+        ``judged`` by its first program stops where nothing after could change that judgement:
+        no repair (``runs_first``), nor diagnosis or patch (``right_first``)."""
         library = library or self.retriever
         if forced is not None:
             library = _Combined(library, forced, frozenset(without))
-        with self._agent(_Judged(library), sample) as agent:
+        llm = self.ledger.solver(sample, self.config.sample_temperature)
+        with Agent(self._settings_for[judged], llm=llm, runner=self.runner, library=_Judged(library)) as agent:
             solution = agent.solve(task.text)
         if solution.insights and task.answer is not None:
             # the outcome of each insight in the prompt, judged against the known answer (a

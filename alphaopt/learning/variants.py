@@ -223,7 +223,8 @@ def _numbers(tree: ast.Module, text: _Text, problem: str, per_literal: int) -> l
     out = []
     build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_model"), tree)
     for node in ast.walk(build):
-        if not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
+        if not isinstance(node, ast.Constant) or not isinstance(node.value, (int, float)) or isinstance(
+                node.value, bool):
             continue
         value = float(node.value)
         if value in (0.0, 1.0) or any(_close(value, s) for s in stated):
@@ -252,14 +253,13 @@ def _drops(tree: ast.Module, text: _Text) -> list[Variant]:
             stmt = node
         else:
             continue
-        first = text.lines[stmt.lineno - 1]
-        last = text.lines[stmt.end_lineno - 1]  # type: ignore[index]
-        head = first.encode()[:stmt.col_offset].decode(errors="ignore")
-        tail = last.encode()[stmt.end_col_offset:].decode(errors="ignore")  # type: ignore[misc]
+        end_line, end_col = stmt.end_lineno or stmt.lineno, stmt.end_col_offset or 0
+        head = text.lines[stmt.lineno - 1].encode()[:stmt.col_offset].decode(errors="ignore")
+        tail = text.lines[end_line - 1].encode()[end_col:].decode(errors="ignore")
         if head.strip() or (tail.strip() and not tail.strip().startswith("#")):
             continue  # shares its line with other code
         before = text.segment(stmt)
-        start, end = text.starts[stmt.lineno - 1], text.starts[stmt.end_lineno]  # type: ignore[index]
+        start, end = text.starts[stmt.lineno - 1], text.starts[end_line]
         out.append(text.variant("drop", f"dropped the constraint {_one_line(before)}", before, "",
                                 start, end, f"{head}pass\n"))
     return out

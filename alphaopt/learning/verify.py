@@ -6,12 +6,16 @@ already ask: any change to the prompt can turn a slip into a right answer). The 
 each arm is greedy, as a user's solve is; the others are sampled, each with its own seed, so no
 single lucky sample decides. A candidate is accepted only when, counted over the ``k`` solves,
 ``with >= without + margin``, ``with >= placebo + margin`` and ``with >= 1``; the placebo arm
-runs only when the first condition holds. The counts and each solve's outcome are the
-evidence kept on the insight's version. ``k = 1`` still works (tests, cheap runs).
+runs only when the first condition holds. An arm stops as soon as the verdict is decided (the
+remaining solves could not change it): the verdict is the same as with every solve run, and
+``skipped`` counts the solves spared. The counts and each solve's outcome are the evidence kept
+on the insight's version. ``k = 1`` still works (tests, cheap runs).
 
 What counts as a success depends on the contrast the candidates came from
 (``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
-ran (a code lesson), or a right first program (a lesson learned from a repair or diagnosis).
+ran (a code lesson), or a right first program (a lesson learned from a repair or diagnosis). A
+check's solves stop where nothing after could change the verdict: no repair when the first
+program must run, and no diagnosis or patch either when it must be right.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class Verdict:
     with_runs: list[Solution] = field(default_factory=list)
 
     @property
+    def skipped(self) -> int:
+        """Solves the check did not need: the verdict was decided without them."""
+        return int(self.evidence.get("skipped", 0))
+
+    @property
     def why(self) -> str:
         return "a placebo did as well" if "placebo" in self.evidence and not self.accepted else ""
 
@@ -88,23 +97,35 @@ class Checker:
 
         forced = [insight_dict(c) for c in candidates]
         base = wins(without[: self.k])
-        solved = [self.solve(task, run_id, "verify_with", sample, forced) for sample in range(self.k)]
+        need = max(sum(base) + self.margin, 1)
+        solved: list[Solution] = []
+        for sample in range(self.k):
+            if sum(wins(solved)) + self.k - sample < need:
+                break  # the rest cannot reach the margin: rejected whatever they give
+            solved.append(self.solve(task, run_id, "verify_with", sample, forced, judged=criterion))
         with_runs = wins(solved)
         evidence: dict[str, Any] = {"without": sum(base), "with": sum(with_runs), "k": self.k, "criterion": criterion,
                                     "code_only": criterion == "runs_first", "solves": {"without": base,
                                                                                        "with": with_runs}}
-        accepted = sum(with_runs) >= sum(base) + self.margin and sum(with_runs) >= 1
+        accepted = sum(with_runs) >= need
+        saved = self.k - len(solved)
         if accepted and self.placebo:
+            limit = sum(with_runs) - self.margin  # the most the placebo may win for the candidates to pass
             stages = tuple(dict.fromkeys(c.stage.value for c in candidates))
-            cache = placebos if placebos is not None else {}
-            if stages not in cache:
-                placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
-                cache[stages] = [self.solve(task, run_id, "verify_placebo", sample, placebo)
-                                 for sample in range(self.k)]
-            control = wins(cache[stages])
+            runs = (placebos if placebos is not None else {}).setdefault((*stages, criterion), [])
+            placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
+            control: list[int] = []
+            for sample in range(self.k):
+                if sum(control) > limit or sum(control) + self.k - sample <= limit:
+                    break  # decided: the placebo did as well already, or cannot any more
+                if sample == len(runs):
+                    runs.append(self.solve(task, run_id, "verify_placebo", sample, placebo, judged=criterion))
+                control += wins(runs[sample:sample + 1])
             evidence["placebo"] = sum(control)
             evidence["solves"]["placebo"] = control
-            accepted = sum(with_runs) >= sum(control) + self.margin
+            accepted = sum(control) <= limit
+            saved += self.k - len(control)
+        evidence["skipped"] = saved
         return Verdict(accepted, evidence, solved)
 
     def recheck(self, insight: Insight, tasks: Sequence[Task], run_id: str) -> dict[str, Any]:
