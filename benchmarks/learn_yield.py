@@ -1,8 +1,14 @@
 """What raises the number of verified insights per failed training problem? Arms side by side.
 
 Run with:
+  python -m benchmarks.learn_yield contrasts                # no model call, stored runs
   python -m benchmarks.learn_yield variants                 # solver only, stored programs
   python -m benchmarks.learn_yield learn --limit 6 --arm before --arm after   # the embedded model
+
+``contrasts`` (no model call, no solver) reads the per-item rows that earlier benchmark runs
+on **training** splits stored (``results/*/items.jsonl``) and counts, per run, the problems right
+at the first program, right only after a repair, diagnosis or patch during the solve (a contrast
+the learner now drafts from; before, only a repaired run error was), and wrong.
 
 ``variants`` (no model call) takes the wrong programs that earlier runs stored for **training**
 problems (the rows of ``results/explore-ab-s11`` and ``results/diagnose-ab``, plus any home
@@ -117,9 +123,35 @@ def screen(args: argparse.Namespace) -> int:
     return 0
 
 
+def solve_time_contrasts(args: argparse.Namespace) -> int:
+    """Per stored training run: right at first, right only after a fix (by the fixing stage), wrong."""
+    total: Counter[str] = Counter()
+    for path in sorted(RESULTS.glob("*/items.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = [r for r in rows if str(r.get("dataset", "")).endswith("_train")]
+        if not rows:
+            continue
+        counts: Counter[str] = Counter(problems=len(rows))
+        for row in rows:
+            attempts = row.get("attempts") or []
+            if not row.get("correct"):
+                counts["wrong"] += 1
+            elif len(attempts) <= 1:
+                counts["right_first"] += 1
+            else:
+                counts[f"right_after_{attempts[-1]['stage']}"] += 1
+        total.update(counts)
+        print(f"{path.parent.name:>24}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    fixed = sum(v for k, v in total.items() if k.startswith("right_after_"))
+    print(f"\nall: {', '.join(f'{k} {v}' for k, v in sorted(total.items()))}; right only after a fix: {fixed} "
+          f"({fixed / max(total['wrong'], 1):.2f} per wrong one)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("contrasts", help="no model call: fixes during stored training solves")
     variants = sub.add_parser("variants", help="solver only: single-line variants of stored wrong programs")
     variants.add_argument("--from", dest="homes", type=Path, action="append", default=[])
     variants.add_argument("--limit", type=int, default=60, help="variants per program")
@@ -133,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     learn.add_argument("--out", type=Path, default=Path("/tmp/learn-yield"))
     learn.add_argument("--run", default="learn-yield")
     args = parser.parse_args(argv)
+    if args.command == "contrasts":
+        return solve_time_contrasts(args)
     if args.command == "variants":
         return screen(args)
     return learn_arms(args)
