@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from alphaopt.agent import prompts
 from alphaopt.agent.run import Agent
 from alphaopt.agent.state import Solution
-from alphaopt.config import load_settings
+from alphaopt.config import Settings, load_settings
 from alphaopt.errors import AlphaoptError
 from benchmarks import honesty, registry
 from benchmarks.report import RESULTS
-from benchmarks.run import item_record, read_done
+from benchmarks.run import git_sha, item_record, read_done
 from benchmarks.scoring import Tolerance
 
 #: The items and how the earlier run ended them (benchmarks/results/embedded-s9-lines/items.jsonl).
@@ -75,9 +77,11 @@ def table(rows: list[dict[str, Any]], earlier: dict[str, dict[str, Any]]) -> str
                      f"{row.get('proof', '-')} | {row.get('objective')} | {row['answer']} | "
                      f"{'yes' if row['correct'] else 'no'} |")
     right = sum(r["correct"] for r in rows)
-    lines.append(f"\n{right} of {len(rows)} right (tolerance {Tolerance().describe()}); "
-                 f"{sum(r['status'] == 'optimal' for r in rows)} optimal, "
-                 f"{sum(r.get('solver') == 'scip' for r in rows)} answered by SCIP.")
+    statuses = Counter(r["status"] for r in rows)
+    solvers = Counter(r.get("solver") or "none" for r in rows)
+    lines.append(f"\n{right} of {len(rows)} right (tolerance {Tolerance().describe()}); final status: "
+                 + ", ".join(f"{k} {v}" for k, v in statuses.most_common()) + "; final solver: "
+                 + ", ".join(f"{k} {v}" for k, v in solvers.most_common()) + ".")
     return "\n".join(lines)
 
 
@@ -109,10 +113,18 @@ def main(argv: list[str] | None = None) -> None:
                   f"{'right' if done[item.key]['correct'] else 'wrong'}", flush=True)
     rows = [done[k] for k in ITEMS if k in done]
     report = table(rows, earlier_rows())
-    meta = {"model": settings.model_name, "endpoint": settings.base_url or "embedded", "samples": settings.samples,
-            "max_repairs": settings.max_repairs, "max_diagnoses": settings.experimental.max_diagnoses}
+    meta = run_meta(settings)
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     (out_dir / "summary.md").write_text(f"# Nonlinear items again\n\n{json.dumps(meta)}\n\n{report}\n")
     print(report)
+
+
+def run_meta(settings: Settings) -> dict[str, Any]:
+    """What the run ran with: the model, the loop's caps, the prompts' shas and the commit."""
+    return {"git_sha": git_sha(), "model": settings.model_name, "endpoint": settings.base_url or "embedded",
+            "samples": settings.samples, "max_repairs": settings.max_repairs,
+            "max_diagnoses": settings.experimental.max_diagnoses, "solver_wall_time_s": settings.solver_wall_time_s,
+            "prompt_shas": {n: prompts.prompt_sha(n) for n in prompts.PROMPTS}}
 
 
 if __name__ == "__main__":
