@@ -611,7 +611,8 @@ def test_recheck_keeps_an_insight_that_beats_the_run_without_it_and_the_placebo(
     evidence = learner(llm).recheck(insight, run.id)
     assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (0, 1, 0, True)
     after = store.get(insight.id)
-    assert after.status == Status.VERIFIED and after.version == 2 and after.provenance.evidence["recheck"]
+    assert after.status == Status.VERIFIED and after.version == 2
+    assert after.provenance.evidence["recheck"] == {**evidence, "recheck": True}
     prompts_seen = [c.user for c in llm.calls if c.prompt_name == "write_program"]
     assert "[I0001]" not in prompts_seen[0] and "[I0001]" in prompts_seen[1]
     assert "[I0000]" in prompts_seen[2] and "[I0001]" not in prompts_seen[2]  # the placebo in its place

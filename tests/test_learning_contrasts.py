@@ -43,6 +43,7 @@ def test_a_lesson_from_a_fix_must_make_the_first_program_right(setup):  # noqa: 
     summary = learner(llm, explore_tries=0).learn([ITEM])
     assert (summary.verified, summary.rejected) == (0, 1)
     assert llm.prompt_names.count("diagnose_program") == 1  # the check counts the first program: no fix after it
+    assert "verify_with_first" in [a.kind for a in store.attempts(task_id="toy_train/t1")]  # not a user's solve
     assert store.get("I0001").status == Status.RETIRED
     assert store.attempts(task_id="toy_train/t1")[-1].status == "solved; candidates rejected"
 

@@ -313,11 +313,12 @@ class Learner:
             return "candidates rejected" + (f": {verdict.why}" if verdict.why else ""), verdict.with_runs
         summary.verified += len(candidates)
         summary.count(contrast.source, "verified", len(candidates))
-        self.index.upsert([self.store.get(c.id) for c in candidates])
-        for c in candidates:
-            merged = self.merger.merge(self.store.get(c.id), run_id)
-            summary.merged += merged
-            summary.retired += 2 * merged
+        with self.store.merge_lock():  # one worker at a time indexes and merges
+            self.index.upsert([self.store.get(c.id) for c in candidates])
+            for c in candidates:
+                merged = self.merger.merge(self.store.get(c.id), run_id)
+                summary.merged += merged
+                summary.retired += 2 * merged
         return "learned", verdict.with_runs
 
     # -- solving -------------------------------------------------------------------------------
@@ -328,7 +329,8 @@ class Learner:
         ``without``, or through another ``library`` retriever) and record the attempt. Solve 0
         is greedy, as a user's solve is; later ones are sampled, each with its own seed. A solve
         ``judged`` by its first program stops where nothing after could change that judgement:
-        no repair (``runs_first``), nor diagnosis or patch (``right_first``)."""
+        no repair (``runs_first``), nor diagnosis or patch (``right_first``). The attempt's kind
+        says so (``_sampled``, ``_first``): only a plain ``kind`` is a solve as a user gets it."""
         library = library or self.retriever
         if forced is not None:
             library = _Combined(library, forced, frozenset(without))
@@ -346,6 +348,7 @@ class Learner:
                     self.store.record_evidence(insight["id"], task_id=task.id, run_id=run_id,
                                                version=insight.get("version"), retrieved=True, used=True,
                                                success=right)
+        kind += ("_sampled" if sample else "") + ("" if judged == "final" else "_first")
         self.store.record_attempt(task.id, kind=kind, status=solution.status, run_id=run_id,
                                   program=solution.program, objective=solution.objective,
                                   error=solution.error, tokens=solution.tokens.input + solution.tokens.output)
@@ -386,10 +389,10 @@ class Learner:
                              "files they came from (`alphaopt library recheck --answers FILE`)")
         evidence = self.checker.recheck(insight, tasks, run_id)
         reason = "recheck against the run without it and a placebo"
-        if evidence["kept"]:
-            self.store.verify(insight.id, evidence, reason=reason)
+        if evidence["kept"]:  # the version's evidence keeps the first check's beside the recheck's
+            self.store.verify(insight.id, {"recheck": evidence}, reason=reason)
         else:
-            self.store.retire(insight.id, reason=reason, evidence=evidence)
+            self.store.retire(insight.id, reason=reason, evidence={"recheck": evidence})
             self.index.remove(insight.id)
         return evidence
 
