@@ -26,12 +26,14 @@ from alphaopt.config import load_settings
 from alphaopt.errors import ClusterError
 from alphaopt.interfaces import cli
 from alphaopt.learning.cluster import learn_on_cluster
+from alphaopt.learning.cluster_evolve import evolve_on_cluster
+from alphaopt.learning.evolve import EvolveConfig, Evolver
 from alphaopt.learning.funnel import LearnSummary
 from alphaopt.learning.learn import DONE, LearnConfig, Learner
 from alphaopt.llm.client import OpenAIClient
 from alphaopt.llm.runlog import RunLog
 from benchmarks.fake_endpoint import FakeEndpoint, problem_of
-from library import ClaimStatus, LibraryStore
+from library import ClaimStatus, InsightDraft, LibraryStore, Status
 from tests.fakes import LP_REPLY, WRONG_LP_REPLY
 from tests.services import PG_SKIP, PG_URL, chroma_server, pg_schemas
 
@@ -207,3 +209,44 @@ def test_learning_on_a_cluster_needs_one_shared_library(tmp_path):
     settings = load_settings(home=tmp_path / "h", library_url="postgresql+psycopg://x@127.0.0.1:9/x")
     with pytest.raises(ClusterError, match="ALPHAOPT_EXPERIMENTAL__CHROMA_URL"):
         learn_on_cluster(settings, [ITEMS[0]], "local:2")
+
+
+def _evolvable(store: LibraryStore, index) -> None:
+    """Five training problems with answers and two verified lessons (learned on alpha and charlie)."""
+    for item in ITEMS:
+        store.add_task(*item)
+    for lesson, source in ((LESSON_A, "toy/alpha"), (LESSON_B, "toy/charlie")):
+        insight = store.add_insight(InsightDraft(**lesson), status=Status.VERIFIED,
+                                    provenance={"source_tasks": [source], "model": "fake"})
+        index.upsert(insight)
+
+
+@needs_pg
+def test_evolve_replays_on_the_cluster_label_every_pair_as_a_local_evolve_does(tmp_path, endpoint, chroma, cluster,
+                                                                              runner):
+    reports = {}
+    with pg_schemas() as make:
+        for where in ("local", "cluster"):
+            settings = (_settings(tmp_path / where, endpoint) if where == "local"
+                        else _settings(tmp_path / where, endpoint, make(), chroma))
+            store, index = open_library(settings)
+            _evolvable(store, index)
+            learner = Learner(settings, store, index, OpenAIClient(settings, RunLog(settings.runs_db),
+                                                                     http_client=httpx2.Client()), runner, CONFIG)
+            asked = len(endpoint.requests)
+            if where == "local":
+                summary = Evolver(learner, EvolveConfig()).evolve(dry_run=True)
+            else:
+                summary = evolve_on_cluster(learner, cluster, EvolveConfig(), dry_run=True)
+                # every solve was a worker's: the run's ledger counts all the endpoint answered
+                assert learner.ledger.usage.calls == len(endpoint.requests) - asked > 0
+                assert len(store.attempts(kind="evolve_with")) == len(ITEMS)
+            reports[where] = summary.rounds[0]
+            index.close()
+            store.close()
+    local, spread = reports["local"], reports["cluster"]
+    assert spread.pairs == local.pairs and spread.before == local.before
+    assert spread.solved == local.solved > 0
+    # either lesson, given to a problem retrieval left without one, turns it right (echo stays wrong)
+    helped = {"unretrieved": ["toy/alpha", "toy/charlie", "toy/bravo"], "neutral": ["toy/echo"]}
+    assert local.pairs == {"I0001": helped, "I0002": helped}

@@ -307,10 +307,13 @@ def library_rebuild(**kwargs: Any) -> None:
                                             "with the same model and prompt content.")
 @click.option("--no-merge", is_flag=True, help="Do not merge insights that say nearly the same first.")
 @click.option("--dry-run", is_flag=True, help="Only replay: print the pair labels and the metrics; change nothing.")
+@click.option("--cluster", metavar="ADDRESS",
+              help="Replay on a Dask cluster (a scheduler address, or local:N worker processes here), one training "
+                   "problem per task: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_EXPERIMENTAL__CHROMA_URL.")
 @_settings_options
 @_errors
 def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_problems: int | None, fresh: bool,
-                   no_merge: bool, dry_run: bool, **kwargs: Any) -> None:
+                   no_merge: bool, dry_run: bool, cluster: str | None, **kwargs: Any) -> None:
     """Evolve the library on the training problems it holds with answers: replay retrieval and
     label each (insight, problem) pair positive, negative or unretrieved by solving with and
     without the insight; rewrite misaligned conditions (the best of several candidates, judged by
@@ -328,14 +331,24 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
     if busy:
         raise InputError(f"An evolution run is already running on the library in {str(settings.home)!r} ({busy}). "
                          "One runs at a time per home: wait for it to finish, or stop it first.")
+    if cluster:
+        from alphaopt.learning.cluster import require_shared_library
+
+        require_shared_library(settings)
     store, index = open_library(settings)
     command = "alphaopt library " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     config = EvolveConfig(rounds=rounds, candidates=candidates, unretrieved_tries=unretrieved_tries,
                           max_problems=max_problems, reuse=not fresh, merge=not no_merge)
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, open_run_log(settings))
-        summary = Evolver(Learner(settings, store, index, llm, runner), config).evolve(
-            command=command, dry_run=dry_run, on_event=click.echo)
+        learner = Learner(settings, store, index, llm, runner)
+        if cluster:  # the replays go to the cluster's workers (alphaopt.learning.cluster_evolve)
+            from alphaopt.learning.cluster_evolve import evolve_on_cluster
+
+            summary = evolve_on_cluster(learner, cluster, config, command=command, dry_run=dry_run,
+                                        on_event=click.echo)
+        else:
+            summary = Evolver(learner, config).evolve(command=command, dry_run=dry_run, on_event=click.echo)
     click.echo(f"Run {summary.run_id}: {len(summary.rounds)} round(s), merged {summary.merged}.")
     for r in summary.rounds:
         click.echo(f"  round {r.round} before: {r.before.line()}")

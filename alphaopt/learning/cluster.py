@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from alphaopt.agent.retrieval import open_library
 from alphaopt.agent.run import solver_runner
 from alphaopt.cluster import connect, each_result, worker_cache, worker_id, worker_object
@@ -90,6 +92,8 @@ class WorkerTools:
         self.index = LibraryIndex(settings.experimental.chroma_url or "")
         self.runner = solver_runner(settings)
         self.llm = OpenAIClient(settings, open_run_log(settings))
+        self.state: dict[Any, Any] = {}  # what a job keeps on this worker between its tasks (under ``lock``)
+        self.lock = threading.Lock()
 
     def learner(self) -> Learner:
         """A learner for one problem (its own token ledger) over the shared tools."""
@@ -141,8 +145,8 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
     done = store.done_tasks(DONE) - ended_tasks(store, revisit)
     tasks: dict[str, Task] = {}
     jobs: list[_Job] = []
-    for dataset, item_id, text, answer in items:
-        task = store.add_task(dataset, item_id, text, answer)
+    for item in items:
+        task = _add_task(store, item)
         if task.id in done:
             summary.skipped += 1
         elif task.id not in tasks:
@@ -181,6 +185,15 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
         store.finish_run(run.id, status=status, counters={**summary.as_dict(), **summary.counters, **extra},
                          tokens=usage.tokens)
     return summary
+
+
+def _add_task(store: LibraryStore, item: tuple[str, str, str, float]) -> Task:
+    """``store.add_task``, once more when another learner added the same problem at the same moment
+    (``add_task`` reads, then inserts: the second insert of a task id fails; then it is there)."""
+    try:
+        return store.add_task(*item)
+    except IntegrityError:
+        return store.add_task(*item)
 
 
 def _results(client: Any, jobs: list[_Job], tools: str, run_id: str, lease_s: float) -> Iterator[TaskResult]:

@@ -225,7 +225,7 @@ class Evolver:
                          for i in self.store.list(status=[Status.CANDIDATE, Status.VERIFIED])}
         outcomes = Outcomes(self.store, self.learner.settings.model_name, self.learner.config.correct,
                             reuse=self.config.reuse)
-        replayer = Replayer(self.learner, run_id, outcomes, unretrieved_tries=self.config.unretrieved_tries)
+        replayer = self.replayer(run_id, outcomes)
         for number in range(1, self.config.rounds + 1):
             say(f"Round {number}: replaying retrieval on {len(tasks)} training problems")
             done: list[str] = []
@@ -271,6 +271,10 @@ class Evolver:
             self._save(summary)
             if not report.changed:
                 return
+
+    def replayer(self, run_id: str, outcomes: Outcomes) -> Replayer:
+        """What replays the rounds (``alphaopt.learning.cluster_evolve`` spreads it over a cluster)."""
+        return Replayer(self.learner, run_id, outcomes, unretrieved_tries=self.config.unretrieved_tries)
 
     # -- the steps of a round ----------------------------------------------------------------
 
