@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import chromadb
 import chromadb.errors
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.client import Client
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
@@ -231,7 +232,7 @@ class LibraryIndex:
         self.rebuild(store)
         return True
 
-    def recall(self, text: str | Sequence[float], *, k: int = 8, stage: Stage | str | None = None,
+    def recall(self, text: str | Sequence[float] | np.ndarray, *, k: int = 8, stage: Stage | str | None = None,
                labels: Iterable[LabelKey | tuple[str, str, str] | str] | None = None,
                status: Status | str | Iterable[Status | str] | None = (Status.VERIFIED,)) -> list[Recalled]:
         """The ``k`` insights whose conditions are nearest to ``text``.

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httpx2
 import openai
@@ -26,6 +26,9 @@ from ulid import ULID
 from alphaopt.config import Settings
 from alphaopt.errors import InputError, LLMError
 from alphaopt.llm.runlog import CallRecord, RunLog
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 Message = dict[str, str]
 
@@ -162,7 +165,8 @@ class OpenAIClient:
                     output_tokens=hit["output_tokens"], latency_ms=0.0, cached=True, **record,
                 ))
                 parsed = _parse(schema, text)
-                return LLMResult(text, hit["input_tokens"] or 0, hit["output_tokens"] or 0, 0.0, call_id, True, parsed, model)
+                return LLMResult(text, hit["input_tokens"] or 0, hit["output_tokens"] or 0, 0.0, call_id, True, parsed,
+                                 model)
 
         _check_messages(messages, prompt_name)
         call_id, (text, finish_reason, tokens_in, tokens_out), latency = self._ask(model, messages, params, schema,
@@ -225,9 +229,13 @@ class OpenAIClient:
             }
         where = self.settings.base_url or "the embedded model"
         try:
-            return self._sdk().chat.completions.create(model=model, messages=messages, **params, **extra)  # type: ignore[call-overload]
+            return self._sdk().chat.completions.create(
+                model=model, messages=cast("list[ChatCompletionMessageParam]", messages), **params, **extra
+            )
         except openai.AuthenticationError as exc:
-            raise LLMError(f"{where} rejected the API key ({exc.status_code}): set ALPHAOPT_API_KEY or --api-key.") from exc
+            raise LLMError(
+                f"{where} rejected the API key ({exc.status_code}): set ALPHAOPT_API_KEY or --api-key."
+            ) from exc
         except openai.NotFoundError as exc:
             raise LLMError(
                 f"{where} does not serve model {model!r} or the path is wrong ({exc.status_code}): "

@@ -125,7 +125,7 @@ class LlamaTransport(httpx2.BaseTransport):
 
     def __init__(
         self,
-        model_path: Path,
+        model_path: str | Path,
         *,
         n_ctx: int = 8192,
         n_threads: int | None = None,

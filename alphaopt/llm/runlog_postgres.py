@@ -163,7 +163,7 @@ class PostgresConnection:
 class _Rows:
     """Fetched rows as dicts, read like a DB-API cursor (``fetchone``, ``fetchall``)."""
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[Mapping[Any, Any]]) -> None:
         self._rows = [dict(row) for row in rows]
 
     def fetchone(self) -> dict[str, Any] | None:
