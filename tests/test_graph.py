@@ -68,7 +68,8 @@ def test_milp(agent, fake_llm):
 
 
 def test_repair_path_shows_error_to_model(agent, fake_llm):
-    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\n"
+                     "model.obj = pyo.Objective(expr=model.z)")
     fake_llm.enqueue(broken, LP_REPLY)
     solution = agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["write_program", "repair"]
@@ -88,7 +89,8 @@ def test_repairs_are_bounded(agent, fake_llm, settings):
 
 
 def test_solver_misuse_is_fixed_without_a_model_call(agent, fake_llm):
-    misuse = LP_REPLY.replace("    return model", "    res = pyo.SolverFactory('highs').solve(model)\n    print(res.objective)")
+    misuse = LP_REPLY.replace("    return model",
+                              "    res = pyo.SolverFactory('highs').solve(model)\n    print(res.objective)")
     fake_llm.enqueue(misuse)
     solution = agent.solve(PROBLEM)
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
@@ -97,7 +99,8 @@ def test_solver_misuse_is_fixed_without_a_model_call(agent, fake_llm):
 
 
 def test_infeasible_goes_to_diagnose_then_reformulates(formulating, fake_llm):
-    fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "## Variables\nx\n## Objective\n...\n## Constraints\nfixed", LP_REPLY)
+    fake_llm.enqueue(FORMULATION, INFEASIBLE_REPLY, "## Variables\nx\n## Objective\n...\n## Constraints\nfixed",
+                     LP_REPLY)
     solution = formulating.solve(PROBLEM)
     assert fake_llm.prompt_names == ["formulate", "write_program", "diagnose", "write_program"]
     assert "infeasible" in fake_llm.calls[2].user
@@ -136,7 +139,8 @@ def test_timeout_program_is_repaired(settings, fake_llm):
 
     loop = program("model = pyo.ConcreteModel()\nwhile True:\n    pass")
     fake_llm.enqueue(loop, LP_REPLY)
-    with SolverRunner(Limits(wall_time_s=2, cpu_time_s=2)) as runner, Agent(settings, llm=fake_llm, runner=runner) as agent:
+    with (SolverRunner(Limits(wall_time_s=2, cpu_time_s=2)) as runner,
+          Agent(settings, llm=fake_llm, runner=runner) as agent):
         solution = agent.solve(PROBLEM)
     assert solution.attempts[0].status == "timeout"
     assert fake_llm.prompt_names[-1] == "repair" and solution.status == "optimal"
@@ -181,8 +185,10 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
     class Library:
         def retrieve(self, problem, *, llm, run_id):
             return [
-                {"id": "I7", "stage": "general_formulation", "condition": "the text says 'at least'", "explanation": "use >="},
-                {"id": "I8", "stage": "code_implementation", "condition": "sums over dicts", "explanation": "use sum()"},
+                {"id": "I7", "stage": "general_formulation", "condition": "the text says 'at least'",
+                 "explanation": "use >="},
+                {"id": "I8", "stage": "code_implementation", "condition": "sums over dicts",
+                 "explanation": "use sum()"},
             ]
 
     fake_llm.enqueue(FORMULATION, LP_REPLY)
@@ -200,7 +206,8 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
 
 
 def test_second_repair_of_the_same_program_samples(agent, fake_llm):
-    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\nmodel.obj = pyo.Objective(expr=model.z)")
+    broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\n"
+                     "model.obj = pyo.Objective(expr=model.z)")
     fake_llm.enqueue(broken, broken, LP_REPLY)  # the first repair changes nothing
     solution = agent.solve(PROBLEM)
     repairs = [c for c in fake_llm.calls if c.prompt_name == "repair"]
@@ -330,7 +337,8 @@ def test_direct_infeasible_is_diagnosed_into_a_corrected_program(direct_agent, f
     assert "infeasible" in diagnose and "model.x >= 10" in diagnose and "CONFIRMED" not in diagnose
     # the solver's conflict: the two constraints that cannot hold together, as built
     assert "cannot all hold together" in diagnose and "- c1: x >= 10\n- c2: x <= 5" in diagnose
-    assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", "infeasible"), ("diagnose", "optimal")]
+    assert [(a.stage, a.status) for a in solution.attempts] == [("write_program", "infeasible"),
+                                                                 ("diagnose", "optimal")]
     assert solution.objective == pytest.approx(11)
 
 
@@ -363,7 +371,8 @@ def test_reply_looping_to_the_token_limit_is_cut_and_runs(direct_agent, fake_llm
 
 def test_unfinished_long_reply_asks_for_a_shorter_program(direct_agent, fake_llm):
     scalars = "\n".join(f"model.y{i} = pyo.Var(domain=pyo.NonNegativeReals)" for i in range(30))
-    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```", "    model.obj = pyo.Obj")
+    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```",
+                                                                            "    model.obj = pyo.Obj")
     fake_llm.enqueue(unfinished, LP_REPLY)
     solution = direct_agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["write_program", "rewrite_shorter"]
@@ -375,7 +384,8 @@ def test_unfinished_long_reply_asks_for_a_shorter_program(direct_agent, fake_llm
 
 def test_a_second_shorter_rewrite_draws_a_new_sample(direct_agent, fake_llm):
     scalars = "\n".join(f"model.y{i} = pyo.Var(domain=pyo.NonNegativeReals)" for i in range(30))
-    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```", "    model.obj = pyo.Obj")
+    unfinished = program("model = pyo.ConcreteModel()\n" + scalars).replace("    return model\n```",
+                                                                            "    model.obj = pyo.Obj")
     fake_llm.enqueue(unfinished, unfinished, LP_REPLY)
     solution = direct_agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["write_program", "rewrite_shorter", "rewrite_shorter"]
@@ -421,7 +431,8 @@ model.tables = pyo.Var(domain=pyo.NonNegativeReals)
 model.obj = pyo.Objective(expr=5 * model.chairs + 8 * model.tables, sense=pyo.maximize)
 model.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)
 """)  # optimum 200: all chairs
-WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model", "    model.sold = pyo.Constraint(expr=model.chairs <= 12)\n    return model")
+WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model",
+                                         "    model.sold = pyo.Constraint(expr=model.chairs <= 12)\n    return model")
 
 
 SOLD = "```python\nmodel.sold = pyo.Constraint(expr=model.chairs <= 12)\n```"
@@ -457,7 +468,8 @@ def test_the_optimum_stands_when_the_patched_program_fails(agent, fake_llm):
 
 
 def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(agent, fake_llm):
-    fake_llm.enqueue(NO_CHAIR_LIMIT, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 50)\n```")
+    fake_llm.enqueue(NO_CHAIR_LIMIT,
+                     "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 50)\n```")
     solution = agent.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
     assert solution.attempts[1].fixes[0].startswith("replaced: model.hours")
     assert solution.objective == pytest.approx(200) and "<= 40" in solution.program
@@ -465,7 +477,9 @@ def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(agent, fak
 
 def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused(settings, runner, fake_llm):
     bare = NO_CHAIR_LIMIT.replace("<= 40", "<= 4")  # 40 and 12 unused
-    for cap, replies in ((2, [bare, SOLD, "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)\n```"]),
+    for cap, replies in ((2, [bare, SOLD,
+                              "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 40)"
+                              "\n```"]),
                          (1, [bare])):
         fake_llm.calls.clear()
         with Agent(load_settings(home=settings.home, experimental={"max_unused_patches": cap}),
@@ -493,7 +507,9 @@ model.need = pyo.Constraint(expr=model.seniors + model.juniors >= 40)
 
 
 def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(agent, fake_llm):
-    fake_llm.enqueue(WAGES, "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)\n```")
+    fake_llm.enqueue(WAGES,
+                     "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"
+                     "\n```")
     solution = agent.solve(WORKERS)
     assert fake_llm.prompt_names == ["write_program", "patch_objective"]
     prompt = fake_llm.calls[1].user
@@ -501,7 +517,9 @@ def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective
     assert "the question asks to minimize the total number of workers:" in prompt
     # the program's objective (named cost) is replaced, not joined by a second one
     assert solution.objective == pytest.approx(40) and "model.cost" not in solution.program
-    assert solution.attempts[1].fixes == ["replaced: model.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"]
+    assert solution.attempts[1].fixes == [
+        "replaced: model.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"
+    ]
 
 
 def test_with_the_formulate_step_the_patched_program_runs_too(settings, runner, fake_llm):

@@ -76,7 +76,8 @@ if __name__ == '__main__':
 
 
 def test_adds_missing_imports():
-    code = "def build_model():\n    model = pyo.ConcreteModel()\n    model.x = Var(domain=NonNegativeReals)\n    model.s = math.sqrt(4)\n    return model\n"
+    code = ("def build_model():\n    model = pyo.ConcreteModel()\n    model.x = Var(domain=NonNegativeReals)\n"
+            "    model.s = math.sqrt(4)\n    return model\n")
     program, fixes = _fixed(code)
     assert "import pyomo.environ as pyo" in program
     assert "from pyomo.environ import NonNegativeReals, Var" in program
@@ -172,7 +173,8 @@ model.cap = pyo.Con""")).replace("    return model\n", "")
 
 def test_cut_repetition_leaves_programs_without_a_loop_alone():
     scalars = "\n".join(f"    model.y{i} = pyo.Var(domain=pyo.Binary)" for i in range(20))
-    code = f"import pyomo.environ as pyo\ndef build_model():\n    model = pyo.ConcreteModel()\n{scalars}\n    model.obj = pyo.Obj"
+    code = (f"import pyomo.environ as pyo\ndef build_model():\n    model = pyo.ConcreteModel()\n{scalars}\n"
+            "    model.obj = pyo.Obj")
     assert cut_repetition(code) == (code, [])
     brackets = "x = [\n    [1, 2],\n    [1, 2],\n    [1, 2],\n]\n"
     assert cut_repetition(brackets) == (brackets, [])  # short repeated rows are data, but too short to count
@@ -220,7 +222,8 @@ model = pyo.ConcreteModel()
 cost = [[2, 3], [4, 1]]
 model.x = pyo.Var(range(2), range(2), domain=pyo.NonNegativeReals)
 model.y = pyo.Var(range(2), domain=pyo.NonNegativeReals)
-model.obj = pyo.Objective(expr=sum(cost[i][j] * model.x[i][j] for i in range(2) for j in range(2)) + model.y[0], sense=pyo.minimize)
+model.obj = pyo.Objective(expr=sum(cost[i][j] * model.x[i][j] for i in range(2) for j in range(2)) """
+                   """+ model.y[0], sense=pyo.minimize)
 model.c = pyo.ConstraintList()
 for i in range(2):
     model.c.add(sum(model.x[i][j] for j in range(2)) >= 1)
@@ -252,7 +255,8 @@ model.total = pyo.Constraint(expr=sum(model.x[i] for i in range(3)) <= 100)
     result = runner.run(fixed)
     assert result.status == "optimal" and result.objective == pytest.approx(6)  # without the fix: 10 + 10 + 3
     # a name also assigned outside any loop is left alone
-    mixed = "def build_model():\n    model = ConcreteModel()\n    model.c = Constraint(expr=x <= 1)\n    for i in I:\n        model.c = Constraint(expr=x <= i)\n    return model\n"
+    mixed = ("def build_model():\n    model = ConcreteModel()\n    model.c = Constraint(expr=x <= 1)\n    for i in I:\n"
+             "        model.c = Constraint(expr=x <= i)\n    return model\n")
     assert "ConstraintList" not in normalize(mixed)[0]
 
 
@@ -309,6 +313,7 @@ def test_apply_lines_adds_a_constraint_or_replaces_the_one_of_the_same_name():
 
 def test_weighted_objective_is_the_expression_when_a_term_has_a_weight():
     body = "model = pyo.ConcreteModel()\nmodel.a = pyo.Var()\nmodel.b = pyo.Var()\nmodel.o = pyo.Objective(expr={})"
-    assert weighted_objective(extract_code(program(body.format("120 * model.a + model.b * 30")))) == "120 * model.a + model.b * 30"
+    assert (weighted_objective(extract_code(program(body.format("120 * model.a + model.b * 30"))))
+            == "120 * model.a + model.b * 30")
     assert weighted_objective(extract_code(program(body.format("model.a + 1 * model.b")))) is None
     assert weighted_objective("x = (") is None

@@ -58,7 +58,7 @@ def test_a_knob_set_under_its_old_name_names_its_new_variable(tmp_path, monkeypa
     monkeypatch.delenv("ALPHAOPT_PATCH_LINES")
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "settings.toml").write_text("retrieval_k = 4\n")
-    with pytest.raises(ConfigError, match="'retrieval_k' at the top of settings.toml.*\\[experimental\\]"):
+    with pytest.raises(ConfigError, match=r"'retrieval_k' at the top of settings\.toml.*\[experimental\]"):
         load_settings()
     with pytest.raises(ConfigError, match="seed= is an experimental setting"):
         load_settings(seed=1)
@@ -89,7 +89,7 @@ def test_samples_must_be_at_least_one(monkeypatch):
 def test_bad_settings_file_names_the_file(tmp_path):
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "settings.toml").write_text("max_repairs = = 1")
-    with pytest.raises(ConfigError, match="settings.toml"):
+    with pytest.raises(ConfigError, match=r"settings\.toml"):
         load_settings()
 
 
@@ -127,12 +127,14 @@ def test_runs_db_opened_by_many_threads_at_once_is_migrated_once(tmp_path):
 # kwargs exactly as the nodes pass them
 NODE_KWARGS = {
     "formulate": {"problem": "P", "insights": ""},
-    "write_program": {"problem": "P", "insights": "", "formulation": "<formulation>\nF\n</formulation>\n", "goal": "G\n"},
+    "write_program": {"problem": "P", "insights": "", "formulation": "<formulation>\nF\n</formulation>\n",
+                      "goal": "G\n"},
     "repair": {"problem": "P", "program": "C", "error": "E"},
     "diagnose": {"problem": "P", "formulation": "F", "status": "infeasible", "hint": "H",
                  "conflict": prompts.no_optimum_block({"conflict": [{"name": "c1", "text": "x >= 10"}]})},
     "diagnose_program": {"problem": "P", "program": "C", "status": "infeasible", "hint": "H",
-                         "conflict": prompts.no_optimum_block({"conflict": [{"name": "c1", "text": "x >= 10"}]}), "goal": "G\n"},
+                         "conflict": prompts.no_optimum_block({"conflict": [{"name": "c1", "text": "x >= 10"}]}),
+                         "goal": "G\n"},
     "rewrite_shorter": {"problem": "P", "insights": "", "goal": "G\n"},
     "patch_unused": {"problem": "P", "program": "C", "phrase": "has 500 acres", "number": "500"},
     "patch_objective": {"problem": "P", "program": "C", "objective": "3 * model.x", "goal": "minimize the number of x"},
@@ -173,7 +175,8 @@ def test_prompt_snapshot(monkeypatch):
     for name in sorted(prompts.PROMPTS):
         messages, sha = prompts.render(name, **NODE_KWARGS[name])
         parts.append(f"===== {name} {sha}\n{messages[1]['content']}\n")
-    rendered = f"===== system\n{prompts.SYSTEM}\n===== system with the quote rule\n{prompts.SYSTEM_QUOTE}\n" + "".join(parts)
+    rendered = (f"===== system\n{prompts.SYSTEM}\n===== system with the quote rule\n{prompts.SYSTEM_QUOTE}\n"
+                + "".join(parts))
     snapshot = ROOT / "tests" / "snapshots" / "prompts.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         snapshot.parent.mkdir(exist_ok=True)
@@ -205,7 +208,8 @@ def test_repair_hints_name_the_fix_for_known_errors():
     hints = prompts.repair_hints("TypeError: unsupported operand type(s) for *: 'float' and 'ScalarConstraint'")
     assert hints.startswith("Hint: A constraint is a condition")
     assert "Define `cost`" in prompts.repair_hints("NameError: name 'cost' is not defined")
-    assert "Declare `model.dist`" in prompts.repair_hints("AttributeError: 'ConcreteModel' object has no attribute 'dist'")
+    assert "Declare `model.dist`" in prompts.repair_hints(
+        "AttributeError: 'ConcreteModel' object has no attribute 'dist'")
     assert prompts.repair_hints("ZeroDivisionError: division by zero") == ""
 
 
@@ -302,10 +306,10 @@ def test_no_import_cycles_between_modules():
         state[node] = 1
         for nxt in graph[node]:
             if state.get(nxt) == 1:
-                cycle = trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                cycle = [*trail[trail.index(nxt):], nxt] if nxt in trail else [node, nxt]
                 raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
             if not state.get(nxt):
-                visit(nxt, trail + [nxt])
+                visit(nxt, [*trail, nxt])
         state[node] = 2
 
     for node in sorted(graph):

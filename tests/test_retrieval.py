@@ -10,11 +10,14 @@ from library import InsightDraft, Status
 from tests.fakes import ScriptedLLM
 
 INSIGHTS = [
-    ("general_formulation", "constraints", "minimum requirements", "the problem says a quantity must be at least some amount",
+    ("general_formulation", "constraints", "minimum requirements",
+     "the problem says a quantity must be at least some amount",
      "write a >= constraint, not <="),
-    ("general_formulation", "variables", "integrality", "the decision counts whole items such as trucks, workers or machines",
+    ("general_formulation", "variables", "integrality",
+     "the decision counts whole items such as trucks, workers or machines",
      "declare the variable NonNegativeIntegers"),
-    ("domain_modeling", "resource allocation", "ratios", "the text requires one product to be a percentage of the total production",
+    ("domain_modeling", "resource allocation", "ratios",
+     "the text requires one product to be a percentage of the total production",
      "write p >= 0.3 * (sum of all products), linear in the variables"),
     ("code_implementation", "pyomo api", "summation", "the program sums a variable over an index set",
      "use sum(model.x[i] for i in I) inside the expression"),
@@ -90,7 +93,7 @@ def test_empty_library_makes_no_call(tmp_path):
 def test_starter_library_loads_into_a_fresh_home(tmp_path):
     starter = tmp_path / "starter.jsonl"
     src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
-    store, index = open_library(src)
+    store, _index = open_library(src)
     store.add_insight(InsightDraft(stage="general_formulation", level1="a", level2="b", condition="c", explanation="e"),
                       status=Status.VERIFIED)
     store.export_jsonl(starter, header={"training_problems": 1})
@@ -163,7 +166,7 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
 
 def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
     src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
-    store, index = open_library(src)
+    store, _index = open_library(src)
     store.add_task("diet_train", "E1", DIET, answer=12.0)
     store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
                                    condition="The problem involves counting, buying, or choosing",

@@ -132,7 +132,8 @@ def resume(run_id: str, as_json: bool, **kwargs: Any) -> None:
 
 @cli.command()
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Results JSONL (appended; rerun to resume).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Results JSONL (appended; rerun to resume).")
 @click.option("-c", "--concurrency", type=int, default=1, show_default=True,
               help="Problems in flight at once (with --cluster local:N: per worker).")
 @click.option("--cluster", metavar="ADDRESS",
@@ -241,7 +242,8 @@ def runs_list(limit: int, home: Path | None) -> None:
     """Recent runs: id, status, objective, problem."""
     for row in open_run_log(load_settings(home=home)).runs(limit=limit):
         problem = " ".join(row["problem"].split())[:60]
-        click.echo(f"{row['id']}  {row['created_at'][:19]}  {row['status']:<12} {render.fmt_number(row['objective']):>12}  {problem}")
+        click.echo(f"{row['id']}  {row['created_at'][:19]}  {row['status']:<12} "
+                   f"{render.fmt_number(row['objective']):>12}  {problem}")
 
 
 @runs.command("show")

@@ -24,13 +24,18 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that runs the model; they override env and settings file."""
     options = [
         click.option("--home", type=click.Path(path_type=Path), help="alphaopt home (ALPHAOPT_HOME)."),
-        click.option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (ALPHAOPT_BASE_URL). Unset: embedded model."),
+        click.option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 "
+                                        "(ALPHAOPT_BASE_URL). Unset: embedded model."),
         click.option("--api-key", help="API key for the endpoint (ALPHAOPT_API_KEY)."),
         click.option("-m", "--model", help="Model id at the endpoint (ALPHAOPT_MODEL)."),
-        click.option("--model-path", type=click.Path(path_type=Path), help="A GGUF file for the embedded model (ALPHAOPT_MODEL_PATH)."),
-        click.option("--temperature", type=float, help="Sampling temperature (ALPHAOPT_EXPERIMENTAL__TEMPERATURE, default 0)."),
-        click.option("--max-repairs", type=int, help="Repair rounds after a failed run (ALPHAOPT_MAX_REPAIRS, default 2)."),
-        click.option("--no-cache", is_flag=True, default=None, help="Do not replay identical calls from the LLM cache."),
+        click.option("--model-path", type=click.Path(path_type=Path),
+                     help="A GGUF file for the embedded model (ALPHAOPT_MODEL_PATH)."),
+        click.option("--temperature", type=float,
+                     help="Sampling temperature (ALPHAOPT_EXPERIMENTAL__TEMPERATURE, default 0)."),
+        click.option("--max-repairs", type=int,
+                     help="Repair rounds after a failed run (ALPHAOPT_MAX_REPAIRS, default 2)."),
+        click.option("--no-cache", is_flag=True, default=None,
+                     help="Do not replay identical calls from the LLM cache."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -38,7 +43,8 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 SAMPLES_OPTION = click.option(
-    "--samples", type=int, help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 1).")
+    "--samples", type=int,
+    help="Independent programs per problem, answer by majority vote (ALPHAOPT_SAMPLES, default 1).")
 
 
 def _settings(kwargs: dict[str, Any]) -> Settings:
