@@ -105,3 +105,14 @@ def test_a_model_correction_is_cut_down_to_the_change_that_reaches(setup):  # no
     assert [a.kind for a in store.attempts(task_id="toy_train/c1")][:4] == [
         "solve", "explore_integrality", "explore", "explore_hunk"]
 
+
+
+def test_each_failed_solves_program_is_screened(setup):  # noqa: F811
+    _, _, learner = setup
+    no_y = RIGHT.replace("2 * model.x + 3 * model.y", "2 * model.x")  # no single or double edit reaches 24
+    llm = RoutedLLM().on("write_program", no_y, TURNED).on("diagnose_program", TURNED)  # greedy, then sampled
+    llm.on("extract", json.dumps(DRAFT)).on("write_program", RIGHT, RIGHT)
+    summary = learner(llm, k=2, explore_tries=0, line_variants=True).learn([ITEM])
+    assert summary.verified == 1 and summary.sources["line_edit"]["verified"] == 1
+    extract = next(c for c in llm.calls if c.prompt_name == "extract")
+    assert "model.x + model.y <= 10" in extract.user.split("This corrected program")[0]  # the sampled solve's

@@ -6,7 +6,8 @@ never counts:
 1. every variable's integrality flipped at once (a solver run, no model call);
 2. single-line variants (``alphaopt.learning.variants``): one constraint's direction, the
    objective's sense, one variable's integrality, one wrong number, one constraint dropped;
-   then pairs of them when no single one reaches the target (solver runs only);
+   then pairs of them when no single one reaches the target (solver runs only); steps 1 and 2
+   on each failed solve's program (with several solves, each distinct one);
 3. model tries, sampled, each with its own seed: the model sees the program, how its
    objective compares with the target, and the target, and writes a corrected program; each
    try edits the latest program that ran. A correction that reaches the target is cut down to
@@ -16,7 +17,7 @@ never counts:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from alphaopt.learning.variants import Variant, apply_hunk, combine, hunks, line
 from alphaopt.llm.client import CallContext
 from library import LibraryStore, Task
 from solvers import SolverRunner
+
+_RAN = ("optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded")  # a program the solver answered
 
 
 @dataclass
@@ -62,16 +65,24 @@ class Explorer:
         self.config, self.ledger, self.runner, self.store = config, ledger, runner, store
         self.correct, self.prepare = correct, prepare
 
-    def explore(self, task: Task, failed: Solution, run_id: str) -> Contrast | None:
-        """A contrast from the failed solve's program to one that reaches the answer, or None."""
-        program = failed.program or failed.model_text
-        if not program.strip():
+    def explore(self, task: Task, failed: Sequence[Solution], run_id: str) -> Contrast | None:
+        """A contrast from a failed solve's program to one that reaches the answer, or None: the
+        mechanical edits of each failed solve's program (each distinct one that ran), then the
+        model's tries from the first solve's."""
+        programs: dict[str, Solution] = {}
+        for solution in failed:
+            program = solution.program or solution.model_text
+            if program.strip():
+                programs.setdefault(program, solution)
+        for program, solution in programs.items():
+            if solution.status in _RAN:
+                found = self._mechanical(task, solution, program, run_id)
+                if found is not None:
+                    return found
+        if not programs:
             return None
-        ran = failed.status in ("optimal", "feasible", "infeasible", "unbounded", "infeasible_or_unbounded")
-        found = None
-        if ran:
-            found = self._mechanical(task, failed, program, run_id)
-        return found or self._model(task, failed, program, run_id)
+        program, solution = next(iter(programs.items()))
+        return self._model(task, solution, program, run_id)
 
     def _reaches(self, task: Task, program: str, run_id: str, kind: str) -> tuple[bool, Any]:
         """Run a program unless it writes the target; record the attempt. ``(reached, result)``."""

@@ -283,7 +283,7 @@ class Learner:
         found = [c for c in found if sum(self.checker.success(s, answer, c.criterion) for s in without) < len(without)]
         if not solved:
             summary.explored += 1
-            explored = self.explorer.explore(task, without[0], run_id)
+            explored = self.explorer.explore(task, without, run_id)
             if explored is not None:
                 found.append(explored)
         return found
