@@ -113,7 +113,8 @@ model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
 model.c1 = pyo.Constraint(expr=model.x >= 1)
 """)
 
-FORMULATION = "## Variables\nx >= 0, y >= 0\n## Objective\nmaximize 3x + 2y\n## Constraints\nx + y <= 4\nx + 3y <= 6\nx <= 3"
+FORMULATION = ("## Variables\nx >= 0, y >= 0\n## Objective\nmaximize 3x + 2y\n"
+               "## Constraints\nx + y <= 4\nx + 3y <= 6\nx <= 3")
 
 
 @dataclass

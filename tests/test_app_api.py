@@ -201,7 +201,7 @@ def test_learning_refuses_bad_or_finished_input(settings, tmp_path, monkeypatch)
     _fake_learn(monkeypatch, 0)
     with pytest.raises(InputError, match="at least one"):
         app_api.start_learning(settings, [])
-    with pytest.raises(InputError, match="Cannot use 'bad.jsonl'"):
+    with pytest.raises(InputError, match=r"Cannot use 'bad\.jsonl'"):
         app_api.save_upload(settings, "bad.jsonl", b'{"description": "no answer"}\n')
     with pytest.raises(InputError, match="not UTF-8"):
         app_api.save_upload(settings, "bin.jsonl", b"\xff\xfe")

@@ -61,7 +61,8 @@ def render_text(data):
 def test_solve_json_and_show_code(scripted):
     scripted.enqueue(FORMULATION, LP_REPLY)
     data = json.loads(invoke("solve", PROBLEM, "--json").output)
-    assert data["status"] == "optimal" and data["objective"] == pytest.approx(11) and data["variables"]["x"] == pytest.approx(3)
+    assert (data["status"] == "optimal" and data["objective"] == pytest.approx(11)
+            and data["variables"]["x"] == pytest.approx(3))
     scripted.enqueue(FORMULATION, LP_REPLY)
     assert "def build_model" in invoke("solve", PROBLEM, "--show-code", "--no-cache").output
 
@@ -189,7 +190,8 @@ def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
                                              condition="when items are counted", explanation="use integers"),
                                 status="verified")
     store.close()
-    out = invoke("library", "retire", insight.id, "--reason", "chose it for a cost problem and broke it", "--home", str(home))
+    out = invoke("library", "retire", insight.id, "--reason", "chose it for a cost problem and broke it",
+                 "--home", str(home))
     assert out.exit_code == 0, out.output
     store = open_store(load_settings(home=home))
     assert store.get(insight.id).status.value == "retired"

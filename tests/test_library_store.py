@@ -287,7 +287,7 @@ def test_a_bad_import_line_is_named_and_nothing_is_written(make_store: MakeStore
         assert info.value.line == expected_line[message]
         assert target.list() == []
     target.import_jsonl(io.StringIO(lines[2]))  # I0002 is now taken, so the whole file clashes on line 3
-    with pytest.raises(ImportLineError, match="line 3: .*I0002"):
+    with pytest.raises(ImportLineError, match=r"line 3: .*I0002"):
         target.import_jsonl(good)
     assert [i.id for i in target.list()] == ["I0002"]
 

@@ -41,7 +41,8 @@ class Server:
 def _client(tmp_path, server, **overrides) -> OpenAIClient:
     settings = load_settings(home=tmp_path / "home", base_url="http://llm.test/v1", model="test-model",
                              api_key="k", **overrides)
-    return OpenAIClient(settings, RunLog(settings.runs_db), http_client=httpx2.Client(transport=httpx2.MockTransport(server)))
+    return OpenAIClient(settings, RunLog(settings.runs_db),
+                        http_client=httpx2.Client(transport=httpx2.MockTransport(server)))
 
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -55,7 +56,8 @@ def test_call_is_logged_with_tokens_and_prompt(tmp_path):
     assert (result.text, result.input_tokens, result.output_tokens, result.cached) == ("hello", 11, 5, False)
     assert server.requests[0]["model"] == "test-model" and server.requests[0]["max_tokens"] == 50
     row = client.log.calls()[0]
-    assert (row["prompt_name"], row["prompt_sha"], row["run_id"], row["model"]) == ("formulate", "abc", "r1", "test-model")
+    assert (row["prompt_name"], row["prompt_sha"], row["run_id"], row["model"]) == ("formulate", "abc", "r1",
+                                                                                     "test-model")
     assert json.loads(row["messages"]) == MESSAGES and json.loads(row["response"])["text"] == "hello"
     assert row["input_tokens"] == 11 and row["error"] is None and row["latency_ms"] >= 0
 
@@ -140,7 +142,8 @@ def test_structured_output_is_parsed_and_requested_as_json_schema(tmp_path):
 def test_requests_blocked_in_tests_without_injected_transport(tmp_path):
     settings = load_settings(home=tmp_path / "home", base_url="http://llm.test/v1", model="m")
     with pytest.raises(LLMError, match="disabled"):
-        OpenAIClient(settings, RunLog(settings.runs_db)).complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5)
+        OpenAIClient(settings, RunLog(settings.runs_db)).complete(MESSAGES, prompt_name="p", prompt_sha="s",
+                                                                  max_tokens=5)
 
 
 # Faults are not answers: each is an LLMError, logged with its error, and never replayed.
