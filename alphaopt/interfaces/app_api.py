@@ -26,10 +26,10 @@ from typing import Any
 from ulid import ULID
 
 from alphaopt.agent.run import Agent
-from alphaopt.learning.training import read_training
+from alphaopt.agent.state import Solution
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
-from alphaopt.agent.state import Solution
+from alphaopt.learning.training import read_training
 from library import LearningRun, LibraryStore, LibraryVersion, Status, Task
 
 FEEDBACK_DATASET = "feedback"  # = the stem of feedback.jsonl, so `alphaopt learn feedback.jsonl` sees the same task ids

@@ -10,15 +10,14 @@ import os
 import shlex
 import signal
 import sys
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import click
 
-from alphaopt.interfaces.cli_common import _errors, _settings, _settings_options
 from alphaopt.config import load_settings
 from alphaopt.errors import InputError
+from alphaopt.interfaces.cli_common import _errors, _settings, _settings_options
 from alphaopt.learning.training import read_training
 from alphaopt.llm.client import OpenAIClient
 from alphaopt.llm.runlog import open_run_log
@@ -63,10 +62,10 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     the answer, drafted, verified, merged, retired; tokens and seconds per problem)."""
     from tqdm import tqdm
 
+    from alphaopt.agent.retrieval import open_library
+    from alphaopt.agent.run import solver_runner
     from alphaopt.learning.funnel import funnel_lines, progress_line
     from alphaopt.learning.learn import LearnConfig, Learner
-    from alphaopt.agent.run import solver_runner
-    from alphaopt.agent.retrieval import open_library
 
     signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
     settings = _settings(kwargs)
@@ -165,7 +164,8 @@ def library_show(insight_id: str, home: Path | None) -> None:
     evidence = store.evidence_for(insight_id)
     helped = sum(e.success is True for e in evidence if e.used)
     hurt = sum(e.success is False for e in evidence if e.used)
-    click.echo(f"evidence: {len(evidence)} records, used {sum(e.used for e in evidence)}, succeeded {helped}, failed {hurt}")
+    click.echo(f"evidence: {len(evidence)} records, used {sum(e.used for e in evidence)}, "
+               f"succeeded {helped}, failed {hurt}")
 
 
 @library.command("export")
@@ -222,9 +222,9 @@ def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
 def library_recheck(insight_ids: tuple[str, ...], solves: int, answers: tuple[Path, ...], **kwargs: Any) -> None:
     """Check verified insights again on their source problems: without each, with it, and with a
     placebo lesson in its place; one that does not beat both is retired (the evidence is kept)."""
+    from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
     from alphaopt.learning.learn import LearnConfig, Learner
-    from alphaopt.agent.retrieval import open_library
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = _settings(kwargs)
