@@ -101,7 +101,8 @@ def app_url(sync_api: Any, stub_llm: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "ALPHAOPT_HOME": str(tmp_path / "home"), "ALPHAOPT_BASE_URL": stub_llm,
            "ALPHAOPT_MODEL": "stub", "ALPHAOPT_API_KEY": "stub-key", "ALPHAOPT_USE_LIBRARY": "0",
-           "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"}
+           "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0",
+           "ALPHAOPT_EXPERIMENTAL__FORMULATE": "1"}  # the stub answers a formulation, then the program
     with open(tmp_path / "streamlit.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
