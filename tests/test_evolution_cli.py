@@ -6,11 +6,14 @@ on whether the lesson I0001 is in its prompt, and what the applicability check a
 on the problem and on the condition it is shown:
 
 - ``t1`` (chairs and tables): the lesson is learned here; right with it, wrong without it;
-- ``t2`` (a hospital kitchen, far from t1): right only with the lesson, which the source gate
-  keeps away (it is recalled only for problems like t1) -> unretrieved;
-- ``t3`` (desks and shelves, near t1): wrong with the lesson, right without it, and the check
-  lets the lesson in -> negative;
-- ``t4`` (a logistics firm): right either way, never offered the lesson.
+- ``t2`` (a hospital kitchen): right only with the lesson, which the check leaves out -> unretrieved;
+- ``t3`` (desks and shelves): wrong with the lesson, right without it, and the check lets the
+  lesson in -> negative;
+- ``t4`` (a logistics firm): right either way, and the check leaves the lesson out.
+
+The source gate is off and recall reaches every insight (as in a small library), so the
+applicability check decides, and the lesson is re-tagged (an insight recalled by its source
+problems is not: tests/test_evolve.py has the gate on).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from alphaopt.config import load_settings
 from alphaopt.interfaces import cli, cli_library
 from alphaopt.learning.evolve import evolve_lock
 from library import LibraryStore, Status
-from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, ThreadSafeLLM
+from tests.fakes import FORMULATION, LP_REPLY, ThreadSafeLLM
 
+#: The wrong program leaves out the limit on x (optimum 12, not 11): no single-line edit the learner
+#: screens (a number, a direction, a dropped constraint) turns it right, only the lesson does.
+WRONG = LP_REPLY.replace("\n    model.c3 = pyo.Constraint(expr=model.x <= 3)", "")
 MATH = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
 TEXTS = {
     "t1": "A furniture plant makes chairs (x) and tables (y) from wood and labour. " + MATH,
@@ -64,13 +70,14 @@ def route(prompt: str, user: str) -> str | BaseException:
     if prompt == "write_program":
         lesson = "[I0001]" in user or "lesson I0001 applied" in user
         helped = HELPED_BY_LESSON[_problem(user)]
-        return LP_REPLY if helped is None or helped == lesson else WRONG_LP_REPLY
+        return LP_REPLY if helped is None or helped == lesson else WRONG
     if prompt == "explore":
-        return LP_REPLY if _problem(user) == "t1" else WRONG_LP_REPLY
+        return LP_REPLY if _problem(user) == "t1" else WRONG
     if prompt == "extract":
         return json.dumps(DRAFT)
     if prompt == "evolve_condition":  # three candidates, the best one second
-        return [TOO_WIDE, RIGHT_ONE, TOO_NARROW][sum(c.prompt_name == "evolve_condition" for c in llm_calls) - 1]
+        n = sum(c.prompt_name == "evolve_condition" for c in llm_calls) - 1
+        return [TOO_WIDE, RIGHT_ONE, TOO_NARROW][n] if n < 3 else AssertionError("a fourth candidate asked for")
     return AssertionError(f"no scripted reply for a {prompt!r} call")
 
 
@@ -84,6 +91,8 @@ def llm(monkeypatch):
     fake.calls = llm_calls
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: fake)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__RETRIEVAL_SOURCE_SIMILARITY", "0")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__RETRIEVAL_MAX_DISTANCE", "1.0")
     return fake
 
 
@@ -98,9 +107,13 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     train = tmp_path / "toy_train.jsonl"
     train.write_text("".join(json.dumps({"id": k, "description": v, "answer": 11}) + "\n" for k, v in TEXTS.items()))
 
-    learned = invoke("learn", str(train), "--explore-tries", "1", "--no-progress", "--home", str(home))
+    # only the model's exploration may reach an answer here (not the learner's screen of one-line edits,
+    # which turns a constraint of t2's wrong program around and happens to hit the optimum)
+    learned = invoke("learn", str(train), "--explore-tries", "1", "--no-line-variants", "--no-progress",
+                     "--home", str(home))
     assert "4 problems" in learned and "verified 1" in learned
-    revisited = invoke("learn", str(train), "--revisit-solved", "--no-progress", "--home", str(home))
+    revisited = invoke("learn", str(train), "--revisit-solved", "--no-line-variants", "--no-progress",
+                       "--home", str(home))
     assert "2 problems" in revisited  # t1 (learned) and t4 (solved), solved again with the library
     store = LibraryStore(home / "library.db")
     assert store.get("I0001").condition == LEARNED and store.get("I0001").provenance.source_tasks == ("toy_train/t1",)
@@ -113,26 +126,23 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     assert "I0001: negative ['toy_train/t3'], positive ['toy_train/t1'], unretrieved ['toy_train/t2']" in out
     assert ("Round 1 before: accuracy 2/4, retrieval precision 0.50, recall 0.50 (pairs: 1 positive, 1 negative, "
             "1 unretrieved, 0 neutral); 2 solves, 5 reused") in out
-    # three candidates written, each scored by retrieval with and without t2 as a source problem
-    # (the source gate kept the lesson from it): the second one, with t2, keeps t1, leaves out t3 and reaches t2
+    # three candidates written, each scored by retrieval: the second keeps t1, leaves out t3 and reaches t2
     evolve_calls = llm_calls[calls_before:]
     assert [c.prompt_name for c in evolve_calls].count("evolve_condition") == 3
     prompt = next(c for c in evolve_calls if c.prompt_name == "evolve_condition").user
     assert TEXTS["t2"] in prompt and TEXTS["t3"] in prompt  # shown where it should apply, and where it misled
     assert "I0001 refined (candidate 2 of 3; retrieval right on 3 of 3 labelled problems, 1 before)" in out
     insight = store.get("I0001")
-    assert insight.condition == RIGHT_ONE and insight.provenance.source_tasks == ("toy_train/t1", "toy_train/t2")
+    assert insight.condition == RIGHT_ONE and insight.provenance.source_tasks == ("toy_train/t1",)
     record = insight.provenance.evidence["evolve"]
-    assert record["chosen"] == "candidate 2" and [s["origin"] for s in record["scores"]] == [
-        "current", "candidate 1", "candidate 2", "candidate 3"] * 2
-    assert max(record["scores"], key=lambda s: s["kept"] + s["excluded"] + s["reached"]) == {
-        "condition": RIGHT_ONE, "origin": "candidate 2", "add_sources": ["toy_train/t2"], "kept": 1, "excluded": 1,
-        "reached": 1}
-    # re-tagged to the label retrieval searches for t1 and t2; the emptied label is retired
-    # (the seed label whose definition is among the three nearest to both t1 and t2; of its stage, the first found)
-    assert ("I0001 re-tagged general_formulation/other/other lessons -> general_formulation/objective/objective sense "
-            "and terms: searched for 2 of its 2 helped problem(s), 0 before") in out
-    assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")
+    assert record["chosen"] == "candidate 2"
+    assert [(s["origin"], s["kept"], s["excluded"], s["reached"]) for s in record["scores"]] == [
+        ("current", 1, 0, 0), ("candidate 1", 1, 0, 1), ("candidate 2", 1, 1, 1), ("candidate 3", 0, 1, 0)]
+    # re-tagged to a label retrieval searches for t1 and t2 and that is among those nearest to the
+    # lesson; the emptied label is retired
+    assert ("I0001 re-tagged general_formulation/other/other lessons -> general_formulation/constraints/ratio or "
+            "percentage constraints: searched for 2 of its 2 helped problem(s), 0 before") in out
+    assert (insight.level1, insight.level2) == ("constraints", "ratio or percentage constraints")
     assert "label general_formulation/other/other lessons retired" in out
     assert ("general_formulation", "other", "other lessons") not in {(lab.stage.value, lab.level1, lab.level2)
                                                                       for lab in store.labels()}
@@ -156,7 +166,7 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     rolled = invoke("library", "rollback", str(start), "--home", str(home))
     assert f"Restored library version {start}" in rolled
     back = store.get("I0001")
-    assert back.condition == LEARNED and back.provenance.source_tasks == ("toy_train/t1",)
+    assert back.condition == LEARNED
     assert (back.level1, back.level2) == ("other", "other lessons") and back.status == Status.VERIFIED
     assert ("general_formulation", "other", "other lessons") in {(lab.stage.value, lab.level1, lab.level2)
                                                                   for lab in store.labels()}

@@ -92,8 +92,10 @@ def home(tmp_path, runner):
         index.upsert([insight])
         return insight
 
-    def evolver(script: Script, **config):
-        learner = Learner(settings, store, index, script.llm, runner, LearnConfig())
+    def evolver(script: Script, *, gate: bool = True, **config):
+        """An evolver; ``gate=False`` turns the source gate off (recall by conditions and labels)."""
+        chosen = settings if gate else settings.with_experimental(retrieval_source_similarity=0.0)
+        learner = Learner(chosen, store, index, script.llm, runner, LearnConfig())
         return Evolver(learner, EvolveConfig(**config))
 
     yield SimpleNamespace(settings=settings, store=store, index=index, add=add, evolver=evolver)
@@ -155,6 +157,28 @@ def test_replay_labels_each_pair_by_solving_with_and_without(home):
     assert script.names().count("write_program") == 6
 
 
+def test_a_problem_the_source_gate_kept_away_becomes_a_source_when_that_wins(home):
+    store, add, evolver = home.store, home.add, home.evolver
+    add()
+    narrow = "when a plant or a kitchen limits one of its products"
+    script = Script({"t1": True, "t2": True, "t3": False}, {CONDITION: {"t1", "t3"}, narrow: {"t1", "t2"}},
+                    evolve_condition=[narrow])
+    summary = evolver(script, candidates=1).evolve()
+    report = summary.rounds[0]
+    assert report.pairs["I0001"] == {POSITIVE: ["toy_train/t1"], UNRETRIEVED: ["toy_train/t2"],
+                                     NEGATIVE: ["toy_train/t3"]}
+    # t2 is far from t1: no condition alone reaches it, so each variant is also tried with t2 as a source
+    scores = store.get("I0001").provenance.evidence["evolve"]["scores"]
+    assert [(s["origin"], s["add_sources"], s["kept"] + s["excluded"] + s["reached"]) for s in scores] == [
+        ("current", [], 1), ("candidate 1", [], 2), ("current", ["toy_train/t2"], 1),
+        ("candidate 1", ["toy_train/t2"], 3)]
+    insight = store.get("I0001")
+    assert insight.condition == narrow and insight.provenance.source_tasks == ("toy_train/t1", "toy_train/t2")
+    assert report.retagged == {}  # recalled by its source problems: its label plays no part
+    assert (report.after.precision, report.after.recall, report.after.right) == (1.0, 1.0, 3)
+    assert [h.insight_id for h in home.index.recall(narrow)] == ["I0001"]
+
+
 def test_dry_run_reports_and_changes_nothing(home):
     store, add, evolver = home.store, home.add, home.evolver
     add()
@@ -206,10 +230,13 @@ def test_a_new_label_is_named_when_no_label_of_its_stage_is_searched_for_its_pro
     store, add, evolver = home.store, home.add, home.evolver
     add(stage="code_implementation", level1="pyomo api", level2="misc")
     new_label = {"level1": "furniture production", "level2": "chairs and tables",
-                 "definition": "A furniture plant makes chairs and tables from wood and labour, with an upper "
-                               "limit on how many of one product it makes."}
-    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(new_label)])
-    summary = evolver(script).evolve()
+                 "definition": "A plant makes products such as chairs and tables and the text gives an upper limit on "
+                               "a single decision variable; the program copies that limit exactly as stated."}
+    # without the gate the condition is too far from t1 for recall: t1 is unretrieved, and the one
+    # candidate the model writes is the condition again (not tried)
+    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(new_label)],
+                    evolve_condition=[CONDITION])
+    summary = evolver(script, gate=False, candidates=1).evolve()
     moved = summary.rounds[0].retagged["I0001"]
     assert moved["created"] and moved["to"] == "code_implementation/furniture production/chairs and tables"
     insight = store.get("I0001")
@@ -228,14 +255,21 @@ def test_a_new_label_is_named_when_no_label_of_its_stage_is_searched_for_its_pro
         (lab.stage.value, lab.level1, lab.level2) for lab in store.labels()}
 
 
-def test_a_named_label_that_retrieval_would_not_search_is_not_created(home):
+@pytest.mark.parametrize("named", [
+    {"level1": "astronomy", "level2": "comets", "definition": "Orbits of comets around distant stars."},
+    # near t1's wording, but it does not describe the lesson
+    {"level1": "furniture production", "level2": "chairs and tables",
+     "definition": "A furniture plant makes chairs and tables from wood and labour, with an upper limit on how many "
+                   "of one product it makes."},
+], ids=["not searched for its problems", "not near its lesson"])
+def test_a_named_label_that_does_not_fit_is_not_created(home, named):
     store, add, evolver = home.store, home.add, home.evolver
     add(stage="code_implementation", level1="pyomo api", level2="misc")
-    unrelated = {"level1": "astronomy", "level2": "comets", "definition": "Orbits of comets around distant stars."}
-    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(unrelated)])
-    summary = evolver(script).evolve()
+    script = Script({"t1": True, "t2": None, "t3": None}, {CONDITION: {"t1"}}, evolve_label=[json.dumps(named)],
+                    evolve_condition=[CONDITION])
+    summary = evolver(script, gate=False, candidates=1).evolve()
     assert summary.rounds[0].retagged == {} and store.get("I0001").level1 == "pyomo api"
-    assert "astronomy" not in {lab.level1 for lab in store.labels(include_retired=True)}
+    assert named["level1"] not in {lab.level1 for lab in store.labels(include_retired=True)}
 
 
 def test_the_scratch_copy_retrieves_as_the_library_does(home):

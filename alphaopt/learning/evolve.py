@@ -19,8 +19,9 @@ all their source problems). Then, each round:
    current one. An insight that misled clearly more problems than it helped
    (``retire_net_harm``), and that no condition keeps from them, is retired.
 3. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
-   problems it helps, or to a new label with a definition; labels left without an insight are
-   retired.
+   problems it helps (one that is also near its lesson), or to a new label with a definition;
+   an insight recalled by its source problems keeps its label (the label is not how retrieval
+   finds it). Labels left without an insight are retired.
 4. the metrics again, on the same pairs, with the library as it is now.
 
 Rounds stop early when one changes nothing. Every change is a new insight version and a library
@@ -349,11 +350,12 @@ class Evolver:
     def _retag(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
                say: Callable[[str], None]) -> None:
         n = self.learner.settings.experimental.retrieval_labels
+        gate = self.learner.settings.experimental.retrieval_source_similarity > 0
         for insight_id in sorted(report.pairs):
             insight = self.store.get(insight_id)
             groups = self._groups(replay, insight_id)
-            if insight.status != Status.VERIFIED:
-                continue
+            if insight.status != Status.VERIFIED or (gate and self._sources(insight)):
+                continue  # an insight recalled by its source problems: its label is not how retrieval finds it
             moved = retag.retag(self.learner, scratch, insight, [*groups.positive, *groups.unretrieved], n=n,
                                 run_id=run_id, actor=actor, reason=f"{reason}: re-tag {insight_id}")
             if moved:

@@ -1,5 +1,5 @@
 """Re-tagging: an insight goes to the taxonomy label under which retrieval searches for the
-problems it helps.
+problems it helps, among the labels that describe its lesson.
 
 Retrieval searches the ``n`` labels whose definitions are nearest to a problem (besides the
 nearest conditions overall). For the problems an insight helps (its positive and unretrieved
@@ -7,12 +7,16 @@ pairs), count how often each label of its stage is among them. When its own labe
 them for fewer than half of those problems:
 
 - another label of its stage that is, for at least half of them and more often than its own,
-  becomes its label (a new version);
+  and that is among the ``n`` labels of its stage nearest to the lesson itself (condition and
+  explanation), becomes its label (a new version). Both are needed: a label near the problems'
+  wording alone (a diet problem reads like "ratios and percentages") would file an integrality
+  lesson under a topic it does not teach;
 - when none is, the model names a new label with a definition (``evolve_label``); it is tried
-  on the scratch copy first and created only if retrieval would then search it for at least
-  half of those problems (and more often than the insight's own).
+  on the scratch copy first and created only if it meets the same two tests there.
 
-The stage never changes: it decides which prompt an insight goes into. After re-tagging, a label
+An insight that retrieval recalls by its source problems (the source gate is on and the library
+holds some of them) is not re-tagged: its label plays no part in how retrieval finds it. The
+stage never changes: it decides which prompt an insight goes into. After re-tagging, a label
 that carried an insight when the run started and carries none now is retired.
 """
 
@@ -50,6 +54,16 @@ def hits(labels_for: Any, tasks: list[Task], stage: str, n: int) -> Counter[Labe
     return found
 
 
+def _lesson(insight: Insight) -> str:
+    return f"{insight.condition.strip()}: {insight.explanation.strip()}"
+
+
+def lesson_labels(labels_for: Any, insight: Insight, n: int) -> list[LabelPath]:
+    """The ``n`` labels of the insight's stage whose definitions are nearest to its lesson."""
+    stage = insight.stage.value
+    return [label for label in labels_for(_lesson(insight), 10_000) if label[0] == stage][:n]
+
+
 def retag(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Task], *, n: int, run_id: str,
           actor: str, reason: str) -> dict[str, Any] | None:
     """Move the insight to a better-fitting label, or a new one (see the module docstring).
@@ -63,9 +77,13 @@ def retag(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Tas
     counts = hits(lambda t, k: learner.retriever.labels_for(t.text, k), helped, stage, n)
     if counts[current] >= need:
         return None
-    target, found = counts.most_common(1)[0] if counts else (current, 0)
+    fitting = lesson_labels(learner.retriever.labels_for, insight, n)
+    moves = [(found, -fitting.index(label), label) for label, found in counts.items()
+             if label in fitting and label != current and found >= need and found > counts[current]]
     created: dict[str, Any] | None = None
-    if found < need or found <= counts[current]:
+    if moves:
+        found, _, target = max(moves)
+    else:
         named = _new_label(learner, scratch, insight, helped, n=n, need=need, beat=counts[current], run_id=run_id)
         if named is None:
             return None
@@ -84,7 +102,8 @@ def retag(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Tas
 
 def _new_label(learner: Learner, scratch: Scratch, insight: Insight, helped: list[Task], *, n: int, need: int,
                beat: int, run_id: str) -> tuple[LabelPath, dict[str, Any]] | None:
-    """A new label named by the model, kept only if retrieval on the scratch copy would search it."""
+    """A new label named by the model, kept only if, on the scratch copy, retrieval would search
+    it for the problems the insight helps and it is among the labels nearest to the lesson."""
     stage = insight.stage.value
     listing = "\n".join(f"{lab.stage.value} / {lab.level1} / {lab.level2}: {lab.definition}"
                         for lab in learner.store.labels(stage))
@@ -100,14 +119,14 @@ def _new_label(learner: Learner, scratch: Scratch, insight: Insight, helped: lis
     except LibraryError:
         return None
     path: LabelPath = (key.stage.value, key.level1, key.level2)
-    existing = {lab.key for lab in learner.store.labels(include_retired=True)}
-    if key in existing:
+    if key in {lab.key for lab in learner.store.labels(include_retired=True)}:
         return None  # an existing label: the counts above already considered it
     display = " ".join(named.level2.split())
     definition = " ".join(named.definition.split())
     scratch.add_label(key, display, definition)
     found = hits(scratch.labels_for, helped, stage, n)[path]
-    if found < need or found <= beat:
+    fits = path in lesson_labels(lambda text, k: scratch.retriever.labels_for(text, k), insight, n)
+    if found < need or found <= beat or not fits:
         scratch.store.retire_label(key)
         return None
     return path, {"display": display, "definition": definition, "hits": found}
