@@ -46,8 +46,10 @@ def _walk_opening(path: str) -> Any:
         pass
     for dirpath, dirnames, files in os.walk(path):
         for name in dirnames:
+            child = os.path.join(dirpath, name)
             try:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+                if not os.path.islink(child):  # Linux has no lchmod: never follow a link the program left
+                    os.chmod(child, 0o700)
             except OSError:
                 pass
         yield dirpath, dirnames, files

@@ -267,3 +267,19 @@ def build_model():
         assert res.status is SolveStatus.TIMEOUT
         res = r.run("def build_model():\n    return bytearray(16 * 1024**3)\n")
         assert res.status is SolveStatus.MEMORY_LIMIT
+
+
+def test_opening_a_locked_work_dir_never_follows_a_link_and_never_raises(tmp_path):
+    """The wipe opens (chmod 700) directories a program locked; Linux has no lchmod, so a link is skipped."""
+    from solvers.workspace import _walk_opening
+
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    work = tmp_path / "work"
+    (work / "locked" / "deeper").mkdir(parents=True)
+    (work / "link").symlink_to(outside, target_is_directory=True)
+    (work / "locked").chmod(0o000)
+    seen = [dirpath for dirpath, _, _ in _walk_opening(str(work))]
+    assert str(work / "locked") in seen and str(work / "locked" / "deeper") in seen
+    assert (work / "locked").stat().st_mode & 0o777 == 0o700
+    assert outside.stat().st_mode & 0o777 == 0o755  # the link's target was left alone
