@@ -203,10 +203,10 @@ def _evolve_job(store: LibraryStore) -> None:
 
 
 def _rollback() -> None:
-    version = st.session_state.get("rollback_version")
+    version = int(st.session_state.get("rollback_version") or 0)
     try:
-        restored = app_api.rollback_library(services.settings(), int(version))
-    except (AlphaoptError, LibraryError, TypeError, ValueError) as exc:
+        restored = app_api.rollback_library(services.settings(), version)
+    except (AlphaoptError, LibraryError) as exc:
         _flash(f"Not rolled back: {exc}", "error")
     else:
         _flash(f"Restored library version {version} as version {restored.number}.")
