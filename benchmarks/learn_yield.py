@@ -205,6 +205,24 @@ def _progress(arm: str) -> Any:
     return show
 
 
+def arm_total(store: Any) -> Any:
+    """The funnel over every learning run an arm's home holds (a stopped arm resumes in a new run)."""
+    from alphaopt.learning.funnel import LearnSummary
+
+    total = LearnSummary(run_id="all")
+    runs = [r for r in store.runs() if str(r.settings.get("command", "")).startswith("benchmarks.learn_yield")]
+    for run in runs:
+        c = run.counters
+        part = LearnSummary(run_id=run.id, **{k: c[k] for k in LearnSummary.__dataclass_fields__
+                                              if k in c and k not in ("run_id", "stopped", "counters")})
+        total.absorb(part)
+        total.seen += part.seen
+        for name in ("tokens", "calls", "cached_calls", "model_s", "fresh_output_tokens", "seconds"):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.counters["runs"] = len(runs)
+    return total
+
+
 def learn_arms(args: argparse.Namespace) -> int:
     """Each arm learns from the same problems in a fresh home; prints and records the funnels."""
     from alphaopt.agent.retrieval import open_library
@@ -226,11 +244,14 @@ def learn_arms(args: argparse.Namespace) -> int:
         with solver_runner(settings) as runner:
             learner = Learner(settings, store, index, llm, runner, LearnConfig(**config))
             summary = learner.learn(items, command=f"benchmarks.learn_yield {spec}", on_task=_progress(name))
+        total = arm_total(store)
         row = {"arm": name, "config": config, "problems": [f"{d}/{i}" for d, i, _, _ in items],
-               "counters": summary.as_dict()}
+               "counters": summary.as_dict(), "home_total": total.as_dict()}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{name}:\n  " + "\n  ".join(funnel_lines(summary)), flush=True)
+        print(f"{name} (this run):\n  " + "\n  ".join(funnel_lines(summary)), flush=True)
+        print(f"{name} (every run of this home, {total.counters['runs']} runs):\n  " + "\n  ".join(
+            funnel_lines(total)), flush=True)
         index.close()
         store.close()
     return 0
