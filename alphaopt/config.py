@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +59,26 @@ def _settings_file() -> dict[str, Any]:
         raise ConfigError(f"Cannot read settings file {str(path)!r}: {exc}. Fix or delete it.") from exc
 
 
+Rewrite = Literal["sense", "bounds", "counted", "unused"]
+#: The text rewrites (``alphaopt.agent.rewrites``): the objective's sense, a bound's direction, a
+#: patch for a weighted count to minimize, a patch for each quantity the program leaves out.
+REWRITES: tuple[Rewrite, ...] = ("sense", "bounds", "counted", "unused")
+
+
+def rewrites_on(value: bool | Collection[str]) -> frozenset[str]:
+    """The text rewrites ``value`` turns on: all (True), none (False), or those named.
+
+    Raises:
+        ValueError: a name that is not in ``REWRITES``.
+    """
+    if isinstance(value, bool):
+        return frozenset(REWRITES) if value else frozenset()
+    unknown = set(value) - set(REWRITES)
+    if unknown:
+        raise ValueError(f"unknown text rewrites {sorted(unknown)}: the names are {', '.join(REWRITES)}")
+    return frozenset(value)
+
+
 class ExperimentalSettings(BaseModel):
     """Tuning knobs and experiment switches: ``ALPHAOPT_EXPERIMENTAL__<NAME>`` variables, or keys
     of the ``[experimental]`` table in ``settings.toml``. The defaults are what ships; a knob that
@@ -65,6 +86,11 @@ class ExperimentalSettings(BaseModel):
     measurements behind each default)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @property
+    def rewrites(self) -> frozenset[str]:
+        """The text rewrites that are on (``text_rewrites`` read as a set)."""
+        return rewrites_on(self.text_rewrites)
 
     # The LLM calls.
     temperature: float = 0.0
@@ -93,7 +119,9 @@ class ExperimentalSettings(BaseModel):
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)
     max_diagnoses: int = 1
-    text_rewrites: bool = True  # the program rewrites that follow from the text (agent/rewrites.py)
+    # the rewrites that follow from the text (agent/rewrites.py): all (true), none (false), or a
+    # list of REWRITES, e.g. ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES='["sense", "bounds"]'
+    text_rewrites: bool | list[Rewrite] = True
     max_unused_patches: int = Field(default=3, ge=1, le=10)  # lines asked for, one per unused number
     quote_max_words: int = Field(default=0, ge=0)  # quote the text above each constraint for problems this short
     resample_failed: int = Field(default=0, ge=0, le=5)  # more samples when none ended optimal

@@ -196,18 +196,18 @@ def _short(error: str, head: int = 200, tail: int = 200) -> str:
     return error if len(error) <= head + tail else error[:head] + " … " + error[-tail:]
 
 
-def select_items(datasets: list[str], *, limit: int | None = None,
+def select_items(datasets: list[str], *, limit: int | None = None, offset: int = 0,
                  skip_test_twins: bool = False) -> list[registry.Item]:
     """The items of the named datasets ("test" and "train" name all splits of that kind), the
-    first ``limit`` of each (after leaving out near-copies of test items when asked), interleaved
-    so that a run stopped early still covers every dataset."""
+    first ``limit`` of each after its first ``offset`` (after leaving out near-copies of test
+    items when asked), interleaved so that a run stopped early still covers every dataset."""
     names = [n for d in datasets for n in (registry.names(d) if d in ("test", "train") else [d])]
     per_dataset = [registry.load(n) for n in names]
     if skip_test_twins:
         test = [i for n in registry.names("test") for i in registry.load(n)]
         twins = {t.train for t in honesty.find_twins([i for d in per_dataset for i in d], test)}
         per_dataset = [[i for i in d if i.key not in twins] for d in per_dataset]
-    per_dataset = [d[:limit] for d in per_dataset]
+    per_dataset = [d[offset:][:limit] for d in per_dataset]
     return [i for group in zip_longest(*per_dataset) for i in group if i is not None]
 
 
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                              "that kind, or a .jsonl path")
     parser.add_argument("--run", help="results folder name under benchmarks/results (reuse it to resume)")
     parser.add_argument("--limit", type=int, help="first N items of each dataset")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N items of each dataset")
     parser.add_argument("--library", default="none",
                         help="'none', 'starter' (the shipped library/starter.jsonl) or a path to a library JSONL "
                              "export")
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    items = select_items(args.dataset, limit=args.limit, skip_test_twins=args.skip_test_twins)
+    items = select_items(args.dataset, limit=args.limit, offset=args.offset, skip_test_twins=args.skip_test_twins)
     settings = load_settings(model=args.model, base_url=args.base_url)
     library_path = (None if args.library == "none" else settings.experimental.starter_library
                     if args.library == "starter" else Path(args.library))

@@ -44,6 +44,13 @@ def test_experimental_knobs_keep_the_same_precedence_knob_by_knob(tmp_path, monk
     assert (knobs.seed, knobs.formulate, knobs.text_rewrites) == (9, True, True)  # flag beats env; None keeps it
     changed = load_settings().with_experimental(formulate=False)
     assert changed.experimental.formulate is False and changed.experimental.seed == 5
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", '["sense", "unused"]')
+    assert load_settings().experimental.rewrites == {"sense", "unused"}  # a list of the rewrites' names
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")
+    assert load_settings().experimental.rewrites == set()
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", '["sence"]')
+    with pytest.raises(ConfigError, match="TEXT_REWRITES"):
+        load_settings()
 
 
 def test_a_knob_set_under_its_old_name_names_its_new_variable(tmp_path, monkeypatch):

@@ -128,3 +128,32 @@ def test_unused_quantities_want_a_patch_only_up_to_the_cap():
     line = "    model.s = pyo.Constraint(expr=model.seniors <= 25)\n"
     capped = WAGES.replace("    return model", line + "    return model")
     assert not patch_fell_short(text, capped, WAGES) and patch_fell_short(text, WAGES, capped)
+
+
+def test_each_rewrite_has_its_own_name_in_the_one_switch():
+    code = extract_code(program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=3 * model.x, sense=pyo.maximize)
+model.cap = pyo.Constraint(expr=model.x <= 2000)
+"""))
+    reading = read("At least 2000 units must be made. Minimize the cost.")
+    sense_only, fixes = prepare(code, reading, enabled=["sense"])
+    assert "sense=pyo.minimize" in sense_only and "model.x <= 2000" in sense_only and len(fixes) == 1
+    bounds_only, fixes = prepare(code, reading, enabled=["bounds"])
+    assert "sense=pyo.maximize" in bounds_only and "model.x >= 2000" in bounds_only and len(fixes) == 1
+    assert prepare(code, reading, enabled=["counted", "unused"]) == prepare(code, reading, enabled=False)
+    counted = read("Seniors cost $300 and juniors $100. At least 40 are needed. Minimize the total number of workers.")
+    assert wants_patch(counted, WAGES, max_unused=3, enabled=["counted"])
+    assert not wants_patch(counted, WAGES, max_unused=3, enabled=["sense", "bounds", "unused"])
+    left_out = read("Make chairs and tables. Each chair earns $30. At most 500 chairs. Maximize profit.")
+    chairs = extract_code(program("""
+model = pyo.ConcreteModel()
+model.chairs = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=30 * model.chairs, sense=pyo.maximize)
+model.cap = pyo.Constraint(expr=model.chairs <= 10)
+"""))
+    assert unused(left_out, chairs) and wants_patch(left_out, chairs, max_unused=3, enabled=["unused"])
+    assert not wants_patch(left_out, chairs, max_unused=3, enabled=["counted"])
+    with pytest.raises(ValueError, match="unknown text rewrites.*sense, bounds, counted, unused"):
+        prepare(code, reading, enabled=["sence"])

@@ -134,7 +134,7 @@ def _program_update(reply: LLMResult, settings: Settings, reading: Reading, fall
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = rewrites.prepare(code, reading, enabled=settings.experimental.text_rewrites)
+    program, fixes = rewrites.prepare(code, reading, enabled=settings.experimental.rewrites)
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
@@ -243,14 +243,15 @@ def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         program, changed = apply_lines(program, extract_code(reply.text))
         fixes.extend(changed)
 
-    objective = rewrites.counted_objective(reading, program)
+    on = settings.experimental.rewrites
+    objective = rewrites.counted_objective(reading, program) if "counted" in on else None
     if objective and reading.counted_goal:
         ask("patch_objective", objective=objective, goal=reading.counted_goal)
-    unused = rewrites.unused(reading, program)
+    unused = rewrites.unused(reading, program) if "unused" in on else []
     if len(unused) <= settings.experimental.max_unused_patches:
         for number in unused:
             ask("patch_unused", phrase=number.phrase, number=number.written)
-    program, normalized = rewrites.prepare(program, reading, enabled=settings.experimental.text_rewrites)
+    program, normalized = rewrites.prepare(program, reading, enabled=settings.experimental.rewrites)
     return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
             "diagnoses": state.get("diagnoses", 0) + 1, "kept": {"result": state["result"], "program": original},
             **usage}
@@ -305,7 +306,7 @@ def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     knobs = settings.experimental
     if status == SolveStatus.OPTIMAL and rewrites.wants_patch(state["reading"], state.get("program", ""),
                                                               max_unused=knobs.max_unused_patches,
-                                                              enabled=knobs.text_rewrites):
+                                                              enabled=knobs.rewrites):
         return "patch"
     return None
 

@@ -1,18 +1,19 @@
 """The program rewrites that follow from what the problem text says (``reading.Reading``), behind
-one switch: ``ExperimentalSettings.text_rewrites`` (on by default), so that a benchmark can run
-with and without them.
+one switch: ``ExperimentalSettings.text_rewrites`` (all on by default; off, or a list of the
+names in ``config.REWRITES``), so that a benchmark can run with and without each of them
+(``benchmarks/experiments/rewrites_ab.py``).
 
 Two rewrites change the program before it runs, only where the text is unambiguous:
 
-- the objective's sense is set to the one the text asks for (a small model often writes
+- ``sense``: the objective's sense is set to the one the text asks for (a small model often writes
   ``sense=maximize`` for "the minimum cost", or leaves it out for a profit, which Pyomo
   minimizes);
-- a constraint that bounds an expression by a number the other way than the text states it
+- ``bounds``: a constraint that bounds an expression by a number the other way than the text states it
   ("at least 2000" written ``<= 2000``) is turned around.
 
 Two signs make the agent ask the model for one line after an optimal run (``nodes.diagnose``):
-the goal asks to minimize a count of things and the objective weights them, or the program
-never writes 1 to ``max_unused_patches`` of the text's quantities. The patched program's result
+the goal asks to minimize a count of things and the objective weights them (``counted``), or the
+program never writes 1 to ``max_unused_patches`` of the text's quantities (``unused``). The patched program's result
 stands only when it is optimal and leaves no more quantities unused (``patch_fell_short``).
 
 The purely mechanical fixes, which need no text, stay in ``alphaopt.agent.program``.
@@ -21,23 +22,26 @@ The purely mechanical fixes, which need no text, stay in ``alphaopt.agent.progra
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 
 from alphaopt.agent.program import call_name, normalize, numeric_constants, weighted_objective
 from alphaopt.agent.reading import Reading, Relation, Sense, TextNumber
+from alphaopt.config import rewrites_on
 
 
-def prepare(code: str, reading: Reading, *, enabled: bool = True) -> tuple[str, list[str]]:
-    """The program as it runs: the mechanical fixes (``program.normalize``), and with ``enabled``
-    the rewrites that follow from the text; returns ``(program, fixes applied)``."""
-    return normalize(code, rewrite=partial(_rewrite, reading) if enabled else None)
+def prepare(code: str, reading: Reading, *, enabled: bool | Collection[str] = True) -> tuple[str, list[str]]:
+    """The program as it runs: the mechanical fixes (``program.normalize``), and the rewrites that
+    follow from the text among those ``enabled`` (``sense``, ``bounds``); returns
+    ``(program, fixes applied)``."""
+    on = rewrites_on(enabled) & {"sense", "bounds"}
+    return normalize(code, rewrite=partial(_rewrite, reading, on) if on else None)
 
 
-def _rewrite(reading: Reading, tree: ast.Module, fixes: list[str]) -> None:
-    if reading.sense:
+def _rewrite(reading: Reading, on: frozenset[str], tree: ast.Module, fixes: list[str]) -> None:
+    if reading.sense and "sense" in on:
         _objective_sense(tree, reading.sense, fixes)
-    if reading.bounds:
+    if reading.bounds and "bounds" in on:
         _bound_directions(tree, reading.bounds, fixes)
 
 
@@ -52,15 +56,15 @@ def unused(reading: Reading, program: str) -> list[TextNumber]:
     return reading.unused(numeric_constants(program))
 
 
-def wants_patch(reading: Reading, program: str, *, max_unused: int, enabled: bool = True) -> bool:
+def wants_patch(reading: Reading, program: str, *, max_unused: int, enabled: bool | Collection[str] = True) -> bool:
     """Whether an optimal program shows a sign that one line can mend: it weights a count the
-    goal asks to minimize, or leaves out 1 to ``max_unused`` of the text's quantities (more: too
-    far off for a line each, most often a table's data left out). Never when not ``enabled``."""
-    if not enabled:
-        return False
-    if counted_objective(reading, program):
+    goal asks to minimize (``counted``), or leaves out 1 to ``max_unused`` of the text's
+    quantities (``unused``; more: too far off for a line each, most often a table's data left
+    out). Only the signs ``enabled`` are looked for."""
+    on = rewrites_on(enabled)
+    if "counted" in on and counted_objective(reading, program):
         return True
-    return 0 < len(unused(reading, program)) <= max_unused
+    return "unused" in on and 0 < len(unused(reading, program)) <= max_unused
 
 
 def patch_fell_short(reading: Reading, patched: str, original: str) -> bool:

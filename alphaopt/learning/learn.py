@@ -120,7 +120,7 @@ class Learner:
 
     def _prepare(self, reply: str, problem: str) -> str:
         """A model's program as the solve path would run it (contract fixes, text rewrites)."""
-        return prepare(extract_code(reply), read(problem), enabled=self.settings.experimental.text_rewrites)[0]
+        return prepare(extract_code(reply), read(problem), enabled=self.settings.experimental.rewrites)[0]
 
     # -- the loop ---------------------------------------------------------------------------
     def learn(self, items: list[tuple[str, str, str, float]], *, command: str = "",
