@@ -114,7 +114,7 @@ class SandboxPlan:
         argv += ["--clearenv"]
         for key, value in sandbox_env("/tmp").items():
             argv += ["--setenv", key, value]
-        argv += ["--chdir", "/tmp", "--", sys.executable, "-I", "-B",
+        argv += ["--chdir", "/tmp", "--", _python_inside(), "-I", "-B",
                  f"{SANDBOX_SOLVERS_DIR}/worker.py", json.dumps(config)]
         return argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, host_workdir
 
@@ -204,6 +204,13 @@ def release_uid(uid: int | None) -> None:
         _uids_in_use.discard(uid)
 
 
+def _python_inside() -> str:
+    """This interpreter by a path that exists inside the sandbox: its folder resolved (a virtual
+    environment reached through a link, ``project/.venv -> /opt/venv``, sits in a hidden project
+    folder), its own name kept (resolving it too would leave the virtual environment)."""
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+
+
 def _package_paths() -> list[str]:
     """sys.path entries that hold the solver packages (found without importing them)."""
     paths: list[str] = []
@@ -236,7 +243,7 @@ def _is_within(path: str, parent: str) -> bool:
 def _mount_plan() -> tuple[list[str], list[str]]:
     """Directories to hide behind tmpfs, and paths to bind back inside them."""
     needed = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-              os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
+              os.path.dirname(_python_inside()), os.path.dirname(os.path.realpath(sys.executable)),
               *_package_paths()}
     needed_real = sorted({os.path.realpath(p) for p in needed if p})
     candidates = [*_ALWAYS_HIDDEN, os.path.expanduser("~"), PROJECT_DIR, os.getcwd()]

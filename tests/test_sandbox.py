@@ -283,3 +283,23 @@ def test_opening_a_locked_work_dir_never_follows_a_link_and_never_raises(tmp_pat
     assert str(work / "locked") in seen and str(work / "locked" / "deeper") in seen
     assert (work / "locked").stat().st_mode & 0o777 == 0o700
     assert outside.stat().st_mode & 0o777 == 0o755  # the link's target was left alone
+
+
+@needs_bwrap
+def test_a_virtual_environment_reached_through_a_link_still_gets_the_bubblewrap_sandbox(tmp_path):
+    # project/.venv -> the real environment: the project folder is hidden inside the sandbox, so
+    # the worker must be started by a path that exists there
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    linked_python = project / ".venv" / "bin" / Path(sys.executable).name
+    code = "from solvers.sandbox import resolve_sandbox; print(resolve_sandbox('auto').kind)"
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([str(linked_python), "-c", code], cwd=project, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": repo})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "bwrap", out.stderr
