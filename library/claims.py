@@ -1,4 +1,5 @@
-"""Leased task claims and the merge lock, for several workers learning against one library.
+"""Leased task claims, the merge lock and the evolve lock, for several workers learning against
+one library.
 
 A mixin of :class:`library.store.LibraryStore`. A worker claims tasks for a lease; it renews
 the lease while it works and completes each task at the end. A worker that dies stops renewing,
@@ -35,7 +36,8 @@ from library.tables import ClaimRow
 
 #: The lease a claim gets unless the caller names one, in seconds.
 DEFAULT_LEASE_S = 600.0
-_CLAIM_LOCK, _MERGE_LOCK = 0x616F_636C, 0x616F_6D6C  # PostgreSQL advisory lock classes ("aocl", "aoml")
+_CLAIM_LOCK = 0x616F_636C  # PostgreSQL advisory lock classes ("aocl", "aoml", "aoel")
+_LOCKS = {"merge": 0x616F_6D6C, "evolve": 0x616F_656C}
 _CHUNK = 500
 _POLL_S = 0.05
 
@@ -62,12 +64,12 @@ def _check_lease(lease_s: float) -> None:
 
 
 class Claims(StoreCore):
-    """Task claims and the merge lock (mixed into ``LibraryStore``)."""
+    """Task claims, the merge lock and the evolve lock (mixed into ``LibraryStore``)."""
 
     def __init__(self, location: str | Path, *, actor: str | None = None) -> None:
         super().__init__(location, actor=actor)
-        self._merge_lock_held: ContextVar[bool] = ContextVar(f"merge_lock_{id(self)}", default=False)
-        self._memory_merge_lock = threading.Lock()
+        self._lock_held = {name: ContextVar[bool](f"{name}_lock_{id(self)}", default=False) for name in _LOCKS}
+        self._memory_locks = {name: threading.Lock() for name in _LOCKS}
 
     def _postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
@@ -236,39 +238,59 @@ class Claims(StoreCore):
         Raises:
             LockTimeoutError: Another worker held the lock for longer than ``timeout_s``.
         """
-        held = self._merge_lock_held
+        with self._named_lock("merge", timeout_s):
+            yield
+
+    @contextmanager
+    def evolve_lock(self, *, timeout_s: float | None = 0) -> Iterator[None]:
+        """Hold the library's evolve lock for the block: one evolution run at a time on this
+        library, from whatever machine or home it is started (the same kind of lock as
+        :meth:`merge_lock`, apart from it; ``<database>.evolve-lock`` for SQLite).
+
+        Args:
+            timeout_s: Give up after waiting this long (default: at once; ``None``: wait).
+
+        Raises:
+            LockTimeoutError: Another evolution run holds it.
+        """
+        with self._named_lock("evolve", timeout_s):
+            yield
+
+    @contextmanager
+    def _named_lock(self, name: str, timeout_s: float | None) -> Iterator[None]:
+        held = self._lock_held[name]
         if held.get():
             yield
             return
         token = held.set(True)
         try:
             if self._postgres():
-                with self._postgres_merge_lock(timeout_s):
+                with self._postgres_lock(name, timeout_s):
                     yield
             elif self.url.database in (None, "", ":memory:"):
-                lock = self._memory_merge_lock
+                lock = self._memory_locks[name]
                 if not lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
-                    raise LockTimeoutError(_timeout_message(timeout_s))
+                    raise LockTimeoutError(_timeout_message(name, timeout_s))
                 try:
                     yield
                 finally:
                     lock.release()
             else:
-                with self._file_merge_lock(timeout_s):
+                with self._file_lock(name, timeout_s):
                     yield
         finally:
             held.reset(token)
 
     @contextmanager
-    def _postgres_merge_lock(self, timeout_s: float | None) -> Iterator[None]:
-        keys = {"a": _MERGE_LOCK, "b": _key32(self._library_id())}
+    def _postgres_lock(self, name: str, timeout_s: float | None) -> Iterator[None]:
+        keys = {"a": _LOCKS[name], "b": _key32(self._library_id())}
         conn = self.engine.connect()
         try:
             if timeout_s is None:
                 conn.execute(text("SELECT pg_advisory_lock(:a, :b)"), keys)
             else:
                 _wait(lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), keys).scalar_one()),
-                      timeout_s)
+                      name, timeout_s)
             conn.commit()  # a session lock outlives the transaction; none stays open while the block runs
         except BaseException:
             conn.invalidate()  # closing the connection drops any lock it took
@@ -287,12 +309,12 @@ class Claims(StoreCore):
                 conn.close()
 
     @contextmanager
-    def _file_merge_lock(self, timeout_s: float | None) -> Iterator[None]:
-        with open(f"{self.url.database}.merge-lock", "a+b") as handle:
+    def _file_lock(self, name: str, timeout_s: float | None) -> Iterator[None]:
+        with open(f"{self.url.database}.{name}-lock", "a+b") as handle:
             if timeout_s is None:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             else:
-                _wait(lambda: _try_flock(handle), timeout_s)
+                _wait(lambda: _try_flock(handle), name, timeout_s)
             try:
                 yield
             finally:
@@ -307,14 +329,17 @@ def _try_flock(handle: Any) -> bool:
     return True
 
 
-def _wait(attempt: Any, timeout_s: float) -> None:
+def _wait(attempt: Any, name: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not attempt():
         if time.monotonic() >= deadline:
-            raise LockTimeoutError(_timeout_message(timeout_s))
+            raise LockTimeoutError(_timeout_message(name, timeout_s))
         time.sleep(_POLL_S)
 
 
-def _timeout_message(timeout_s: float | None) -> str:
+def _timeout_message(name: str, timeout_s: float | None) -> str:
+    if name == "evolve":
+        return ("another evolution run holds this library's evolve lock (one runs at a time on a library, "
+                "from any machine); wait for it to finish or stop it first")
     return (f"the library's merge lock stayed taken for {timeout_s}s by another worker; wait longer "
             "(merge_lock(timeout_s=None) waits as long as it takes) or skip the merge this time")

@@ -32,7 +32,7 @@ from alphaopt.learning.replay import (
     retrieval_scores,
 )
 from alphaopt.learning.scratch import Scratch
-from library import InsightDraft, Status
+from library import InsightDraft, LibraryStore, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, ThreadSafeLLM
 
 MATH = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
@@ -300,6 +300,17 @@ def test_one_evolution_at_a_time_per_home_and_killed_runs_are_closed(home):
     summary = evolver(script, max_problems=1).evolve(dry_run=True)
     assert store.get_run(orphan.id).status.value == "failed"
     assert store.get_run(summary.run_id).status.value == "finished"
+
+
+def test_one_evolution_at_a_time_per_library_when_homes_share_it(home):
+    # another home (or machine) evolving the same library holds the store's evolve lock
+    script = Script({"t1": None}, {})
+    with LibraryStore(home.store.url.render_as_string(hide_password=False)) as elsewhere, elsewhere.evolve_lock():
+        with pytest.raises(EvolveBusy, match="already running on this library"):
+            home.evolver(script).evolve()
+        assert evolve_running(home.settings.home) is None  # this home's own lock was given back
+    summary = home.evolver(script, max_problems=1).evolve(dry_run=True)
+    assert home.store.get_run(summary.run_id).status.value == "finished"
 
 
 def test_a_stopped_run_is_recorded_as_stopped(home):

@@ -161,6 +161,17 @@ def test_the_merge_lock_is_held_by_one_worker_at_a_time(workers: Workers):
         assert a.claim_tasks("a", ["t/1"]) == ["t/1"]  # the lock holds no transaction: others write on
 
 
+def test_the_evolve_lock_is_one_per_library_and_apart_from_the_merge_lock(workers: Workers):
+    a, b = workers(2)
+    with a.evolve_lock():
+        with pytest.raises(LockTimeoutError, match="another evolution run"), b.evolve_lock():
+            pass
+        with b.merge_lock(timeout_s=5):  # merges go on while a library evolves
+            pass
+    with b.evolve_lock():
+        pass
+
+
 def test_merges_under_the_lock_never_collide(workers: Workers):
     stores = workers(3)
     for n in range(4):

@@ -56,7 +56,7 @@ from alphaopt.learning.replay import (
 )
 from alphaopt.learning.scratch import Scratch
 from alphaopt.llm.client import CallContext
-from library import Insight, NotFoundError, Status, Task
+from library import Insight, LockTimeoutError, NotFoundError, Status, Task
 
 LOCK_FILE = "evolve.lock"
 
@@ -190,7 +190,7 @@ class Evolver:
             EvolveBusy: another evolution run holds this home.
         """
         say = on_event or (lambda line: None)
-        with evolve_lock(self.learner.settings.home) as lock:
+        with evolve_lock(self.learner.settings.home) as lock, self._library_lock():
             self._close_orphaned_runs()
             version = self.store.library_version()
             run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run, "pid": os.getpid(),
@@ -209,6 +209,17 @@ class Evolver:
             self.store.finish_run(run.id, status="finished", counters=summary.as_dict(),
                                   tokens=self.learner.ledger.spent)
         return summary
+
+    @contextmanager
+    def _library_lock(self) -> Iterator[None]:
+        """The store's evolve lock: one evolution run per library, also when several homes (or
+        machines) share one PostgreSQL library."""
+        try:
+            with self.store.evolve_lock():
+                yield
+        except LockTimeoutError as exc:
+            raise EvolveBusy(f"An evolution run is already running on this library ({exc}). One runs at a time "
+                             "per library: wait for it to finish, or stop it first.") from None
 
     def _save(self, summary: EvolveSummary) -> None:
         self.store.update_run(summary.run_id, counters=summary.as_dict(), tokens=self.learner.ledger.spent)
