@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from library.db import bump, now_iso
@@ -80,6 +81,12 @@ class TrainingRecords:
         Raises:
             LibraryError: The item is already stored with a different text.
         """
+        try:
+            return self._add_task(dataset, item_id, text, answer)
+        except IntegrityError:  # another worker inserted it between this one's read and insert: it is there now
+            return self._add_task(dataset, item_id, text, answer)
+
+    def _add_task(self, dataset: str, item_id: str, text: str, answer: Any) -> Task:
         task_id = task_id_for(dataset, item_id)
         with self.transaction() as s:
             row = s.get(TaskRow, task_id)

@@ -223,3 +223,12 @@ def test_a_dead_worker_leaves_the_merge_lock_free(workers: Workers):
 def test_an_in_memory_library_has_a_merge_lock_too():
     with LibraryStore(":memory:") as store, store.merge_lock(timeout_s=1), store.merge_lock():
         assert store.list() == []
+
+
+def test_workers_adding_the_same_training_problem_at_once_all_get_it(workers: Workers):
+    stores = workers(4)
+    for round_ in range(5):
+        results = _together(lambda i: stores[i].add_task("race", f"p{round_}", "Maximize x.", 1.0), 4)
+        assert all(not isinstance(r, BaseException) for r in results), results
+        assert {r.id for r in results} == {f"race/p{round_}"}
+    assert len([t for t in stores[0].tasks() if t.dataset == "race"]) == 5

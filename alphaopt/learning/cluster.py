@@ -30,8 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from alphaopt.agent.retrieval import open_library
 from alphaopt.agent.run import solver_runner
 from alphaopt.cluster import connect, each_result, worker_cache, worker_id, worker_object
@@ -146,7 +144,7 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
     tasks: dict[str, Task] = {}
     jobs: list[_Job] = []
     for item in items:
-        task = _add_task(store, item)
+        task = store.add_task(*item)
         if task.id in done:
             summary.skipped += 1
         elif task.id not in tasks:
@@ -185,15 +183,6 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
         store.finish_run(run.id, status=status, counters={**summary.as_dict(), **summary.counters, **extra},
                          tokens=usage.tokens)
     return summary
-
-
-def _add_task(store: LibraryStore, item: tuple[str, str, str, float]) -> Task:
-    """``store.add_task``, once more when another learner added the same problem at the same moment
-    (``add_task`` reads, then inserts: the second insert of a task id fails; then it is there)."""
-    try:
-        return store.add_task(*item)
-    except IntegrityError:
-        return store.add_task(*item)
 
 
 def _results(client: Any, jobs: list[_Job], tools: str, run_id: str, lease_s: float) -> Iterator[TaskResult]:
