@@ -107,7 +107,6 @@ class ExperimentalSettings(BaseModel):
     n_threads: int | None = None
 
     # The experience library.
-    chroma_url: str | None = None  # a Chroma server; unset: the index in the home
     starter_library: Path | None = Field(default_factory=lambda: STARTER_LIBRARY)  # "none": start empty
     retrieval_k: int = 8
     retrieval_labels: int = 3
@@ -155,6 +154,7 @@ class Settings(BaseSettings):
     # Experience library.
     use_library: bool = True
     library_url: str | None = None
+    chroma_url: str | None = None  # the library's index on a Chroma server (or a folder); unset: in the home
 
     # Runs and the LLM call log: a PostgreSQL URL shares them between machines; unset: runs.db in the home.
     runs_url: str | None = Field(default=None, repr=False)
@@ -257,6 +257,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 #: Knobs that moved under ``experimental`` with a new name.
 _RENAMED = {"patch_lines": "text_rewrites"}
+#: Experimental knobs that became settings.
+_PROMOTED = ("chroma_url",)
 
 
 def _refuse_moved(overrides: dict[str, Any]) -> None:
@@ -273,3 +275,13 @@ def _refuse_moved(overrides: dict[str, Any]) -> None:
                 f"{where} is an experimental setting now: set ALPHAOPT_EXPERIMENTAL__{name.upper()} "
                 f"(or {name} under [experimental] in settings.toml, or experimental={{{name!r}: ...}})."
             )
+    given = overrides.get("experimental")
+    knobs: dict[str, Any] = given if isinstance(given, dict) else {}
+    for name in _PROMOTED:
+        variable = f"ALPHAOPT_EXPERIMENTAL__{name.upper()}"
+        where = (variable if variable in os.environ
+                 else f"{name!r} under [experimental] in settings.toml" if name in in_file.get("experimental", {})
+                 else f"experimental={{{name!r}: ...}}" if name in knobs else None)
+        if where:
+            raise ConfigError(f"{where} is a setting now, no longer experimental: set ALPHAOPT_{name.upper()} "
+                              f"(or {name} at the top of settings.toml, or {name}=).")

@@ -152,7 +152,8 @@ def bench_agent(settings: Settings, out_dir: Path, library_path: Path | None) ->
         return Agent(settings.model_copy(update={"use_library": False}))
     lib_settings = settings.model_copy(update={
         "use_library": True, "library_url": f"sqlite:///{out_dir / 'library.db'}",
-    }).with_experimental(chroma_url=str(out_dir / "chroma"), starter_library=library_path)
+        "chroma_url": str(out_dir / "chroma"),
+    }).with_experimental(starter_library=library_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     return Agent(lib_settings)  # opens that library, loading the export into the run's empty store
 

@@ -65,7 +65,7 @@ def test_the_cli_batch_on_a_local_cluster_writes_each_problem_once_and_resumes(t
     library_url, runs_url = databases
     with FakeEndpoint(lambda _messages: LP_PROGRAM, latency_s=0.2) as endpoint:
         for name, value in {"BASE_URL": endpoint.url, "MODEL": "fake", "RUNS_URL": runs_url, "USE_LIBRARY": "1",
-                            "LIBRARY_URL": library_url, "EXPERIMENTAL__CHROMA_URL": chroma}.items():
+                            "LIBRARY_URL": library_url, "CHROMA_URL": chroma}.items():
             monkeypatch.setenv(f"ALPHAOPT_{name}", value)
         problems, out = _input(tmp_path), tmp_path / "out.jsonl"
         result = CliRunner().invoke(cli.cli, ["batch", str(problems), "-o", str(out), "--cluster", "local:2",

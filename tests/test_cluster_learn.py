@@ -117,7 +117,7 @@ def cluster():
 def _settings(tmp_path, endpoint, library_url=None, chroma_url=None, **more):
     return load_settings(home=tmp_path / "home", base_url=endpoint.url, model="fake", use_library=True,
                          library_url=library_url, **more,
-                         experimental={"chroma_url": chroma_url, "text_rewrites": False, "max_retries": 0})
+                         chroma_url=chroma_url, experimental={"text_rewrites": False, "max_retries": 0})
 
 
 @needs_pg
@@ -186,7 +186,7 @@ def test_a_problem_whose_worker_died_is_freed_when_its_lease_runs_out(tmp_path, 
         data.write_text("".join(json.dumps({"id": n, "description": t, "answer": a}) + "\n"
                                 for _, n, t, a in ITEMS[:2]))
         for name, value in {"BASE_URL": endpoint.url, "MODEL": "fake", "USE_LIBRARY": "1",
-                            "LIBRARY_URL": library_url, "EXPERIMENTAL__CHROMA_URL": chroma,
+                            "LIBRARY_URL": library_url, "CHROMA_URL": chroma,
                             "EXPERIMENTAL__TEXT_REWRITES": "0"}.items():
             monkeypatch.setenv(f"ALPHAOPT_{name}", value)
         result = CliRunner().invoke(cli.cli, ["learn", str(data), "--cluster", cluster, "-k", "1",
@@ -205,9 +205,9 @@ def test_learning_on_a_cluster_needs_one_shared_library(tmp_path):
     data.write_text(json.dumps({"id": "alpha", "description": ITEMS[0][2], "answer": 11}) + "\n")
     result = CliRunner().invoke(cli.cli, ["learn", str(data), "--cluster", "local:2", "--home", str(tmp_path / "h")])
     assert result.exit_code == 1
-    assert "ALPHAOPT_LIBRARY_URL and ALPHAOPT_EXPERIMENTAL__CHROMA_URL" in result.output
+    assert "ALPHAOPT_LIBRARY_URL and ALPHAOPT_CHROMA_URL" in result.output
     settings = load_settings(home=tmp_path / "h", library_url="postgresql+psycopg://x@127.0.0.1:9/x")
-    with pytest.raises(ClusterError, match="ALPHAOPT_EXPERIMENTAL__CHROMA_URL"):
+    with pytest.raises(ClusterError, match="ALPHAOPT_CHROMA_URL"):
         learn_on_cluster(settings, [ITEMS[0]], "local:2")
 
 

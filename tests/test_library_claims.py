@@ -228,7 +228,8 @@ def test_an_in_memory_library_has_a_merge_lock_too():
 def test_workers_adding_the_same_training_problem_at_once_all_get_it(workers: Workers):
     stores = workers(4)
     for round_ in range(5):
-        results = _together(lambda i: stores[i].add_task("race", f"p{round_}", "Maximize x.", 1.0), 4)
+        item = f"p{round_}"
+        results = _together(lambda i, item=item: stores[i].add_task("race", item, "Maximize x.", 1.0), 4)
         assert all(not isinstance(r, BaseException) for r in results), results
         assert {r.id for r in results} == {f"race/p{round_}"}
     assert len([t for t in stores[0].tasks() if t.dataset == "race"]) == 5

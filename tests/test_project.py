@@ -71,6 +71,17 @@ def test_a_knob_set_under_its_old_name_names_its_new_variable(tmp_path, monkeypa
         load_settings(seed=1)
 
 
+def test_the_chroma_server_is_a_setting_and_its_old_experimental_name_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_CHROMA_URL", "http://chroma-host:8000")
+    assert load_settings().chroma_url == "http://chroma-host:8000"
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__CHROMA_URL", "http://chroma-host:8000")
+    with pytest.raises(ConfigError, match=r"EXPERIMENTAL__CHROMA_URL is a setting now.*set ALPHAOPT_CHROMA_URL"):
+        load_settings()
+    monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__CHROMA_URL")
+    with pytest.raises(ConfigError, match="set ALPHAOPT_CHROMA_URL"):
+        load_settings(experimental={"chroma_url": "http://x:1"})
+
+
 def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAOPT_MAX_REPAIRS", "many")
     with pytest.raises(ConfigError, match="ALPHAOPT_MAX_REPAIRS"):

@@ -155,5 +155,5 @@ model.cap = pyo.Constraint(expr=model.chairs <= 10)
 """))
     assert unused(left_out, chairs) and wants_patch(left_out, chairs, max_unused=3, enabled=["unused"])
     assert not wants_patch(left_out, chairs, max_unused=3, enabled=["counted"])
-    with pytest.raises(ValueError, match="unknown text rewrites.*sense, bounds, counted, unused"):
+    with pytest.raises(ValueError, match=r"unknown text rewrites.*sense, bounds, counted, unused"):
         prepare(code, reading, enabled=["sence"])

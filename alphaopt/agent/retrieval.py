@@ -55,7 +55,7 @@ def open_store(settings: Settings) -> LibraryStore:
 def open_library(settings: Settings) -> tuple[LibraryStore, LibraryIndex]:
     """Open the store and its Chroma index (synced with the store)."""
     store = open_store(settings)
-    index = LibraryIndex(settings.experimental.chroma_url or settings.chroma_dir)
+    index = LibraryIndex(settings.chroma_url or settings.chroma_dir)
     index.sync(store)
     return store, index
 

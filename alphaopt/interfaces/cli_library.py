@@ -49,7 +49,7 @@ from alphaopt.llm.runlog import open_run_log
                    "(with --cluster local:N: per worker).")
 @click.option("--cluster", metavar="ADDRESS",
               help="Learn on a Dask cluster (a scheduler address, or local:N worker processes here) into one shared "
-                   "library: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_EXPERIMENTAL__CHROMA_URL (README: Scale out).")
+                   "library: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_CHROMA_URL (README: Scale out).")
 @click.option("--no-progress", is_flag=True)
 @_settings_options
 @_errors
@@ -309,7 +309,7 @@ def library_rebuild(**kwargs: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Only replay: print the pair labels and the metrics; change nothing.")
 @click.option("--cluster", metavar="ADDRESS",
               help="Replay on a Dask cluster (a scheduler address, or local:N worker processes here), one training "
-                   "problem per task: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_EXPERIMENTAL__CHROMA_URL.")
+                   "problem per task: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_CHROMA_URL.")
 @_settings_options
 @_errors
 def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_problems: int | None, fresh: bool,

@@ -54,7 +54,7 @@ def require_shared_library(settings: Settings) -> None:
         ClusterError: the store or the index is a file in this home.
     """
     missing = [name for name, value in (("ALPHAOPT_LIBRARY_URL", settings.library_url),
-                                        ("ALPHAOPT_EXPERIMENTAL__CHROMA_URL", settings.experimental.chroma_url))
+                                        ("ALPHAOPT_CHROMA_URL", settings.chroma_url))
                if not value]
     if missing:
         raise ClusterError(f"learning on a cluster needs one library every worker reaches: set {' and '.join(missing)} "
@@ -87,7 +87,7 @@ class WorkerTools:
         self.settings, self.config = settings, config
         where = f"{socket.gethostname()}:{os.getpid()}"
         self.store = LibraryStore(settings.library_url or "", actor=f"learn on {where}")
-        self.index = LibraryIndex(settings.experimental.chroma_url or "")
+        self.index = LibraryIndex(settings.chroma_url or "")
         self.runner = solver_runner(settings)
         self.llm = OpenAIClient(settings, open_run_log(settings))
         self.state: dict[Any, Any] = {}  # what a job keeps on this worker between its tasks (under ``lock``)
