@@ -64,11 +64,12 @@ def test_no_raw_per_item_results_are_committed():
     assert any(p.endswith("/summary.md") for p in listed.stdout.splitlines())
 
 
-@pytest.mark.parametrize("name", ["diagnose_ab", "explore_ab", "repair_ab"])
-def test_the_finished_experiments_run_from_their_package(name, capsys):
+@pytest.mark.parametrize(("name", "option"), [("diagnose_ab", "--from"), ("explore_ab", "--from"),
+                                              ("repair_ab", "--from"), ("rewrites_ab", "--base")])
+def test_the_finished_experiments_run_from_their_package(name, option, capsys):
     module = importlib.import_module(f"benchmarks.experiments.{name}")
     doc = module.__doc__
     assert doc.splitlines()[2].startswith("Run with: ") and f"python -m benchmarks.experiments.{name}" in doc
     with pytest.raises(SystemExit) as stopped:
         module.main(["--help"])
-    assert stopped.value.code == 0 and "--from" in capsys.readouterr().out
+    assert stopped.value.code == 0 and option in capsys.readouterr().out

@@ -1,15 +1,13 @@
-"""Does each text rewrite earn its place? Each one switched off alone, on training problems it was
-not written from.
+"""Does each text rewrite earn its place? Each switched off alone, on problems it was not written from.
 
-Run with (one home for every arm, so that the arms share the LLM call cache)::
+Run with: ALPHAOPT_HOME=.alphaopt/ab python -m benchmarks.experiments.rewrites_ab \
+    --dataset train --offset 30 --limit 15 --skip-test-twins --base rw-all
 
-    ALPHAOPT_HOME=.alphaopt/ab python -m benchmarks.experiments.rewrites_ab \
-        --dataset train --offset 30 --limit 15 --skip-test-twins --base rw-all
-
-``--base`` is a ``benchmarks.run`` run over the same items with every rewrite on (the shipped
-default; run it first with the same ``--dataset/--offset/--limit/--skip-test-twins``, or let this
-script run it). Then, for each rewrite in ``config.REWRITES`` (``sense``, ``bounds``, ``counted``,
-``unused``: ``alphaopt/agent/rewrites.py``), the same items run again with that one rewrite off
+Use one home for every arm, so that the arms share the LLM call cache. ``--base`` is a
+``benchmarks.run`` run over the same items with every rewrite on (the shipped default; run it
+first with the same ``--dataset/--offset/--limit/--skip-test-twins``, or let this script run it).
+Then, for each rewrite in ``config.REWRITES`` (``sense``, ``bounds``, ``counted``, ``unused``:
+``alphaopt/agent/rewrites.py``), the same items run again with that one rewrite off
 (``ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES`` set to the others), into ``<base>-no-<rewrite>``.
 
 Decoding is greedy and the calls are cached, so an item on which a rewrite never fired replays
