@@ -283,6 +283,48 @@ def library_import(path: Path, home: Path | None) -> None:
     click.echo(f"Imported {count} insights from {path}")
 
 
+@library.command("propose")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Check each proposed insight on at most N training problems that recall it.")
+@click.option("-k", "--solves", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Solves per problem in each arm of the check (without, with, placebo), as `alphaopt learn`. "
+                   "1 is the cheap setting.")
+@_settings_options
+@_errors
+def library_propose(path: Path, limit: int, solves: int, **kwargs: Any) -> None:
+    """Offer insights in FILE and verify them on the training problems held with answers.
+
+    FILE is JSONL in the form `alphaopt library export` writes (a header line optional). Each
+    insight is added as a candidate and checked as learned ones are, on the problems retrieval
+    recalls it for (at most --limit): k solves without it, with it and with a placebo lesson. It
+    is verified when it turns at least one problem right and none wrong; retired when it turns
+    any problem wrong that was right without it; otherwise (or when no problem recalls it) it
+    stays a candidate, with the evidence and why. Prints each check, then a table of outcomes."""
+    from alphaopt.agent.retrieval import open_library
+    from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.learn import LearnConfig, Learner
+    from alphaopt.learning.propose import ProposeConfig, Proposer, answered_tasks, read_offers, table
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    offers = read_offers(path)  # a bad file stops here, before the library is touched
+    settings = _settings(kwargs)
+    store, index = open_library(settings)
+    command = "alphaopt library " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    with solver_runner(settings) as runner:
+        learner = Learner(settings, store, index, OpenAIClient(settings, open_run_log(settings)), runner,
+                          LearnConfig(k=solves))
+        answered_tasks(learner)  # refused before any run starts when there is nothing to check on
+        summary = Proposer(learner, ProposeConfig(limit=limit)).propose(offers, source=path.name, command=command,
+                                                                        on_event=click.echo)
+    click.echo(f"Run {summary.run_id}: {len(summary.outcomes)} proposed insight(s): verified "
+               f"{summary.count('verified')}, retired {summary.count('retired')}, left candidates "
+               f"{summary.count('candidate')}" + (f", already verified {summary.count('already verified')}"
+                                                  if summary.count("already verified") else "") + ".")
+    for line in table(summary):
+        click.echo(line)
+
+
 @library.command("rebuild-index")
 @_settings_options
 @_errors
