@@ -10,6 +10,7 @@ problems ``CHECK`` names.
 
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 
@@ -194,6 +195,27 @@ def test_read_offers_refuses_a_bad_file_naming_the_fix(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(InputError, match="holds no insight"):
         read_offers(tmp_path / "empty.jsonl")
+
+
+def test_a_person_can_write_a_proposal_in_the_short_form(tmp_path):
+    path = tmp_path / "short.jsonl"
+    line = {"stage": "general formulation", "level1": "objective", "level2": "goal sense",
+            "condition": "when the text asks for the least cost", "explanation": "minimize the cost",
+            "example": "wrong: sense=maximize right: sense=minimize", "note": "was a text rewrite",
+            "definition": "which way the objective goes"}
+    path.write_text(json.dumps(line) + "\n\n" + json.dumps({**line, "condition": "when it asks for the most profit",
+                                                            "example": None} | {"example": ""}) + "\n")
+    first, second = read_offers(path)
+    assert (first.line, second.line) == (1, 3)
+    assert first.draft.condition == "when the text asks for the least cost" and first.note == "was a text rewrite"
+    assert first.draft.label.level2 == "goal sense" and first.definition == "which way the objective goes"
+    assert second.draft.example == ""
+    path.write_text(json.dumps({**line, "stage": "cooking"}) + "\n")
+    with pytest.raises(InputError, match=r"line 1: stage: .*nothing was added"):
+        read_offers(path)
+    path.write_text(json.dumps({**line, "advice": "x"}) + "\n")
+    with pytest.raises(InputError, match=r"line 1: unknown keys \['advice'\]"):
+        read_offers(path)
 
 
 # -- through the CLI ----------------------------------------------------------------------------

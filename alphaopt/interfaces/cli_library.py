@@ -295,8 +295,9 @@ def library_import(path: Path, home: Path | None) -> None:
 def library_propose(path: Path, limit: int, solves: int, **kwargs: Any) -> None:
     """Offer insights in FILE and verify them on the training problems held with answers.
 
-    FILE is JSONL in the form `alphaopt library export` writes (a header line optional). Each
-    insight is added as a candidate and checked as learned ones are, on the problems retrieval
+    FILE is JSONL, one insight a line: {"stage", "level1", "level2", "condition", "explanation",
+    "example", "note", "definition"} (the last three optional), or as `alphaopt library export`
+    writes it. Each insight is added as a candidate and checked as learned ones are, on the problems retrieval
     recalls it for (at most --limit): k solves without it, with it and with a placebo lesson. It
     is verified when it turns at least one problem right and none wrong; retired when it turns
     any problem wrong that was right without it; otherwise (or when no problem recalls it) it

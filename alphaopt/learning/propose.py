@@ -3,9 +3,15 @@
 Run with: alphaopt library propose proposals.jsonl --limit 6
 
 Modeling knowledge does not need to be hard-wired in code (a text heuristic, a prompt line): it
-can be offered to the library and kept only if it helps. The file holds insights in the form
-``alphaopt library export`` writes (label, condition, explanation, example; a header line is
-optional). The file's ids, statuses, provenance, history and timestamps are not kept: each
+can be offered to the library and kept only if it helps. The file holds one insight a line,
+either in the short form a person writes::
+
+    {"stage": "general formulation", "level1": "objective", "level2": "goal sense",
+     "condition": "when ...", "explanation": "...", "example": "wrong: ... right: ...",
+     "note": "why it is offered", "definition": "what the label covers (for a new label)"}
+
+(``example``, ``note`` and ``definition`` optional), or in the form ``alphaopt library export``
+writes (a header line optional). An export's ids, statuses, provenance, history and timestamps are not kept: each
 offered insight is added as a new candidate (one transaction for the whole file) whose evidence
 says ``origin: "proposed"``, with the file's id as ``proposed_as`` and its ``note`` (the
 record's ``provenance.evidence.note``, else its ``reason``). An offer whose label and text are
@@ -45,6 +51,7 @@ A verified proposal is not merged with near-duplicates here (``alphaopt library 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,7 +72,9 @@ from library import ImportLineError, Insight, InsightDraft, Status, Task, jsonl
 ORIGIN = "proposed"
 VERIFIED, RETIRED, CANDIDATE, ALREADY = "verified", "retired", "candidate", "already verified"
 NOTHING_TO_CHECK = "no training problem recalls it: nothing to check it on"
-FORMAT = "each line one insight as `alphaopt library export` writes it, a header line optional"
+FORMAT = ("each line one insight: {stage, level1, level2, condition, explanation, example?, note?, definition?}, "
+          "or as `alphaopt library export` writes it")
+_SHORT_KEYS = {"stage", "level1", "level2", "condition", "explanation", "example", "note", "definition"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ def read_offers(path: Path) -> list[Offer]:
     """
     if not path.is_file():
         raise InputError(f"{path}: no such file. Give a JSONL file of proposed insights ({FORMAT}).")
+    short = _short_form(path)
+    if short is not None:
+        return short
     try:
         _, records = jsonl.read(path)
         offers = [Offer(number, InsightDraft(stage=r.stage, level1=r.level1, level2=r.level2, condition=r.condition,
@@ -103,6 +115,37 @@ def read_offers(path: Path) -> list[Offer]:
         raise InputError(f"{path} is not UTF-8 text. Give a JSONL file of proposed insights ({FORMAT}).") from None
     if not offers:
         raise InputError(f"{path} holds no insight. Give a JSONL file of proposed insights ({FORMAT}).")
+    return offers
+
+
+def _short_form(path: Path) -> list[Offer] | None:
+    """The offers of a file in the short form (every line an object with a condition and no
+    export fields), or None when it is not one (then it is read as an export).
+
+    Raises:
+        InputError: A short-form line that is not a valid insight (named), or an unknown key.
+    """
+    try:
+        lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        objects = [(n, json.loads(line)) for n, line in lines]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not objects or not all(isinstance(o, dict) and "condition" in o and "status" not in o and "id" not in o
+                              for _, o in objects):
+        return None
+    offers = []
+    for n, o in objects:
+        unknown = sorted(set(o) - _SHORT_KEYS)
+        if unknown:
+            raise InputError(f"{path}, line {n}: unknown keys {unknown} ({FORMAT}); nothing was added.")
+        try:
+            draft = InsightDraft(**{k: o[k] for k in ("stage", "level1", "level2", "condition", "explanation",
+                                                      "example") if k in o})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise InputError(f"{path}, line {n}: {'.'.join(str(p) for p in problem['loc']) or 'the insight'}: "
+                             f"{problem['msg']} ({FORMAT}); nothing was added.") from None
+        offers.append(Offer(n, draft, draft.level2, str(o.get("definition") or ""), f"line {n}", _note(o.get("note"))))
     return offers
 
 
