@@ -24,8 +24,15 @@ PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3, x and y 
 
 @pytest.fixture
 def agent(settings, runner, fake_llm):
-    """The shipped defaults: the program is written directly, with the text's rewrites on."""
+    """The shipped defaults: the program is written directly, with the shipped text rewrites."""
     with Agent(settings, llm=fake_llm, runner=runner) as a:
+        yield a
+
+
+@pytest.fixture
+def patching(settings, runner, fake_llm):
+    """Every text rewrite on, the patch signs included (off by default: see config.text_rewrites)."""
+    with Agent(settings.with_experimental(text_rewrites=True), llm=fake_llm, runner=runner) as a:
         yield a
 
 
@@ -438,9 +445,9 @@ WITH_CHAIR_LIMIT = NO_CHAIR_LIMIT.replace("    return model",
 SOLD = "```python\nmodel.sold = pyo.Constraint(expr=model.chairs <= 12)\n```"
 
 
-def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(agent, fake_llm):
+def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(patching, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD)
-    solution = agent.solve(FURNITURE)
+    solution = patching.solve(FURNITURE)
     assert fake_llm.prompt_names == ["write_program", "patch_unused"]
     prompt = fake_llm.calls[1].user
     assert 'never uses this part of the problem: "At most 12 chairs can be sold." (the number 12)' in prompt
@@ -455,9 +462,9 @@ def test_an_optimal_program_that_leaves_a_number_unused_gets_the_line_for_it(age
             "  added: model.sold = pyo.Constraint(expr=model.chairs <= 12)") in render_solution(solution)
 
 
-def test_the_optimum_stands_when_the_patched_program_fails(agent, fake_llm):
+def test_the_optimum_stands_when_the_patched_program_fails(patching, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT, SOLD.replace("model.chairs", "model.chair"))
-    solution = agent.solve(FURNITURE)
+    solution = patching.solve(FURNITURE)
     assert fake_llm.prompt_names == ["write_program", "patch_unused"]  # no repair of the patch
     assert [a.status for a in solution.attempts] == ["optimal", "error"]
     assert solution.status == "optimal" and solution.objective == pytest.approx(200)
@@ -467,10 +474,10 @@ def test_the_optimum_stands_when_the_patched_program_fails(agent, fake_llm):
     assert "against the text (not used: the first optimum stood):\n  added: model.sold" in render_solution(solution)
 
 
-def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(agent, fake_llm):
+def test_the_optimum_stands_when_the_patch_leaves_more_numbers_unused(patching, fake_llm):
     fake_llm.enqueue(NO_CHAIR_LIMIT,
                      "```python\nmodel.hours = pyo.Constraint(expr=model.chairs + 2 * model.tables <= 50)\n```")
-    solution = agent.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
+    solution = patching.solve(FURNITURE)  # the line replaced model.hours; now 40 is unused too
     assert solution.attempts[1].fixes[0].startswith("replaced: model.hours")
     assert solution.objective == pytest.approx(200) and "<= 40" in solution.program
 
@@ -482,7 +489,7 @@ def test_a_line_is_asked_for_each_unused_number_but_not_when_too_many_are_unused
                               "\n```"]),
                          (1, [bare])):
         fake_llm.calls.clear()
-        with Agent(load_settings(home=settings.home, experimental={"max_unused_patches": cap}),
+        with Agent(load_settings(home=settings.home, experimental={"max_unused_patches": cap, "text_rewrites": True}),
                    llm=fake_llm, runner=runner) as agent:
             fake_llm.enqueue(*replies)
             solution = agent.solve(FURNITURE)
@@ -506,11 +513,11 @@ model.need = pyo.Constraint(expr=model.seniors + model.juniors >= 40)
 """)  # minimizes the wages: 4000, where the count asked for is 40
 
 
-def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(agent, fake_llm):
+def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective_line(patching, fake_llm):
     fake_llm.enqueue(WAGES,
                      "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)"
                      "\n```")
-    solution = agent.solve(WORKERS)
+    solution = patching.solve(WORKERS)
     assert fake_llm.prompt_names == ["write_program", "patch_objective"]
     prompt = fake_llm.calls[1].user
     assert "minimizes `300 * model.seniors + 100 * model.juniors`" in prompt
@@ -523,7 +530,7 @@ def test_an_objective_that_weights_a_count_to_minimize_gets_the_models_objective
 
 
 def test_with_the_formulate_step_the_patched_program_runs_too(settings, runner, fake_llm):
-    with Agent(settings.with_experimental(formulate=True), llm=fake_llm, runner=runner) as agent:
+    with Agent(settings.with_experimental(formulate=True, text_rewrites=True), llm=fake_llm, runner=runner) as agent:
         fake_llm.enqueue(FORMULATION, NO_CHAIR_LIMIT, SOLD)
         solution = agent.solve(FURNITURE)
     assert fake_llm.prompt_names == ["formulate", "write_program", "patch_unused"]
@@ -536,10 +543,12 @@ def test_a_program_that_uses_every_number_is_not_diagnosed(agent, fake_llm):
     assert fake_llm.prompt_names == ["write_program"]
 
 
-def test_the_text_rewrites_are_on_by_default_and_one_switch_turns_them_off(settings, runner, fake_llm, monkeypatch):
-    assert ExperimentalSettings.model_fields["text_rewrites"].default is True
+def test_only_the_bound_rewrite_ships_and_one_switch_sets_them_all(settings, runner, fake_llm, monkeypatch):
+    # measured on training problems they were not written from: only "bounds" helped
+    assert ExperimentalSettings().rewrites == {"bounds"}
     wrong_sense = WITH_CHAIR_LIMIT.replace("sense=pyo.maximize", "sense=pyo.minimize")  # optimum 0
-    with Agent(settings, llm=fake_llm, runner=runner) as agent:
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "1")
+    with Agent(load_settings(home=settings.home), llm=fake_llm, runner=runner) as agent:
         fake_llm.enqueue(wrong_sense)
         solution = agent.solve(FURNITURE)
     assert solution.objective == pytest.approx(172) and "sense to maximize" in solution.attempts[0].fixes[0]
@@ -554,3 +563,10 @@ def test_the_text_rewrites_are_on_by_default_and_one_switch_turns_them_off(setti
     assert fake_llm.prompt_names == ["write_program", "write_program", "diagnose_program"]
     assert solution.attempts[0].fixes == [] and "sense=pyo.minimize" in solution.program
     assert solution.objective == pytest.approx(0)
+    monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES")
+    fake_llm.calls.clear()
+    with Agent(load_settings(home=settings.home), llm=fake_llm, runner=runner) as agent:  # the shipped default
+        fake_llm.enqueue(NO_CHAIR_LIMIT, wrong_sense, wrong_sense)
+        assert agent.solve(FURNITURE).objective == pytest.approx(200)  # no line asked for the unused number
+        assert agent.solve(FURNITURE).objective == pytest.approx(0)  # the sense is the model's
+    assert fake_llm.prompt_names == ["write_program", "write_program", "diagnose_program"]

@@ -41,7 +41,7 @@ def test_experimental_knobs_keep_the_same_precedence_knob_by_knob(tmp_path, monk
     knobs = load_settings().experimental
     assert (knobs.seed, knobs.formulate) == (5, True)  # env beats file, the file's other knob stays
     knobs = load_settings(experimental={"seed": 9, "text_rewrites": None}).experimental
-    assert (knobs.seed, knobs.formulate, knobs.text_rewrites) == (9, True, True)  # flag beats env; None keeps it
+    assert (knobs.seed, knobs.formulate, knobs.text_rewrites) == (9, True, ["bounds"])  # flag beats env; None keeps it
     changed = load_settings().with_experimental(formulate=False)
     assert changed.experimental.formulate is False and changed.experimental.seed == 5
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", '["sense", "unused"]')

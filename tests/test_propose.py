@@ -285,3 +285,15 @@ def test_propose_refuses_bad_input_with_one_line_and_adds_nothing(tmp_path, cli_
         with LibraryStore(place / "library.db") as store:
             assert store.list(status=None) == [] and store.runs() == []
     assert cli_llm.calls == []
+
+
+def test_the_text_rewrites_that_do_not_ship_are_offered_to_the_library():
+    from pathlib import Path
+
+    from alphaopt.config import REWRITES, SHIPPED_REWRITES
+
+    path = Path(__file__).resolve().parent.parent / "library" / "proposals" / "text_rewrites.jsonl"
+    offers = read_offers(path)
+    named = {re.search(r"'(\w+)'", o.note or "").group(1) for o in offers}  # type: ignore[union-attr]
+    assert named == set(REWRITES) - set(SHIPPED_REWRITES)
+    assert all(o.draft.example and o.definition for o in offers)

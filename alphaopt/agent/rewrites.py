@@ -1,7 +1,11 @@
 """The program rewrites that follow from what the problem text says (``reading.Reading``), behind
-one switch: ``ExperimentalSettings.text_rewrites`` (all on by default; off, or a list of the
-names in ``config.REWRITES``), so that a benchmark can run with and without each of them
-(``benchmarks/experiments/rewrites_ab.py``).
+one switch: ``ExperimentalSettings.text_rewrites`` (all, none, or a list of the names in
+``config.REWRITES``), so that a benchmark can run with and without each of them
+(``benchmarks/experiments/rewrites_ab.py``). Only ``bounds`` ships on: measured on training
+problems none of them was written from, it turned one answer right and none wrong, while the
+others changed no answer (``benchmarks/README.md``, "Text rewrites"); what they know is offered
+to the library instead (``library/proposals/text_rewrites.jsonl``, ``alphaopt library propose``)
+and their code stays here for measuring them again.
 
 Two rewrites change the program before it runs, only where the text is unambiguous:
 
