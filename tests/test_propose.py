@@ -162,7 +162,12 @@ def test_a_proposal_that_changes_nothing_stays_a_candidate_and_the_limit_caps_th
     summary = home.proposer(limit=2).propose(read_offers(proposals(home.path, IDLE)), source="offers.jsonl")
     insight = home.store.get("I0001")
     assert insight.status == Status.CANDIDATE
-    assert summary.outcomes[0].checked == ["toy_train/t1", "toy_train/t2"]  # t3 recalls it too: over the limit
+    # all three recall it: the limit keeps the two whose texts are nearest to its condition
+    tasks = home.store.tasks()
+    embed = home.index.embedder.embed
+    near = embed([t.text for t in tasks]) @ embed([insight.condition])[0]
+    nearest = [tasks[i].id for i in sorted(range(len(tasks)), key=lambda i: -float(near[i]))[:2]]
+    assert summary.outcomes[0].checked == nearest and len(tasks) == 3
     assert (summary.outcomes[0].wins, summary.outcomes[0].losses) == ([], [])
     assert insight.reason == "turned none of the 2 checked training problem(s) right (nor wrong)"
 

@@ -23,8 +23,8 @@ Each candidate is then checked on the training problems the library holds with a
 1. **recall**: retrieval runs on each problem's text as a user's solve gets it (labels, vector
    recall, the source gate, the applicability check), on a scratch copy of the library in which
    the candidate is verified (``alphaopt.learning.scratch``); the first ``limit`` problems
-   (by id) that retrieval chooses it for are checked on. A candidate no problem recalls stays a
-   candidate: there is nothing to check it on.
+   that retrieval chooses it for, the nearest to its condition first, are checked on. A
+   candidate no problem recalls stays a candidate: there is nothing to check it on.
 2. **check**: on each such problem, the learner's counterfactual check
    (``alphaopt.learning.verify``): ``k`` solves without it, with it, and with a placebo lesson.
    It **wins** a problem when the check accepts it there (with it beats without it and the
@@ -353,13 +353,22 @@ class Proposer:
         scratch.store.import_jsonl(io.StringIO(jsonl.dump_line(record)))  # under the same id
         scratch.index.upsert([scratch.store.get(insight.id)])
         found: list[Task] = []
-        for task in tasks:
+        for task in self._nearest_first(insight, tasks):
             if len(found) == self.config.limit:
                 break
             near = any(i.id == insight.id for i in scratch.retriever.candidates(task.text))
             if near and scratch.chooses(insight.id, task, self.learner.ledger, run_id):
                 found.append(task)
         return found
+
+    def _nearest_first(self, insight: Insight, tasks: Sequence[Task]) -> list[Task]:
+        """The problems ordered by how near their text is to the insight's condition (then by id), so
+        that the limit keeps those the insight speaks to most, from whichever split."""
+        embed = self.index.embedder.embed
+        vectors = embed([t.text for t in tasks])
+        scores = vectors @ embed([insight.condition])[0]
+        order = sorted(range(len(tasks)), key=lambda i: (-float(scores[i]), tasks[i].id))
+        return [tasks[i] for i in order]
 
     def _check_on(self, insight: Insight, task: Task, run_id: str, criterion: Criterion) -> Verdict:
         """The counterfactual check on one problem, with the "with" solves completed where the
