@@ -25,14 +25,9 @@ from alphaopt.learning.learn import LearnConfig, Learner
 from alphaopt.learning.propose import NOTHING_TO_CHECK, ProposeConfig, Proposer, read_offers, table
 from library import InsightDraft, LibraryStore, Status
 from tests.fakes import FORMULATION, LP_REPLY, WRONG_LP_REPLY, ThreadSafeLLM
+from tests.test_evolve import TEXTS as EVOLVE_TEXTS
 
-MATH = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
-TEXTS = {
-    "t1": "A furniture plant makes chairs (x) and tables (y) from wood and labour. " + MATH,
-    "t2": ("A hospital kitchen plans how many litres of soup (x) and of broth (y) to cook for the wards tonight, "
-           "within its stock of vegetables and the hours of its cooks. " + MATH),
-    "t3": "A furniture plant makes desks (x) and shelves (y) from wood and labour. " + MATH,
-}
+TEXTS = {name: EVOLVE_TEXTS[name] for name in ("t1", "t2", "t3")}  # two furniture plants and a kitchen
 RIGHT_WITHOUT = {"t1": False, "t2": True, "t3": True}
 HELP = "the text gives an upper limit on a single decision variable"
 HARM = "the text names a product made from wood"

@@ -85,14 +85,16 @@ model.obj = pyo.Objective(expr=model.x, sense=SENSE)
     assert prepare(chosen, Reading(sense="maximize")) == (chosen, [])
 
 
-def test_the_switch_turns_every_text_rewrite_off_and_leaves_the_mechanical_fixes():
-    code = extract_code(program("""
+AT_MOST_2000 = """
 model = pyo.ConcreteModel()
 model.x = pyo.Var(domain=pyo.NonNegativeReals)
 model.obj = pyo.Objective(expr=3 * model.x, sense=pyo.maximize)
 model.cap = pyo.Constraint(expr=model.x <= 2000)
-print(model)
-"""))
+"""  # for a text that asks for at least 2000 at the least cost: both the sense and the bound are off
+
+
+def test_the_switch_turns_every_text_rewrite_off_and_leaves_the_mechanical_fixes():
+    code = extract_code(program(AT_MOST_2000 + "print(model)\n"))
     reading = read("At least 2000 units must be made. Minimize the cost.")
     on, on_fixes = prepare(code, reading)
     assert "sense=pyo.minimize" in on and "model.x >= 2000" in on and len(on_fixes) == 3
@@ -131,12 +133,7 @@ def test_unused_quantities_want_a_patch_only_up_to_the_cap():
 
 
 def test_each_rewrite_has_its_own_name_in_the_one_switch():
-    code = extract_code(program("""
-model = pyo.ConcreteModel()
-model.x = pyo.Var(domain=pyo.NonNegativeReals)
-model.obj = pyo.Objective(expr=3 * model.x, sense=pyo.maximize)
-model.cap = pyo.Constraint(expr=model.x <= 2000)
-"""))
+    code = extract_code(program(AT_MOST_2000))
     reading = read("At least 2000 units must be made. Minimize the cost.")
     sense_only, fixes = prepare(code, reading, enabled=["sense"])
     assert "sense=pyo.minimize" in sense_only and "model.x <= 2000" in sense_only and len(fixes) == 1
