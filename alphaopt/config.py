@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -62,7 +62,7 @@ def _settings_file() -> dict[str, Any]:
 Rewrite = Literal["sense", "bounds", "counted", "unused"]
 #: The text rewrites (``alphaopt.agent.rewrites``): the objective's sense, a bound's direction, a
 #: patch for a weighted count to minimize, a patch for each quantity the program leaves out.
-REWRITES: tuple[Rewrite, ...] = ("sense", "bounds", "counted", "unused")
+REWRITES: tuple[Rewrite, ...] = get_args(Rewrite)
 #: Those on by default: the ones that helped on training problems they were not written from.
 SHIPPED_REWRITES: tuple[Rewrite, ...] = ("bounds",)
 

@@ -243,7 +243,7 @@ def _is_within(path: str, parent: str) -> bool:
 def _mount_plan() -> tuple[list[str], list[str]]:
     """Directories to hide behind tmpfs, and paths to bind back inside them."""
     needed = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-              os.path.dirname(_python_inside()), os.path.dirname(os.path.realpath(sys.executable)),
+              os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
               *_package_paths()}
     needed_real = sorted({os.path.realpath(p) for p in needed if p})
     candidates = [*_ALWAYS_HIDDEN, os.path.expanduser("~"), PROJECT_DIR, os.getcwd()]

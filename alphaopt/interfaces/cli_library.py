@@ -297,15 +297,15 @@ def library_propose(path: Path, limit: int, solves: int, **kwargs: Any) -> None:
 
     FILE is JSONL, one insight a line: {"stage", "level1", "level2", "condition", "explanation",
     "example", "note", "definition"} (the last three optional), or as `alphaopt library export`
-    writes it. Each insight is added as a candidate and checked as learned ones are, on the problems retrieval
-    recalls it for (at most --limit): k solves without it, with it and with a placebo lesson. It
-    is verified when it turns at least one problem right and none wrong; retired when it turns
+    writes it. Each insight is added as a candidate and checked as learned ones are, on the
+    problems retrieval recalls it for (at most --limit): k solves without it, with it and with a
+    placebo lesson. It is verified when it turns at least one problem right and none wrong; retired when it turns
     any problem wrong that was right without it; otherwise (or when no problem recalls it) it
     stays a candidate, with the evidence and why. Prints each check, then a table of outcomes."""
     from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
     from alphaopt.learning.learn import LearnConfig, Learner
-    from alphaopt.learning.propose import ProposeConfig, Proposer, answered_tasks, read_offers, table
+    from alphaopt.learning.propose import ProposeConfig, Proposer, read_offers, table
 
     signal.signal(signal.SIGTERM, _interrupt)
     offers = read_offers(path)  # a bad file stops here, before the library is touched
@@ -315,7 +315,6 @@ def library_propose(path: Path, limit: int, solves: int, **kwargs: Any) -> None:
     with solver_runner(settings) as runner:
         learner = Learner(settings, store, index, OpenAIClient(settings, open_run_log(settings)), runner,
                           LearnConfig(k=solves))
-        answered_tasks(learner)  # refused before any run starts when there is nothing to check on
         summary = Proposer(learner, ProposeConfig(limit=limit)).propose(offers, source=path.name, command=command,
                                                                         on_event=click.echo)
     click.echo(f"Run {summary.run_id}: {len(summary.outcomes)} proposed insight(s): verified "

@@ -213,6 +213,7 @@ class Proposer:
         # solves that do not depend on the candidate, per problem: dropped when one is verified (the
         # library, and so what the other arms retrieve, changed)
         self._without: dict[str, list[Solution]] = {}
+        self._task_vectors: dict[str, Any] = {}  # each problem's text embedded once per run
         self._placebos: dict[str, dict[tuple[str, ...], list[Solution]]] = {}
 
     def propose(self, offers: Sequence[Offer], *, source: str = "", command: str = "",
@@ -365,9 +366,12 @@ class Proposer:
         """The problems ordered by how near their text is to the insight's condition (then by id), so
         that the limit keeps those the insight speaks to most, from whichever split."""
         embed = self.index.embedder.embed
-        vectors = embed([t.text for t in tasks])
-        scores = vectors @ embed([insight.condition])[0]
-        order = sorted(range(len(tasks)), key=lambda i: (-float(scores[i]), tasks[i].id))
+        missing = [t for t in tasks if t.id not in self._task_vectors]
+        if missing:
+            self._task_vectors.update(zip([t.id for t in missing], embed([t.text for t in missing]), strict=True))
+        condition = embed([insight.condition])[0]
+        scores = [float(self._task_vectors[t.id] @ condition) for t in tasks]
+        order = sorted(range(len(tasks)), key=lambda i: (-scores[i], tasks[i].id))
         return [tasks[i] for i in order]
 
     def _check_on(self, insight: Insight, task: Task, run_id: str, criterion: Criterion) -> Verdict:

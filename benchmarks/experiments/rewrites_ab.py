@@ -35,7 +35,7 @@ from benchmarks.scoring import Tolerance
 
 def arm(items: list[Any], name: str, rewrites: list[str] | bool, progress: bool) -> list[dict[str, Any]]:
     """One arm: ``benchmarks.run`` on the items with these rewrites on, into ``results/<name>``."""
-    settings = load_settings(use_library=False).with_experimental(text_rewrites=rewrites)
+    settings = load_settings().with_experimental(text_rewrites=rewrites)
     out_dir = RESULTS / name
     agent = bench_agent(settings, out_dir, None)
     try:
