@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from alphaopt.agent.retrieval import LibraryRetriever
-from alphaopt.config import load_settings
+from alphaopt.config import STARTER_LIBRARY, load_settings
 from benchmarks import registry
 from benchmarks.run import select_items
 
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--library", default="starter", help="'starter' or a path to a library JSONL export")
     parser.add_argument("--out", type=Path, help="write the reached items here, one JSONL file per dataset")
     args = parser.parse_args(argv)
-    library = load_settings().starter_library if args.library == "starter" else Path(args.library)
-    if library is None or not Path(library).is_file():
+    library = STARTER_LIBRARY if args.library == "starter" else Path(args.library)
+    if not library.is_file():
         raise SystemExit(f"--library: no library file at {library}; give a JSONL export or 'starter'.")
     items = select_items(args.dataset)
     with tempfile.TemporaryDirectory() as home:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from alphaopt.agent.run import Agent
+from alphaopt.config import STARTER_LIBRARY
 from benchmarks import honesty, registry
 from benchmarks.report import stats, write_summary
 from benchmarks.run import run
@@ -300,3 +301,5 @@ def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path
     assert "1 of 2 items have a candidate insight" in capsys.readouterr().out
     written = [json.loads(line) for line in (tmp_path / "out" / "toy_test.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"]) for r in written] == [("near", 9)]
+    reach.main(["--dataset", str(data), "--library", "starter"])  # the shipped library
+    assert f"of 2 items have a candidate insight from {STARTER_LIBRARY}" in capsys.readouterr().out
