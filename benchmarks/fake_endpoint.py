@@ -1,11 +1,12 @@
-"""A fake OpenAI-compatible chat endpoint on 127.0.0.1: scripted replies, a fixed latency.
+"""A fake OpenAI-compatible chat endpoint on 127.0.0.1: scripted replies, faults, a latency.
 
-The scale-out benchmark (``benchmarks/scaleout.py``) and the cluster tests point alphaopt at it
-with ``base_url``: Dask workers in other processes then call it through the real client, the
-way they would call a model server. Nothing else is faked: the solver, the sandbox and the
-databases are real.
+The one fake model server of the project. Tests, the fault-injection benchmark
+(``benchmarks/faults.py``) and the scale-out benchmark (``benchmarks/scaleout.py``) point
+alphaopt at it with ``base_url``: the real client then calls it over HTTP, from this process or
+from Dask workers in others, the way it calls a model server. Nothing else is faked: the
+solver, the sandbox and the databases are real.
 
-Run with: python -m benchmarks.fake_endpoint --latency 0.5   (serves LP_REPLY-style answers until Ctrl-C)
+Run with: python -m benchmarks.fake_endpoint --latency 0.5   (serves LP_PROGRAM until Ctrl-C)
 """
 
 from __future__ import annotations
@@ -19,7 +20,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Message = dict[str, str]
-Route = Callable[[list[Message]], str]
+
+
+@dataclass
+class Raw:
+    """An HTTP answer as it is: a status, a body, a content type, and a delay in seconds before
+    it is sent (longer than the client's timeout: a timeout)."""
+
+    status: int = 200
+    body: bytes | str = b""
+    content_type: str = "application/json"
+    delay: float = 0.0
+
+
+#: ``route(request body)``: the completion's text, or a ``Raw`` answer (an HTTP error, garbage, a delay).
+Route = Callable[[dict[str, Any]], "str | Raw"]
+
+
+def completion_body(text: str | None, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict[str, Any]:
+    """An OpenAI chat completion holding ``text`` (``None``: no content at all)."""
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
 
 
 def problem_of(messages: list[Message]) -> str:
@@ -31,16 +56,16 @@ def problem_of(messages: list[Message]) -> str:
 
 @dataclass
 class FakeEndpoint:
-    """Answers ``POST /v1/chat/completions`` with ``route(messages)`` after ``latency_s``.
+    """Answers ``POST /v1/chat/completions`` with ``route(body)`` after ``latency_s``.
 
     ``requests`` keeps every request body, ``most_in_flight`` the most answered at once. A route
-    that raises makes that request fail with HTTP 500. Use as a context manager (or ``start``
-    and ``close``); ``url`` is the ``base_url`` to give alphaopt.
+    that raises makes that request fail with HTTP 500; a ``Raw`` reply is sent as it is, after
+    its delay. Use as a context manager (or ``start`` and ``close``); ``url`` is the
+    ``base_url`` to give alphaopt.
     """
 
     route: Route
     latency_s: float = 0.0
-    model: str = "fake"
     requests: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
@@ -62,19 +87,25 @@ class FakeEndpoint:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                status, answer = endpoint._answer(self.path, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                raw = endpoint._answer(self.path, body)
+                time.sleep(raw.delay)
+                data = raw.body.encode() if isinstance(raw.body, str) else raw.body
+                try:
+                    self.send_response(raw.status)
+                    self.send_header("Content-Type", raw.content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("retry-after-ms", "10")  # a client's retry after a 429 or 5xx waits little
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting (a timeout): nobody reads the answer
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._server.block_on_close = False  # type: ignore[attr-defined]
         threading.Thread(target=self._server.serve_forever, name="fake-endpoint", daemon=True).start()
         return self
 
@@ -96,31 +127,32 @@ class FakeEndpoint:
         with self._lock:
             return [problem_of(r.get("messages", [])) for r in self.requests]
 
-    def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def user_texts(self) -> list[str]:
+        """The last user message of each request so far, in arrival order."""
+        with self._lock:
+            return [r["messages"][-1]["content"] for r in self.requests]
+
+    def _answer(self, path: str, body: dict[str, Any]) -> Raw:
         if not path.rstrip("/").endswith("/chat/completions"):
-            return 404, {"error": {"message": f"{path} is not served here", "type": "invalid_request_error"}}
+            error = {"message": f"{path} is not served here", "type": "invalid_request_error"}
+            return Raw(status=404, body=json.dumps({"error": error}))
         with self._lock:
             self.requests.append(body)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             time.sleep(self.latency_s)
-            messages = body.get("messages", [])
-            try:
-                text = self.route(messages)
-            except Exception as exc:  # noqa: BLE001 - a route's failure is this request's HTTP 500
-                return 500, {"error": {"message": f"route failed: {exc!r}", "type": "server_error"}}
+            reply = self.route(body)
+        except Exception as exc:  # noqa: BLE001 - a route's failure is this request's HTTP 500
+            return Raw(status=500, body=json.dumps({"error": {"message": f"route failed: {exc!r}",
+                                                              "type": "server_error"}}))
         finally:
             with self._lock:
                 self.in_flight -= 1
-        prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4
-        return 200, {
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4,
-                      "total_tokens": prompt_tokens + len(text) // 4},
-        }
+        if isinstance(reply, Raw):
+            return reply
+        prompt = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
+        return Raw(body=json.dumps(completion_body(reply, prompt, len(reply) // 4)))
 
 
 LP_PROGRAM = """```python
@@ -144,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.5, help="Seconds before each reply.")
     args = parser.parse_args()
-    with FakeEndpoint(lambda _messages: LP_PROGRAM, latency_s=args.latency) as endpoint:
+    with FakeEndpoint(lambda _body: LP_PROGRAM, latency_s=args.latency) as endpoint:
         print(f"Serving at {endpoint.url} (model 'fake'); Ctrl-C stops it.", flush=True)
         try:
             threading.Event().wait()

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.fakes import FakeEndpoint, Raw, completion_body
+from benchmarks.fake_endpoint import FakeEndpoint, Raw, completion_body
 
 FAULTS = ("http_429", "http_500", "timeout", "garbage", "empty")
 _PROBLEM = re.compile(
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     with FakeEndpoint(route) as endpoint:
         kill_at: int | None = max(1, int(args.kill_at * args.problems))
         for _ in range(args.max_reruns + 1):
-            code, wall, (below, strays) = run_batch(args, endpoint.base_url, work, kill_at, deadline)
+            code, wall, (below, strays) = run_batch(args, endpoint.url, work, kill_at, deadline)
             runs.append({"exit": code, "wall_s": round(wall, 1), "lines_after": _line_count(work / "out.jsonl"),
                          "processes_below": below, "strays": strays})
             kill_at = None

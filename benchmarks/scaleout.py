@@ -90,7 +90,7 @@ def main() -> None:
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip() and int(t) > 0]
     rows: list[dict[str, Any]] = []
-    with FakeEndpoint(lambda _messages: LP_PROGRAM, latency_s=args.latency) as endpoint:
+    with FakeEndpoint(lambda _body: LP_PROGRAM, latency_s=args.latency) as endpoint:
         for w in worker_counts:
             rows.append(measure(f"dask local:{w}", endpoint, args.problems, cluster=f"local:{w}", concurrency=1,
                                 workers=w))

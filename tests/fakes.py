@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -174,88 +173,3 @@ class ThreadSafeLLM:
                 parsed = None
         return LLMResult(text=reply, input_tokens=10, output_tokens=len(reply) // 4, latency_ms=1.0,
                          call_id="fake", parsed=parsed, model="scripted")
-
-
-@dataclass
-class Raw:
-    """An HTTP answer of a ``FakeEndpoint`` as it is: a status, a body, a content type, and a delay
-    in seconds before it is sent (longer than the client's timeout: a timeout)."""
-
-    status: int = 200
-    body: bytes | str = b""
-    content_type: str = "application/json"
-    delay: float = 0.0
-
-
-def completion_body(text: str | None, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict[str, Any]:
-    """An OpenAI chat completion holding ``text`` (``None``: no content at all)."""
-    return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
-
-
-EndpointReply = str | Raw
-
-
-class FakeEndpoint:
-    """An OpenAI-compatible chat endpoint served over real HTTP on 127.0.0.1, in threads.
-
-    ``route(request)`` gets each request's JSON body and returns the completion text (a str) or a
-    ``Raw`` answer (an HTTP error, garbage, a delay). Use it as a context manager; ``base_url``
-    is the ``/v1`` address to configure and ``requests`` the bodies received, in order.
-    """
-
-    def __init__(self, route: Callable[[dict[str, Any]], EndpointReply]) -> None:
-        import http.server
-
-        self.route = route
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        endpoint = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the name http.server calls
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                with endpoint._lock:
-                    endpoint.requests.append(body)
-                reply = endpoint.route(body)
-                raw = reply if isinstance(reply, Raw) else Raw(body=json.dumps(completion_body(reply)))
-                time.sleep(raw.delay)
-                data = raw.body.encode() if isinstance(raw.body, str) else raw.body
-                try:
-                    self.send_response(raw.status)
-                    self.send_header("content-type", raw.content_type)
-                    self.send_header("content-length", str(len(data)))
-                    self.send_header("retry-after-ms", "10")
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up waiting (a timeout): nobody reads the answer
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def user_texts(self) -> list[str]:
-        """The last user message of each request received."""
-        with self._lock:
-            return [r["messages"][-1]["content"] for r in self.requests]
-
-    def __enter__(self) -> FakeEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()

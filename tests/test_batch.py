@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from alphaopt import api
 from alphaopt.interfaces import cli
 from alphaopt.llm import client as llm_client
-from tests.fakes import FORMULATION, LP_REPLY, FakeEndpoint, Raw, ThreadSafeLLM, program
+from benchmarks.fake_endpoint import FakeEndpoint, Raw
+from tests.fakes import FORMULATION, LP_REPLY, ThreadSafeLLM, program
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
 
@@ -63,7 +64,7 @@ def test_bad_items_and_faults_become_their_lines_and_a_rerun_retries_only_them(t
 
     out = tmp_path / "out.jsonl"
     with FakeEndpoint(route) as endpoint:
-        args = [str(problems), "-o", str(out), "-c", "4", "--base-url", endpoint.base_url, "-m", "m"]
+        args = [str(problems), "-o", str(out), "-c", "4", "--base-url", endpoint.url, "-m", "m"]
         first = batch(*args)
         assert first.exit_code == 4, first.output
         assert "7 problems: 0 already" in first.stdout and "3 answered" in first.stdout

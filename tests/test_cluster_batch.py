@@ -63,7 +63,7 @@ def _lines(path: Path) -> list[dict]:
 def test_the_cli_batch_on_a_local_cluster_writes_each_problem_once_and_resumes(tmp_path, monkeypatch, databases,
                                                                                 chroma):
     library_url, runs_url = databases
-    with FakeEndpoint(lambda _messages: LP_PROGRAM, latency_s=0.2) as endpoint:
+    with FakeEndpoint(lambda _body: LP_PROGRAM, latency_s=0.2) as endpoint:
         for name, value in {"BASE_URL": endpoint.url, "MODEL": "fake", "RUNS_URL": runs_url, "USE_LIBRARY": "1",
                             "LIBRARY_URL": library_url, "CHROMA_URL": chroma}.items():
             monkeypatch.setenv(f"ALPHAOPT_{name}", value)
@@ -98,7 +98,7 @@ def _solve_in_thread(settings, items, address, outcomes):
 def test_a_worker_killed_mid_problem_has_its_problem_solved_elsewhere(tmp_path):
     """SIGKILL of a worker process while it waits on the endpoint: Dask runs the problem again on
     another worker, and the batch ends with every problem answered exactly once."""
-    with FakeEndpoint(lambda _messages: LP_PROGRAM, latency_s=1.5) as endpoint, \
+    with FakeEndpoint(lambda _body: LP_PROGRAM, latency_s=1.5) as endpoint, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as observer:
         settings = load_settings(home=tmp_path / "home", base_url=endpoint.url, model="fake")
@@ -137,8 +137,8 @@ def test_each_worker_builds_its_object_once_and_reuses_it(tmp_path):
 
 
 def test_a_failing_item_is_a_failure_line_not_a_failed_batch(tmp_path):
-    def route(messages):
-        if "Batch item bravo." in messages[-1]["content"]:
+    def route(body):
+        if "Batch item bravo." in body["messages"][-1]["content"]:
             raise RuntimeError("this one breaks the server")
         return LP_PROGRAM
     with FakeEndpoint(route) as endpoint:

@@ -14,6 +14,7 @@ import json
 import string
 import threading
 from collections import Counter
+from typing import Any
 
 import httpx2
 import pytest
@@ -71,9 +72,9 @@ def prompt_name(user: str) -> str | None:
     return best[1] if best else None
 
 
-def route(messages: list[dict[str, str]]) -> str:
+def route(body: dict[str, Any]) -> str:
     """The model's reply, from the prompt alone."""
-    user, words = messages[-1]["content"], problem_of(messages).split()
+    user, words = body["messages"][-1]["content"], problem_of(body["messages"]).split()
     plant = words[-2] if len(words) > 2 else ""
     name = prompt_name(user)
     taught = any(lesson["condition"] in user for lesson in (LESSON_A, LESSON_B, MERGED))

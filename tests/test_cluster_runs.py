@@ -76,7 +76,7 @@ def test_many_processes_opening_a_fresh_database_migrate_it_once(pg_url):
 
 def test_calls_are_logged_cached_and_listed_in_postgres(pg_url, tmp_path):
     replies = iter(["", "first", "second"])
-    with FakeEndpoint(lambda _messages: next(replies)) as endpoint:
+    with FakeEndpoint(lambda _body: next(replies)) as endpoint:
         settings = load_settings(home=tmp_path / "home", base_url=endpoint.url, model="fake", runs_url=pg_url,
                                  experimental={"max_retries": 0})
         log = open_run_log(settings)

@@ -17,7 +17,8 @@ from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
 from alphaopt.interfaces import cli
 from alphaopt.llm import client as llm_client
-from tests.fakes import FORMULATION, LP_REPLY, FakeEndpoint, Raw
+from benchmarks.fake_endpoint import FakeEndpoint, Raw
+from tests.fakes import FORMULATION, LP_REPLY
 
 PROBLEM = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6, x <= 3."
 
@@ -32,7 +33,7 @@ def _endpoint_allowed(monkeypatch, runner):
 
 
 def _settings(tmp_path, endpoint, **top):
-    return load_settings(home=tmp_path / "home", base_url=endpoint.base_url, model="m", api_key="k",
+    return load_settings(home=tmp_path / "home", base_url=endpoint.url, model="m", api_key="k",
                          experimental={"max_retries": 0, "formulate": True}, **top)
 
 
@@ -61,7 +62,7 @@ def test_a_fault_mid_run_ends_the_run_as_a_failure_and_the_rerun_asks_again(tmp_
 
 def test_solve_with_a_failing_endpoint_exits_1_with_one_line_and_no_traceback(tmp_path):
     with FakeEndpoint(lambda body: Raw(body="not json at all", content_type="text/plain")) as endpoint:
-        result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", endpoint.base_url, "-m", "m",
+        result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", endpoint.url, "-m", "m",
                                               "--home", str(tmp_path / "home")],
                                     env={"ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"})
     assert result.exit_code == 1, result.output
@@ -71,7 +72,7 @@ def test_solve_with_a_failing_endpoint_exits_1_with_one_line_and_no_traceback(tm
 
 def test_solve_that_times_out_exits_1_naming_the_setting(tmp_path):
     with FakeEndpoint(lambda body: Raw(body=json.dumps({}), delay=3.0)) as endpoint:
-        result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", endpoint.base_url, "-m", "m"],
+        result = CliRunner().invoke(cli.cli, ["solve", PROBLEM, "--base-url", endpoint.url, "-m", "m"],
                                     env={"ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0",
                                          "ALPHAOPT_REQUEST_TIMEOUT_S": "0.5"})
     assert result.exit_code == 1 and "did not answer within 0.5s" in result.stderr

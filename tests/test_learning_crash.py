@@ -1,7 +1,7 @@
 """A real ``alphaopt learn`` process killed with SIGKILL during a merge leaves the library as it
 was before the merge or as it is after it, never in between.
 
-The learner's model is a scripted OpenAI-compatible endpoint (``tests.fakes.FakeEndpoint``); the
+The learner's model is a scripted OpenAI-compatible endpoint (``benchmarks.fake_endpoint.FakeEndpoint``); the
 solver, SQLite and Chroma are real. The home holds two verified insights, one of them learned
 from ``t1``; learning ``t2`` (its near twin) verifies the same lesson again, which is then merged
 with the first and re-verified on both source problems. The endpoint kills the process at a
@@ -23,8 +23,9 @@ import pytest
 
 from alphaopt.agent.retrieval import open_library
 from alphaopt.config import load_settings
+from benchmarks.fake_endpoint import FakeEndpoint
 from library import InsightDraft, LibraryStore, Status
-from tests.fakes import LP_REPLY, WRONG_LP_REPLY, FakeEndpoint
+from tests.fakes import LP_REPLY, WRONG_LP_REPLY
 from tests.test_learn import CODE_DRAFT, DRAFT, PROBLEM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_a_learner_killed_during_a_merge_leaves_the_library_before_or_after_it(t
     data.write_text(json.dumps({"id": "t2", "description": PROBLEM + " (again)", "answer": 11}) + "\n")
     script = _Script(kill_at, delay)
     with FakeEndpoint(script) as endpoint:
-        env = {**os.environ, "ALPHAOPT_HOME": str(home), "ALPHAOPT_BASE_URL": endpoint.base_url,
+        env = {**os.environ, "ALPHAOPT_HOME": str(home), "ALPHAOPT_BASE_URL": endpoint.url,
                "ALPHAOPT_MODEL": "fake", "ALPHAOPT_API_KEY": "fake-key", "ALPHAOPT_USE_LIBRARY": "1",
                "ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY": "none", "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"}
         proc = subprocess.Popen([sys.executable, "-m", "alphaopt", "learn", str(data), "-k", "1", "--explore-tries",

@@ -13,16 +13,7 @@ from alphaopt.config import load_settings
 from alphaopt.errors import InputError, LLMError
 from alphaopt.llm.client import CallContext, OpenAIClient
 from alphaopt.llm.runlog import RunLog
-from tests.fakes import FakeEndpoint, Raw, completion_body
-
-
-def _completion(text: str, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict:
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
+from benchmarks.fake_endpoint import FakeEndpoint, Raw, completion_body
 
 
 class Server:
@@ -49,7 +40,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def test_call_is_logged_with_tokens_and_prompt(tmp_path):
-    server = Server((200, _completion("hello")))
+    server = Server((200, completion_body("hello")))
     client = _client(tmp_path, server)
     result = client.complete(MESSAGES, prompt_name="formulate", prompt_sha="abc", max_tokens=50,
                              context=CallContext(run_id="r1", node="formulate"))
@@ -63,7 +54,7 @@ def test_call_is_logged_with_tokens_and_prompt(tmp_path):
 
 
 def test_identical_call_replays_from_cache(tmp_path):
-    server = Server((200, _completion("hello")))
+    server = Server((200, completion_body("hello")))
     client = _client(tmp_path, server)
     client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=50)
     again = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=50)
@@ -74,14 +65,14 @@ def test_identical_call_replays_from_cache(tmp_path):
 
 def test_cache_off_or_nonzero_temperature_calls_again(tmp_path):
     for knobs in ({"cache": False}, {"temperature": 0.7}):
-        server = Server((200, _completion("a")), (200, _completion("b")))
+        server = Server((200, completion_body("a")), (200, completion_body("b")))
         client = _client(tmp_path / str(knobs), server, experimental=knobs)
         texts = [client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5).text for _ in range(2)]
         assert texts == ["a", "b"]
 
 
 def test_a_seeded_sample_replays_but_another_seed_calls_again(tmp_path):
-    server = Server((200, _completion("a")), (200, _completion("b")))
+    server = Server((200, completion_body("a")), (200, completion_body("b")))
     client = _client(tmp_path, server)
     ask = lambda seed: client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5,  # noqa: E731
                                        temperature=0.6, seed=seed)
@@ -90,7 +81,7 @@ def test_a_seeded_sample_replays_but_another_seed_calls_again(tmp_path):
 
 def test_retries_on_429_and_5xx(tmp_path):
     server = Server((429, {"error": {"message": "slow down"}}), (503, {"error": {"message": "busy"}}),
-                    (200, _completion("ok")))
+                    (200, completion_body("ok")))
     client = _client(tmp_path, server, experimental={"max_retries": 3})
     result = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5)
     assert result.text == "ok" and len(server.requests) == 3
@@ -130,7 +121,7 @@ class Pick(BaseModel):
 
 
 def test_structured_output_is_parsed_and_requested_as_json_schema(tmp_path):
-    server = Server((200, _completion('{"ids": ["I1"]}')), (200, _completion("not json")))
+    server = Server((200, completion_body('{"ids": ["I1"]}')), (200, completion_body("not json")))
     client = _client(tmp_path, server, experimental={"cache": False})
     good = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5, schema=Pick)
     assert good.parsed == Pick(ids=["I1"])
@@ -149,7 +140,7 @@ def test_requests_blocked_in_tests_without_injected_transport(tmp_path):
 # Faults are not answers: each is an LLMError, logged with its error, and never replayed.
 
 def _endpoint_client(tmp_path, endpoint, request_timeout_s=10.0, **knobs) -> OpenAIClient:
-    settings = load_settings(home=tmp_path / "home", base_url=endpoint.base_url, model="m", api_key="k",
+    settings = load_settings(home=tmp_path / "home", base_url=endpoint.url, model="m", api_key="k",
                              request_timeout_s=request_timeout_s, experimental={"max_retries": 0, **knobs})
     return OpenAIClient(settings, RunLog(settings.runs_db), http_client=httpx2.Client())
 
@@ -200,8 +191,7 @@ def test_a_timeout_is_a_logged_error_and_the_next_call_asks_again(tmp_path):
 
 
 def test_fault_rows_logged_by_older_versions_are_not_replayed(tmp_path):
-    server = Server((200, _completion("first")), (200, _completion("not json")), (200, _completion("again")),
-                    (200, _completion('{"ids": []}')))
+    server = Server(*((200, completion_body(text)) for text in ("first", "not json", "again", '{"ids": []}')))
     client = _client(tmp_path, server)
     client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=5)
     with sqlite3.connect(client.log.path) as db:  # as an older version logged an empty reply: no error
