@@ -12,7 +12,16 @@ from pydantic import BaseModel
 
 from alphaopt.llm.client import CallContext, LLMResult, Message
 
-Reply = str | Callable[[list[Message]], str]
+
+@dataclass
+class Cut:
+    """A reply the server cut before its end (``finish_reason`` "length"), as the embedded
+    model's loop guard cuts a reply that has fallen into a loop."""
+
+    text: str
+
+
+Reply = str | Cut | Callable[[list[Message]], str]
 
 
 @dataclass
@@ -58,14 +67,14 @@ class ScriptedLLM:
         if not self.replies:
             raise AssertionError(f"ScriptedLLM has no reply queued for a {prompt_name!r} call")
         reply = self.replies.pop(0)
-        text = reply(messages) if callable(reply) else reply
+        text = reply.text if isinstance(reply, Cut) else reply(messages) if callable(reply) else reply
         try:
             parsed = schema.model_validate_json(text) if schema else None
         except ValueError:
             parsed = None
         return LLMResult(text=text, input_tokens=sum(len(m["content"]) // 4 for m in messages),
                          output_tokens=len(text) // 4, latency_ms=1.0, call_id=f"fake-{len(self.calls)}",
-                         parsed=parsed, model="scripted")
+                         parsed=parsed, model="scripted", finish_reason="length" if isinstance(reply, Cut) else "stop")
 
     @property
     def prompt_names(self) -> list[str]:

@@ -15,6 +15,7 @@ from tests.fakes import (
     MILP_REPLY,
     UNBOUNDED_REPLY,
     WRONG_LP_REPLY,
+    Cut,
     ScriptedLLM,
     program,
 )
@@ -374,6 +375,17 @@ def test_reply_looping_to_the_token_limit_is_cut_and_runs(direct_agent, fake_llm
     assert fake_llm.prompt_names == ["write_program"]
     assert solution.status == "optimal" and solution.objective == pytest.approx(11)
     assert any("repeated" in f for f in solution.attempts[0].fixes)
+
+
+def test_a_reply_cut_short_in_a_loop_is_cut_where_the_loop_began(settings, runner, fake_llm):
+    loop = "\n    ".join(["model.c3 = pyo.Constraint(expr=model.x <= 3)"] * 3)
+    looping = LP_REPLY.replace("    return model\n```", "    " + loop + "\n    model.c")  # far under the cap
+    fake_llm.enqueue(Cut(looping))  # the loop guard ended it: finish_reason "length"
+    with Agent(load_settings(home=settings.home, experimental={"max_tokens_program": 1000}), llm=fake_llm,
+               runner=runner) as agent:
+        solution = agent.solve(PROBLEM)
+    assert fake_llm.prompt_names == ["write_program"]
+    assert solution.status == "optimal" and any("repeated" in f for f in solution.attempts[0].fixes)
 
 
 def test_unfinished_long_reply_asks_for_a_shorter_program(direct_agent, fake_llm):

@@ -54,11 +54,14 @@ def test_call_is_logged_with_tokens_and_prompt(tmp_path):
 
 
 def test_identical_call_replays_from_cache(tmp_path):
-    server = Server((200, completion_body("hello")))
+    cut = completion_body("hello")
+    cut["choices"][0]["finish_reason"] = "length"  # cut before its end: the agent must know it on a replay too
+    server = Server((200, cut))
     client = _client(tmp_path, server)
-    client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=50)
+    first = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=50)
     again = client.complete(MESSAGES, prompt_name="p", prompt_sha="s", max_tokens=50)
     assert again.cached and again.text == "hello" and len(server.requests) == 1
+    assert first.finish_reason == again.finish_reason == "length"
     rows = client.log.calls()
     assert [r["cached"] for r in rows] == [1, 0]
 

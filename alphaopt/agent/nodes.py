@@ -118,19 +118,19 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         formulation=prompts.formulation_block(state.get("formulation") or ""),
         goal=prompts.goal_block(state["reading"]),
     )
-    update = _program_update(reply, runtime.context.settings, state["reading"])
+    update = program_update(reply, runtime.context.settings, state["reading"])
     return {**update, "stage": "write_program", **usage}
 
 
-def _program_update(reply: LLMResult, settings: Settings, reading: Reading, fallback: str = "") -> dict[str, Any]:
+def program_update(reply: LLMResult, settings: Settings, reading: Reading, fallback: str = "") -> dict[str, Any]:
     """The program in a reply, with the fixes and the text's rewrites applied (``rewrites.prepare``).
-    A reply that stopped at the token limit is cut where it started repeating itself; if it did
-    not repeat, it is marked ``truncated`` so that the repair asks for a shorter program instead
-    of fixing this one."""
+    A reply cut before its end (at the token limit, or by the embedded model's loop guard) is cut
+    where it started repeating itself; if it did not repeat, it is marked ``truncated`` so that
+    the repair asks for a shorter program instead of fixing this one."""
     code = extract_code(reply.text)
     if not code.strip():
         return {"program": fallback, "fixes": [], "truncated": False}
-    truncated = reply.output_tokens >= settings.experimental.max_tokens_program
+    truncated = reply.finish_reason == "length" or reply.output_tokens >= settings.experimental.max_tokens_program
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
@@ -172,7 +172,7 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         reply, usage = _ask(runtime, state, "repair", max_tokens, retry=retry,
                             problem=state["problem"], program=state.get("program", ""),
                             error=error_for_prompt(result))
-    update = _program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
+    update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
 
@@ -206,7 +206,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             conflict=prompts.no_optimum_block(state["result"]),
             goal=prompts.goal_block(state["reading"]),
         )
-        update = _program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
+        update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
         runtime, state, "diagnose", knobs.max_tokens_formulation,

@@ -49,6 +49,7 @@ class LLMResult:
     cached: bool = False
     parsed: BaseModel | None = None
     model: str = ""
+    finish_reason: str | None = None  # "length": cut before its end (the token limit, or a loop guard)
 
 
 @dataclass
@@ -159,14 +160,15 @@ class OpenAIClient:
             hit = self.log.cached_response(key)
             if hit is not None:
                 call_id = str(ULID())
-                text = json.loads(hit["response"])["text"]
+                reply = json.loads(hit["response"])
+                text = reply["text"]
                 self.log.log_call(CallRecord(
                     id=call_id, response=hit["response"], parse_ok=hit["parse_ok"], input_tokens=hit["input_tokens"],
                     output_tokens=hit["output_tokens"], latency_ms=0.0, cached=True, **record,
                 ))
                 parsed = _parse(schema, text)
                 return LLMResult(text, hit["input_tokens"] or 0, hit["output_tokens"] or 0, 0.0, call_id, True, parsed,
-                                 model)
+                                 model, reply.get("finish_reason"))
 
         _check_messages(messages, prompt_name)
         call_id, (text, finish_reason, tokens_in, tokens_out), latency = self._ask(model, messages, params, schema,
@@ -177,7 +179,7 @@ class OpenAIClient:
             id=call_id, response=response, parse_ok=None if schema is None else parsed is not None,
             input_tokens=tokens_in, output_tokens=tokens_out, latency_ms=latency, **record,
         ))
-        return LLMResult(text, tokens_in, tokens_out, latency, call_id, False, parsed, model)
+        return LLMResult(text, tokens_in, tokens_out, latency, call_id, False, parsed, model, finish_reason)
 
     def _ask(
         self, model: str, messages: list[Message], params: dict[str, Any], schema: type[BaseModel] | None,
