@@ -12,7 +12,7 @@ import httpx2
 import openai
 import pytest
 
-from alphaopt.llm.local_model import LlamaTransport, translate_response_format
+from alphaopt.llm.local_model import LlamaTransport, loop_period, translate_response_format
 from alphaopt.llm.model_fetch import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 
 
@@ -25,6 +25,12 @@ class FakeLlama:
         self.active = 0
         self.overlap = False
         self.guard = threading.Lock()
+
+    def detokenize(self, ids: list[int]) -> bytes:  # one token a byte
+        return bytes(ids)
+
+    def token_eos(self) -> int:
+        return 0
 
     def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
         with self.guard:
@@ -174,6 +180,76 @@ def test_concurrent_calls_are_serialized() -> None:
     assert not errors
     assert len(llm.calls) == 6 and not llm.overlap
     assert len(factory.calls) == 1
+
+
+class WritingLlama(FakeLlama):
+    """Writes ``text`` one byte (token) at a time the way llama.cpp samples: each logits
+    processor sees the tokens so far and may change the scores; the best token is taken, and
+    the end-of-text token ends the completion."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+        import numpy as np
+
+        self.calls.append(kwargs)
+        prompt, out, finish = list(b"the prompt"), [], "length"
+        for byte in self.text.encode()[:kwargs.get("max_tokens") or None]:
+            scores = np.zeros(256, dtype=np.float32)
+            scores[byte] = 1.0
+            for processor in kwargs.get("logits_processor") or []:
+                scores = processor(np.array(prompt + out), scores)
+            token = int(np.argmax(scores))
+            if token == self.token_eos():
+                finish = "stop"
+                break
+            out.append(token)
+        else:
+            finish = "stop" if len(out) == len(self.text.encode()) else "length"
+        return {"id": "c", "object": "chat.completion", "created": 1, "model": kwargs["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": bytes(out).decode()},
+                             "logprobs": None, "finish_reason": finish}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(out),
+                          "total_tokens": len(prompt) + len(out)}}
+
+
+LOOP = "    model.c = pyo.Constraint(expr=model.x + model.y <= 4)\n"
+LOOPING = "import pyomo.environ as pyo\nmodel = pyo.ConcreteModel()\n" + LOOP * 40
+
+
+def test_a_completion_that_loops_is_ended_where_the_loop_shows() -> None:
+    llm = WritingLlama(LOOPING)
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=Factory(llm)))
+    out = client.chat.completions.create(model="m", messages=MSGS, max_tokens=4000)
+    text = out.choices[0].message.content or ""
+    assert LOOPING.startswith(text) and LOOP * 6 in text and len(text) < len(LOOP) * 8  # a prefix, cut early
+    assert out.choices[0].finish_reason == "length"  # cut before its end, as by the token limit
+    assert (out.model_extra or {})["loop_guard"] == {"period": len(LOOP)}
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    client.chat.completions.create(model="m", messages=MSGS, response_format=schema)  # type: ignore[arg-type]
+    assert "logits_processor" not in llm.calls[-1]  # a JSON reply's grammar decides where it ends
+
+
+def test_without_the_guard_or_a_loop_the_completion_runs_to_its_end() -> None:
+    llm = WritingLlama(LOOPING)
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=Factory(llm), loop_guard=False))
+    out = client.chat.completions.create(model="m", messages=MSGS, max_tokens=4000)
+    assert out.choices[0].message.content == LOOPING and "loop_guard" not in (out.model_extra or {})
+    plain = "\n".join(f"    model.c{i} = pyo.Constraint(expr=model.x[{i}] <= {i})" for i in range(60))
+    client = _client(LlamaTransport(Path("m.gguf"), llama_factory=Factory(WritingLlama(plain))))
+    out = client.chat.completions.create(model="m", messages=MSGS, max_tokens=4000)
+    assert out.choices[0].message.content == plain and out.choices[0].finish_reason == "stop"
+
+
+def test_loop_period() -> None:
+    term = " + model.steel * 6 + model.plastic * 0.05"
+    assert loop_period("model.obj = pyo.Objective(expr=" + term * 8) == len(term)  # a loop inside one line
+    assert loop_period("model.obj = pyo.Objective(expr=" + term * 5) is None  # too few copies yet
+    assert loop_period("demand = [" + "0, " * 200) is None  # one number again and again can be data
+    assert loop_period(term * 7) is None  # under 300 characters: too short to tell
+    assert loop_period(LOOPING[:-5]) == len(LOOP)  # also when the text stops inside a copy
 
 
 REAL_MODEL = DEFAULT_MODEL_DIR / DEFAULT_MODEL.filename

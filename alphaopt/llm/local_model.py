@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-__all__ = ["LlamaTransport", "default_threads", "llama_speed", "translate_response_format"]
+__all__ = ["LlamaTransport", "LoopGuard", "default_threads", "llama_speed", "loop_period", "translate_response_format"]
 
 _NO_RETRY = {"x-should-retry": "false"}  # honoured by the openai SDK: errors here are final
 _PASSTHROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
@@ -81,6 +81,56 @@ def _perf(llm: Any, reset: bool = False) -> dict[str, float] | None:
             "predicted_n": d.n_eval, "predicted_ms": d.t_eval_ms}
 
 
+def loop_period(text: str, *, min_copies: int = 6, min_chars: int = 300, min_period: int = 8,
+                max_period: int = 300) -> int | None:
+    """The period of a loop ``text`` ends in, or None.
+
+    A text ends in a loop of period ``p`` when its last ``max(min_chars, min_copies * p)``
+    characters repeat with period ``p`` (each character equals the one ``p`` before it): the same
+    block of at least ``min_period`` characters, back to back ``min_copies`` times or more. The
+    block must hold a letter: a long run of one number (``0, 0, 0, ...``) can be data. The
+    shortest such ``p`` is returned.
+    """
+    for period in range(min_period, max_period + 1):
+        span = max(min_chars, min_copies * period)
+        if span > len(text):
+            return None
+        tail = text[-span:]
+        if tail[period:] == tail[:-period] and any(c.isalpha() for c in tail[-period:]):
+            return period
+    return None
+
+
+class LoopGuard:
+    """A llama.cpp logits processor that ends a completion once it has fallen into a loop.
+
+    A small model at temperature 0 that starts repeating a block (a line, a few lines, a term of
+    a sum) repeats it until the token limit; those tokens cost most of such a call's time and
+    carry nothing. Every ``every`` tokens the text generated so far is checked with
+    :func:`loop_period`; once it ends in a loop, the next token is forced to be the end of the
+    text. Before that the logits are left alone, so the completion is a prefix of the one the
+    model would have written without the guard. ``period`` is the loop's period once it fired.
+    """
+
+    def __init__(self, detokenize: Callable[[list[int]], bytes], eos: int, *, every: int = 8,
+                 window: int = 800) -> None:
+        self.detokenize, self.eos, self.every, self.window = detokenize, eos, every, window
+        self.start: int | None = None  # the prompt's length: the first call comes before the first token
+        self.period: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.start is None:
+            self.start = len(input_ids)
+        made = len(input_ids) - self.start
+        if self.period is None and made and made % self.every == 0:
+            tail = [int(t) for t in input_ids[max(self.start, len(input_ids) - self.window):]]
+            self.period = loop_period(self.detokenize(tail).decode("utf-8", "ignore"))
+        if self.period is not None:
+            scores[:] = float("-inf")
+            scores[self.eos] = 0.0
+        return scores
+
+
 def _error(status: int, message: str, type_: str, code: str | None = None) -> httpx2.Response:
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return httpx2.Response(status, json=body, headers=_NO_RETRY)
@@ -133,6 +183,7 @@ class LlamaTransport(httpx2.BaseTransport):
         verbose: bool = False,
         cache_bytes: int = 1 << 30,
         model_name: str | None = None,
+        loop_guard: bool = True,
         llama_factory: Callable[..., Any] | None = None,
     ) -> None:
         """Create the transport; nothing is loaded yet.
@@ -146,6 +197,9 @@ class LlamaTransport(httpx2.BaseTransport):
             cache_bytes: RAM for saved KV states of earlier prompts (0 = off), so that
                 alternating prompt prefixes (e.g. several agent roles) are not re-evaluated.
             model_name: Name reported by ``/v1/models`` (default: file stem).
+            loop_guard: End a free-text completion that has fallen into a loop (:class:`LoopGuard`)
+                instead of running on to ``max_tokens``; its ``finish_reason`` is then
+                ``"length"`` and the response carries ``loop_guard`` (the loop's period).
             llama_factory: Builds the model (tests); default ``llama_cpp.Llama``.
 
         Raises:
@@ -161,6 +215,7 @@ class LlamaTransport(httpx2.BaseTransport):
         self._kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads or default_threads(),
                         "seed": seed, "verbose": verbose, "cache_bytes": cache_bytes}
         self._factory = llama_factory or _load_llama
+        self.loop_guard = loop_guard
         self._llm: Any = None
         self._lock = threading.Lock()
         self.load_seconds: float | None = None
@@ -209,6 +264,7 @@ class LlamaTransport(httpx2.BaseTransport):
                               "delete it and retry, or set ALPHAOPT_MODEL_PATH to a GGUF file",
                               "server_error")
             _perf(llm, reset=True)
+            guard = self._guard(llm, kwargs)
             try:
                 result = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # llama-cpp-python's bad-request errors
@@ -219,12 +275,24 @@ class LlamaTransport(httpx2.BaseTransport):
                               "server_error")
             timings = _perf(llm)
         result = dict(result)
+        if guard is not None and guard.period is not None:
+            result["choices"] = [{**result["choices"][0], "finish_reason": "length"}, *result["choices"][1:]]
+            result["loop_guard"] = {"period": guard.period}
         if timings is not None:
             timings["prompt_per_second"] = 1000 * timings["prompt_n"] / max(timings["prompt_ms"], 1e-9)
             timings["predicted_per_second"] = (
                 1000 * timings["predicted_n"] / max(timings["predicted_ms"], 1e-9))
             result["timings"] = timings
         return httpx2.Response(200, json=result)
+
+    def _guard(self, llm: Any, kwargs: dict[str, Any]) -> LoopGuard | None:
+        """A loop guard for a free-text request, added to ``kwargs`` (none for a JSON one: its grammar
+        decides where the text may end)."""
+        if not self.loop_guard or "response_format" in kwargs:
+            return None
+        guard = LoopGuard(llm.detokenize, llm.token_eos())
+        kwargs["logits_processor"] = [guard]  # llama.cpp calls each processor in the list
+        return guard
 
     def _chat_kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
         """Validate an OpenAI chat request and map it to ``create_chat_completion`` kwargs."""
