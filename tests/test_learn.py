@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alphaopt.agent import prompts
 from alphaopt.agent.retrieval import open_library
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
@@ -152,6 +153,26 @@ def test_an_integrality_condition_that_names_the_problem_is_dropped(setup):
     llm.on("integrality_condition", "when packing 12 boxes")
     summary = learner(llm, explore_tries=0).learn([item])
     assert summary.added == 0 and store.list(status=None) == []
+
+
+def test_a_condition_copied_from_the_prompts_instructions_is_dropped(setup):
+    store, _, learner = setup
+    copied = {"insights": [{**DRAFT["insights"][0], "condition": "when the problem itself is nonlinear (a price "
+                            "and a quantity both decided, a ratio of two decisions, a square)"}]}
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(copied))
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.reached == 1 and summary.added == 0 and store.list(status=None) == []
+
+
+@pytest.mark.parametrize(("text", "copied"), [
+    ("when the problem itself is nonlinear (a price and a quantity both decided)", True),
+    ("When the problem itself is NONLINEAR: a price and a quantity, both decided", True),  # case and punctuation
+    ("the text gives an upper limit on a single decision variable", False),
+    ("when the problem itself is nonlinear", False),  # a few words in common are no copy
+])
+def test_copies_instructions(text, copied):
+    assert prompts.copies_instructions(text) is copied
 
 
 def test_counterfactual_reject_retires_candidates(setup):

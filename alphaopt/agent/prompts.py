@@ -7,6 +7,7 @@ tags. ``render`` returns the messages plus the template hash that the call log r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -346,6 +347,28 @@ PROMPTS: dict[str, str] = {
     "evolve_condition": EVOLVE_CONDITION,
     "evolve_label": EVOLVE_LABEL,
 }
+
+
+_WORD = re.compile(r"[a-z0-9_.=]+")
+
+
+@functools.lru_cache(maxsize=1)
+def _instruction_runs(words: int) -> frozenset[tuple[str, ...]]:
+    """Every run of ``words`` words in the prompts' own fixed text (placeholders left out)."""
+    runs: set[tuple[str, ...]] = set()
+    for template in (SYSTEM, *PROMPTS.values()):
+        tokens = _WORD.findall(re.sub(r"\{\w+\}", " ", template).lower())
+        runs.update(tuple(tokens[i:i + words]) for i in range(len(tokens) - words + 1))
+    return frozenset(runs)
+
+
+def copies_instructions(text: str, *, words: int = 8) -> bool:
+    """Whether ``text`` repeats ``words`` words in a row of the prompts' own instructions. A small
+    model drafting a lesson sometimes copies a rule it was shown; such a lesson says nothing the
+    prompts do not already say, and its condition says nothing about where it applies."""
+    tokens = _WORD.findall(text.lower())
+    runs = _instruction_runs(words)
+    return any(tuple(tokens[i:i + words]) in runs for i in range(len(tokens) - words + 1))
 
 
 def format_insights(insights: Sequence[Mapping[str, Any]]) -> str:

@@ -139,10 +139,12 @@ class Drafter:
 
 def _meaningful(draft: InsightDraft) -> bool:
     """Drop drafts that say nothing: labels, a condition or an explanation copied from the prompt's
-    template, or an example with nothing in it."""
+    template, a condition copied from the prompts' instructions, or an example with nothing in it."""
     if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
         return False
     if "..." in draft.condition or "..." in draft.explanation:  # the template's own text, copied
+        return False
+    if prompts.copies_instructions(draft.condition):
         return False
     return _informative(draft.example)
 
