@@ -104,9 +104,9 @@ def loop_period(text: str, *, min_copies: int = 6, min_chars: int = 300, min_per
 class LoopGuard:
     """A llama.cpp logits processor that ends a completion once it has fallen into a loop.
 
-    A small model at temperature 0 that starts repeating a block (a line, a few lines, a term of
-    a sum) repeats it until the token limit; those tokens cost most of such a call's time and
-    carry nothing. Every ``every`` tokens the text generated so far is checked with
+    A model that has started repeating a block word for word (a line, a few lines, a term of a
+    sum), greedy above all, tends to repeat it until the token limit; those tokens cost most of
+    such a call's time and carry nothing. Every ``every`` tokens the text generated so far is checked with
     :func:`loop_period`; once it ends in a loop, the next token is forced to be the end of the
     text. Before that the logits are left alone, so the completion is a prefix of the one the
     model would have written without the guard. ``period`` is the loop's period once it fired.
