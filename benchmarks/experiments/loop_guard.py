@@ -35,7 +35,7 @@ from typing import Any
 
 from alphaopt.agent.nodes import program_update
 from alphaopt.agent.reading import read
-from alphaopt.config import load_settings
+from alphaopt.config import Settings, load_settings
 from alphaopt.llm.client import LLMResult
 from alphaopt.llm.local_model import loop_period
 from benchmarks.fake_endpoint import problem_of
@@ -69,11 +69,12 @@ def would_cut(text: str, step: int = 32) -> int | None:
     return None
 
 
-def program(reply: str, tokens: int, finish_reason: str | None, messages: list[dict[str, str]]) -> dict[str, Any]:
+def program(reply: str, tokens: int, finish_reason: str | None, messages: list[dict[str, str]],
+            settings: Settings) -> dict[str, Any]:
     """The program the agent would run from a reply, and whether it counts it truncated
     (``alphaopt.agent.nodes.program_update``)."""
     result = LLMResult(reply, 0, tokens, 0.0, "", finish_reason=finish_reason)
-    update = program_update(result, load_settings(), read(problem_of(messages)))
+    update = program_update(result, settings, read(problem_of(messages)))
     return {"program": update["program"], "truncated": update["truncated"]}
 
 
@@ -127,8 +128,8 @@ def replay(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
             timings = guarded.get("timings") or {}
             row = {"period": (guarded.get("loop_guard") or {}).get("period"), "same_as_control": text == control,
                    "prefix_of_logged": call["text"].startswith(text),
-                   **compare(program(text, tokens, "length", call["messages"]),
-                             program(call["text"], call["tokens"], call["finish_reason"], call["messages"])),
+                   **compare(program(text, tokens, "length", call["messages"], settings),
+                             program(call["text"], call["tokens"], call["finish_reason"], call["messages"], settings)),
                    "tokens": [call["tokens"], tokens],
                    "seconds": [round(call["seconds"], 1),
                                round((timings.get("prompt_ms", 0) + timings.get("predicted_ms", 0)) / 1000, 1)],
