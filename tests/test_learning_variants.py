@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alphaopt.learning.variants import apply_hunk, combine, hunks, line_variants, text_numbers
+from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers
 from library import Status
 from tests.fakes import RoutedLLM, program
 from tests.test_learn import DRAFT, setup  # noqa: F401 (the fixture)
@@ -64,18 +64,33 @@ def test_hunks_and_text_numbers():
 def test_a_single_line_variant_that_reaches_the_answer_is_the_insights_example(setup):  # noqa: F811
     store, _, learner = setup
     llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)  # 0 (a plan doing nothing), twice
-    llm.on("extract", json.dumps(DRAFT))
+    llm.on("edit_condition", '"when the text says a total must be at least some amount"')
     llm.on("write_program", RIGHT)  # with the candidate
     summary = learner(llm, explore_tries=2, line_variants=True).learn([ITEM])
     assert summary.verified == 1 and "explore" not in llm.prompt_names  # no model try was needed
+    assert "extract" not in llm.prompt_names  # the edit is known: the model writes only when it applies
     assert summary.sources == {"line_edit": {"reached": 1, "drafted": 1, "verified": 1}}
     insight = store.get("I0001")
     assert insight.status == Status.VERIFIED
     assert insight.example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"  # the precise edit
-    extract = next(c for c in llm.calls if c.prompt_name == "extract")
-    assert "The lines that differ, which hold the mistake: wrong: model.x + model.y <= 10" in extract.user
+    assert insight.condition == "when the text says a total must be at least some amount"
+    assert (insight.stage.value, insight.level1, insight.level2) == (
+        "general_formulation", "constraints", "inequality direction")
+    assert insight.explanation.startswith("write it with >=, not <=, as in the example")  # agrees with the example
+    assert insight.provenance.prompt_version.startswith("edit_condition:")
+    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
+    assert "it turned <= into >= in model.x + model.y <= 10" in ask.user
+    assert "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10" in ask.user
     screened = [a for a in store.attempts(task_id="toy_train/c1") if a.kind == "explore_line"]
     assert [(a.status, a.objective) for a in screened] == [("optimal", pytest.approx(24.0))]  # only the reaching one
+
+
+def test_a_known_edits_condition_that_names_the_problem_is_dropped(setup):  # noqa: F811
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
+    llm.on("edit_condition", "when x and y must add up to at least 10")  # a number of this problem: no lesson
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
+    assert (summary.reached, summary.drafted, summary.added) == (1, 0, 0) and store.list(status=None) == []
 
 
 def test_two_edits_together_when_no_single_one_reaches(setup):  # noqa: F811
@@ -95,24 +110,68 @@ def test_a_model_correction_is_cut_down_to_the_change_that_reaches(setup):  # no
     noisy = RIGHT.replace("model.cap = pyo.Constraint(expr=model.x <= 6)",
                           "model.cap = pyo.Constraint(expr=model.x <= 6)" + extra)
     llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
-    llm.on("explore", noisy).on("extract", json.dumps(DRAFT))
+    llm.on("explore", noisy).on("edit_condition", "when a total must reach a minimum")
     llm.on("write_program", RIGHT)
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert summary.sources == {"explore": {"reached": 1, "drafted": 1, "verified": 1}}
-    extract = next(c for c in llm.calls if c.prompt_name == "extract")
-    right_part = extract.user.split("This corrected program is right:")[1]
-    assert "model.y >= 10" in right_part and "model.extra" not in right_part  # the hunk that reached, alone
+    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
+    assert "turned <= into >= in model.x + model.y <= 10" in ask.user and "model.extra" not in ask.user
+    assert store.get("I0001").example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"
     assert [a.kind for a in store.attempts(task_id="toy_train/c1")][:4] == [
         "solve", "explore_integrality", "explore", "explore_hunk"]
 
+
+def test_a_model_correction_of_several_changes_is_drafted_by_the_model(setup):  # noqa: F811
+    store, _, learner = setup
+    both = RIGHT.replace("model.x <= 6", "model.x <= 6.0")  # the reaching hunk alone is not one known edit
+    wrong = TURNED.replace("model.x <= 6", "model.x <= 5")
+    llm = RoutedLLM().on("write_program", wrong).on("diagnose_program", wrong)
+    llm.on("explore", both).on("extract", json.dumps(DRAFT)).on("write_program", RIGHT)
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.verified == 1 and "edit_condition" not in llm.prompt_names
+    assert store.get("I0001").provenance.prompt_version.startswith("extract:")
 
 
 def test_each_failed_solves_program_is_screened(setup):  # noqa: F811
     _, _, learner = setup
     no_y = RIGHT.replace("2 * model.x + 3 * model.y", "2 * model.x")  # no single or double edit reaches 24
     llm = RoutedLLM().on("write_program", no_y, TURNED).on("diagnose_program", TURNED)  # greedy, then sampled
-    llm.on("extract", json.dumps(DRAFT)).on("write_program", RIGHT, RIGHT)
+    llm.on("edit_condition", "when a total must reach a minimum").on("write_program", RIGHT, RIGHT)
     summary = learner(llm, k=2, explore_tries=0, line_variants=True).learn([ITEM])
     assert summary.verified == 1 and summary.sources["line_edit"]["verified"] == 1
-    extract = next(c for c in llm.calls if c.prompt_name == "extract")
-    assert "model.x + model.y <= 10" in extract.user.split("This corrected program")[0]  # the sampled solve's
+    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
+    assert "turned <= into >= in model.x + model.y <= 10" in ask.user  # the sampled solve's program
+
+
+def test_known_edit_names_the_one_edit_between_two_programs():
+    right, turned = _code(RIGHT), _code(TURNED)
+    cap = "    model.cap = pyo.Constraint(expr=model.x <= 6)\n"
+    found = known_edit(turned, right, COST)
+    assert found is not None and (found.kind, found.example) == (
+        "direction", "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10")
+    assert known_edit(turned, right + "\n", COST).kind == "direction"  # a trailing line end is no edit
+    missing = known_edit(right.replace(cap, ""), right, COST)
+    assert (missing.kind, missing.example) == ("missing", "wrong: (missing) right: model.cap = pyo.Constraint("
+                                                          "expr=model.x <= 6)")
+    dropped = known_edit(right, right.replace(cap, ""), COST)
+    assert (dropped.kind, dropped.example) == ("drop", "wrong: model.cap = pyo.Constraint(expr=model.x <= 6) "
+                                                       "right: (no such constraint)")
+    assert known_edit(right.replace("<= 6", "<= 60"), right, COST).kind == "number"
+    assert known_edit(right.replace("NonNegativeReals)\n    model.y", "NonNegativeIntegers)\n    model.y"),
+                      right, COST).kind == "integrality"
+    assert known_edit(turned.replace("<= 6", "<= 60"), right, COST) is None  # two edits
+    assert known_edit(right.replace(cap, "    print('x')\n"), right, COST) is None  # a line rewritten, no variant
+    assert known_edit(right, right.replace(cap, cap + "    total = 3\n"), COST) is None  # no constraint added
+
+
+def test_a_known_sense_edit_says_which_sense(setup):  # noqa: F811
+    store, _, learner = setup
+    flipped = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit
+    llm = RoutedLLM().on("write_program", flipped).on("diagnose_program", flipped)
+    llm.on("edit_condition", "when the question asks for the lowest cost").on("write_program", RIGHT)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    assert insight.example == "wrong: sense=pyo.maximize right: sense=pyo.minimize"
+    assert insight.explanation.startswith("set the objective's sense to minimize, as in the example")
+    assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")

@@ -163,6 +163,8 @@ NODE_KWARGS = {
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
     "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
+    "edit_condition": {"problem": "P", "change": "turned <= into >= in x + y <= 10",
+                       "example": "wrong: x + y <= 10 right: x + y >= 10"},
     "merge": {"lessons": "[I1] ...", "stage": "general_formulation", "level1": "a", "level2": "b"},
     "narrow": {"condition": "C", "explanation": "E", "problem": "P"},
     "evolve_condition": {"problem": "P", "condition": "C", "explanation": "E",

@@ -273,6 +273,33 @@ INTEGRALITY_CONDITION = PROBLEM + """
 The first program for this problem was wrong. It became right when the correction {change}, with nothing else changed.
 When should a program use that kind of variables? Describe the kind of problem, in general words that fit other problems like this one (no numbers or names from it): what is counted, bought or chosen. Answer with the condition only, one sentence starting with "when"."""
 
+EDIT_CONDITION = PROBLEM + """
+The first program for this problem was wrong. It became right with one correction, nothing else changed: it {change}.
+{example}
+What in problems like this one calls for that correction? Describe the kind of requirement, limit or goal and how the text words it, in general words that fit other problems like this one (no numbers or names from it). Answer with the condition only, one sentence starting with "when"."""
+
+#: The lesson of a known one-line edit (``alphaopt.learning.variants.known_edit``), by its kind:
+#: ``(level1, level2, explanation)``, the label ``None`` where the nearest label is taken;
+#: ``{wrong}`` and ``{right}`` are the edit's operators (or the objective's senses). The edit
+#: itself is the insight's example; the model writes only the condition (``EDIT_CONDITION``).
+EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
+    "direction": ("constraints", "inequality direction",
+                  "write it with {right}, not {wrong}, as in the example; the common mistake is the reversed "
+                  "direction, which allows plans the text forbids or forbids plans it allows"),
+    "equality": ("constraints", "inequality direction",
+                 "write it as an inequality ({right}), not an equality (==), as in the example: the text sets a "
+                 "bound, not an exact amount, and an equality removes plans that meet the bound with room to spare"),
+    "sense": ("objective", "objective sense and terms",
+              "set the objective's sense to {right}, as in the example; the common mistake is the opposite sense, "
+              "which drives the plan to the wrong extreme"),
+    "missing": (None, None,
+                "write this limit as a constraint of its own, as in the example; the common mistake is leaving out a "
+                "limit the text states, which lets the plan break it"),
+    "drop": (None, None,
+             "leave such a constraint out, as in the example: the text does not ask for it, and an extra "
+             "constraint cuts off the best plan"),
+}
+
 GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:
 <condition>{condition}</condition>
 <lesson>{explanation}</lesson>
@@ -341,6 +368,7 @@ PROMPTS: dict[str, str] = {
     "extract": EXTRACT,
     "extract_code": EXTRACT_CODE,
     "integrality_condition": INTEGRALITY_CONDITION,
+    "edit_condition": EDIT_CONDITION,
     "generalize": GENERALIZE,
     "narrow": NARROW,
     "merge": MERGE,

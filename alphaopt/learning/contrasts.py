@@ -13,13 +13,15 @@ from a fix must make the fix unnecessary).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Literal
 
+from alphaopt.agent import prompts
 from alphaopt.agent.nodes import REPAIRABLE
 from alphaopt.agent.program import LINE_CHANGES
 from alphaopt.agent.state import Attempt, Solution
+from alphaopt.learning.variants import known_edit
 
 Criterion = Literal["final", "runs_first", "right_first"]
 
@@ -31,14 +33,15 @@ class Contrast:
     Attributes:
         source: Where it came from: ``repair``, ``diagnose``, ``patch`` (during a solve),
             ``samples`` (two solves), ``integrality``, ``line_edit`` or ``explore``.
-        step: The prompt that drafts from it: ``extract``, ``extract_code`` or
-            ``integrality_condition``.
+        step: The prompt that drafts from it: ``extract``, ``extract_code``,
+            ``integrality_condition`` or ``edit_condition``.
         wrong: The wrong (or failing) program.
         right: The right (or repaired) program.
         outcome: What the wrong program gave, as the drafting prompt says it.
         criterion: What a solve must do to count as a success in the check.
         change: The edit in words, when it is known (an integrality flip, a single-line edit).
         example: The edit as ``wrong: ... right: ...``, when it is known exactly.
+        kind: The kind of a known edit (``alphaopt.learning.variants.Variant.kind``), else "".
     """
 
     source: str
@@ -49,9 +52,32 @@ class Contrast:
     criterion: Criterion = "final"
     change: str = ""
     example: str = ""
+    kind: str = ""
 
 
 Correct = Callable[[float | None], bool]
+
+
+def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
+    """A modeling contrast whose two programs differ by one known edit (``known_edit``: one
+    line's direction, sense, integrality or number, or one constraint added or dropped), with
+    that edit's kind, words and example, drafted by the prompt for it (``edit_step``). Any other
+    contrast as it was."""
+    if contrast.step != "extract" or contrast.kind:
+        return contrast
+    edit = known_edit(contrast.wrong, contrast.right, problem)
+    if edit is None:
+        return contrast
+    return replace(contrast, step=edit_step(edit.kind), kind=edit.kind, change=edit.change, example=edit.example)
+
+
+def edit_step(kind: str) -> str:
+    """The prompt that drafts from a known edit of ``kind``: the model says only when the lesson
+    applies (``integrality_condition``, ``edit_condition``), except for a number copied wrong,
+    whose lesson is not known beforehand (``extract``)."""
+    if kind == "integrality":
+        return "integrality_condition"
+    return "edit_condition" if kind in prompts.EDIT_LESSONS else "extract"
 
 
 def outcome_of(attempt: Attempt | Solution) -> str:

@@ -1,9 +1,12 @@
 """Drafting candidate insights from a contrast (a wrong and a right program).
 
 One model call per contrast: ``extract`` (a modeling lesson from the two programs and the
-lines that differ), ``extract_code`` (a code lesson from the error and the repaired program) or
+lines that differ), ``extract_code`` (a code lesson from the error and the repaired program),
 ``integrality_condition`` (after an integrality flip the change is known; the model says only
-when it applies). A small model often copies the prompt's template: placeholder labels become
+when it applies) or ``edit_condition`` (the same for the other known edits: a constraint's
+direction, an equality made a bound, the objective's sense, a constraint added or dropped; the
+explanation is ``prompts.EDIT_LESSONS``' for its kind and the example the edit, so the two
+always agree). A small model often copies the prompt's template: placeholder labels become
 the nearest real label, an empty example becomes the diff, drafts that still say nothing are
 dropped, and a condition that repeats the problem's numbers is rewritten in general words.
 When the contrast knows its edit exactly (a single-line edit, or the smallest part of a
@@ -44,6 +47,8 @@ class Drafter:
         """The candidate insights drafted from one contrast (none when the model's say nothing)."""
         if contrast.step == "integrality_condition":
             return self._integrality(task, contrast, run_id)
+        if contrast.step == "edit_condition":
+            return self._known_edit(task, contrast, run_id)
         if contrast.step == "extract_code":
             labels = self._label_lines(with_stage=False, stage="code_implementation")
             found = self._drafts("extract_code", task, run_id, contrast, error=contrast.outcome,
@@ -61,7 +66,7 @@ class Drafter:
         condition = self.rewrite_condition("integrality_condition", CallContext(
             run_id=run_id, task_id=task.id, node="integrality_condition"), max_tokens=80, problem=task.text,
             change=contrast.change)
-        if not condition.lower().startswith("when") or specific(condition, task.text):
+        if not _usable(condition, task.text):
             return []
         integer = contrast.change.endswith("integer")  # "made the continuous variables integer", or "... continuous"
         explanation = (
@@ -74,6 +79,28 @@ class Drafter:
             "wrong: domain=pyo.NonNegativeIntegers right: domain=pyo.NonNegativeReals")
         return [InsightDraft(stage=Stage.GENERAL_FORMULATION, level1="variables", level2="integrality",
                              condition=condition, explanation=explanation, example=example)]
+
+    def _known_edit(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
+        """The draft of a contrast whose programs differ by one known edit: what the edit does is
+        known (the explanation of its kind, its operators filled in; the example is the edit), so
+        the model is asked only when it applies. An edit of no fixed label takes the modeling
+        label (not a code one) nearest to the lesson."""
+        condition = self.rewrite_condition("edit_condition", CallContext(
+            run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
+            change=contrast.change, example=contrast.example)
+        if not _usable(condition, task.text):
+            return []
+        level1, level2, template = prompts.EDIT_LESSONS[contrast.kind]
+        explanation = template.format(**_operators(contrast))
+        stage = Stage.GENERAL_FORMULATION
+        if level1 is None or level2 is None:
+            near = self.retriever.labels_for(f"{condition} {explanation}", 100)
+            label = next((lab for lab in near if lab[0] != Stage.CODE_IMPLEMENTATION.value), None)
+            if label is None:
+                return []
+            stage, level1, level2 = Stage(label[0]), label[1], label[2]
+        return [InsightDraft(stage=stage, level1=level1, level2=level2, condition=condition,
+                             explanation=explanation, example=contrast.example)]
 
     def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
         """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
@@ -147,6 +174,28 @@ def _meaningful(draft: InsightDraft) -> bool:
     if prompts.copies_instructions(draft.condition):
         return False
     return _informative(draft.example)
+
+
+def _usable(condition: str, problem: str) -> bool:
+    """Whether a condition the model wrote for a known edit can be an insight's: it starts with
+    "when", repeats no number of its problem and copies no instruction of the prompts."""
+    return (condition.lower().startswith("when") and not specific(condition, problem)
+            and not prompts.copies_instructions(condition))
+
+
+_OPERATOR_CHANGE = re.compile(r"turned (<=|>=|==|<|>) into (<=|>=|<|>)")
+_SENSE = re.compile(r"\b(maximize|minimize)\b")
+
+
+def _operators(contrast: Contrast) -> dict[str, str]:
+    """A known edit's ``wrong`` and ``right`` operators (a constraint's) or senses (the
+    objective's), for its lesson's explanation; the sense the example's right part names."""
+    found = _OPERATOR_CHANGE.search(contrast.change)
+    if found:
+        return {"wrong": found.group(1), "right": found.group(2)}
+    right = contrast.example.split("right:", 1)[-1]
+    sense = _SENSE.search(right)
+    return {"wrong": "", "right": sense.group(1) if sense else "the one the question asks for"}
 
 
 def specific(condition: str, problem: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from alphaopt.agent import prompts
 from alphaopt.agent.program import hardcodes, integrality_variants
 from alphaopt.agent.state import Solution
-from alphaopt.learning.contrasts import Contrast, outcome_of
+from alphaopt.learning.contrasts import Contrast, edit_step, outcome_of
 from alphaopt.learning.ledger import Ledger
 from alphaopt.learning.variants import Variant, apply_hunk, combine, hunks, line_variants
 from alphaopt.llm.client import CallContext
@@ -107,7 +107,8 @@ class Explorer:
                                           run_id=run_id, program=flipped, objective=result.objective,
                                           error=result.error)
                 if result.ok and self.correct(result.objective, float(task.answer)):
-                    return Contrast("integrality", "integrality_condition", program, flipped, outcome, change=change)
+                    return Contrast("integrality", "integrality_condition", program, flipped, outcome, change=change,
+                                    kind="integrality")
         if not self.config.line_variants:
             return None
         singles = line_variants(program, task.text, limit=self.config.max_variants)
@@ -131,11 +132,8 @@ class Explorer:
 
     @staticmethod
     def _line_contrast(program: str, variant: Variant, outcome: str) -> Contrast:
-        if variant.kind == "integrality":  # the model says when; the lesson itself is known
-            return Contrast("line_edit", "integrality_condition", program, variant.program, outcome,
-                            change=variant.change, example=variant.example)
-        return Contrast("line_edit", "extract", program, variant.program, outcome, change=variant.change,
-                        example=variant.example)
+        return Contrast("line_edit", edit_step(variant.kind), program, variant.program, outcome,
+                        change=variant.change, example=variant.example, kind=variant.kind)
 
     def _model(self, task: Task, failed: Solution, program: str, run_id: str) -> Contrast | None:
         """Model tries, each sampled with a seed of its own, each editing the latest program that

@@ -44,7 +44,7 @@ from alphaopt.agent.state import Solution
 from alphaopt.answers import ANSWER
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
-from alphaopt.learning.contrasts import Contrast, Criterion, solve_contrasts
+from alphaopt.learning.contrasts import Contrast, Criterion, solve_contrasts, with_known_edit
 from alphaopt.learning.drafts import Drafter, diff_example, specific
 from alphaopt.learning.explore import ExploreConfig, Explorer, outcome_line
 from alphaopt.learning.funnel import LearnSummary
@@ -274,8 +274,9 @@ class Learner:
                    solved: bool) -> list[Contrast]:
         """The problem's contrasts: from its solves (every fix, and right against wrong solves;
         only repaired run errors when ``solve_contrasts`` is off), then, when no solve was
-        right, exploration's. A contrast whose success no check could lift (every solve without
-        it already counts as one) is left out."""
+        right, exploration's; each with its edit when one known edit separates its programs. A
+        contrast whose success no check could lift (every solve without it already counts as
+        one) is left out."""
         answer = float(task.answer)
         found = solve_contrasts(without, lambda objective: self.config.correct(objective, answer))
         if not self.config.solve_contrasts:
@@ -286,7 +287,7 @@ class Learner:
             explored = self.explorer.explore(task, without, run_id)
             if explored is not None:
                 found.append(explored)
-        return found
+        return [with_known_edit(c, task.text) for c in found]
 
     def _verify(self, task: Task, run_id: str, summary: LearnSummary, contrast: Contrast, drafts: list[InsightDraft],
                 without: list[Solution], placebos: dict[tuple[str, ...], list[Solution]]) -> tuple[str, list[Solution]]:

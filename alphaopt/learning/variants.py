@@ -5,7 +5,9 @@ target: its one-line diff is then a precise "wrong -> right" example for the ins
 variants change one thing each: one constraint's direction (``<=``/``>=``, or an equality made
 an inequality), the objective's sense, the integrality of one variable, or one constraint
 dropped. ``hunks`` splits a model's corrected program into its separate changes, so that the
-smallest change that reaches the target can be found the same way.
+smallest change that reaches the target can be found the same way, and ``known_edit`` names the
+one mechanical edit (or one added constraint) that turns a wrong program into a right one, when
+that is all that separates them.
 
 Edits are made on the program's text at the positions ``ast`` gives, so every other line stays
 byte for byte as the model wrote it.
@@ -32,7 +34,7 @@ class Variant:
     """One mechanical edit: what kind, what it changed (in words), the code before and after it,
     and the whole edited program."""
 
-    kind: str  # "sense", "integrality", "direction", "equality", "number" or "drop"
+    kind: str  # "sense", "integrality", "direction", "equality", "number", "drop" or "missing"
     change: str
     before: str
     after: str
@@ -42,7 +44,8 @@ class Variant:
     @property
     def example(self) -> str:
         """The edit as an insight's example: ``wrong: <code> right: <code>``."""
-        return f"wrong: {_one_line(self.before)} right: {_one_line(self.after) or '(no such constraint)'}"
+        return (f"wrong: {_one_line(self.before) or '(missing)'} "
+                f"right: {_one_line(self.after) or '(no such constraint)'}")
 
 
 def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_per_literal: int = 12) -> list[Variant]:
@@ -288,6 +291,59 @@ def apply_hunk(wrong: str, hunk: tuple[int, int, list[str]]) -> str:
     if new and not new[-1].endswith("\n") and last < len(lines):
         new = [*new[:-1], new[-1] + "\n"]
     return "".join([*lines[:first], *new, *lines[last:]])
+
+
+def known_edit(wrong: str, right: str, problem: str = "") -> Variant | None:
+    """The one edit that turns ``wrong`` into ``right``, when only one separates them (blank lines,
+    comment lines and trailing spaces aside): constraint statements inserted in one place (kind
+    ``missing``) or deleted from one place (kind ``drop``), or a single-line variant of ``wrong``
+    (``line_variants``) whose program is ``right``. None for anything else: several changes, a
+    rewritten line, a program that does not parse."""
+    a, b = _stripped(wrong), _stripped(right)
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    changes = [(_code_lines(a[i1:i2]), _code_lines(b[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+               if tag != "equal"]
+    changes = [(removed, added) for removed, added in changes if removed or added]  # blank lines, comments aside
+    if len(changes) != 1:
+        return None
+    removed, added = changes[0]
+    if added and not removed and all(_is_constraint(line) for line in added):
+        code = "; ".join(added)
+        return Variant("missing", f"added the constraint {code}", "", code, right)
+    if removed and not added and all(_is_constraint(line) for line in removed):
+        code = "; ".join(removed)
+        return Variant("drop", f"dropped the constraint {code}", code, "", right)
+    target = _same_lines(right)
+    return next((v for v in line_variants(wrong, problem, limit=100_000) if _same_lines(v.program) == target), None)
+
+
+def _code_lines(lines: list[str]) -> list[str]:
+    """The lines that hold code (stripped), comments and blank lines left out."""
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _is_constraint(line: str) -> bool:
+    """Whether one line of code is a whole constraint statement (``m.c = Constraint(...)`` or ``….add(x <= y)``)."""
+    try:
+        tree = ast.parse(line)
+    except SyntaxError:
+        return False
+    if len(tree.body) != 1:
+        return False
+    stmt = tree.body[0]
+    if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
+        return _ctor(stmt.value) == "Constraint"
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and _ctor(stmt.value) == "add"
+            and any(isinstance(a, ast.Compare) for a in stmt.value.args))
+
+
+def _stripped(program: str) -> list[str]:
+    return [line.rstrip() for line in program.splitlines()]
+
+
+def _same_lines(program: str) -> list[str]:
+    """The program's lines of code, trailing spaces, blank lines and whole-line comments aside."""
+    return [line for line in _stripped(program) if line.strip() and not line.strip().startswith("#")]
 
 
 def _one_line(code: str) -> str:
