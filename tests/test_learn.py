@@ -205,10 +205,40 @@ def test_repaired_error_becomes_a_code_insight(setup):
     assert summary.verified == 1
     insight = store.get("I0001")
     assert insight.stage.value == "code_implementation" and insight.provenance.evidence["code_only"] is True
+    assert insight.provenance.evidence["criterion"] == "runs"  # no solve was right: its program must run
     extract = next(c for c in llm.calls if c.prompt_name == "extract_code")
     assert "AttributeError" in extract.user
     assert "Categories (level1 / level2):" in extract.user and "/" in extract.user.split("Categories")[-1]
     assert "<code>" in extract.user and "..." not in extract.user  # fields described, no template to copy
+
+
+def test_a_code_lesson_where_no_solve_was_right_must_make_the_first_program_run(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)  # runs after a repair, wrong
+    llm.on("extract_code", json.dumps(CODE_DRAFT))
+    llm.on("write_program", WRONG_LP_REPLY)  # with the code insight: it runs at once, still the wrong model
+    llm.on("write_program", BROKEN)  # the placebo arm: the same error again
+    summary = learner(llm, explore_tries=0, placebo=True).learn([ITEM])
+    assert summary.verified == 1
+    assert llm.prompt_names.count("repair") == 1 and "diagnose_program" not in llm.prompt_names  # first programs only
+    evidence = store.get("I0001").provenance.evidence
+    assert (evidence["criterion"], evidence["without"], evidence["with"], evidence["placebo"]) == ("runs", 0, 1, 0)
+    assert store.attempts(task_id="toy_train/t1")[-1].status == "learned"
+
+
+def test_a_code_lesson_is_rechecked_by_what_its_first_check_counted(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
+    llm.on("extract_code", json.dumps(CODE_DRAFT)).on("write_program", WRONG_LP_REPLY)
+    learner(llm, explore_tries=0).learn([ITEM])
+    insight = store.get("I0001")
+    assert insight.status == Status.VERIFIED and insight.provenance.evidence["criterion"] == "runs"
+    again = RoutedLLM().on("write_program", BROKEN, WRONG_LP_REPLY, BROKEN)  # without, with, placebo
+    evidence = learner(again).recheck(insight, store.start_run({}).id)
+    assert (evidence["criterion"], evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (
+        "runs", 0, 1, 0, True)  # judged as first checked: a wrong answer does not retire a lesson about code
+    assert "repair" not in again.prompt_names  # only the first program counts
+    assert store.get("I0001").status == Status.VERIFIED
 
 
 def test_placeholder_labels_and_an_empty_example_are_mended(setup):

@@ -6,8 +6,10 @@ right, and, with several samples, a sample that was right where another was wron
 Exploration (``alphaopt.learning.explore``) finds the others. Each contrast says which prompt
 drafts from it and what a solve must do to count as a success when its insights are checked:
 ``final`` (the answer is right), ``runs_first`` (right, and the first program ran: a code lesson
-must spare the repair) or ``right_first`` (the first program itself is right: a lesson learned
-from a fix must make the fix unnecessary).
+must spare the repair), ``runs`` (the first program ran: a code lesson from a problem that no
+solve got right, where no lesson about code can make the answer right, must still avoid its
+error) or ``right_first`` (the first program itself is right: a lesson learned from a fix must
+make the fix unnecessary).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from alphaopt.agent.program import LINE_CHANGES
 from alphaopt.agent.state import Attempt, Solution
 from alphaopt.learning.variants import known_edit
 
-Criterion = Literal["final", "runs_first", "right_first"]
+Criterion = Literal["final", "runs_first", "runs", "right_first"]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from alphaopt.agent import prompts
@@ -102,6 +102,7 @@ class Learner:
         no_repair = self.settings.model_copy(update={"max_repairs": 0})
         self._settings_for: dict[Criterion, Settings] = {
             "final": self.settings, "runs_first": no_repair,
+            "runs": no_repair.with_experimental(max_diagnoses=0),
             "right_first": no_repair.with_experimental(max_diagnoses=0)}
         self.store, self.index = store, index
         self.config = config or LearnConfig()
@@ -274,13 +275,16 @@ class Learner:
                    solved: bool) -> list[Contrast]:
         """The problem's contrasts: from its solves (every fix, and right against wrong solves;
         only repaired run errors when ``solve_contrasts`` is off), then, when no solve was
-        right, exploration's; each with its edit when one known edit separates its programs. A
-        contrast whose success no check could lift (every solve without it already counts as
-        one) is left out."""
+        right, exploration's; each with its edit when one known edit separates its programs. When
+        no solve was right, a code lesson is judged by whether the first program runs (no lesson
+        about code can make such an answer right). A contrast whose success no check could lift
+        (every solve without it already counts as one) is left out."""
         answer = float(task.answer)
         found = solve_contrasts(without, lambda objective: self.config.correct(objective, answer))
         if not self.config.solve_contrasts:
             found = [c for c in found if c.source == "repair"][:1]
+        if not solved:  # no code lesson can make the answer right here: it must make the first program run
+            found = [replace(c, criterion="runs") if c.criterion == "runs_first" else c for c in found]
         found = [c for c in found if sum(self.checker.success(s, answer, c.criterion) for s in without) < len(without)]
         if not solved:
             summary.explored += 1
@@ -330,7 +334,7 @@ class Learner:
         ``without``, or through another ``library`` retriever) and record the attempt. Solve 0
         is greedy, as a user's solve is; later ones are sampled, each with its own seed. A solve
         ``judged`` by its first program stops where nothing after could change that judgement:
-        no repair (``runs_first``), nor diagnosis or patch (``right_first``). The attempt's kind
+        no repair (``runs_first``), nor diagnosis or patch (``runs``, ``right_first``). The attempt's kind
         says so (``_sampled``, ``_first``): only a plain ``kind`` is a solve as a user gets it."""
         library = library or self.retriever
         if forced is not None:

@@ -13,9 +13,10 @@ on the insight's version. ``k = 1`` still works (tests, cheap runs).
 
 What counts as a success depends on the contrast the candidates came from
 (``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
-ran (a code lesson), or a right first program (a lesson learned from a repair or diagnosis). A
-check's solves stop where nothing after could change the verdict: no repair when the first
-program must run, and no diagnosis or patch either when it must be right.
+ran (a code lesson), a first program that ran (a code lesson from a problem no solve got right),
+or a right first program (a lesson learned from a repair or diagnosis). A check's solves stop
+where nothing after could change the verdict: no repair when the first program must run, and no
+diagnosis or patch either when only the first program counts.
 """
 
 from __future__ import annotations
@@ -42,10 +43,27 @@ def success(solution: Solution, answer: float, criterion: Criterion,
     if criterion == "right_first":
         first = solution.attempts[0] if solution.attempts else None
         return first is not None and first.status in ("optimal", "feasible") and correct(first.objective, answer)
+    if criterion == "runs":  # a code lesson where the answer was out of reach: its first program must run
+        return bool(solution.attempts) and solution.attempts[0].status not in REPAIRABLE
     right = correct(solution.objective, answer)
     if criterion == "runs_first":  # a code insight must make the first program run, not only the final one
         return right and bool(solution.attempts) and solution.attempts[0].status not in REPAIRABLE
     return right
+
+
+#: The criteria of code lessons (their evidence says ``code_only``).
+CODE_CRITERIA = ("runs_first", "runs")
+
+
+def recheck_criterion(insight: Insight) -> Criterion:
+    """What a recheck of a verified insight counts as a success: what its first check counted
+    for a code lesson verified by a first program that ran (``runs``), else the right answer
+    (with a first program that ran, for a code lesson)."""
+    if insight.stage.value != "code_implementation":
+        return "final"
+    evidence = insight.provenance.evidence
+    first = evidence.get("criterion", (evidence.get("recheck") or {}).get("criterion"))
+    return "runs" if first == "runs" else "runs_first"
 
 
 @dataclass
@@ -105,7 +123,7 @@ class Checker:
             solved.append(self.solve(task, run_id, "verify_with", sample, forced, judged=criterion))
         with_runs = wins(solved)
         evidence: dict[str, Any] = {"without": sum(base), "with": sum(with_runs), "k": self.k, "criterion": criterion,
-                                    "code_only": criterion == "runs_first", "solves": {"without": base,
+                                    "code_only": criterion in CODE_CRITERIA, "solves": {"without": base,
                                                                                        "with": with_runs}}
         accepted = sum(with_runs) >= need
         saved = self.k - len(solved)
@@ -132,15 +150,17 @@ class Checker:
         """The check again on a verified insight's source problems: ``k`` solves each without it
         (the rest of the library stays), with it, and with the placebo in its place. Kept when,
         summed over the problems, it beats both by the margin with at least one success."""
-        criterion: Criterion = "runs_first" if insight.stage.value == "code_implementation" else "final"
+        criterion = recheck_criterion(insight)
         arms = {"without": [], "with": [insight_dict(insight)],
                 "placebo": [{**prompts.PLACEBO, "stage": insight.stage.value}]}
         counts = dict.fromkeys(arms, 0)
         for task in tasks:
             for sample in range(self.k):
                 for arm, forced in arms.items():
-                    solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id])
+                    solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id],
+                                          judged=criterion)
                     counts[arm] += success(solution, float(task.answer), criterion, self.correct)
         kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1
-        return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion == "runs_first",
+        return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
+                "criterion": criterion,
                 "recheck": True, "kept": kept}
