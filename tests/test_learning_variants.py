@@ -85,10 +85,23 @@ def test_a_single_line_variant_that_reaches_the_answer_is_the_insights_example(s
     assert [(a.status, a.objective) for a in screened] == [("optimal", pytest.approx(24.0))]  # only the reaching one
 
 
-def test_a_known_edits_condition_that_names_the_problem_is_dropped(setup):  # noqa: F811
+def test_a_known_edits_condition_in_the_problems_numbers_is_said_in_general_words(setup):  # noqa: F811
     store, _, learner = setup
     llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
-    llm.on("edit_condition", "when x and y must add up to at least 10")  # a number of this problem: no lesson
+    llm.on("edit_condition", "when x and y must add up to at least 10")  # a number of this problem
+    llm.on("generalize", "when the total of two amounts must reach 10")  # still: its number goes
+    llm.on("write_program", RIGHT)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
+    assert summary.verified == 1
+    assert store.get("I0001").condition == "when the total of two amounts must reach a stated number"
+    ask = next(c for c in llm.calls if c.prompt_name == "generalize")
+    assert "when x and y must add up to at least 10" in ask.user and "write it with >=, not <=" in ask.user
+
+
+def test_a_known_edits_condition_that_is_no_condition_is_dropped(setup):  # noqa: F811
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
+    llm.on("edit_condition", "This correction is needed for the demand.")
     summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
     assert (summary.reached, summary.drafted, summary.added) == (1, 0, 0) and store.list(status=None) == []
 

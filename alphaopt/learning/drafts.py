@@ -83,15 +83,21 @@ class Drafter:
     def _known_edit(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
         """The draft of a contrast whose programs differ by one known edit: what the edit does is
         known (the explanation of its kind, its operators filled in; the example is the edit), so
-        the model is asked only when it applies. An edit of no fixed label takes the modeling
-        label (not a code one) nearest to the lesson."""
+        the model is asked only when it applies. A condition that repeats the problem's numbers is
+        asked for once more in general words, and the numbers it still repeats become "a stated
+        number". An edit of no fixed label takes the modeling label (not a code one) nearest to
+        the lesson."""
         condition = self.rewrite_condition("edit_condition", CallContext(
             run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
             change=contrast.change, example=contrast.example)
-        if not _usable(condition, task.text):
-            return []
         level1, level2, template = prompts.EDIT_LESSONS[contrast.kind]
         explanation = template.format(**_operators(contrast))
+        if specific(condition, task.text):  # asked once in general words, then its numbers left out
+            general = self.general_condition(condition, explanation, CallContext(
+                run_id=run_id, task_id=task.id, node="generalize"))
+            condition = unnumbered(general if general.lower().startswith("when") else condition, task.text)
+        if not _usable(condition, task.text):
+            return []
         stage = Stage.GENERAL_FORMULATION
         if level1 is None or level2 is None:
             near = self.retriever.labels_for(f"{condition} {explanation}", 100)
@@ -198,9 +204,29 @@ def _operators(contrast: Contrast) -> dict[str, str]:
     return {"wrong": "", "right": sense.group(1) if sense else "the one the question asks for"}
 
 
+def unnumbered(condition: str, problem: str) -> str:
+    """The condition with each number of two or more digits that its problem states (and a
+    percent sign after it) replaced by "a stated number" (or "a stated percentage")."""
+    numbers = _problem_numbers(problem)
+
+    def mask(found: re.Match[str]) -> str:
+        if found.group(1) not in numbers:
+            return found.group(0)
+        return "a stated percentage" if found.group(2) else "a stated number"
+
+    return _NUMBER_PERCENT.sub(mask, condition)
+
+
+_NUMBER_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)(\s*%)?")
+
+
+def _problem_numbers(problem: str) -> set[str]:
+    return {n for n in _NUMBER.findall(problem) if len(n.replace(".", "").replace(",", "")) >= 2}
+
+
 def specific(condition: str, problem: str) -> bool:
     """True when the condition repeats a number (of two or more digits) from the problem text."""
-    numbers = {n for n in _NUMBER.findall(problem) if len(n.replace(".", "").replace(",", "")) >= 2}
+    numbers = _problem_numbers(problem)
     return any(n in numbers for n in _NUMBER.findall(condition))
 
 
