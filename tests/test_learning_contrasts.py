@@ -59,15 +59,13 @@ def test_a_patch_that_turned_the_program_right_is_learned_from(tmp_path, runner)
     item = ("toy_train", "p1", PATCH_PROBLEM, 11.5)
     llm = RoutedLLM().on("write_program", MISSING_LIMIT)
     llm.on("patch_unused", "model.c3 = pyo.Constraint(expr=model.x <= 3.5)")
-    llm.on("edit_condition", "when the text puts an upper limit on one product")
     llm.on("write_program", MISSING_LIMIT.replace("x + 3 * model.y <= 6)", "x + 3 * model.y <= 6)\n    "
                                                   "model.c3 = pyo.Constraint(expr=model.x <= 3.5)"))
     learner = Learner(settings, store, index, llm, runner, LearnConfig(k=1, placebo=False, line_variants=False))
     summary = learner.learn([item])
     assert summary.sources == {"patch": {"reached": 1, "drafted": 1, "verified": 1}}
-    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")  # the patch added one constraint
-    assert "it added the constraint model.c3 = pyo.Constraint(expr=model.x <= 3.5)" in ask.user
-    insight = store.get("I0001")
+    insight = store.get("I0001")  # the patch added one constraint: a known edit, the words it says quoted
+    assert insight.condition == 'when the text says "with x at most N and x"'
     assert insight.provenance.evidence["criterion"] == "right_first"
     assert insight.example == "wrong: (missing) right: model.c3 = pyo.Constraint(expr=model.x <= 3.5)"
     assert insight.explanation.startswith("write this limit as a constraint of its own")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers
+from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers, text_phrase
 from library import Status
 from tests.fakes import RoutedLLM, program
 from tests.test_learn import DRAFT, setup  # noqa: F401 (the fixture)
@@ -64,46 +64,71 @@ def test_hunks_and_text_numbers():
 def test_a_single_line_variant_that_reaches_the_answer_is_the_insights_example(setup):  # noqa: F811
     store, _, learner = setup
     llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)  # 0 (a plan doing nothing), twice
-    llm.on("edit_condition", '"when the text says a total must be at least some amount"')
     llm.on("write_program", RIGHT)  # with the candidate
     summary = learner(llm, explore_tries=2, line_variants=True).learn([ITEM])
     assert summary.verified == 1 and "explore" not in llm.prompt_names  # no model try was needed
-    assert "extract" not in llm.prompt_names  # the edit is known: the model writes only when it applies
+    assert {"extract", "edit_condition"}.isdisjoint(llm.prompt_names)  # the edit and the text it says are known
     assert summary.sources == {"line_edit": {"reached": 1, "drafted": 1, "verified": 1}}
     insight = store.get("I0001")
     assert insight.status == Status.VERIFIED
     assert insight.example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"  # the precise edit
-    assert insight.condition == "when the text says a total must be at least some amount"
+    assert insight.condition == 'when the text says "y must be at least N and x is at"'  # the words around 10
     assert (insight.stage.value, insight.level1, insight.level2) == (
         "general_formulation", "constraints", "inequality direction")
     assert insight.explanation.startswith("write it with >=, not <=, as in the example")  # agrees with the example
     assert insight.provenance.prompt_version.startswith("edit_condition:")
-    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
-    assert "it turned <= into >= in model.x + model.y <= 10" in ask.user
-    assert "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10" in ask.user
     screened = [a for a in store.attempts(task_id="toy_train/c1") if a.kind == "explore_line"]
     assert [(a.status, a.objective) for a in screened] == [("optimal", pytest.approx(24.0))]  # only the reaching one
 
 
+FLIPPED = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit
+
+
+def test_a_known_sense_edit_says_which_sense(setup):  # noqa: F811
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", FLIPPED).on("diagnose_program", FLIPPED)
+    llm.on("edit_condition", "when the question asks for the lowest cost").on("write_program", RIGHT)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    assert insight.example == "wrong: sense=pyo.maximize right: sense=pyo.minimize"
+    assert insight.explanation.startswith("set the objective's sense to minimize, as in the example")
+    assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")
+    assert insight.condition == "when the question asks for the lowest cost"  # no number to quote: the model's
+    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
+    assert "it turned the objective's sense (pyo.maximize to pyo.minimize)" in ask.user
+    assert "wrong: sense=pyo.maximize right: sense=pyo.minimize" in ask.user
+
+
 def test_a_known_edits_condition_in_the_problems_numbers_is_said_in_general_words(setup):  # noqa: F811
     store, _, learner = setup
-    llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
-    llm.on("edit_condition", "when x and y must add up to at least 10")  # a number of this problem
-    llm.on("generalize", "when the total of two amounts must reach 10")  # still: its number goes
+    llm = RoutedLLM().on("write_program", FLIPPED).on("diagnose_program", FLIPPED)
+    llm.on("edit_condition", "when a demand of 10 must be met at the lowest cost")  # a number of this problem
+    llm.on("generalize", "when a demand of 10 is met at the least cost")  # still: its number goes
     llm.on("write_program", RIGHT)
     summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
     assert summary.verified == 1
-    assert store.get("I0001").condition == "when the total of two amounts must reach a stated number"
+    assert store.get("I0001").condition == "when a demand of a stated number is met at the least cost"
     ask = next(c for c in llm.calls if c.prompt_name == "generalize")
-    assert "when x and y must add up to at least 10" in ask.user and "write it with >=, not <=" in ask.user
+    assert "when a demand of 10 must be met" in ask.user and "set the objective's sense to minimize" in ask.user
 
 
 def test_a_known_edits_condition_that_is_no_condition_is_dropped(setup):  # noqa: F811
     store, _, learner = setup
-    llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
-    llm.on("edit_condition", "This correction is needed for the demand.")
+    llm = RoutedLLM().on("write_program", FLIPPED).on("diagnose_program", FLIPPED)
+    llm.on("edit_condition", "This correction is needed for the cost.")
     summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
     assert (summary.reached, summary.drafted, summary.added) == (1, 0, 0) and store.list(status=None) == []
+
+
+def test_text_phrase_quotes_the_words_around_the_constraints_number():
+    text = ("A bus can take 100 chicken and takes 2 hours per trip. There can be at most 10 bus trips and at "
+            "least 60% of the trips must be by car. If the farmer needs to transport 1,200 chicken, how many?")
+    assert text_phrase(text, "model.bus * 100 + model.car * 40 >= 1200") == "the farmer needs to transport N chicken"
+    assert text_phrase(text, "model.car >= 0.6 * (model.bus + model.car)") == (
+        "bus trips and at least N% of the trips must")
+    assert text_phrase(text, "model.bus <= 10") == "There can be at most N bus trips and at"
+    assert text_phrase(text, "model.bus <= 7") == "" and text_phrase(text, "model.bus >= 1") == ""
 
 
 def test_two_edits_together_when_no_single_one_reaches(setup):  # noqa: F811
@@ -123,13 +148,12 @@ def test_a_model_correction_is_cut_down_to_the_change_that_reaches(setup):  # no
     noisy = RIGHT.replace("model.cap = pyo.Constraint(expr=model.x <= 6)",
                           "model.cap = pyo.Constraint(expr=model.x <= 6)" + extra)
     llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED)
-    llm.on("explore", noisy).on("edit_condition", "when a total must reach a minimum")
-    llm.on("write_program", RIGHT)
+    llm.on("explore", noisy).on("write_program", RIGHT)
     summary = learner(llm, explore_tries=1).learn([ITEM])
     assert summary.sources == {"explore": {"reached": 1, "drafted": 1, "verified": 1}}
-    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
-    assert "turned <= into >= in model.x + model.y <= 10" in ask.user and "model.extra" not in ask.user
-    assert store.get("I0001").example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"
+    insight = store.get("I0001")  # the hunk that reached, alone: one known edit
+    assert insight.example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"
+    assert insight.condition == 'when the text says "y must be at least N and x is at"'
     assert [a.kind for a in store.attempts(task_id="toy_train/c1")][:4] == [
         "solve", "explore_integrality", "explore", "explore_hunk"]
 
@@ -146,14 +170,14 @@ def test_a_model_correction_of_several_changes_is_drafted_by_the_model(setup):  
 
 
 def test_each_failed_solves_program_is_screened(setup):  # noqa: F811
-    _, _, learner = setup
+    store, _, learner = setup
     no_y = RIGHT.replace("2 * model.x + 3 * model.y", "2 * model.x")  # no single or double edit reaches 24
     llm = RoutedLLM().on("write_program", no_y, TURNED).on("diagnose_program", TURNED)  # greedy, then sampled
-    llm.on("edit_condition", "when a total must reach a minimum").on("write_program", RIGHT, RIGHT)
+    llm.on("write_program", RIGHT, RIGHT)
     summary = learner(llm, k=2, explore_tries=0, line_variants=True).learn([ITEM])
     assert summary.verified == 1 and summary.sources["line_edit"]["verified"] == 1
-    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
-    assert "turned <= into >= in model.x + model.y <= 10" in ask.user  # the sampled solve's program
+    assert store.get("I0001").example == (  # the sampled solve's program, turned around
+        "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10")
 
 
 def test_known_edit_names_the_one_edit_between_two_programs():
@@ -176,15 +200,3 @@ def test_known_edit_names_the_one_edit_between_two_programs():
     assert known_edit(right.replace(cap, "    print('x')\n"), right, COST) is None  # a line rewritten, no variant
     assert known_edit(right, right.replace(cap, cap + "    total = 3\n"), COST) is None  # no constraint added
 
-
-def test_a_known_sense_edit_says_which_sense(setup):  # noqa: F811
-    store, _, learner = setup
-    flipped = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit
-    llm = RoutedLLM().on("write_program", flipped).on("diagnose_program", flipped)
-    llm.on("edit_condition", "when the question asks for the lowest cost").on("write_program", RIGHT)
-    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
-    assert summary.verified == 1
-    insight = store.get("I0001")
-    assert insight.example == "wrong: sense=pyo.maximize right: sense=pyo.minimize"
-    assert insight.explanation.startswith("set the objective's sense to minimize, as in the example")
-    assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")

@@ -1,12 +1,13 @@
 """Drafting candidate insights from a contrast (a wrong and a right program).
 
-One model call per contrast: ``extract`` (a modeling lesson from the two programs and the
-lines that differ), ``extract_code`` (a code lesson from the error and the repaired program),
-``integrality_condition`` (after an integrality flip the change is known; the model says only
-when it applies) or ``edit_condition`` (the same for the other known edits: a constraint's
-direction, an equality made a bound, the objective's sense, a constraint added or dropped; the
-explanation is ``prompts.EDIT_LESSONS``' for its kind and the example the edit, so the two
-always agree). A small model often copies the prompt's template: placeholder labels become
+At most one model call per contrast (and one to generalize a condition): ``extract`` (a modeling
+lesson from the two programs and the lines that differ), ``extract_code`` (a code lesson from the
+error and the repaired program), ``integrality_condition`` (after an integrality flip the change
+is known; the model says only when it applies) or ``edit_condition`` (the other known edits: a
+constraint's direction, an equality made a bound, the objective's sense, a constraint added or
+dropped; the explanation is ``prompts.EDIT_LESSONS``' for its kind and the example the edit, so
+the two always agree; the condition quotes the text the edited constraint says, or else the
+model writes it). A small model often copies the prompt's template: placeholder labels become
 the nearest real label, an empty example becomes the diff, drafts that still say nothing are
 dropped, and a condition that repeats the problem's numbers is rewritten in general words.
 When the contrast knows its edit exactly (a single-line edit, or the smallest part of a
@@ -25,6 +26,7 @@ from alphaopt.agent import prompts
 from alphaopt.agent.retrieval import LibraryRetriever
 from alphaopt.learning.contrasts import Contrast
 from alphaopt.learning.ledger import Ledger
+from alphaopt.learning.variants import text_phrase
 from alphaopt.llm.client import CallContext
 from library import InsightDraft, LibraryStore, Task
 from library.taxonomy import Stage, canonical
@@ -82,20 +84,27 @@ class Drafter:
 
     def _known_edit(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
         """The draft of a contrast whose programs differ by one known edit: what the edit does is
-        known (the explanation of its kind, its operators filled in; the example is the edit), so
-        the model is asked only when it applies. A condition that repeats the problem's numbers is
-        asked for once more in general words, and the numbers it still repeats become "a stated
+        known (the explanation of its kind, its operators filled in; the example is the edit).
+        When the edited or added constraint writes a number of the text, the condition quotes the
+        words around it (``variants.text_phrase``, numbers as N): the text that calls for the edit,
+        which the model, asked, attributed to other parts of the text. Otherwise the model is
+        asked when the lesson applies; a condition that repeats the problem's numbers is asked
+        for once more in general words, and the numbers it still repeats become "a stated
         number". An edit of no fixed label takes the modeling label (not a code one) nearest to
         the lesson."""
-        condition = self.rewrite_condition("edit_condition", CallContext(
-            run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
-            change=contrast.change, example=contrast.example)
         level1, level2, template = prompts.EDIT_LESSONS[contrast.kind]
         explanation = template.format(**_operators(contrast))
-        if specific(condition, task.text):  # asked once in general words, then its numbers left out
-            general = self.general_condition(condition, explanation, CallContext(
-                run_id=run_id, task_id=task.id, node="generalize"))
-            condition = unnumbered(general if general.lower().startswith("when") else condition, task.text)
+        phrase = text_phrase(task.text, contrast.example.split("right:", 1)[-1]) if contrast.kind in _QUOTED else ""
+        if phrase:
+            condition = f'when the text says "{phrase}"'
+        else:
+            condition = self.rewrite_condition("edit_condition", CallContext(
+                run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
+                change=contrast.change, example=contrast.example)
+            if specific(condition, task.text):  # asked once in general words, then its numbers left out
+                general = self.general_condition(condition, explanation, CallContext(
+                    run_id=run_id, task_id=task.id, node="generalize"))
+                condition = unnumbered(general if general.lower().startswith("when") else condition, task.text)
         if not _usable(condition, task.text):
             return []
         stage = Stage.GENERAL_FORMULATION
@@ -189,6 +198,7 @@ def _usable(condition: str, problem: str) -> bool:
             and not prompts.copies_instructions(condition))
 
 
+_QUOTED = {"direction", "equality", "missing"}  # edits of a constraint that the text states: quoted
 _OPERATOR_CHANGE = re.compile(r"turned (<=|>=|==|<|>) into (<=|>=|<|>)")
 _SENSE = re.compile(r"\b(maximize|minimize)\b")
 

@@ -219,6 +219,32 @@ def text_numbers(problem: str) -> list[float]:
     return found
 
 
+_CODE_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
+_SENTENCE_END = re.compile(r"[.?!;:](?=\s|$)|\n")
+
+
+def text_phrase(problem: str, code: str, *, before: int = 5, after: int = 4) -> str:
+    """The words of ``problem`` around a number that the line of ``code`` also writes (0 and 1
+    aside; a percentage also as its fraction), the code's last such number first (a bound is
+    written last): up to ``before`` words before it and ``after`` after it, within its sentence
+    and its clause (between commas), every number written N. "" when they share none."""
+    occurrences = [(m, float(m.group(1).replace(",", ""))) for m in _TEXT_NUMBER.finditer(problem)]
+    for number in reversed([float(n) for n in _CODE_NUMBER.findall(code)]):
+        if number in (0.0, 1.0):
+            continue
+        found = next((m for m, value in occurrences
+                      if number in ({value, value / 100} if m.group(2) else {value})), None)
+        if found is None:
+            continue
+        start = max((m.end() for m in _SENTENCE_END.finditer(problem, 0, found.start())), default=0)
+        end = next((m.start() for m in _SENTENCE_END.finditer(problem, found.end())), len(problem))
+        head = " ".join(problem[start:found.start()].split()[-before:]).rsplit(",", 1)[-1]
+        tail = " ".join(problem[found.end():end].split()[:after]).split(",", 1)[0]
+        phrase = f"{head.strip()} N{'%' if found.group(2) else ''} {tail.strip()}"
+        return _TEXT_NUMBER.sub(lambda m: "N" + ("%" if m.group(2) else ""), phrase).strip(" ,;:")
+    return ""
+
+
 def _numbers(tree: ast.Module, text: _Text, problem: str, per_literal: int) -> list[Variant]:
     """Each number the program writes that the text does not state (0 and 1 aside) replaced by
     each number the text states: a coefficient copied wrong or computed wrong."""
