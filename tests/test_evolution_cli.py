@@ -32,7 +32,7 @@ from tests.fakes import FORMULATION, LP_REPLY, ThreadSafeLLM
 
 #: The wrong program leaves out the limit on x (optimum 12, not 11): no single-line edit the learner
 #: screens (a number, a direction, a dropped constraint) turns it right, only the lesson does.
-WRONG = LP_REPLY.replace("\n    model.c3 = pyo.Constraint(expr=model.x <= 3)", "")
+WRONG = LP_REPLY.replace("model.x <= 3", "model.x <= 2")  # a number copied wrong: the model drafts its lesson
 MATH = "Maximize 3x + 2y subject to x + y <= 4, x + 3y <= 6 and x at most 3, with x, y non-negative."
 TEXTS = {
     "t1": "A furniture plant makes chairs (x) and tables (y) from wood and labour. " + MATH,

@@ -29,8 +29,9 @@ from alphaopt.llm.runlog import open_run_log
 @click.option("-k", "--solves", type=click.IntRange(min=1), default=2, show_default=True,
               help="Solves per problem in each arm of the check (without, with, placebo): the first greedy, the "
                    "others sampled. 1 is the cheap setting.")
-@click.option("--explore-tries", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Sampled model tries per failed problem to reach its answer.")
+@click.option("--explore-tries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Sampled model tries per failed problem to reach its answer (raise it for a model that "
+                   "corrects programs well).")
 @click.option("--line-variants/--no-line-variants", default=True, show_default=True,
               help="Screen single-line edits of a failed program (and pairs of them) with the solver first.")
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")

@@ -67,11 +67,14 @@ _NOT_IN_LIBRARY = {prompts.PLACEBO["id"], PENDING_ID}  # forced lessons that are
 @dataclass
 class LearnConfig:
     """How hard to try per problem. Learning is offline work: the defaults spend what a verified
-    insight needs (``benchmarks/learn_yield.py`` measures them); ``k=1, explore_tries=2`` is the
+    insight needs (``benchmarks/learn_yield.py`` measures them); ``k=1, explore_tries=0`` is the
     cheap setting."""
 
     k: int = 2  # solves per arm of the check: the first greedy, the others sampled
-    explore_tries: int = 4  # sampled model tries per failed problem, each with its own seed
+    # sampled model tries per failed problem, each with its own seed: with the embedded model 106 tries
+    # on 25 failed training problems reached no answer (a quarter of learning's model time; the
+    # benchmarks README); raise it for a model that corrects programs more often
+    explore_tries: int = 1
     accept_margin: int = 1
     sample_temperature: float = 0.7
     merge_distance: float = 0.12
