@@ -116,3 +116,19 @@ def test_solve_contrasts_of_one_program_or_none_right():
                      attempts=[Attempt(stage="write_program", program=program("x = 1"), status="optimal",
                                        objective=8.0)])
     assert solve_contrasts([wrong, wrong], lambda objective: objective == 11.0) == []
+
+
+def test_a_solves_contrast_is_cut_down_to_the_change_that_turns_it_right(setup):  # noqa: F811
+    from tests.test_learning_variants import COST, RIGHT, TURNED
+
+    store, _, learner = setup
+    sampled = TURNED.replace("model.x = pyo.Var(domain=", "model.x = pyo.Var(within=")  # two changes apart
+    llm = RoutedLLM().on("write_program", RIGHT, sampled)  # the greedy solve right, the sampled one wrong
+    llm.on("diagnose_program", sampled)  # its plan does nothing: the diagnosis gives it back
+    llm.on("write_program", RIGHT, RIGHT)  # with the candidate
+    summary = learner(llm, k=2, explore_tries=0).learn([("toy_train", "c1", COST, 24.0)])
+    assert summary.verified == 1 and summary.sources == {"samples": {"reached": 1, "drafted": 1, "verified": 1}}
+    assert "extract" not in llm.prompt_names  # the direction alone turned it right: a known edit
+    insight = store.get("I0001")
+    assert insight.example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"
+    assert [a.kind for a in store.attempts(task_id="toy_train/c1")].count("explore_hunk") == 1

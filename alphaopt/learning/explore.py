@@ -18,7 +18,7 @@ never counts:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from alphaopt.agent import prompts
@@ -161,10 +161,25 @@ class Explorer:
     def _smallest(self, task: Task, wrong: str, right: str, failed: Solution, run_id: str) -> Contrast:
         """The contrast from ``wrong`` to the smallest part of the model's correction that
         still reaches the target: one changed hunk alone, when one does; else all of it."""
+        alone = self._reaching_hunk(task, wrong, right, run_id)
+        return Contrast("explore", "extract", wrong, alone or right, outcome_of(failed))
+
+    def narrow(self, task: Task, contrast: Contrast, run_id: str) -> Contrast:
+        """A modeling contrast of the solves (a fix, or a right sample beside a wrong one) cut
+        down, as a model's correction is, to the one changed hunk that alone turns the wrong
+        program right, when one does (solver runs only); else as it was."""
+        if contrast.step != "extract" or contrast.example:
+            return contrast
+        alone = self._reaching_hunk(task, contrast.wrong, contrast.right, run_id)
+        return replace(contrast, right=alone) if alone else contrast
+
+    def _reaching_hunk(self, task: Task, wrong: str, right: str, run_id: str) -> str | None:
+        """``wrong`` with one changed hunk of ``right`` applied, the first that alone reaches the
+        target (of the first ``max_hunks``); None when there is only one hunk or none reaches."""
         changes = hunks(wrong, right)
         if len(changes) > 1:
             for hunk in changes[: self.config.max_hunks]:
                 alone = apply_hunk(wrong, hunk)
                 if self._reaches(task, alone, run_id, "explore_hunk")[0]:
-                    return Contrast("explore", "extract", wrong, alone, outcome_of(failed))
-        return Contrast("explore", "extract", wrong, right, outcome_of(failed))
+                    return alone
+        return None

@@ -278,7 +278,8 @@ class Learner:
                    solved: bool) -> list[Contrast]:
         """The problem's contrasts: from its solves (every fix, and right against wrong solves;
         only repaired run errors when ``solve_contrasts`` is off), then, when no solve was
-        right, exploration's; each with its edit when one known edit separates its programs. When
+        right, exploration's; each cut down to the one changed hunk that alone turns its wrong
+        program right (when one does), and with its edit when one known edit separates them. When
         no solve was right, a code lesson is judged by whether the first program runs (no lesson
         about code can make such an answer right). A contrast whose success no check could lift
         (every solve without it already counts as one) is left out."""
@@ -288,10 +289,11 @@ class Learner:
             found = [c for c in found if c.source == "repair"][:1]
         if not solved:  # no code lesson can make the answer right here: it must make the first program run
             found = [replace(c, criterion="runs") if c.criterion == "runs_first" else c for c in found]
-        found = [c for c in found if sum(self.checker.success(s, answer, c.criterion) for s in without) < len(without)]
+        found = [self.explorer.narrow(task, c, run_id) for c in found
+                 if sum(self.checker.success(s, answer, c.criterion) for s in without) < len(without)]
         if not solved:
             summary.explored += 1
-            explored = self.explorer.explore(task, without, run_id)
+            explored = self.explorer.explore(task, without, run_id)  # already cut down
             if explored is not None:
                 found.append(explored)
         return [with_known_edit(c, task.text) for c in found]
