@@ -97,9 +97,12 @@ class _Meter:
 
 
 def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Write the mathematical model as structured text (nothing when ``formulate`` is off)."""
+    """Write the mathematical model as structured text, with the modeling lessons: always with
+    ``formulate`` on, else when the library gave a modeling lesson and ``formulate_lessons`` is on
+    (nothing otherwise)."""
     knobs = runtime.context.settings.experimental
-    if not knobs.formulate:
+    lessons = any(i.get("stage") in FORMULATION_STAGES for i in state.get("insights", []))
+    if not (knobs.formulate or (knobs.formulate_lessons and lessons)):
         return {"formulation": ""}
     reply, usage = _ask(
         runtime, state, "formulate", knobs.max_tokens_formulation,
@@ -114,7 +117,7 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
     reply, usage = _ask(
         runtime, state, "write_program", knobs.max_tokens_program,
         problem=state["problem"],
-        insights=_insights(state, CODE_STAGES if knobs.formulate else None),
+        insights=_insights(state, CODE_STAGES if state.get("formulation") else None),  # the math has the rest
         formulation=prompts.formulation_block(state.get("formulation") or ""),
         goal=prompts.goal_block(state["reading"]),
     )
