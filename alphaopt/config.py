@@ -120,10 +120,10 @@ class ExperimentalSettings(BaseModel):
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)
     # write the math first whenever the library gives the solve a modeling lesson (domain modeling,
-    # general formulation): the embedded model carried such a lesson into the math, and the math
-    # into the program, where the same lesson in the program prompt changed nothing it concerned
-    # (benchmarks/README.md, "Lessons in the math")
-    formulate_lessons: bool = True
+    # general formulation), the lesson in the math prompt: on one training problem the embedded model
+    # followed a lesson only there, but on the library's reach in the training splits the math step
+    # copied the system prompt's example and lost answers (benchmarks/README.md, "Lessons in the math")
+    formulate_lessons: bool = False
     max_diagnoses: int = 1
     # the rewrites that follow from the text (agent/rewrites.py): all (true), none (false), or a
     # list of REWRITES, e.g. ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES='["sense", "bounds"]'. Only

@@ -206,10 +206,9 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
     assert "[I7] When the text says 'at least': use >=" in formulate and "[I8]" not in formulate
     assert "[I8] When sums over dicts: use sum()" in write and "[I7]" not in write
     assert [i["id"] for i in solution.insights] == ["I7", "I8"]
-    # writing the program directly (formulate_lessons off), the one program prompt carries every insight
+    # writing the program directly, the one program prompt carries every insight
     fake_llm.enqueue(LP_REPLY)
-    with Agent(settings.with_experimental(formulate_lessons=False), llm=fake_llm, runner=runner,
-               library=Library()) as agent:
+    with Agent(settings, llm=fake_llm, runner=runner, library=Library()) as agent:
         agent.solve(PROBLEM)
     assert "[I7]" in fake_llm.calls[-1].user and "[I8]" in fake_llm.calls[-1].user
 
@@ -226,8 +225,9 @@ def test_a_modeling_lesson_goes_into_the_math_first(settings, runner, fake_llm):
         def retrieve(self, problem, *, llm, run_id):
             return self.insights
 
+    lessons_math = settings.with_experimental(formulate_lessons=True)  # formulate itself off
     fake_llm.enqueue(FORMULATION, LP_REPLY)
-    with Agent(settings, llm=fake_llm, runner=runner, library=Library(lessons)) as agent:  # formulate off
+    with Agent(lessons_math, llm=fake_llm, runner=runner, library=Library(lessons)) as agent:
         solution = agent.solve(PROBLEM)
     assert fake_llm.prompt_names == ["formulate", "write_program"] and solution.status == "optimal"
     formulate, write = fake_llm.calls[0].user, fake_llm.calls[1].user
@@ -237,7 +237,7 @@ def test_a_modeling_lesson_goes_into_the_math_first(settings, runner, fake_llm):
     # a code lesson alone, or no lesson: the program is written directly
     for given in ([lessons[1]], []):
         fake_llm.enqueue(LP_REPLY)
-        with Agent(settings, llm=fake_llm, runner=runner, library=Library(given)) as agent:
+        with Agent(lessons_math, llm=fake_llm, runner=runner, library=Library(given)) as agent:
             assert agent.solve(PROBLEM).formulation == ""
         assert fake_llm.calls[-1].prompt_name == "write_program" and fake_llm.prompt_names.count("formulate") == 1
 

@@ -32,10 +32,7 @@ BROKEN = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonN
 def setup(tmp_path, runner):
     # no line asked for when a scripted program leaves out a number of its text (the toy problems'
     # programs do); tests/test_learning_contrasts.py learns from such a patch
-    # and no math step for a candidate's lesson (formulate_lessons): the scripted replies are programs;
-    # test_a_lesson_of_the_check_goes_into_the_math covers the learner with it
-    settings = load_settings(home=tmp_path / "home", use_library=True,
-                             experimental={"text_rewrites": False, "formulate_lessons": False})
+    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"text_rewrites": False})
     store, index = open_library(settings)
 
     def learner(llm, **config):
@@ -400,7 +397,6 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
-    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE_LESSONS", "0")
     run = CliRunner().invoke(cli.cli, ["learn", str(data), "-k", "1", "--explore-tries", "1", "--no-line-variants",
                                          "--no-progress"], catch_exceptions=False)
     assert "verified 1" in run.output and "solved before 0, after 1" in run.output
@@ -462,7 +458,6 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
-    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE_LESSONS", "0")
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")  # no line asked for the baker's unused numbers
     run = CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--exclude", str(test), "--no-progress"],
                              catch_exceptions=False)
@@ -483,7 +478,6 @@ def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     llm = RoutedLLM().on("write_program", LP_REPLY, LP_REPLY)
     monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
-    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE_LESSONS", "0")
     assert "solved before 1" in CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--no-progress"]).output
     train.write_text(json.dumps(new) + "\n" + json.dumps(solved) + "\n")  # a new problem comes first in the file
     run = CliRunner().invoke(cli.cli, ["learn", str(train), "-k", "1", "--revisit-solved", "--limit", "1",
@@ -706,7 +700,6 @@ def test_library_recheck_cli(tmp_path, monkeypatch):
     from alphaopt.interfaces import cli, cli_library
 
     monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
-    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__FORMULATE_LESSONS", "0")
     settings = load_settings(home=tmp_path / "home")
     store, index = open_library(settings)
     insight = store.add_insight(InsightDraft(**{**DRAFT["insights"][0], "stage": "code_implementation"}),
@@ -733,7 +726,8 @@ def test_library_recheck_cli(tmp_path, monkeypatch):
 def test_a_lesson_of_the_check_goes_into_the_math(tmp_path, runner):
     from tests.fakes import FORMULATION
 
-    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"text_rewrites": False})
+    settings = load_settings(home=tmp_path / "home", use_library=True,
+                             experimental={"text_rewrites": False, "formulate_lessons": True})
     store, index = open_library(settings)
     llm = wrong_then(RoutedLLM())
     llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))

@@ -54,8 +54,7 @@ MISSING_LIMIT = LP_REPLY.replace("    model.c3 = pyo.Constraint(expr=model.x <= 
 
 def test_a_patch_that_turned_the_program_right_is_learned_from(tmp_path, runner):
     settings = load_settings(home=tmp_path / "home", use_library=True,
-                             experimental={"text_rewrites": ["unused"],  # the patch sign on: 3.5 is unused
-                                           "formulate_lessons": False})
+                             experimental={"text_rewrites": ["unused"]})  # the patch sign on: 3.5 is unused
     store, index = open_library(settings)
     item = ("toy_train", "p1", PATCH_PROBLEM, 11.5)
     llm = RoutedLLM().on("write_program", MISSING_LIMIT)

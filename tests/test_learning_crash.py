@@ -101,8 +101,7 @@ def test_a_learner_killed_during_a_merge_leaves_the_library_before_or_after_it(t
     with FakeEndpoint(script) as endpoint:
         env = {**os.environ, "ALPHAOPT_HOME": str(home), "ALPHAOPT_BASE_URL": endpoint.url,
                "ALPHAOPT_MODEL": "fake", "ALPHAOPT_API_KEY": "fake-key", "ALPHAOPT_USE_LIBRARY": "1",
-               "ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY": "none", "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0",
-               "ALPHAOPT_EXPERIMENTAL__FORMULATE_LESSONS": "0"}
+               "ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY": "none", "ALPHAOPT_EXPERIMENTAL__MAX_RETRIES": "0"}
         proc = subprocess.Popen([sys.executable, "-m", "alphaopt", "learn", str(data), "-k", "1", "--explore-tries",
                                  "1", "--no-line-variants", "--no-progress"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
