@@ -95,10 +95,11 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "samples", "resample_failed", "retry_temperature", "max_tokens_program",
-                  "quote_max_words", "patch_lines", "retrieval_source_similarity", "prompt_shas")
+                  "formulate", "formulate_lessons", "samples", "resample_failed", "retry_temperature",
+                  "max_tokens_program", "quote_max_words", "patch_lines", "retrieval_source_similarity", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
-_BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None}
+_BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None,
+                      "formulate_lessons": False}
 
 
 def _setting(meta: dict[str, Any], key: str) -> Any:
@@ -171,7 +172,8 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- correctness: {meta.get('tolerance')}",
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
-        f"formulate {meta.get('formulate')}, samples {meta.get('samples', 1)}, "
+        f"formulate {meta.get('formulate')}, formulate_lessons {_setting(meta, 'formulate_lessons')}, "
+        f"samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
         f"quote_max_words {meta.get('quote_max_words', 0)}, "
         f"patch_lines {meta.get('patch_lines', False)}"
