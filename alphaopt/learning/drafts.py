@@ -192,8 +192,8 @@ def _meaningful(draft: InsightDraft) -> bool:
 
 
 def _usable(condition: str, problem: str) -> bool:
-    """Whether a condition the model wrote for a known edit can be an insight's: it starts with
-    "when", repeats no number of its problem and copies no instruction of the prompts."""
+    """Whether a condition for a known edit can be an insight's: it starts with "when", repeats
+    no number of its problem and copies no instruction of the prompts."""
     return (condition.lower().startswith("when") and not specific(condition, problem)
             and not prompts.copies_instructions(condition))
 
