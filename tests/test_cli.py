@@ -202,6 +202,37 @@ def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
     assert missing.exit_code != 0 and "no insight 'I9999'" in missing.output
 
 
+def test_library_review_records_the_note_on_a_new_version_and_in_the_export(tmp_path):
+    import json
+
+    from alphaopt.agent.retrieval import open_store
+    from alphaopt.config import load_settings
+    from library import InsightDraft
+
+    home = tmp_path / "lib"
+    store = open_store(load_settings(home=home))
+    draft = InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                         condition="when items are counted", explanation="use integers")
+    insight = store.add_insight(draft, status="verified", provenance={"evidence": {"with": 2, "without": 0}})
+    candidate = store.add_insight(draft.model_copy(update={"condition": "when a list is given"}))
+    store.close()
+    out = invoke("library", "review", insight.id, "--note", "right where recalled; checked its sources",
+                 "--home", str(home))
+    assert out.exit_code == 0, out.output
+    store = open_store(load_settings(home=home))
+    reviewed = store.get(insight.id)
+    assert reviewed.version == insight.version + 1 and reviewed.status.value == "verified"
+    assert reviewed.provenance.evidence == {"with": 2, "without": 0,
+                                           "review": "right where recalled; checked its sources"}
+    assert reviewed.reason == "reviewed: right where recalled; checked its sources"
+    store.close()
+    invoke("library", "export", str(tmp_path / "out.jsonl"), "--home", str(home))
+    exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()[1:]]
+    assert [r["reason"] for r in exported] == ["reviewed: right where recalled; checked its sources"]
+    refused = invoke("library", "review", candidate.id, "--note", "x", "--home", str(home))
+    assert refused.exit_code != 0 and "only a verified insight is reviewed" in refused.output
+
+
 def test_a_missing_file_is_an_error_not_a_problem_text(tmp_path):
     out = invoke("solve", str(tmp_path / "bakery.txt"))
     assert out.exit_code != 0 and "No such file" in out.output and "problem text itself" in out.output

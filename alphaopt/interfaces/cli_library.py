@@ -270,6 +270,30 @@ def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
     click.echo(f"Retired {insight_id}: {reason}")
 
 
+@library.command("review")
+@click.argument("insight_id")
+@click.option("--note", required=True, help="What the reviewer checked and found (kept on the insight, exported).")
+@click.option("--home", type=click.Path(path_type=Path))
+@_errors
+def library_review(insight_id: str, note: str, home: Path | None) -> None:
+    """Record a reviewer's note on a verified insight (a new version: its evidence gains
+    ``review``); an insight whose advice is wrong is retired instead (`alphaopt library retire`)."""
+    from alphaopt.agent.retrieval import open_library
+    from library import Status
+
+    store, index = open_library(load_settings(home=home))
+    try:
+        insight = store.get(insight_id)
+        if insight.status != Status.VERIFIED:
+            raise InputError(f"{insight_id} is {insight.status.value}: only a verified insight is reviewed for "
+                             "shipping (see `alphaopt library list`)")
+        store.verify(insight_id, {"review": note}, reason=f"reviewed: {note}")
+    finally:
+        index.close()
+        store.close()
+    click.echo(f"Reviewed {insight_id}: {note}")
+
+
 @library.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--home", type=click.Path(path_type=Path))
