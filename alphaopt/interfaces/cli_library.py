@@ -278,18 +278,16 @@ def library_retire(insight_id: str, reason: str, home: Path | None) -> None:
 def library_review(insight_id: str, note: str, home: Path | None) -> None:
     """Record a reviewer's note on a verified insight (a new version: its evidence gains
     ``review``); an insight whose advice is wrong is retired instead (`alphaopt library retire`)."""
-    from alphaopt.agent.retrieval import open_library
+    from alphaopt.agent.retrieval import open_store
     from library import Status
 
-    store, index = open_library(load_settings(home=home))
+    store = open_store(load_settings(home=home))  # the index is not touched: the text and the recall stay
     try:
-        insight = store.get(insight_id)
-        if insight.status != Status.VERIFIED:
-            raise InputError(f"{insight_id} is {insight.status.value}: only a verified insight is reviewed for "
-                             "shipping (see `alphaopt library list`)")
+        if store.get(insight_id).status != Status.VERIFIED:
+            raise InputError(f"{insight_id} is {store.get(insight_id).status.value}: only a verified insight is "
+                             "reviewed for shipping (see `alphaopt library list`)")
         store.verify(insight_id, {"review": note}, reason=f"reviewed: {note}")
     finally:
-        index.close()
         store.close()
     click.echo(f"Reviewed {insight_id}: {note}")
 
