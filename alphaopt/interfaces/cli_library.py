@@ -283,9 +283,10 @@ def library_review(insight_id: str, note: str, home: Path | None) -> None:
 
     store = open_store(load_settings(home=home))  # the index is not touched: the text and the recall stay
     try:
-        if store.get(insight_id).status != Status.VERIFIED:
-            raise InputError(f"{insight_id} is {store.get(insight_id).status.value}: only a verified insight is "
-                             "reviewed for shipping (see `alphaopt library list`)")
+        status = store.get(insight_id).status
+        if status != Status.VERIFIED:
+            raise InputError(f"{insight_id} is {status.value}: only a verified insight is reviewed for shipping "
+                             "(see `alphaopt library list`)")
         store.verify(insight_id, {"review": note}, reason=f"reviewed: {note}")
     finally:
         store.close()

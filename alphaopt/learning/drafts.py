@@ -94,7 +94,7 @@ class Drafter:
         the lesson."""
         level1, level2, template = prompts.EDIT_LESSONS[contrast.kind]
         explanation = template.format(**_operators(contrast))
-        phrase = text_phrase(task.text, contrast.example.split("right:", 1)[-1]) if contrast.kind in _QUOTED else ""
+        phrase = text_phrase(task.text, _right_part(contrast.example)) if contrast.kind in _QUOTED else ""
         if phrase:
             condition = f'when the text says "{phrase}"'
         else:
@@ -109,13 +109,17 @@ class Drafter:
             return []
         stage = Stage.GENERAL_FORMULATION
         if level1 is None or level2 is None:
-            near = self.retriever.labels_for(f"{condition} {explanation}", 100)
-            label = next((lab for lab in near if lab[0] != Stage.CODE_IMPLEMENTATION.value), None)
+            modeling = [s.value for s in Stage if s != Stage.CODE_IMPLEMENTATION]
+            label = self._nearest_label(f"{condition} {explanation}", modeling)
             if label is None:
                 return []
             stage, level1, level2 = Stage(label[0]), label[1], label[2]
         return [InsightDraft(stage=stage, level1=level1, level2=level2, condition=condition,
                              explanation=explanation, example=contrast.example)]
+
+    def _nearest_label(self, text: str, stages: list[str]) -> tuple[str, str, str] | None:
+        """The taxonomy label of one of ``stages`` whose definition is nearest to ``text``."""
+        return next((lab for lab in self.retriever.labels_for(text, 100) if lab[0] in stages), None)
 
     def _label_lines(self, *, with_stage: bool, stage: str | None = None) -> str:
         """The taxonomy labels (of one stage, or all) for an extraction prompt, one per line."""
@@ -166,8 +170,7 @@ class Drafter:
         that differ between the wrong and the right program. A known edit is the example."""
         update: dict[str, Any] = {}
         if {canonical(draft.level1), canonical(draft.level2)} & _PLACEHOLDER_LABELS:
-            near = self.retriever.labels_for(f"{draft.condition} {draft.explanation}", 100)
-            label = next((lab for lab in near if lab[0] == draft.stage.value), None)
+            label = self._nearest_label(f"{draft.condition} {draft.explanation}", [draft.stage.value])
             if label is not None:
                 update.update(level1=label[1], level2=label[2])
         if contrast.example:
@@ -209,9 +212,13 @@ def _operators(contrast: Contrast) -> dict[str, str]:
     found = _OPERATOR_CHANGE.search(contrast.change)
     if found:
         return {"wrong": found.group(1), "right": found.group(2)}
-    right = contrast.example.split("right:", 1)[-1]
-    sense = _SENSE.search(right)
+    sense = _SENSE.search(_right_part(contrast.example))
     return {"wrong": "", "right": sense.group(1) if sense else "the one the question asks for"}
+
+
+def _right_part(example: str) -> str:
+    """The code after "right:" in a ``wrong: ... right: ...`` example."""
+    return example.split("right:", 1)[-1]
 
 
 def unnumbered(condition: str, problem: str) -> str:

@@ -339,13 +339,20 @@ def known_edit(wrong: str, right: str, problem: str = "") -> Variant | None:
     if removed and not added and all(_is_constraint(line) for line in removed):
         code = "; ".join(removed)
         return Variant("drop", f"dropped the constraint {code}", code, "", right)
+    if len(removed) != 1 or len(added) != 1:
+        return None  # a single-line variant changes one line into one line
     target = _same_lines(right)
     return next((v for v in line_variants(wrong, problem, limit=100_000) if _same_lines(v.program) == target), None)
 
 
+def _is_code(line: str) -> bool:
+    """Whether a line holds code: neither blank nor a whole-line comment."""
+    return bool(line.strip()) and not line.strip().startswith("#")
+
+
 def _code_lines(lines: list[str]) -> list[str]:
-    """The lines that hold code (stripped), comments and blank lines left out."""
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    """The lines that hold code, stripped."""
+    return [line.strip() for line in lines if _is_code(line)]
 
 
 def _is_constraint(line: str) -> bool:
@@ -369,7 +376,7 @@ def _stripped(program: str) -> list[str]:
 
 def _same_lines(program: str) -> list[str]:
     """The program's lines of code, trailing spaces, blank lines and whole-line comments aside."""
-    return [line for line in _stripped(program) if line.strip() and not line.strip().startswith("#")]
+    return [line for line in _stripped(program) if _is_code(line)]
 
 
 def _one_line(code: str) -> str:
