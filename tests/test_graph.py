@@ -213,6 +213,40 @@ def test_insights_from_library_reach_the_prompts(settings, runner, fake_llm):
     assert "[I7]" in fake_llm.calls[-1].user and "[I8]" in fake_llm.calls[-1].user
 
 
+def test_a_recalled_known_edit_is_applied_where_its_quote_matches(settings, runner, fake_llm):
+    """The model ignores the lesson (writes <= 2000); the code turns the constraint the lesson's
+    quote points at, and says so in the attempt's fixes."""
+    diet = ("A diet must meet a daily requirement of 2000 calories. Food A has 400 calories and costs $2. "
+            "Minimize the cost.")
+    lesson = {"id": "I0105", "version": 1, "stage": "general_formulation",
+              "label": "constraints / inequality direction",
+              "condition": 'when the text says "a daily requirement of N calories"', "explanation": "use >=",
+              "example": "wrong: model.a * 400 <= 2000 right: model.a * 400 >= 2000"}
+    reply = program("""
+model = pyo.ConcreteModel()
+model.a = pyo.Var(domain=pyo.NonNegativeReals)
+model.cal = pyo.Constraint(expr=400 * model.a <= 2000)
+model.least = pyo.Constraint(expr=model.a >= 1)
+model.cost = pyo.Objective(expr=2 * model.a, sense=pyo.minimize)
+""")
+
+    class Library:
+        def __init__(self, insights):
+            self.insights = insights
+
+        def retrieve(self, problem, *, llm, run_id):
+            return self.insights
+
+    fake_llm.enqueue(reply, reply)
+    with Agent(settings, llm=fake_llm, runner=runner, library=Library([lesson])) as agent:
+        applied = agent.solve(diet)
+    with Agent(settings, llm=fake_llm, runner=runner, library=Library([])) as agent:
+        plain = agent.solve(diet)
+    assert applied.objective == pytest.approx(10) and plain.objective == pytest.approx(2)
+    assert any(f.startswith("applied insight I0105") for f in applied.attempts[0].fixes)
+    assert "400 * model.a >= 2000" in applied.attempts[0].program
+
+
 def test_a_modeling_lesson_goes_into_the_math_first(settings, runner, fake_llm):
     lessons = [{"id": "I7", "stage": "general_formulation", "condition": "the text says 'at least'",
                 "explanation": "use >="},

@@ -81,6 +81,22 @@ def test_none_chosen_and_cache_invalidated_by_library_change(library):
     assert [c["id"] for c in chosen] == ["I0001"]  # offered again after the change, and chosen
 
 
+def test_a_quoted_condition_is_recalled_where_its_quote_matches_without_the_check(library):
+    quoted = library.store.add_insight(InsightDraft(
+        stage="general_formulation", level1="constraints", level2="inequality direction",
+        condition='when the text says "ship at least N tons of"', explanation="write >=",
+        example="wrong: m.x <= 115 right: m.x >= 115"), status=Status.VERIFIED)
+    library.index.upsert(quoted)
+    llm = ScriptedLLM().enqueue("NONE", "NONE")  # the model's check declines every other candidate
+    chosen = library.retrieve(PROBLEM, llm=llm, run_id="r")
+    assert [c["id"] for c in chosen] == [quoted.id]
+    assert len(llm.calls) == 1 and f"[{quoted.id}]" not in llm.calls[0].user  # not offered to the check
+    assert library.quoted(PROBLEM.replace("115 tons", "many tons")) == []
+    assert quoted.id not in [c["id"] for c in library.retrieve(PROBLEM, llm=llm, run_id="r", exclude=[quoted.id])]
+    library.store.retire(quoted.id, reason="test", evidence={})  # retired: never recalled, quote or not
+    assert library.quoted(PROBLEM) == []
+
+
 def test_empty_library_makes_no_call(tmp_path):
     settings = load_settings(home=tmp_path / "h2", use_library=True, experimental={"starter_library": "none"})
     retriever = LibraryRetriever.open(settings)

@@ -20,13 +20,15 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from alphaopt.agent import nodes
+from alphaopt.agent.applied import Edit
 from alphaopt.agent.reading import Reading, TextNumber
 from alphaopt.agent.state import AgentContext, SolveState
 from solvers import result as solver_result
 
 #: The types of the state that a checkpoint stores as themselves (all else is plain data): the
-#: text's reading, and the solver's enums in a result (its status and the like).
-STATE_TYPES: tuple[type, ...] = (Reading, TextNumber, *(
+#: text's reading, the recalled insights' edits, and the solver's enums in a result (its status
+#: and the like).
+STATE_TYPES: tuple[type, ...] = (Reading, TextNumber, Edit, *(
     v for v in vars(solver_result).values()
     if isinstance(v, type) and issubclass(v, Enum) and v.__module__ == solver_result.__name__))
 

@@ -10,11 +10,13 @@ sample as it is, with no repair.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from langgraph.runtime import Runtime
 
-from alphaopt.agent import prompts, rewrites
+from alphaopt.agent import applied, prompts, rewrites
+from alphaopt.agent.applied import Edit
 from alphaopt.agent.program import apply_lines, cut_repetition, extract_code
 from alphaopt.agent.reading import Reading
 from alphaopt.agent.state import AgentContext, SolveState
@@ -73,13 +75,15 @@ def _usage(result: LLMResult) -> dict[str, Any]:
 
 def retrieve_insights(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Ask the experience library for insights that apply; none when no library is attached.
-    The applicability check's tokens and time count toward the solve like any other call."""
+    The applicability check's tokens and time count toward the solve like any other call. The
+    edits of those whose quoted condition matches the text are kept for every program the solve
+    writes (``applied.edits``)."""
     library = runtime.context.library
     if library is None:
-        return {"insights": []}
+        return {"insights": [], "edits": []}
     meter = _Meter(runtime.context.llm)
     insights = library.retrieve(state["problem"], llm=meter, run_id=state["run_id"])
-    return {"insights": insights, **meter.usage}
+    return {"insights": insights, "edits": applied.edits(insights, state["problem"]), **meter.usage}
 
 
 class _Meter:
@@ -121,12 +125,14 @@ def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         formulation=prompts.formulation_block(state.get("formulation") or ""),
         goal=prompts.goal_block(state["reading"]),
     )
-    update = program_update(reply, runtime.context.settings, state["reading"])
+    update = program_update(reply, runtime.context.settings, state["reading"], edits=state.get("edits", ()))
     return {**update, "stage": "write_program", **usage}
 
 
-def program_update(reply: LLMResult, settings: Settings, reading: Reading, fallback: str = "") -> dict[str, Any]:
-    """The program in a reply, with the fixes and the text's rewrites applied (``rewrites.prepare``).
+def program_update(reply: LLMResult, settings: Settings, reading: Reading, fallback: str = "",
+                   edits: Sequence[Edit] = ()) -> dict[str, Any]:
+    """The program in a reply, with the fixes, the text's rewrites and the recalled insights'
+    ``edits`` applied (``rewrites.prepare``).
     A reply cut before its end (at the token limit, or by the embedded model's loop guard) is cut
     where it started repeating itself; if it did not repeat, it is marked ``truncated`` so that
     the repair asks for a shorter program instead of fixing this one."""
@@ -137,7 +143,7 @@ def program_update(reply: LLMResult, settings: Settings, reading: Reading, fallb
     cut: list[str] = []
     if truncated:
         code, cut = cut_repetition(code)
-    program, fixes = rewrites.prepare(code, reading, enabled=settings.experimental.rewrites)
+    program, fixes = rewrites.prepare(code, reading, enabled=settings.experimental.rewrites, edits=edits)
     return {"program": program, "fixes": cut + fixes, "truncated": truncated and not cut}
 
 
@@ -175,7 +181,8 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         reply, usage = _ask(runtime, state, "repair", max_tokens, retry=retry,
                             problem=state["problem"], program=state.get("program", ""),
                             error=error_for_prompt(result))
-    update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
+    update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""),
+                            edits=state.get("edits", ()))
     return {**update, "stage": "repair", "repairs": state.get("repairs", 0) + 1, **usage}
 
 
@@ -209,7 +216,8 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             conflict=prompts.no_optimum_block(state["result"]),
             goal=prompts.goal_block(state["reading"]),
         )
-        update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""))
+        update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""),
+                            edits=state.get("edits", ()))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
         runtime, state, "diagnose", knobs.max_tokens_formulation,
@@ -254,7 +262,8 @@ def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     if len(unused) <= settings.experimental.max_unused_patches:
         for number in unused:
             ask("patch_unused", phrase=number.phrase, number=number.written)
-    program, normalized = rewrites.prepare(program, reading, enabled=settings.experimental.rewrites)
+    program, normalized = rewrites.prepare(program, reading, enabled=settings.experimental.rewrites,
+                                           edits=state.get("edits", ()))
     return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
             "diagnoses": state.get("diagnoses", 0) + 1, "kept": {"result": state["result"], "program": original},
             **usage}

@@ -4,8 +4,10 @@ For each problem: taxonomy labels from the problem (embedding similarity to the 
 definitions, no model call) → vector recall of candidate conditions (within those labels, plus
 the nearest overall; an insight whose source problems the library holds is recalled instead for
 problems like them, ``retrieval_source_similarity``) → one LLM applicability check over a
-short, capped list → the chosen insights, with their ids. The whole library never reaches the
-model. What was retrieved and what was chosen is recorded as evidence; results are cached per
+short, capped list → the chosen insights, with their ids. An insight whose condition quotes the
+text (``when the text says "..."``, ``applied.quote``) is recalled and chosen wherever its quote
+matches the problem, with no model check: its condition is a test the code can run. The whole
+library never reaches the model. What was retrieved and what was chosen is recorded as evidence; results are cached per
 (problem, library version).
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from alphaopt.agent import prompts
+from alphaopt.agent import applied, prompts
 from alphaopt.config import Settings
 from alphaopt.llm.client import CallContext, LLMClient
 from library import Insight, LibraryStore, Status
@@ -70,6 +72,7 @@ class LibraryRetriever:
         self._cache: dict[tuple[str, str, frozenset[str]], list[dict[str, Any]]] = {}
         self._labels: tuple[str, list[tuple[str, str, str]], np.ndarray] | None = None
         self._sources: tuple[str, dict[str, np.ndarray]] | None = None  # (stamp, id → source vectors)
+        self._quotes: tuple[str, list[tuple[str, re.Pattern[str]]]] | None = None  # (stamp, id → quote pattern)
         self._lock = threading.Lock()
 
     @classmethod
@@ -137,6 +140,20 @@ class LibraryRetriever:
                 break
         return found
 
+    def quoted(self, problem: str) -> list[str]:
+        """The verified insights whose condition quotes the text and whose quote matches
+        ``problem`` (``applied.pattern``), in id order."""
+        stamp = self.store.version_stamp()
+        with self._lock:
+            cached = self._quotes
+        if cached is None or cached[0] != stamp:
+            patterns = [(i.id, applied.pattern(q)) for i in self.store.list(status=Status.VERIFIED)
+                        if (q := applied.quote(i.condition)) is not None]
+            cached = (stamp, patterns)
+            with self._lock:
+                self._quotes = cached
+        return [insight_id for insight_id, found in cached[1] if found.search(problem)]
+
     def source_similarities(self, problem: str | np.ndarray) -> dict[str, float]:
         """For each verified insight whose source problems the library holds (some of them):
         the highest cosine similarity of ``problem`` (its text or its embedding) to their texts."""
@@ -180,13 +197,15 @@ class LibraryRetriever:
             self._record(chosen, chosen, run_id)
             return chosen
         found = [i for i in self.candidates(problem) if i.id not in exclude]
-        chosen_ids: set[str] = set()
-        if found and self.settings.experimental.retrieval_check:
-            listing = prompts.format_insights([insight_dict(i) for i in found])
+        quoted = [q for q in self.quoted(problem) if q not in exclude]
+        found += [self.store.get(q) for q in quoted if q not in {i.id for i in found}]
+        chosen_ids: set[str] = set(quoted)
+        if any(i.id not in chosen_ids for i in found) and self.settings.experimental.retrieval_check:
+            listing = prompts.format_insights([insight_dict(i) for i in found if i.id not in chosen_ids])
             messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)
             reply = llm.complete(messages, prompt_name="check_insights", prompt_sha=sha, max_tokens=40,
                                  context=CallContext(run_id=run_id, node="retrieve_insights"))
-            chosen_ids = set(_IDS.findall(reply.text))
+            chosen_ids |= set(_IDS.findall(reply.text))
         elif found:
             chosen_ids = {i.id for i in found}
         chosen = [insight_dict(i) for i in found if i.id in chosen_ids]

@@ -26,27 +26,32 @@ The purely mechanical fixes, which need no text, stay in ``alphaopt.agent.progra
 from __future__ import annotations
 
 import ast
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 
+from alphaopt.agent import applied
 from alphaopt.agent.program import call_name, normalize, numeric_constants, weighted_objective
 from alphaopt.agent.reading import Reading, Relation, Sense, TextNumber
 from alphaopt.config import rewrites_on
 
 
-def prepare(code: str, reading: Reading, *, enabled: bool | Collection[str] = True) -> tuple[str, list[str]]:
-    """The program as it runs: the mechanical fixes (``program.normalize``), and the rewrites that
-    follow from the text among those ``enabled`` (``sense``, ``bounds``); returns
-    ``(program, fixes applied)``."""
+def prepare(code: str, reading: Reading, *, enabled: bool | Collection[str] = True,
+            edits: Sequence[applied.Edit] = ()) -> tuple[str, list[str]]:
+    """The program as it runs: the mechanical fixes (``program.normalize``), the rewrites that
+    follow from the text among those ``enabled`` (``sense``, ``bounds``), then the recalled
+    insights' ``edits`` (``alphaopt.agent.applied``); returns ``(program, fixes applied)``."""
     on = rewrites_on(enabled) & {"sense", "bounds"}
-    return normalize(code, rewrite=partial(_rewrite, reading, on) if on else None)
+    return normalize(code, rewrite=partial(_rewrite, reading, on, edits) if on or edits else None)
 
 
-def _rewrite(reading: Reading, on: frozenset[str], tree: ast.Module, fixes: list[str]) -> None:
+def _rewrite(reading: Reading, on: frozenset[str], edits: Sequence[applied.Edit], tree: ast.Module,
+             fixes: list[str]) -> None:
     if reading.sense and "sense" in on:
         _objective_sense(tree, reading.sense, fixes)
     if reading.bounds and "bounds" in on:
         _bound_directions(tree, reading.bounds, fixes)
+    if edits:
+        applied.apply(tree, edits, reading.bounds, fixes)
 
 
 def counted_objective(reading: Reading, program: str) -> str | None:

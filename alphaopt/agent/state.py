@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, Field
 
+from alphaopt.agent.applied import Edit
 from alphaopt.agent.reading import Reading
 from alphaopt.config import Settings
 from alphaopt.llm.client import LLMClient
@@ -41,6 +42,7 @@ class SolveState(TypedDict, total=False):
     problem: str
     reading: Reading  # what the text says, read once at the start (reading.read)
     insights: list[dict[str, Any]]
+    edits: list[Edit]  # the recalled insights' edits that match the text (applied.edits)
     formulation: str
     program: str
     fixes: list[str]
