@@ -116,6 +116,9 @@ class ExperimentalSettings(BaseModel):
     retrieval_check_cap: int = 6
     retrieval_check: bool = True
     retrieval_source_similarity: float = Field(default=0.7, ge=0.0, le=1.0)  # 0: no source gate
+    # make the one relation edit of a recalled insight whose condition quotes the text, where the
+    # quote matches (agent/applied.py); off: its lesson reaches the prompt only
+    apply_edits: bool = True
 
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)

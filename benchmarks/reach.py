@@ -3,7 +3,8 @@
 Run with: python -m benchmarks.reach --library starter --dataset test --out /tmp/reach
 
 For each item, the library's candidates (vector recall and the source-problem gate, exactly as
-``LibraryRetriever.candidates`` gives them to the applicability check) are listed. An item with
+``LibraryRetriever.candidates`` gives them to the applicability check, and the insights whose
+quoted condition matches its text, ``LibraryRetriever.quoted``) are listed. An item with
 no candidate gets the same prompts with the library as without it, so a with/without comparison
 only has to solve the reached items: ``--out DIR`` writes them as ``DIR/<dataset>.jsonl`` (same
 names, so a ``benchmarks.run --dataset DIR/<dataset>.jsonl`` run keeps the dataset's name).
@@ -27,7 +28,8 @@ def reach(items: list[registry.Item], library: Path, home: Path) -> dict[str, li
     settings = load_settings(home=home, use_library=True, experimental={"starter_library": library})
     retriever = LibraryRetriever.open(settings)  # loads the export into the empty home
     try:
-        found = {i.key: [c.id for c in retriever.candidates(i.description)] for i in items}
+        found = {i.key: list(dict.fromkeys([*(c.id for c in retriever.candidates(i.description)),
+                                            *retriever.quoted(i.description)])) for i in items}
     finally:
         retriever.close()
     return {key: ids for key, ids in found.items() if ids}

@@ -95,11 +95,11 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "formulate_lessons", "samples", "resample_failed", "retry_temperature",
+                  "formulate", "formulate_lessons", "apply_edits", "samples", "resample_failed", "retry_temperature",
                   "max_tokens_program", "quote_max_words", "patch_lines", "retrieval_source_similarity", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
 _BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None,
-                      "formulate_lessons": False}
+                      "formulate_lessons": False, "apply_edits": False}
 
 
 def _setting(meta: dict[str, Any], key: str) -> Any:
@@ -173,6 +173,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
         f"formulate {meta.get('formulate')}, formulate_lessons {_setting(meta, 'formulate_lessons')}, "
+        f"apply_edits {_setting(meta, 'apply_edits')}, "
         f"samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
         f"quote_max_words {meta.get('quote_max_words', 0)}, "

@@ -242,7 +242,12 @@ model.cost = pyo.Objective(expr=2 * model.a, sense=pyo.minimize)
         applied = agent.solve(diet)
     with Agent(settings, llm=fake_llm, runner=runner, library=Library([])) as agent:
         plain = agent.solve(diet)
+    fake_llm.enqueue(reply)
+    with Agent(settings.with_experimental(apply_edits=False), llm=fake_llm, runner=runner,
+               library=Library([lesson])) as agent:
+        switched_off = agent.solve(diet)  # the lesson reaches the prompt only
     assert applied.objective == pytest.approx(10) and plain.objective == pytest.approx(2)
+    assert switched_off.objective == pytest.approx(2) and "I0105" in fake_llm.calls[-1].user
     assert any(f.startswith("applied insight I0105") for f in applied.attempts[0].fixes)
     assert "400 * model.a >= 2000" in applied.attempts[0].program
 

@@ -83,7 +83,8 @@ def retrieve_insights(state: SolveState, runtime: Runtime[AgentContext]) -> dict
         return {"insights": [], "edits": []}
     meter = _Meter(runtime.context.llm)
     insights = library.retrieve(state["problem"], llm=meter, run_id=state["run_id"])
-    return {"insights": insights, "edits": applied.edits(insights, state["problem"]), **meter.usage}
+    edits = applied.edits(insights, state["problem"]) if runtime.context.settings.experimental.apply_edits else []
+    return {"insights": insights, "edits": edits, **meter.usage}
 
 
 class _Meter:
