@@ -276,7 +276,7 @@ def test_a_library_learned_from_a_test_items_copy_is_named_in_the_run_descriptio
     assert f"({copy})" in described and clean not in described
 
 
-def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path, capsys):
+def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path, capsys, monkeypatch):
     from benchmarks import reach
     from library import InsightDraft, LibraryStore
 
@@ -301,5 +301,18 @@ def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path
     assert "1 of 2 items have a candidate insight" in capsys.readouterr().out
     written = [json.loads(line) for line in (tmp_path / "out" / "toy_test.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"]) for r in written] == [("near", 9)]
+    # an insight whose condition quotes the text reaches every item whose text it matches
+    quoted = LibraryStore(tmp_path / "src.db")
+    quoted.add_insight(InsightDraft(stage="general_formulation", level1="constraints", level2="inequality direction",
+                                    condition='when the text says "ship at least N tons of"', explanation="use >=",
+                                    example="wrong: m.x <= 115 right: m.x >= 115"), status="verified")
+    quoted.export_jsonl(export, header={"training_problems": 1})
+    quoted.close()
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__RETRIEVAL_MAX_DISTANCE", "0.01")  # no recall by conditions' vectors
+    reach.main(["--dataset", str(data), "--library", str(export), "--out", str(tmp_path / "quoted")])
+    assert "2 of 2 items have a candidate insight" in capsys.readouterr().out  # near: by its source; far: quoted
+    assert [json.loads(line)["id"] for line in (tmp_path / "quoted" / "toy_test.jsonl").read_text().splitlines()] \
+        == ["near", "far"]
+    monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__RETRIEVAL_MAX_DISTANCE")
     reach.main(["--dataset", str(data), "--library", "starter"])  # the shipped library
     assert f"of 2 items have a candidate insight from {STARTER_LIBRARY}" in capsys.readouterr().out
