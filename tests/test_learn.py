@@ -146,13 +146,15 @@ def test_a_flip_to_continuous_says_so_in_the_insight(setup):
     assert "NonNegativeReals" in insight.explanation and "NonNegativeIntegers" not in insight.explanation
 
 
-def test_an_integrality_condition_that_names_the_problem_is_dropped(setup):
+def test_an_integrality_condition_that_names_the_problem_is_put_in_general_words(setup):
     store, _, learner = setup
     item = ("toy_train", "t9", "How many of the 12 boxes x and y fit in 7 units of space?", 3.0)
-    llm = RoutedLLM().on("write_program", CONTINUOUS_REPLY)
+    llm = RoutedLLM().on("write_program", *[CONTINUOUS_REPLY] * 6)  # the check's solves too: all wrong
     llm.on("integrality_condition", "when packing 12 boxes")
-    summary = learner(llm, explore_tries=0).learn([item])
-    assert summary.added == 0 and store.list(status=None) == []
+    llm.on("generalize", "when packing 12 whole boxes into a space")  # still the problem's number
+    learner(llm, explore_tries=0).learn([item])
+    assert llm.prompt_names.count("generalize") == 1
+    assert [i.condition for i in store.list(status=None)] == ["when packing a stated number whole boxes into a space"]
 
 
 def test_a_condition_copied_from_the_prompts_instructions_is_dropped(setup):

@@ -64,18 +64,19 @@ class Drafter:
     def _integrality(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
         """The draft after an integrality flip: the change itself is known, so the explanation and
         the example state it; the model is asked only when the lesson applies (the condition),
-        which is what a small model could not isolate from a whole-program contrast."""
-        condition = self.rewrite_condition("integrality_condition", CallContext(
-            run_id=run_id, task_id=task.id, node="integrality_condition"), max_tokens=80, problem=task.text,
-            change=contrast.change)
-        if not _usable(condition, task.text):
-            return []
+        which is what a small model could not isolate from a whole-program contrast; a condition
+        that repeats the problem's numbers is put in general words as a known edit's is."""
         integer = contrast.change.endswith("integer")  # "made the continuous variables integer", or "... continuous"
         explanation = (
             "declare these quantities with domain=pyo.NonNegativeIntegers; the common mistake is continuous "
             "variables, whose optimum is fractional and differs from the whole-number optimum" if integer else
             "declare these quantities with domain=pyo.NonNegativeReals; the common mistake is integer variables "
             "where fractional amounts are allowed, which makes the optimum worse")
+        condition = self._in_general_words(self.rewrite_condition("integrality_condition", CallContext(
+            run_id=run_id, task_id=task.id, node="integrality_condition"), max_tokens=80, problem=task.text,
+            change=contrast.change), explanation, task, run_id)
+        if not _usable(condition, task.text):
+            return []
         example = contrast.example or diff_example(contrast.wrong, contrast.right) or (
             "wrong: domain=pyo.NonNegativeReals right: domain=pyo.NonNegativeIntegers" if integer else
             "wrong: domain=pyo.NonNegativeIntegers right: domain=pyo.NonNegativeReals")
@@ -98,13 +99,9 @@ class Drafter:
         if phrase:
             condition = f'when the text says "{phrase}"'
         else:
-            condition = self.rewrite_condition("edit_condition", CallContext(
+            condition = self._in_general_words(self.rewrite_condition("edit_condition", CallContext(
                 run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
-                change=contrast.change, example=contrast.example)
-            if specific(condition, task.text):  # asked once in general words, then its numbers left out
-                general = self.general_condition(condition, explanation, CallContext(
-                    run_id=run_id, task_id=task.id, node="generalize"))
-                condition = unnumbered(general if general.lower().startswith("when") else condition, task.text)
+                change=contrast.change, example=contrast.example), explanation, task, run_id)
         if not _usable(condition, task.text):
             return []
         stage = Stage.GENERAL_FORMULATION
@@ -149,6 +146,16 @@ class Drafter:
         if not condition or specific(condition, task.text):
             return draft
         return draft.model_copy(update={"condition": condition})
+
+    def _in_general_words(self, condition: str, explanation: str, task: Task, run_id: str) -> str:
+        """A condition the model wrote for a known change: one that repeats the problem's numbers
+        is asked for once more in general words, and the numbers it still repeats become "a
+        stated number"."""
+        if not specific(condition, task.text):
+            return condition
+        general = self.general_condition(condition, explanation, CallContext(
+            run_id=run_id, task_id=task.id, node="generalize"))
+        return unnumbered(general if general.lower().startswith("when") else condition, task.text)
 
     def general_condition(self, condition: str, explanation: str, context: CallContext) -> str:
         """One ``generalize`` call: the condition rewritten in general words (may be empty)."""
