@@ -122,11 +122,6 @@ class ExperimentalSettings(BaseModel):
 
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)
-    # write the math first whenever the library gives the solve a modeling lesson (domain modeling,
-    # general formulation), the lesson in the math prompt: on one training problem the embedded model
-    # followed a lesson only there, but on the library's reach in the training splits the math step
-    # copied the system prompt's example and lost answers (benchmarks/README.md, "Lessons in the math")
-    formulate_lessons: bool = False
     max_diagnoses: int = 1
     # the rewrites that follow from the text (agent/rewrites.py): all (true), none (false), or a
     # list of REWRITES, e.g. ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES='["sense", "bounds"]'. Only

@@ -172,8 +172,10 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"- correctness: {meta.get('tolerance')}",
         f"- git: {meta.get('git_sha')}, started {meta.get('started')}",
         f"- settings: max_repairs {meta.get('max_repairs')}, max_diagnoses {meta.get('max_diagnoses')}, "
-        f"formulate {meta.get('formulate')}, formulate_lessons {_setting(meta, 'formulate_lessons')}, "
-        f"apply_edits {_setting(meta, 'apply_edits')}, "
+        f"formulate {meta.get('formulate')}, "
+        + (f"formulate_lessons {meta['formulate_lessons']} (a switch since removed), " if "formulate_lessons" in meta
+           else "")
+        + f"apply_edits {_setting(meta, 'apply_edits')}, "
         f"samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
         f"quote_max_words {meta.get('quote_max_words', 0)}, "

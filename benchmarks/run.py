@@ -108,7 +108,6 @@ def run(items: list[registry.Item], out_dir: Path, settings: Settings, *, tol: T
         "library": library_name, "tolerance": tol.describe(), "temperature": settings.experimental.temperature,
         "max_repairs": settings.max_repairs, "max_diagnoses": settings.experimental.max_diagnoses,
         "formulate": settings.experimental.formulate,
-        "formulate_lessons": settings.experimental.formulate_lessons,
         "apply_edits": settings.experimental.apply_edits, "samples": settings.samples,
         "resample_failed": settings.experimental.resample_failed,
         "retry_temperature": settings.experimental.retry_temperature,

@@ -252,35 +252,6 @@ model.cost = pyo.Objective(expr=2 * model.a, sense=pyo.minimize)
     assert "400 * model.a >= 2000" in applied.attempts[0].program
 
 
-def test_a_modeling_lesson_goes_into_the_math_first(settings, runner, fake_llm):
-    lessons = [{"id": "I7", "stage": "general_formulation", "condition": "the text says 'at least'",
-                "explanation": "use >="},
-               {"id": "I8", "stage": "code_implementation", "condition": "sums over dicts", "explanation": "use sum()"}]
-
-    class Library:
-        def __init__(self, insights):
-            self.insights = insights
-
-        def retrieve(self, problem, *, llm, run_id):
-            return self.insights
-
-    lessons_math = settings.with_experimental(formulate_lessons=True)  # formulate itself off
-    fake_llm.enqueue(FORMULATION, LP_REPLY)
-    with Agent(lessons_math, llm=fake_llm, runner=runner, library=Library(lessons)) as agent:
-        solution = agent.solve(PROBLEM)
-    assert fake_llm.prompt_names == ["formulate", "write_program"] and solution.status == "optimal"
-    formulate, write = fake_llm.calls[0].user, fake_llm.calls[1].user
-    assert "[I7]" in formulate and "[I8]" not in formulate
-    assert "[I8]" in write and "[I7]" not in write and FORMULATION.splitlines()[0] in write
-    assert solution.formulation == FORMULATION
-    # a code lesson alone, or no lesson: the program is written directly
-    for given in ([lessons[1]], []):
-        fake_llm.enqueue(LP_REPLY)
-        with Agent(lessons_math, llm=fake_llm, runner=runner, library=Library(given)) as agent:
-            assert agent.solve(PROBLEM).formulation == ""
-        assert fake_llm.calls[-1].prompt_name == "write_program" and fake_llm.prompt_names.count("formulate") == 1
-
-
 def test_second_repair_of_the_same_program_samples(agent, fake_llm):
     broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\n"
                      "model.obj = pyo.Objective(expr=model.z)")

@@ -723,25 +723,3 @@ def test_library_recheck_cli(tmp_path, monkeypatch):
     assert "I0001: right without it 0, with it 1, with the placebo 1 (of 1) -> retired" in result.output
     missing = CliRunner().invoke(cli.cli, ["library", "recheck", "I0404", "--home", str(tmp_path / "home")])
     assert missing.exit_code != 0 and "I0404" in missing.output
-
-
-def test_a_lesson_of_the_check_goes_into_the_math(tmp_path, runner):
-    from tests.fakes import FORMULATION
-
-    settings = load_settings(home=tmp_path / "home", use_library=True,
-                             experimental={"text_rewrites": False, "formulate_lessons": True})
-    store, index = open_library(settings)
-    llm = wrong_then(RoutedLLM())
-    llm.on("explore", LP_REPLY).on("extract", json.dumps(DRAFT))
-    llm.on("formulate", FORMULATION, FORMULATION)  # the with arm's math, then the placebo's
-    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)
-    learner = Learner(settings, store, index, llm, runner, LearnConfig(k=1, line_variants=False, explore_tries=1))
-    summary = learner.learn([ITEM])
-    assert summary.verified == 1
-    assert llm.prompt_names.count("formulate") == 2  # with and placebo, not the solve without a lesson
-    with_math, placebo_math = [c.user for c in llm.calls if c.prompt_name == "formulate"]
-    assert "[I0001]" in with_math and "[I0000]" in placebo_math and "[I0001]" not in placebo_math
-    with_program = [c.user for c in llm.calls if c.prompt_name == "write_program"][1]
-    assert "[I0001]" not in with_program and "<formulation>" in with_program  # the lesson reaches it through the math
-    index.close()
-    store.close()

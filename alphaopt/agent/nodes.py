@@ -102,12 +102,10 @@ class _Meter:
 
 
 def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Write the mathematical model as structured text, with the modeling lessons: always with
-    ``formulate`` on, else when the library gave a modeling lesson and ``formulate_lessons`` is on
-    (nothing otherwise)."""
+    """Write the mathematical model as structured text, with the modeling lessons, when
+    ``formulate`` is on (nothing otherwise)."""
     knobs = runtime.context.settings.experimental
-    lessons = any(i.get("stage") in FORMULATION_STAGES for i in state.get("insights", []))
-    if not (knobs.formulate or (knobs.formulate_lessons and lessons)):
+    if not knobs.formulate:
         return {"formulation": ""}
     reply, usage = _ask(
         runtime, state, "formulate", knobs.max_tokens_formulation,
