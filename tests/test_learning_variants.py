@@ -81,6 +81,22 @@ def test_a_single_line_variant_that_reaches_the_answer_is_the_insights_example(s
     assert [(a.status, a.objective) for a in screened] == [("optimal", pytest.approx(24.0))]  # only the reaching one
 
 
+def test_a_known_edit_the_model_ignores_is_verified_by_the_code_that_makes_it(setup):  # noqa: F811
+    """The model writes the same wrong line every time, lesson or not: the quoted lesson's edit is
+    made by the code in the check's 'with' arm (agent/applied.py), and not in the placebo's."""
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", *[TURNED] * 6).on("diagnose_program", *[TURNED] * 6)
+    summary = learner(llm, explore_tries=0, line_variants=True, k=2, placebo=True).learn([ITEM])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    assert insight.condition == 'when the text says "y must be at least N and x is at"'
+    evidence = insight.provenance.evidence
+    assert (evidence["without"], evidence["with"], evidence["placebo"]) == (0, evidence["k"], 0)
+    with_arm = [a for a in store.attempts(task_id="toy_train/c1") if a.kind.startswith("verify_with")]
+    assert with_arm and all(a.objective == pytest.approx(24.0) for a in with_arm)
+    assert "model.x + model.y >= 10" in with_arm[0].program
+
+
 FLIPPED = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit
 
 
