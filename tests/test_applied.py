@@ -76,3 +76,15 @@ def test_rules_equalities_and_numbers_written_first_are_turned():
     program, _ = rewrites.prepare(code, read(PROBLEM), enabled=[], edits=applied.edits([LESSON], PROBLEM))
     assert "return 2200 <= 300 * m.a + 150 * m.b" in program  # "expression >= 2200", the number written first
     assert "2200 <= model.a * 10" in program and "model.a <= 7" in program
+
+
+def test_bounds_the_program_names_are_read_through_their_names():
+    code = PROGRAM.replace("    need = 2200\n", "    need = {'calories': 2200, 'fat': 70}\n    model.top = pyo.Param("
+                           "initialize=2200)\n    twice = 1\n    twice = 2200\n").replace(
+        "<= need)", "<= need['calories'])\n    model.p = pyo.Constraint(expr=model.a <= model.top)\n"
+                    "    model.q = pyo.Constraint(expr=model.b <= twice)\n    model.f = pyo.Constraint(expr=model.b <= "
+                    "need['fat'])")
+    program, _ = rewrites.prepare(code, read(PROBLEM), enabled=[], edits=applied.edits([LESSON], PROBLEM))
+    assert "300 * model.a + 150 * model.b >= need['calories']" in program and "model.a >= model.top" in program
+    assert "model.b <= twice" in program  # assigned twice: not read as a number
+    assert "model.b <= need['fat']" in program  # another number

@@ -6,7 +6,8 @@ A learned known edit (``alphaopt.learning.variants.known_edit``) has a condition
 ``wrong: ... <= 2000 right: ... >= 2000``. Both are plain data of the library; this module only
 reads them: ``edits`` matches each recalled insight's quote against the problem (N stands for any
 number, which it captures), and ``apply`` turns the relation of every constraint that bounds an
-expression by one of the captured numbers the way the example turns it. A model that follows the
+expression by one of the captured numbers (written out, or through a name, a ``Param`` or a dict
+entry the program sets to it once) the way the example turns it. A model that follows the
 lesson writes the relation so already, and nothing changes; a model that does not (the embedded
 one often ignores a lesson in its prompt) gets the edit all the same. The check that verifies an
 insight solves through the same path, so an insight is verified for what it does here.
@@ -105,14 +106,16 @@ def _as_bound(node: ast.Compare, constants: Mapping[str, float]) -> tuple[ast.ex
 
 
 def _value(node: ast.expr, constants: Mapping[str, float]) -> float | None:
-    """A plain number, a negated one, or a name the program sets to a number once."""
+    """A plain number, a negated one, or a name the program sets to a number once (``need``,
+    ``model.need`` set to ``Param(initialize=2000)``, or ``needs["calories"]`` of a dict
+    written out; ``_constants``)."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         value = _value(node.operand, constants)
         return None if value is None else -value
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
         return float(node.value)
-    if isinstance(node, ast.Name):
-        return constants.get(node.id)
+    if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
+        return constants.get(ast.unparse(node))
     return None
 
 
@@ -170,16 +173,31 @@ def _relations(tree: ast.Module) -> Iterable[ast.Compare]:
 
 
 def _constants(tree: ast.Module) -> dict[str, float]:
-    """Names the program (or its ``build_model``) sets once, to a plain number."""
+    """The numbers the program names, by how it writes them (``_value``): a name or attribute
+    assigned once, to a number or a ``Param`` initialized with one, and each entry of a dict
+    of numbers assigned once to a name."""
     counts: dict[str, int] = {}
     values: dict[str, float] = {}
     for node in ast.walk(tree):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, (ast.AugAssign, ast.AnnAssign)) else []
         for target in targets:
-            if isinstance(target, ast.Name):
-                counts[target.id] = counts.get(target.id, 0) + 1
-                value = _value(node.value, {}) if isinstance(node, ast.Assign) and node.value is not None else None
-                if value is not None:
-                    values[target.id] = value
-    return {name: value for name, value in values.items() if counts[name] == 1}
+            if not isinstance(target, (ast.Name, ast.Attribute)):
+                continue
+            name = ast.unparse(target)
+            counts[name] = counts.get(name, 0) + 1
+            if isinstance(node, ast.Assign):
+                values.update(_named(name, node.value))
+    return {key: value for key, value in values.items() if counts[key.split("[", 1)[0]] == 1}
+
+
+def _named(name: str, value: ast.expr) -> dict[str, float]:
+    """What one assignment ``name = value`` names: a number, a ``Param(initialize=number)``, or a
+    dict's numbers by their constant keys."""
+    if isinstance(value, ast.Call) and call_name(value) == "Param":
+        value = next((k.value for k in value.keywords if k.arg == "initialize"), ast.Constant(None))
+    if isinstance(value, ast.Dict):
+        return {f"{name}[{key.value!r}]": number for key, item in zip(value.keys, value.values, strict=True)
+                if isinstance(key, ast.Constant) and (number := _value(item, {})) is not None}
+    number = _value(value, {})
+    return {} if number is None else {name: number}
