@@ -228,6 +228,17 @@ def test_a_code_lesson_where_no_solve_was_right_must_make_the_first_program_run(
     assert store.attempts(task_id="toy_train/t1")[-1].status == "learned"
 
 
+def test_a_code_lesson_judged_by_a_running_program_needs_one_that_never_ran_without_it(setup):
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", BROKEN, WRONG_LP_REPLY)  # without it: the sampled program runs
+    llm.on("repair", WRONG_LP_REPLY, WRONG_LP_REPLY).on("extract_code", json.dumps(CODE_DRAFT))
+    summary = learner(llm, explore_tries=0, k=2).learn([ITEM])
+    assert summary.verified == 0
+    evidence = store.get("I0001").provenance.evidence
+    assert (evidence["criterion"], evidence["without"], evidence["with"]) == ("runs", 1, 0)
+    assert llm.prompt_names.count("write_program") == 2  # rejected before any solve with it
+
+
 def test_a_code_lesson_is_rechecked_by_what_its_first_check_counted(setup):
     store, _, learner = setup
     llm = RoutedLLM().on("write_program", BROKEN).on("repair", WRONG_LP_REPLY)
@@ -241,6 +252,10 @@ def test_a_code_lesson_is_rechecked_by_what_its_first_check_counted(setup):
         "runs", 0, 1, 0, True)  # judged as first checked: a wrong answer does not retire a lesson about code
     assert "repair" not in again.prompt_names  # only the first program counts
     assert store.get("I0001").status == Status.VERIFIED
+    # two solves an arm: a program that ran once without it is enough to not keep it (runs is a weak sign)
+    once = RoutedLLM().on("write_program", WRONG_LP_REPLY, WRONG_LP_REPLY, BROKEN, BROKEN, WRONG_LP_REPLY, BROKEN)
+    evidence = learner(once, k=2).recheck(insight, store.start_run({}).id)
+    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (1, 2, 0, False)
 
 
 def test_placeholder_labels_and_an_empty_example_are_mended(setup):

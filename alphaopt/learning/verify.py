@@ -14,9 +14,11 @@ on the insight's version. ``k = 1`` still works (tests, cheap runs).
 What counts as a success depends on the contrast the candidates came from
 (``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
 ran (a code lesson), a first program that ran (a code lesson from a problem no solve got right),
-or a right first program (a lesson learned from a repair or diagnosis). A check's solves stop
-where nothing after could change the verdict: no repair when the first program must run, and no
-diagnosis or patch either when only the first program counts.
+or a right first program (a lesson learned from a repair or diagnosis). A first program that
+runs is a weak sign (two lessons that passed by it by one sample read wrong on review), so under
+that criterion the program must run in no solve without the candidates, nor with the placebo. A
+check's solves stop where nothing after could change the verdict: no repair when the first
+program must run, and no diagnosis or patch either when only the first program counts.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class Checker:
 
         forced = [insight_dict(c) for c in candidates]
         base = wins(without[: self.k])
-        need = max(sum(base) + self.margin, 1)
+        strict = criterion == "runs"  # a weak sign: the program may run in no solve without the lesson
+        need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, 1)
         solved: list[Solution] = []
         for sample in range(self.k):
             if sum(wins(solved)) + self.k - sample < need:
@@ -128,7 +131,7 @@ class Checker:
         accepted = sum(with_runs) >= need
         saved = self.k - len(solved)
         if accepted and self.placebo:
-            limit = sum(with_runs) - self.margin  # the most the placebo may win for the candidates to pass
+            limit = 0 if strict else sum(with_runs) - self.margin  # the most the placebo may win for them to pass
             stages = tuple(dict.fromkeys(c.stage.value for c in candidates))
             runs = (placebos if placebos is not None else {}).setdefault((*stages, criterion), [])
             placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
@@ -160,7 +163,8 @@ class Checker:
                     solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id],
                                           judged=criterion)
                     counts[arm] += success(solution, float(task.answer), criterion, self.correct)
-        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1
+        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1 and (
+            criterion != "runs" or counts["without"] == counts["placebo"] == 0)
         return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
                 "criterion": criterion,
                 "recheck": True, "kept": kept}
