@@ -72,10 +72,12 @@ def test_rules_equalities_and_numbers_written_first_are_turned():
                            "    def cal_rule(m):\n        return 2200 == 300 * m.a + 150 * m.b\n"
                            "    model.cal = pyo.Constraint(rule=cal_rule)\n"
                            "    model.other = pyo.Constraint(expr=2200 >= model.a * 10)\n"
+                           "    model.lam = pyo.Constraint(rule=lambda m: m.b * 3 <= 2200)\n"
                            "    model.keep = pyo.Constraint(expr=model.a <= 7)\n")
     program, _ = rewrites.prepare(code, read(PROBLEM), enabled=[], edits=applied.edits([LESSON], PROBLEM))
     assert "return 2200 <= 300 * m.a + 150 * m.b" in program  # "expression >= 2200", the number written first
     assert "2200 <= model.a * 10" in program and "model.a <= 7" in program
+    assert "lambda m: m.b * 3 >= 2200" in program
 
 
 def test_bounds_the_program_names_are_read_through_their_names():

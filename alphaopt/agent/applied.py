@@ -159,11 +159,13 @@ def apply(tree: ast.Module, found: Iterable[Edit], bounds: Mapping[float, Relati
 
 
 def _relations(tree: ast.Module) -> Iterable[ast.Compare]:
-    """The program's constraint relations: a ``Constraint``/``add`` call's relation, or one a
-    function returns (a constraint rule)."""
+    """The program's constraint relations: a ``Constraint``/``add`` call's relation (or its
+    lambda rule's), or one a function returns (a constraint rule)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and call_name(node) in ("Constraint", "add"):
             for value in [*node.args, *(k.value for k in node.keywords if k.arg in ("expr", "rule"))]:
+                if isinstance(value, ast.Lambda):
+                    value = value.body
                 if isinstance(value, ast.Compare):
                     yield value
         elif isinstance(node, ast.FunctionDef):
