@@ -216,7 +216,7 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
             goal=prompts.goal_block(state["reading"]),
         )
         update = program_update(reply, settings, state["reading"], fallback=state.get("program", ""),
-                            edits=state.get("edits", ()))
+                                edits=state.get("edits", ()))
         return {**update, "stage": "diagnose", "diagnoses": state.get("diagnoses", 0) + 1, **usage}
     reply, usage = _ask(
         runtime, state, "diagnose", knobs.max_tokens_formulation,

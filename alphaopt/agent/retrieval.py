@@ -7,8 +7,8 @@ problems like them, ``retrieval_source_similarity``) → one LLM applicability c
 short, capped list → the chosen insights, with their ids. An insight whose condition quotes the
 text (``when the text says "..."``, ``applied.quote``) is recalled and chosen wherever its quote
 matches the problem, with no model check: its condition is a test the code can run. The whole
-library never reaches the model. What was retrieved and what was chosen is recorded as evidence; results are cached per
-(problem, library version).
+library never reaches the model. What was retrieved and what was chosen is recorded as
+evidence; results are cached per (problem, library version).
 """
 
 from __future__ import annotations
