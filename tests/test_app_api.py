@@ -235,3 +235,19 @@ def test_the_learn_command_and_its_flags_exist():
     assert app_api.LEARN_COMMAND[-3:] == ["-m", "alphaopt", "learn"]
     help_text = CliRunner().invoke(cli.cli, ["learn", "--help"]).output
     assert all(flag in help_text for flag in ("--home", "--limit", "--max-tokens"))
+
+
+def test_a_stop_recorded_through_one_copy_of_a_job_survives_another_copy_reaping_it(tmp_path):
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    app_api._PROCESSES[proc.pid] = proc
+    job = app_api.LearnJob(id="j1", pid=proc.pid, command=["sleep"], log=str(tmp_path / "j1.log"),
+                           started_at="2026-12-05T00:00:00", total=1)
+    job.save()
+    page_copy = app_api.LearnJob(**json.loads(job.path.read_text()))
+    app_api.stop_learning(page_copy)  # the app's page stops it; the other copy still says not stopped
+    proc.wait(timeout=30)
+    assert not app_api.is_running(job)  # this copy reaps the process and records its exit code
+    saved = json.loads(job.path.read_text())
+    assert saved["stopped"] is True and saved["returncode"] == -signal.SIGTERM

@@ -239,6 +239,7 @@ def is_running(job: LearnJob) -> bool:
             return True
         _PROCESSES.pop(job.pid, None)
         job.returncode = code
+        job.stopped = job.stopped or _saved_stopped(job)  # a stop recorded through another copy of the job
         job.save()
         return False
     if job.returncode is not None:
@@ -253,6 +254,14 @@ def is_running(job: LearnJob) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _saved_stopped(job: LearnJob) -> bool:
+    """Whether the job file says the job was stopped (``stop_learning`` on another copy of it)."""
+    try:
+        return bool(json.loads(job.path.read_text()).get("stopped"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def stop_learning(job: LearnJob) -> None:
