@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from alphaopt.agent.program import call_name
+from alphaopt.agent.program import call_name, number
 from alphaopt.agent.reading import Relation
 
 Target = Literal[">=", "<=", "=="]
@@ -47,6 +47,11 @@ class Edit(BaseModel):
     to: Target
     numbers: tuple[float, ...]
     quote: str
+
+
+def quoted_condition(words: str) -> str:
+    """The condition that quotes these words of a text (``quote`` reads it back)."""
+    return f'when the text says "{words}"'
 
 
 def quote(condition: str) -> str | None:
@@ -109,14 +114,9 @@ def _value(node: ast.expr, constants: Mapping[str, float]) -> float | None:
     """A plain number, a negated one, or a name the program sets to a number once (``need``,
     ``model.need`` set to ``Param(initialize=2000)``, or ``needs["calories"]`` of a dict
     written out; ``_constants``)."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        value = _value(node.operand, constants)
-        return None if value is None else -value
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
     if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
         return constants.get(ast.unparse(node))
-    return None
+    return number(node)
 
 
 def edits(insights: Iterable[Mapping[str, Any]], problem: str) -> list[Edit]:
@@ -151,7 +151,7 @@ def apply(tree: ast.Module, found: Iterable[Edit], bounds: Mapping[float, Relati
                 continue
             if edit.to != "==" and bounds.get(bound[2], edit.to) != edit.to:
                 continue
-            number_first = _value(node.comparators[0], constants) is None  # "2000 <= expression"
+            number_first = bound[0] is not node.left  # "2000 <= expression"
             node.ops = [_NODES[_MIRROR[edit.to] if number_first else edit.to]()]
             turned.append(ast.unparse(node))
         if turned:

@@ -499,6 +499,16 @@ def _find_loop(keys: list[str], min_repeats: int, max_period: int, to_end: bool)
     return None
 
 
+def number(node: ast.expr) -> float | None:
+    """The value of a plain number (or a negated one) in a program, else None."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = number(node.operand)
+        return None if value is None else -value
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value)
+    return None
+
+
 def call_name(call: ast.Call) -> str | None:
     """The name a call calls: ``Constraint`` for ``pyo.Constraint(...)`` and ``Constraint(...)``."""
     func = call.func

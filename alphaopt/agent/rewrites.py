@@ -30,7 +30,7 @@ from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 
 from alphaopt.agent import applied
-from alphaopt.agent.program import call_name, normalize, numeric_constants, weighted_objective
+from alphaopt.agent.program import call_name, normalize, number, numeric_constants, weighted_objective
 from alphaopt.agent.reading import Reading, Relation, Sense, TextNumber
 from alphaopt.config import rewrites_on
 
@@ -130,24 +130,14 @@ def _bound_directions(tree: ast.Module, bounds: Mapping[float, Relation], fixes:
         for relation in [*node.args, *(k.value for k in node.keywords if k.arg == "expr")]:
             if not (isinstance(relation, ast.Compare) and len(relation.ops) == 1 and type(relation.ops[0]) in _TURNED):
                 continue
-            left, right = _number(relation.left), _number(relation.comparators[0])
+            left, right = number(relation.left), number(relation.comparators[0])
             if (left is None) == (right is None):
                 continue
-            number = right if right is not None else left
+            value = right if right is not None else left
             says = isinstance(relation.ops[0], ast.LtE) == (right is not None)  # True: "expr <= number"
-            wanted = bounds.get(number) if number is not None else None
+            wanted = bounds.get(value) if value is not None else None
             if wanted and (wanted == "<=") != says:
                 relation.ops = [_TURNED[type(relation.ops[0])]()]
                 turned.append(ast.unparse(relation))
     if turned:
         fixes.append("turned around the relation the text states for its number: " + "; ".join(turned))
-
-
-def _number(node: ast.expr) -> float | None:
-    """The value of a plain number (or a negated one), else None."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        value = _number(node.operand)
-        return None if value is None else -value
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
-    return None

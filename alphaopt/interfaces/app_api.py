@@ -152,7 +152,9 @@ class LearnJob:
         return Path(self.log).with_suffix(".json")
 
     def save(self) -> None:
-        """Write the job file."""
+        """Write the job file, keeping a stop that another copy of this job recorded there (the
+        app's page and a poller each hold one)."""
+        self.stopped = self.stopped or _saved_stopped(self)
         self.path.write_text(json.dumps(asdict(self), indent=1))
 
 
@@ -239,7 +241,6 @@ def is_running(job: LearnJob) -> bool:
             return True
         _PROCESSES.pop(job.pid, None)
         job.returncode = code
-        job.stopped = job.stopped or _saved_stopped(job)  # a stop recorded through another copy of the job
         job.save()
         return False
     if job.returncode is not None:
@@ -257,7 +258,7 @@ def is_running(job: LearnJob) -> bool:
 
 
 def _saved_stopped(job: LearnJob) -> bool:
-    """Whether the job file says the job was stopped (``stop_learning`` on another copy of it)."""
+    """Whether the job file says the job was stopped (``stop_learning``, on any copy of it)."""
     try:
         return bool(json.loads(job.path.read_text()).get("stopped"))
     except (OSError, json.JSONDecodeError, AttributeError):

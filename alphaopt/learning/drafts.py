@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from alphaopt.agent import prompts
+from alphaopt.agent.applied import quoted_condition
 from alphaopt.agent.retrieval import LibraryRetriever
 from alphaopt.learning.contrasts import Contrast
 from alphaopt.learning.ledger import Ledger
@@ -97,7 +98,7 @@ class Drafter:
         explanation = template.format(**_operators(contrast))
         phrase = text_phrase(task.text, _right_part(contrast.example)) if contrast.kind in _QUOTED else ""
         if phrase:
-            condition = f'when the text says "{phrase}"'
+            condition = quoted_condition(phrase)
         else:
             condition = self._in_general_words(self.rewrite_condition("edit_condition", CallContext(
                 run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
