@@ -119,6 +119,9 @@ class ExperimentalSettings(BaseModel):
     # make the one relation edit of a recalled insight whose condition quotes the text, where the
     # quote matches (agent/applied.py); off: its lesson reaches the prompt only
     apply_edits: bool = True
+    # an applied insight's lesson also reaches the prompts; off: the code makes its edit and the
+    # model is not told (a lesson in the prompt can change the model's whole program)
+    tell_applied: bool = True
 
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)

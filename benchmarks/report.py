@@ -95,11 +95,12 @@ def samples_line(rows: list[dict[str, Any]]) -> str:
 
 
 _SAME_PIPELINE = ("model", "endpoint", "library", "temperature", "max_repairs", "max_diagnoses",
-                  "formulate", "formulate_lessons", "apply_edits", "samples", "resample_failed", "retry_temperature",
+                  "formulate", "formulate_lessons", "apply_edits", "tell_applied", "samples", "resample_failed",
+                  "retry_temperature",
                   "max_tokens_program", "quote_max_words", "patch_lines", "retrieval_source_similarity", "prompt_shas")
 #: What a run's metadata meant by a setting it predates.
 _BEFORE_IT_EXISTED = {"quote_max_words": 0, "patch_lines": False, "retrieval_source_similarity": None,
-                      "formulate_lessons": False, "apply_edits": False}
+                      "formulate_lessons": False, "apply_edits": False, "tell_applied": True}
 
 
 def _setting(meta: dict[str, Any], key: str) -> Any:
@@ -175,7 +176,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]]) -> str:
         f"formulate {meta.get('formulate')}, "
         + (f"formulate_lessons {meta['formulate_lessons']} (a switch since removed), " if "formulate_lessons" in meta
            else "")
-        + f"apply_edits {_setting(meta, 'apply_edits')}, "
+        + f"apply_edits {_setting(meta, 'apply_edits')}, tell_applied {_setting(meta, 'tell_applied')}, "
         f"samples {meta.get('samples', 1)}, "
         f"resample_failed {meta.get('resample_failed', 0)} (retry temperature {meta.get('retry_temperature')}), "
         f"quote_max_words {meta.get('quote_max_words', 0)}, "

@@ -252,6 +252,36 @@ model.cost = pyo.Objective(expr=2 * model.a, sense=pyo.minimize)
     assert "400 * model.a >= 2000" in applied.attempts[0].program
 
 
+def test_an_applied_lesson_is_not_told_when_tell_applied_is_off(settings, runner, fake_llm):
+    """The code makes the edit either way; with ``tell_applied`` off the lesson whose edit it
+    makes stays out of the prompt, while a recalled lesson the code cannot apply stays in."""
+    diet = "A diet must meet a daily requirement of 2000 calories. Food A has 400 calories and costs $2. Minimize."
+    applied_lesson = {"id": "I0105", "version": 1, "stage": "general_formulation", "label": "constraints / direction",
+                      "condition": 'when the text says "a daily requirement of N calories"', "explanation": "use >=",
+                      "example": "wrong: model.a * 400 <= 2000 right: model.a * 400 >= 2000"}
+    told_lesson = {"id": "I0018", "version": 1, "stage": "domain_modeling", "label": "variables / integrality",
+                   "condition": "the problem counts things", "explanation": "use integers", "example": ""}
+    reply = program("""
+model = pyo.ConcreteModel()
+model.a = pyo.Var(domain=pyo.NonNegativeReals)
+model.cal = pyo.Constraint(expr=400 * model.a <= 2000)
+model.cost = pyo.Objective(expr=2 * model.a, sense=pyo.minimize)
+""")
+
+    class Library:
+        def retrieve(self, problem, *, llm, run_id):
+            return [applied_lesson, told_lesson]
+
+    for tell in (True, False):
+        fake_llm.enqueue(reply)
+        with Agent(settings.with_experimental(tell_applied=tell), llm=fake_llm, runner=runner,
+                   library=Library()) as agent:
+            solution = agent.solve(diet)
+        prompt = fake_llm.calls[-1].user
+        assert solution.objective == pytest.approx(10)  # the edit is made either way
+        assert ("[I0105]" in prompt) is tell and "[I0018]" in prompt
+
+
 def test_second_repair_of_the_same_program_samples(agent, fake_llm):
     broken = program("model = pyo.ConcreteModel()\nmodel.x = pyo.Var(domain=pyo.NonNegativeReals)\n"
                      "model.obj = pyo.Objective(expr=model.z)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
+from alphaopt.agent.retrieval import insight_dict
 from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers, text_phrase
 from library import Status
 from tests.fakes import RoutedLLM, program
@@ -95,6 +97,42 @@ def test_a_known_edit_the_model_ignores_is_verified_by_the_code_that_makes_it(se
     with_arm = [a for a in store.attempts(task_id="toy_train/c1") if a.kind.startswith("verify_with")]
     assert with_arm and all(a.objective == pytest.approx(24.0) for a in with_arm)
     assert "model.x + model.y >= 10" in with_arm[0].program
+
+
+@dataclass
+class _ToldOtherwise(RoutedLLM):
+    """Writes ``told`` for any program prompt that holds lesson I0001 (a small model that, told
+    a lesson, writes another wrong program); the routed replies otherwise."""
+
+    told: str = ""
+
+    def complete(self, messages, *, prompt_name, **kwargs):
+        if prompt_name in ("write_program", "diagnose_program", "repair") and "[I0001]" in messages[-1]["content"]:
+            self.routes.setdefault(prompt_name, []).insert(0, self.told)
+        return super().complete(messages, prompt_name=prompt_name, **kwargs)
+
+
+def test_a_known_edit_that_fails_when_told_is_verified_untold_and_then_never_told(setup):  # noqa: F811
+    """Told the lesson, the model writes another wrong program (the A146 case): the check is
+    rejected told, passes with the lesson kept out of the prompt while the code makes its edit,
+    and the verified insight is then applied and never told."""
+    store, _, learner = setup
+    other = RIGHT.replace("model.x <= 6", "model.x <= 2")  # 28: a cap misread
+    llm = _ToldOtherwise(told=other).on("write_program", *[TURNED] * 12).on("diagnose_program", *[TURNED] * 12)
+    run = learner(llm, explore_tries=0, line_variants=True, k=2, placebo=True)
+    summary = run.learn([ITEM])
+    assert summary.verified == 1
+    insight = store.get("I0001")
+    evidence = insight.provenance.evidence
+    assert evidence["told"] is False and evidence["told_check"]["with"] == 0
+    assert (evidence["without"], evidence["with"], evidence["placebo"]) == (0, 2, 0)
+    untold = [a for a in store.attempts(task_id="toy_train/c1") if a.kind.startswith("verify_untold")]
+    assert len(untold) == 2 and all(a.objective == pytest.approx(24.0) for a in untold)
+    assert insight_dict(insight)["told"] is False
+    task = next(t for t in store.tasks() if t.id == "toy_train/c1")
+    solution = run.solve(task, store.runs()[-1].id, "solve", 0)  # the library's own recall: quoted, applied, untold
+    assert [i["id"] for i in solution.insights] == ["I0001"] and solution.objective == pytest.approx(24.0)
+    assert "[I0001]" not in next(c for c in reversed(llm.calls) if c.prompt_name == "write_program").user
 
 
 FLIPPED = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit

@@ -109,7 +109,7 @@ def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, An
         return {"formulation": ""}
     reply, usage = _ask(
         runtime, state, "formulate", knobs.max_tokens_formulation,
-        problem=state["problem"], insights=_insights(state, FORMULATION_STAGES),
+        problem=state["problem"], insights=_insights(state, FORMULATION_STAGES, runtime.context.settings),
     )
     return {"formulation": reply.text.strip(), **usage}
 
@@ -117,10 +117,11 @@ def formulate(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, An
 def write_program(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Write the Pyomo program for the formulation, then apply the fixes and rewrites."""
     knobs = runtime.context.settings.experimental
+    stages = CODE_STAGES if state.get("formulation") else None  # the math has the rest
     reply, usage = _ask(
         runtime, state, "write_program", knobs.max_tokens_program,
         problem=state["problem"],
-        insights=_insights(state, CODE_STAGES if state.get("formulation") else None),  # the math has the rest
+        insights=_insights(state, stages, runtime.context.settings),
         formulation=prompts.formulation_block(state.get("formulation") or ""),
         goal=prompts.goal_block(state["reading"]),
     )
@@ -172,7 +173,7 @@ def repair(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         # sampled with a seed per round, so that a second rewrite is not the first one replayed.
         reply, usage = _ask(runtime, state, "rewrite_shorter", max_tokens,
                             retry=state.get("repairs", 0) + 1,
-                            problem=state["problem"], insights=_insights(state, CODE_STAGES),
+                            problem=state["problem"], insights=_insights(state, CODE_STAGES, runtime.context.settings),
                             goal=prompts.goal_block(state["reading"]))
     else:
         previous = [a["program"] for a in state.get("attempts", [])[:-1]]
@@ -301,9 +302,15 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             "chosen_sample": chosen["sample"]}
 
 
-def _insights(state: SolveState, stages: tuple[str, ...] | None) -> str:
-    """The insights block for a prompt: only those of the given stages (all when None)."""
-    chosen = [i for i in state.get("insights", []) if stages is None or i.get("stage") in stages]
+def _insights(state: SolveState, stages: tuple[str, ...] | None, settings: Settings) -> str:
+    """The insights block for a prompt: only those of the given stages (all when None), less
+    those whose edit the code makes and whose lesson is not told (an insight verified untold, or
+    every applied one when ``tell_applied`` is off)."""
+    told = {i.get("id"): i.get("told", True) for i in state.get("insights", [])}
+    untold = {e.insight_id for e in state.get("edits", ())
+              if not settings.experimental.tell_applied or told.get(e.insight_id) is False}
+    chosen = [i for i in state.get("insights", [])
+              if (stages is None or i.get("stage") in stages) and i.get("id") not in untold]
     return prompts.insights_block(chosen)
 
 

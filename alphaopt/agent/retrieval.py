@@ -33,11 +33,14 @@ _IDS = re.compile(r"\bI\d{4,}\b")
 
 
 def insight_dict(insight: Insight) -> dict[str, Any]:
-    """What the agent's state and prompts keep of an insight."""
+    """What the agent's state and prompts keep of an insight. ``told`` is False for an insight
+    whose check passed with its edit applied and its lesson kept out of the prompt
+    (``Checker.check``): the code makes its edit, the model is not told."""
     return {
         "id": insight.id, "version": insight.version, "stage": insight.stage.value,
         "label": f"{insight.level1} / {insight.level2}", "condition": insight.condition,
         "explanation": insight.explanation, "example": insight.example,
+        "told": insight.provenance.evidence.get("told", True) is not False,
     }
 
 

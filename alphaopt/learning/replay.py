@@ -39,12 +39,13 @@ POSITIVE, NEGATIVE, UNRETRIEVED, NEUTRAL = "positive", "negative", "unretrieved"
 REUSABLE = frozenset({"solve", "verify_with", "recheck_with", "recheck_without", "evolve_with", "evolve_without",
                       "evolve_given"})
 
-Content = frozenset[tuple[str, str, str, str]]  # (id, condition, explanation, example) of each insight
+Content = frozenset[tuple[str, str, str, str, bool]]  # (id, condition, explanation, example, told) of each
 
 
 def content(insights: Iterable[dict[str, Any]]) -> Content:
-    """What of the insights reaches the prompt, as a key."""
-    return frozenset((i["id"], i["condition"], i["explanation"], i.get("example") or "") for i in insights)
+    """What of the insights reaches the solve, as a key (an untold insight's edit, not its text)."""
+    return frozenset((i["id"], i["condition"], i["explanation"], i.get("example") or "",
+                      i.get("told", True) is not False) for i in insights)
 
 
 @dataclass(frozen=True)
@@ -164,13 +165,14 @@ class Outcomes:
     def _recorded(self) -> dict[str, dict[Content, bool]]:
         models = {r.id: r.settings.get("model") for r in self.store.runs()}
         evidence: dict[str, list[Evidence]] = defaultdict(list)
-        texts: dict[tuple[str, int], tuple[str, str, str, str]] = {}
+        texts: dict[tuple[str, int], tuple[str, str, str, str, bool]] = {}
         for insight in self.store.list(status=None):
             rows = [e for e in self.store.evidence_for(insight.id) if e.task_id and e.used and e.success is not None]
             if not rows:
                 continue
             for v in self.store.versions(insight.id):
-                texts[(v.id, v.version)] = (v.id, v.condition, v.explanation, v.example or "")
+                texts[(v.id, v.version)] = (v.id, v.condition, v.explanation, v.example or "",
+                                            v.provenance.evidence.get("told", True) is not False)
             for e in rows:
                 evidence[e.task_id].append(e)  # type: ignore[index]
         known: dict[str, dict[Content, bool]] = {}

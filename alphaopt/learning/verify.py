@@ -11,6 +11,12 @@ remaining solves could not change it): the verdict is the same as with every sol
 ``skipped`` counts the solves spared. The counts and each solve's outcome are the evidence kept
 on the insight's version. ``k = 1`` still works (tests, cheap runs).
 
+Candidates whose edit the code makes (a quoted condition, a relation edit: ``agent/applied.py``)
+that fail this way are checked once more with their lesson kept out of the prompt: the code's
+edit alone, against the same arms. A small model told a lesson often writes a different program
+that the edit cannot mend. Passing so, the evidence says ``told: False`` (the told check's counts
+under ``told_check``), and the insight is applied and never told (``insight_dict``).
+
 What counts as a success depends on the contrast the candidates came from
 (``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
 ran (a code lesson), a first program that ran (a code lesson from a problem no solve got right),
@@ -27,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alphaopt.agent import prompts
+from alphaopt.agent import applied, prompts
 from alphaopt.agent.nodes import REPAIRABLE
 from alphaopt.agent.retrieval import insight_dict
 from alphaopt.agent.state import Solution
@@ -119,35 +125,68 @@ class Checker:
         base = wins(without[: self.k])
         strict = criterion == "runs"  # a weak sign: the program may run in no solve without the lesson
         need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, 1)
+        solved = self._with_arm(task, run_id, "verify_with", forced, need, criterion, wins)
+        evidence: dict[str, Any] = {"without": sum(base), "with": sum(wins(solved)), "k": self.k,
+                                    "criterion": criterion, "code_only": criterion in CODE_CRITERIA,
+                                    "solves": {"without": base, "with": wins(solved)}}
+        accepted = sum(wins(solved)) >= need
+        saved = self.k - len(solved)
+        if accepted:
+            accepted, spared = self._placebo(task, run_id, candidates, criterion, wins, sum(wins(solved)),
+                                             strict, placebos, evidence)
+            saved += spared
+        if not accepted and applied.edits(forced, task.text):
+            # the code makes these candidates' edit: check them once more with their lesson kept
+            # out of the prompt (a small model often writes a different program when told)
+            untold = self._with_arm(task, run_id, "verify_untold", [{**f, "told": False} for f in forced], need,
+                                    criterion, wins)
+            saved += self.k - len(untold)
+            told_check: dict[str, Any] = {k: evidence.pop(k) for k in ("with", "placebo") if k in evidence}
+            told_check["solves"] = {k: evidence["solves"].pop(k) for k in ("with", "placebo")
+                                    if k in evidence["solves"]}
+            evidence.update({"with": sum(wins(untold)), "told": False, "told_check": told_check})
+            evidence["solves"]["with"] = wins(untold)
+            accepted = sum(wins(untold)) >= need
+            if accepted:
+                accepted, spared = self._placebo(task, run_id, candidates, criterion, wins, sum(wins(untold)),
+                                                 strict, placebos, evidence)
+                saved += spared
+            solved = untold
+        evidence["skipped"] = saved
+        return Verdict(accepted, evidence, solved)
+
+    def _with_arm(self, task: Task, run_id: str, kind: str, forced: list[dict[str, Any]], need: int,
+                  criterion: Criterion, wins: Callable[[Sequence[Solution]], list[int]]) -> list[Solution]:
+        """Up to ``k`` solves with the forced lessons, stopped once ``need`` is out of reach."""
         solved: list[Solution] = []
         for sample in range(self.k):
             if sum(wins(solved)) + self.k - sample < need:
                 break  # the rest cannot reach the margin: rejected whatever they give
-            solved.append(self.solve(task, run_id, "verify_with", sample, forced, judged=criterion))
-        with_runs = wins(solved)
-        evidence: dict[str, Any] = {"without": sum(base), "with": sum(with_runs), "k": self.k, "criterion": criterion,
-                                    "code_only": criterion in CODE_CRITERIA, "solves": {"without": base,
-                                                                                       "with": with_runs}}
-        accepted = sum(with_runs) >= need
-        saved = self.k - len(solved)
-        if accepted and self.placebo:
-            limit = 0 if strict else sum(with_runs) - self.margin  # the most the placebo may win for them to pass
-            stages = tuple(dict.fromkeys(c.stage.value for c in candidates))
-            runs = (placebos if placebos is not None else {}).setdefault((*stages, criterion), [])
-            placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
-            control: list[int] = []
-            for sample in range(self.k):
-                if sum(control) > limit or sum(control) + self.k - sample <= limit:
-                    break  # decided: the placebo did as well already, or cannot any more
-                if sample == len(runs):
-                    runs.append(self.solve(task, run_id, "verify_placebo", sample, placebo, judged=criterion))
-                control += wins(runs[sample:sample + 1])
-            evidence["placebo"] = sum(control)
-            evidence["solves"]["placebo"] = control
-            accepted = sum(control) <= limit
-            saved += self.k - len(control)
-        evidence["skipped"] = saved
-        return Verdict(accepted, evidence, solved)
+            solved.append(self.solve(task, run_id, kind, sample, forced, judged=criterion))
+        return solved
+
+    def _placebo(self, task: Task, run_id: str, candidates: Sequence[Insight], criterion: Criterion,
+                 wins: Callable[[Sequence[Solution]], list[int]], won: int, strict: bool,
+                 placebos: dict[tuple[str, ...], list[Solution]] | None,
+                 evidence: dict[str, Any]) -> tuple[bool, int]:
+        """The placebo arm, when the check has one: whether the candidates' ``won`` successes
+        beat it by the margin, and the solves it spared. Its counts go into ``evidence``."""
+        if not self.placebo:
+            return True, 0
+        limit = 0 if strict else won - self.margin  # the most the placebo may win for them to pass
+        stages = tuple(dict.fromkeys(c.stage.value for c in candidates))
+        runs = (placebos if placebos is not None else {}).setdefault((*stages, criterion), [])
+        placebo = [{**prompts.PLACEBO, "stage": stage} for stage in stages]
+        control: list[int] = []
+        for sample in range(self.k):
+            if sum(control) > limit or sum(control) + self.k - sample <= limit:
+                break  # decided: the placebo did as well already, or cannot any more
+            if sample == len(runs):
+                runs.append(self.solve(task, run_id, "verify_placebo", sample, placebo, judged=criterion))
+            control += wins(runs[sample:sample + 1])
+        evidence["placebo"] = sum(control)
+        evidence["solves"]["placebo"] = control
+        return sum(control) <= limit, self.k - len(control)
 
     def recheck(self, insight: Insight, tasks: Sequence[Task], run_id: str) -> dict[str, Any]:
         """The check again on a verified insight's source problems: ``k`` solves each without it
