@@ -698,6 +698,18 @@ def test_recheck_retires_an_insight_the_placebo_matches(setup):
     assert store.get(insight.id).status == Status.RETIRED and index.count() == 0
 
 
+def test_recheck_over_a_baseline_that_sometimes_succeeds_leaves_the_placebo_no_win(setup):
+    """k=2: without it 1 right, with it 2, the placebo 1: a margin of one over a baseline that
+    sometimes succeeds, matched once by the placebo, keeps nothing (as in the first check)."""
+    store, index, learner = setup
+    insight = _verified_from_t1(store, index)
+    llm = RoutedLLM()
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # greedy: without, with, placebo
+    llm.on("write_program", LP_REPLY, LP_REPLY, LP_REPLY)  # sampled: all right
+    evidence = learner(llm, k=2).recheck(insight, store.start_run({}).id)
+    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (1, 2, 1, False)
+
+
 def test_recheck_refuses_what_it_cannot_check(setup):
     from alphaopt.errors import InputError
 

@@ -65,6 +65,18 @@ def test_an_arm_stops_once_its_verdict_is_decided(setup):  # noqa: F811
     assert evidence["solves"] == {"without": [0, 0], "with": [1, 1], "placebo": [0]} and evidence["skipped"] == 1
 
 
+def test_over_a_baseline_that_sometimes_succeeds_a_placebo_win_rejects(setup):  # noqa: F811
+    """Without the candidate one solve of two is right, with it both are: the placebo may win
+    none (one right of two rejects, as it would not over a baseline that never succeeds)."""
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", LP_REPLY, WRONG_LP_REPLY)  # without: one right of two
+    llm.on("extract", json.dumps(DRAFT)).on("write_program", LP_REPLY, LP_REPLY)  # with: 2 of 2
+    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)  # placebo: one right of two (decided after the first)
+    summary = learner(llm, k=2, explore_tries=0, placebo=True).learn([ITEM])
+    assert (summary.verified, summary.rejected) == (0, 1)
+    assert store.get("I0001").provenance.evidence["solves"] == {"without": [1, 0], "with": [1, 1], "placebo": [1]}
+
+
 def test_no_placebo_arm_when_the_candidate_does_not_beat_the_run_without_it(setup):  # noqa: F811
     store, _, learner = setup
     llm = _failing_then_explored(RoutedLLM())

@@ -5,8 +5,10 @@ with), with them, and with a placebo lesson in their place (one that restates wh
 already ask: any change to the prompt can turn a slip into a right answer). The first solve of
 each arm is greedy, as a user's solve is; the others are sampled, each with its own seed, so no
 single lucky sample decides. A candidate is accepted only when, counted over the ``k`` solves,
-``with >= without + margin``, ``with >= placebo + margin`` and ``with >= 1``; the placebo arm
-runs only when the first condition holds. An arm stops as soon as the verdict is decided (the
+``with >= without + margin``, ``with >= placebo + margin`` and ``with >= 1``, and, where a solve
+without them succeeded, the placebo wins none (a one-sample margin over a baseline that sometimes
+succeeds is noise: four lessons that passed so read wrong on review); the placebo arm runs only
+when the first condition holds. An arm stops as soon as the verdict is decided (the
 remaining solves could not change it): the verdict is the same as with every solve run, and
 ``skipped`` counts the solves spared. The counts and each solve's outcome are the evidence kept
 on the insight's version. ``k = 1`` still works (tests, cheap runs).
@@ -125,6 +127,9 @@ class Checker:
         base = wins(without[: self.k])
         strict = criterion == "runs"  # a weak sign: the program may run in no solve without the lesson
         need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, 1)
+        # a problem sometimes solved without the lesson: the placebo may win none (every lesson
+        # that passed by one sample over such a baseline and a winning placebo read wrong on review)
+        strict = strict or sum(base) > 0
         solved = self._with_arm(task, run_id, "verify_with", forced, need, criterion, wins)
         evidence: dict[str, Any] = {"without": sum(base), "with": sum(wins(solved)), "k": self.k,
                                     "criterion": criterion, "code_only": criterion in CODE_CRITERIA,
@@ -202,8 +207,10 @@ class Checker:
                     solution = self.solve(task, run_id, f"recheck_{arm}", sample, forced, without=[insight.id],
                                           judged=criterion)
                     counts[arm] += success(solution, float(task.answer), criterion, self.correct)
-        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1 and (
-            criterion != "runs" or counts["without"] == counts["placebo"] == 0)
+        baseline = (counts["without"] == counts["placebo"] == 0 if criterion == "runs"
+                    else counts["without"] == 0 or counts["placebo"] == 0)  # as in ``check``
+        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1 \
+            and baseline
         return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
                 "criterion": criterion,
                 "recheck": True, "kept": kept}
