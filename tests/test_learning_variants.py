@@ -183,6 +183,10 @@ def test_text_phrase_quotes_the_words_around_the_constraints_number():
         "bus trips and at least N% of the trips must")
     assert text_phrase(text, "model.bus <= 10") == "There can be at most N bus trips and at"
     assert text_phrase(text, "model.bus <= 7") == "" and text_phrase(text, "model.bus >= 1") == ""
+    diet = ("Your daily requirements are 78 grams of protein, and 1537 calories. Chicken: for $4, 14 grams of "
+            "protein, and 275 calories. Rice: for $10, 11 grams of protein, and 151 calories.")
+    # "and N calories" would match each food too: the quote reaches back until it matches the bound alone
+    assert text_phrase(diet, "model.c * 275 + model.r * 151 >= 1537") == "are N grams of protein, and N calories"
 
 
 def test_two_edits_together_when_no_single_one_reaches(setup):  # noqa: F811

@@ -20,6 +20,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from alphaopt.agent.applied import pattern
+
 #: Domains a variable's integrality flip maps between (binary variables are left alone).
 _TO_INTEGERS = {"NonNegativeReals": "NonNegativeIntegers", "PositiveReals": "PositiveIntegers",
                 "NonPositiveReals": "NonPositiveIntegers", "NegativeReals": "NegativeIntegers", "Reals": "Integers"}
@@ -223,11 +225,14 @@ _CODE_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _SENTENCE_END = re.compile(r"[.?!;:](?=\s|$)|\n")
 
 
-def text_phrase(problem: str, code: str, *, before: int = 5, after: int = 4) -> str:
+def text_phrase(problem: str, code: str, *, before: int = 5, after: int = 4, widest: int = 8) -> str:
     """The words of ``problem`` around a number that the line of ``code`` also writes (0 and 1
     aside; a percentage also as its fraction), the code's last such number first (a bound is
     written last): up to ``before`` words before it and ``after`` after it, within its sentence
-    and its clause (between commas), every number written N. "" when they share none."""
+    and its clause (between commas), every number written N. Where those words match elsewhere
+    in the problem too (a requirement "and 1537 calories" beside foods "and 275 calories"), the
+    words before reach back across commas, up to ``widest`` within the sentence, until the quote
+    matches only here. "" when they share none."""
     occurrences = [(m, float(m.group(1).replace(",", ""))) for m in _TEXT_NUMBER.finditer(problem)]
     for number in reversed([float(n) for n in _CODE_NUMBER.findall(code)]):
         if number in (0.0, 1.0):
@@ -238,11 +243,18 @@ def text_phrase(problem: str, code: str, *, before: int = 5, after: int = 4) -> 
             continue
         start = max((m.end() for m in _SENTENCE_END.finditer(problem, 0, found.start())), default=0)
         end = next((m.start() for m in _SENTENCE_END.finditer(problem, found.end())), len(problem))
-        head = " ".join(problem[start:found.start()].split()[-before:]).rsplit(",", 1)[-1]
-        tail = " ".join(problem[found.end():end].split()[:after]).split(",", 1)[0]
-        phrase = f"{head.strip()} N{'%' if found.group(2) else ''} {tail.strip()}"
-        return _TEXT_NUMBER.sub(lambda m: "N" + ("%" if m.group(2) else ""), phrase).strip(" ,;:")
+        words = problem[start:found.start()].split()
+        head = " ".join(words[-before:]).rsplit(",", 1)[-1].strip()
+        tail = " ".join(problem[found.end():end].split()[:after]).split(",", 1)[0].strip()
+        heads = [head] + [" ".join(words[-n:]) for n in range(len(head.split()) + 1, min(len(words), widest) + 1)]
+        phrases = [_as_quote(f"{h} N{'%' if found.group(2) else ''} {tail}") for h in heads]
+        return next((q for q in phrases if len(pattern(q).findall(problem)) == 1), phrases[0])
     return ""
+
+
+def _as_quote(phrase: str) -> str:
+    """A phrase of the text with every number written N (a percentage N%)."""
+    return _TEXT_NUMBER.sub(lambda m: "N" + ("%" if m.group(2) else ""), phrase).strip(" ,;:")
 
 
 def _numbers(tree: ast.Module, text: _Text, problem: str, per_literal: int) -> list[Variant]:
