@@ -483,6 +483,31 @@ def test_learn_skips_training_problems_that_copy_an_excluded_one(tmp_path, monke
     assert len(llm.calls) == 1 and all(other in c.user and PROBLEM not in c.user for c in llm.calls)  # only t2
 
 
+def test_learn_learns_once_from_training_problems_that_copy_each_other(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt.interfaces import cli, cli_library
+
+    other = "A baker makes bread and cakes from 40 kg of flour; bread earns 2 dollars, a cake 5."
+    train = tmp_path / "toy_train.jsonl"
+    train.write_text("".join(json.dumps(d) + "\n" for d in [
+        {"id": "t1", "description": PROBLEM, "answer": 11}, {"id": "t2", "description": other, "answer": 11},
+        {"id": "t3", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}]))  # t1's twin
+    llm = RoutedLLM().on("write_program", LP_REPLY, LP_REPLY, LP_REPLY)
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")
+    home = ["--home", str(tmp_path / "home"), "-k", "1", "--no-progress"]
+    first = CliRunner().invoke(cli.cli, ["learn", str(train), "--limit", "1", *home], catch_exceptions=False)
+    assert "Skipping 1 training problems that nearly copy one learned from already or earlier" in first.output
+    rest = CliRunner().invoke(cli.cli, ["learn", str(train), *home], catch_exceptions=False)
+    assert "Skipping 1 training problems that nearly copy one learned" in rest.output and ": 1 problems" in rest.output
+    assert [PROBLEM in c.user for c in llm.calls] == [True, False]  # t1, then t2; never t3
+    both = CliRunner().invoke(cli.cli, ["learn", str(train), "--twins", *home], catch_exceptions=False)
+    assert "Skipping" not in both.output and ": 1 problems" in both.output  # t3 at last
+
+
 def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -40,6 +40,9 @@ from alphaopt.llm.runlog import open_run_log
 @click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL file of problems you evaluate on (repeatable): training problems that nearly copy "
                    "one of them are skipped.")
+@click.option("--twins/--no-twins", default=False, show_default=True,
+              help="Also learn from a training problem that nearly copies one learned from already (or one "
+                   "earlier in this run); by default it is skipped, its twin standing for it.")
 @click.option("--retry-unsolved", is_flag=True,
               help="Learn again from problems an earlier run ended unsolved (after the pipeline changed).")
 @click.option("--revisit-solved", is_flag=True,
@@ -55,8 +58,9 @@ from alphaopt.llm.runlog import open_run_log
 @_settings_options
 @_errors
 def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries: int, line_variants: bool,
-          max_tokens: int | None, skip_learned: Path | None, exclude: tuple[Path, ...], retry_unsolved: bool,
-          revisit_solved: bool, concurrency: int, cluster: str | None, no_progress: bool, **kwargs: Any) -> None:
+          max_tokens: int | None, skip_learned: Path | None, exclude: tuple[Path, ...], twins: bool,
+          retry_unsolved: bool, revisit_solved: bool, concurrency: int, cluster: str | None, no_progress: bool,
+          **kwargs: Any) -> None:
     """Learn verified insights from FILES (JSONL with a problem text and its optimal 'answer').
 
     Prints the run's funnel at the end (problems, right at first try, failed, explored, reached
@@ -98,6 +102,18 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
 
             done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
         todo = [i for i in items if f"{i[0]}/{i[1]}" not in done]
+        if not twins:
+            from alphaopt.learning.dedup import later_twins
+
+            learned = [t.text for t in store.tasks() if t.id in done] + [
+                i[2] for i in items if f"{i[0]}/{i[1]}" in done]
+            fresh = [i for i in todo if f"{i[0]}/{i[1]}" not in again]  # a revisit asked for is never skipped
+            copies = later_twins([i[2] for i in fresh], learned)
+            if copies:
+                skipped = {id(fresh[n]) for n in copies}
+                todo = [i for i in todo if id(i) not in skipped]
+                click.echo(f"Skipping {len(copies)} training problems that nearly copy one learned from already or "
+                           "earlier in this run (--twins learns from them too).", err=True)
         todo = sorted(todo, key=lambda i: f"{i[0]}/{i[1]}" not in again)[:limit]  # the problems revisited first
         bar = tqdm(total=len(todo), disable=no_progress, file=sys.stderr, unit="problem")
 

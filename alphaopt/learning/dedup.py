@@ -1,7 +1,9 @@
 """Near-duplicate problem texts: word 5-gram shingles and their Jaccard similarity.
 
-Used by ``alphaopt learn --exclude`` (never learn from a problem you evaluate on) and by the
-benchmarks' honesty checks (train/test twins).
+Used by ``alphaopt learn --exclude`` (never learn from a problem you evaluate on), by ``alphaopt
+learn`` to learn once from training problems that copy each other (the training splits hold
+about a hundred such twins, mostly NL4Opt and NLP4LP), and by the benchmarks' honesty checks
+(train/test twins).
 """
 
 from __future__ import annotations
@@ -31,4 +33,18 @@ def near_duplicates(texts: Iterable[str], reference: Iterable[str], threshold: f
         own = shingles(text)
         if any(jaccard(own, r) >= threshold for r in refs):
             found.add(n)
+    return found
+
+
+def later_twins(texts: Iterable[str], learned: Iterable[str], threshold: float = TWIN_JACCARD) -> set[int]:
+    """Indexes of ``texts`` that nearly copy a ``learned`` text or an earlier text of ``texts``
+    that is itself kept (the first of a set of twins is kept)."""
+    refs = [shingles(r) for r in learned]
+    found = set()
+    for n, text in enumerate(texts):
+        own = shingles(text)
+        if any(jaccard(own, r) >= threshold for r in refs):
+            found.add(n)
+        else:
+            refs.append(own)
     return found
