@@ -122,6 +122,7 @@ def test_a_known_edit_that_fails_when_told_is_verified_untold_and_then_never_tol
     run = learner(llm, explore_tries=0, line_variants=True, k=2, placebo=True)
     summary = run.learn([ITEM])
     assert summary.verified == 1
+    assert summary.sources["line_edit"] == {"reached": 1, "drafted": 1, "verified": 1, "verified untold": 1}
     insight = store.get("I0001")
     evidence = insight.provenance.evidence
     assert evidence["told"] is False and evidence["told_check"]["with"] == 0

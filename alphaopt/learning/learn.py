@@ -323,6 +323,8 @@ class Learner:
             return "candidates rejected" + (f": {verdict.why}" if verdict.why else ""), verdict.with_runs
         summary.verified += len(candidates)
         summary.count(contrast.source, "verified", len(candidates))
+        if verdict.evidence.get("told") is False:  # verified with the code's edit, the lesson untold
+            summary.count(contrast.source, "verified untold", len(candidates))
         with self.store.merge_lock():  # one worker at a time indexes and merges
             self.index.upsert([self.store.get(c.id) for c in candidates])
             for c in candidates:
