@@ -9,7 +9,7 @@ import pytest
 
 from alphaopt.agent.retrieval import insight_dict
 from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers, text_phrase
-from library import Status
+from library import InsightDraft, Status
 from tests.fakes import RoutedLLM, program
 from tests.test_learn import DRAFT, setup  # noqa: F401 (the fixture)
 
@@ -101,13 +101,14 @@ def test_a_known_edit_the_model_ignores_is_verified_by_the_code_that_makes_it(se
 
 @dataclass
 class _ToldOtherwise(RoutedLLM):
-    """Writes ``told`` for any program prompt that holds lesson I0001 (a small model that, told
-    a lesson, writes another wrong program); the routed replies otherwise."""
+    """Writes ``told`` for any program prompt that holds ``marker`` (a lesson: a small model that,
+    told a lesson, writes another wrong program); the routed replies otherwise."""
 
     told: str = ""
+    marker: str = "[I0001]"
 
     def complete(self, messages, *, prompt_name, **kwargs):
-        if prompt_name in ("write_program", "diagnose_program", "repair") and "[I0001]" in messages[-1]["content"]:
+        if prompt_name in ("write_program", "diagnose_program", "repair") and self.marker in messages[-1]["content"]:
             self.routes.setdefault(prompt_name, []).insert(0, self.told)
         return super().complete(messages, prompt_name=prompt_name, **kwargs)
 
@@ -134,6 +135,29 @@ def test_a_known_edit_that_fails_when_told_is_verified_untold_and_then_never_tol
     solution = run.solve(task, store.runs()[-1].id, "solve", 0)  # the library's own recall: quoted, applied, untold
     assert [i["id"] for i in solution.insights] == ["I0001"] and solution.objective == pytest.approx(24.0)
     assert "[I0001]" not in next(c for c in reversed(llm.calls) if c.prompt_name == "write_program").user
+
+
+def test_two_untold_lessons_merge_into_one_checked_and_kept_untold(setup):  # noqa: F811
+    """The same quoted lesson verified untold on two problems: the merge is checked with its
+    lesson untold (the code's edit alone) and stays untold."""
+    store, index, learner = setup
+    lesson = InsightDraft(stage="general_formulation", level1="constraints", level2="inequality direction",
+                          condition='when the text says "y must be at least N and x is at"',
+                          explanation="write it with >=, not <=", example="wrong: model.x + model.y <= 10 right: "
+                          "model.x + model.y >= 10")
+    members = []
+    for n in ("c1", "c2"):
+        store.add_task("toy_train", n, COST + ("" if n == "c1" else " (again)"), 24.0)
+        members.append(store.add_insight(lesson, status=Status.VERIFIED, provenance={
+            "source_tasks": [f"toy_train/{n}"], "evidence": {"with": 1, "told": False}}))
+    index.upsert(members)
+    merged = {**lesson.model_dump(mode="json"), "explanation": "a stated requirement is a lower bound: >="}
+    llm = _ToldOtherwise(told=RIGHT.replace("model.x <= 6", "model.x <= 2"), marker="lower bound: >=")
+    llm.on("merge", json.dumps(merged))
+    llm.on("write_program", TURNED, TURNED)  # untold: the model's wrong line, turned by the code
+    assert learner(llm).merge(members[1], store.start_run({}).id) == 1
+    new = store.list(status="verified")
+    assert len(new) == 1 and new[0].provenance.evidence["told"] is False and new[0].provenance.evidence["with"] == 2
 
 
 FLIPPED = RIGHT.replace("sense=pyo.minimize", "sense=pyo.maximize")  # unbounded: y grows without limit
