@@ -179,6 +179,22 @@ def test_library_list_and_export_read_the_store_without_the_index(tmp_path):
     assert settings.library_db.exists() and not settings.chroma_dir.exists()
 
 
+def test_library_list_marks_an_insight_verified_untold(tmp_path):
+    from library import InsightDraft, LibraryStore
+
+    home = tmp_path / "lib"
+    invoke("library", "list", "--home", str(home))  # creates the store
+    store = LibraryStore(home / "library.db")
+    lesson = InsightDraft(stage="general_formulation", level1="constraints", level2="inequality direction",
+                          condition='when the text says "needs to transport N chicken"', explanation="use >=",
+                          example="wrong: a == 5 right: a >= 5")
+    store.add_insight(lesson, status="verified", provenance={"evidence": {"told": False}})
+    store.add_insight(lesson, status="verified")
+    store.close()
+    listed = invoke("library", "list", "--home", str(home)).output.splitlines()
+    assert listed[0].endswith("(applied, untold)") and not listed[1].endswith("untold")
+
+
 def test_library_retire_keeps_the_reason_and_leaves_the_export(tmp_path):
     from alphaopt.agent.retrieval import open_store
     from alphaopt.config import load_settings

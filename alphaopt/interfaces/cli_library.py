@@ -166,7 +166,9 @@ def library_list(status: str, stage: str | None, text: str | None, home: Path | 
     """List insights."""
     store = _open_store(home)
     for i in store.list(status=None if status == "all" else status, stage=stage, text=text):
-        click.echo(f"{i.id} v{i.version} {i.status.value:<9} {i.stage.value}/{i.level1}/{i.level2}: {i.condition[:80]}")
+        untold = " (applied, untold)" if i.provenance.evidence.get("told") is False else ""
+        click.echo(f"{i.id} v{i.version} {i.status.value:<9} {i.stage.value}/{i.level1}/{i.level2}: "
+                   f"{i.condition[:80]}{untold}")
 
 
 @library.command("show")
