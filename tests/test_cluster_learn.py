@@ -190,7 +190,7 @@ def test_a_problem_whose_worker_died_is_freed_when_its_lease_runs_out(tmp_path, 
                             "LIBRARY_URL": library_url, "CHROMA_URL": chroma,
                             "EXPERIMENTAL__TEXT_REWRITES": "0"}.items():
             monkeypatch.setenv(f"ALPHAOPT_{name}", value)
-        result = CliRunner().invoke(cli.cli, ["learn", str(data), "--cluster", cluster, "-k", "1",
+        result = CliRunner().invoke(cli.cli, ["learn", str(data), "--cluster", cluster, "-k", "1", "--twins",
                                               "--explore-tries", "1", "--no-line-variants", "--no-progress"],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output

@@ -110,9 +110,9 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     # only the model's exploration may reach an answer here (not the learner's screen of one-line edits,
     # which turns a constraint of t2's wrong program around and happens to hit the optimum)
     learned = invoke("learn", str(train), "--explore-tries", "1", "--no-line-variants", "--no-progress",
-                     "--home", str(home))
+                     "--twins", "--home", str(home))  # t3 nearly copies t1, on purpose
     assert "4 problems" in learned and "verified 1" in learned
-    revisited = invoke("learn", str(train), "--revisit-solved", "--no-line-variants", "--no-progress",
+    revisited = invoke("learn", str(train), "--revisit-solved", "--no-line-variants", "--no-progress", "--twins",
                        "--home", str(home))
     assert "2 problems" in revisited  # t1 (learned) and t4 (solved), solved again with the library
     store = LibraryStore(home / "library.db")
