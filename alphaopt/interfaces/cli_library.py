@@ -69,6 +69,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
 
     from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.dedup import near_duplicates
     from alphaopt.learning.funnel import funnel_lines, progress_line
     from alphaopt.learning.learn import LearnConfig, Learner
 
@@ -83,8 +84,6 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         require_shared_library(settings)
     items = read_training(list(files))
     if exclude:
-        from alphaopt.learning.dedup import near_duplicates
-
         copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
         items = [i for n, i in enumerate(items) if n not in copies]
         click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
@@ -103,12 +102,10 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
         todo = [i for i in items if f"{i[0]}/{i[1]}" not in done]
         if not twins:
-            from alphaopt.learning.dedup import later_twins
-
             learned = [t.text for t in store.tasks() if t.id in done] + [
                 i[2] for i in items if f"{i[0]}/{i[1]}" in done]
             fresh = [i for i in todo if f"{i[0]}/{i[1]}" not in again]  # a revisit asked for is never skipped
-            copies = later_twins([i[2] for i in fresh], learned)
+            copies = near_duplicates([i[2] for i in fresh], learned, among=True)
             if copies:
                 skipped = {id(fresh[n]) for n in copies}
                 todo = [i for i in todo if id(i) not in skipped]

@@ -25,26 +25,17 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
 
 
-def near_duplicates(texts: Iterable[str], reference: Iterable[str], threshold: float = TWIN_JACCARD) -> set[int]:
-    """Indexes of ``texts`` whose shingle similarity to some reference text reaches ``threshold``."""
+def near_duplicates(texts: Iterable[str], reference: Iterable[str], threshold: float = TWIN_JACCARD, *,
+                    among: bool = False) -> set[int]:
+    """Indexes of ``texts`` whose shingle similarity to some reference text reaches ``threshold``;
+    with ``among``, also those that nearly copy an earlier text of ``texts`` that is itself kept
+    (of a set of twins, the first is kept)."""
     refs = [shingles(r) for r in reference]
     found = set()
     for n, text in enumerate(texts):
         own = shingles(text)
         if any(jaccard(own, r) >= threshold for r in refs):
             found.add(n)
-    return found
-
-
-def later_twins(texts: Iterable[str], learned: Iterable[str], threshold: float = TWIN_JACCARD) -> set[int]:
-    """Indexes of ``texts`` that nearly copy a ``learned`` text or an earlier text of ``texts``
-    that is itself kept (the first of a set of twins is kept)."""
-    refs = [shingles(r) for r in learned]
-    found = set()
-    for n, text in enumerate(texts):
-        own = shingles(text)
-        if any(jaccard(own, r) >= threshold for r in refs):
-            found.add(n)
-        else:
+        elif among:
             refs.append(own)
     return found
