@@ -34,6 +34,7 @@ def test_each_kind_of_single_line_variant():
     code = _code(TURNED).replace("model.x <= 6", "model.x <= 60")
     found = {(v.kind, v.example) for v in line_variants(code, COST)}
     assert ("sense", "wrong: sense=pyo.minimize right: sense=pyo.maximize") in found
+    assert ("count", "wrong: 2 * model.x + 3 * model.y right: model.x + model.y") in found
     assert ("integrality", "wrong: domain=pyo.NonNegativeReals right: domain=pyo.NonNegativeIntegers") in found
     assert ("direction", "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10") in found
     assert ("number", "wrong: 60 right: 6") in found  # 60 is no number of the text; 6 is
@@ -177,6 +178,33 @@ def test_a_known_sense_edit_says_which_sense(setup):  # noqa: F811
     ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")
     assert "it turned the objective's sense (pyo.maximize to pyo.minimize)" in ask.user
     assert "wrong: sense=pyo.maximize right: sense=pyo.minimize" in ask.user
+
+
+BOXES = ("A baker packs 600 cookies into small boxes of 6 and large boxes of 10. At least 10 small boxes are "
+         "packed, and at least as many large boxes as small ones. Maximize the number of boxes packed.")
+WEIGHED = program("""
+model = pyo.ConcreteModel()
+model.small = pyo.Var(domain=pyo.NonNegativeReals)
+model.large = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr=6 * model.small + 10 * model.large, sense=pyo.maximize)
+model.cookies = pyo.Constraint(expr=6 * model.small + 10 * model.large <= 600)
+model.least_small = pyo.Constraint(expr=model.small >= 10)
+model.more_large = pyo.Constraint(expr=model.large >= model.small)
+""")  # 600 (cookies packed) where the question counts boxes: 75
+
+
+def test_an_objective_that_weighs_what_the_question_counts_is_a_known_edit(setup):  # noqa: F811
+    store, _, learner = setup
+    counted = WEIGHED.replace("6 * model.small + 10 * model.large, sense", "model.small + model.large, sense")
+    llm = RoutedLLM().on("write_program", WEIGHED).on("diagnose_program", WEIGHED)
+    llm.on("edit_condition", "when the question asks for the number of containers").on("write_program", counted)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([("toy_train", "b1", BOXES, 75.0)])
+    assert summary.verified == 1 and summary.sources["line_edit"]["reached"] == 1
+    insight = store.get("I0001")
+    assert insight.example == "wrong: 6 * model.small + 10 * model.large right: model.small + model.large"
+    assert insight.explanation.startswith("make the objective the plain count of these things")
+    assert (insight.level1, insight.level2) == ("objective", "objective sense and terms")
+    assert insight.condition == "when the question asks for the number of containers"
 
 
 def test_a_known_edits_condition_in_the_problems_numbers_is_said_in_general_words(setup):  # noqa: F811

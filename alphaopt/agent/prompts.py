@@ -292,6 +292,10 @@ EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
     "sense": ("objective", "objective sense and terms",
               "set the objective's sense to {right}, as in the example; the common mistake is the opposite sense, "
               "which drives the plan to the wrong extreme"),
+    "count": ("objective", "objective sense and terms",
+              "make the objective the plain count of these things, every one weighing 1, as in the example; the "
+              "common mistake is weighting each by its size, cost or value, which optimizes that quantity instead "
+              "of how many"),
     "missing": (None, None,
                 "write this limit as a constraint of its own, as in the example; the common mistake is leaving out a "
                 "limit the text states, which lets the plan break it"),

@@ -62,9 +62,9 @@ Correct = Callable[[float | None], bool]
 
 def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
     """A modeling contrast whose two programs differ by one known edit (``known_edit``: one
-    line's direction, sense, integrality or number, or one constraint added or dropped), with
-    that edit's kind, words and example, drafted by the prompt for it (``edit_step``). Any other
-    contrast as it was."""
+    line's direction, sense, integrality or number, the objective made a plain count, or one
+    constraint added or dropped), with that edit's kind, words and example, drafted by the prompt
+    for it (``edit_step``). Any other contrast as it was."""
     if contrast.step != "extract" or contrast.kind:
         return contrast
     edit = known_edit(contrast.wrong, contrast.right, problem)

@@ -36,7 +36,7 @@ class Variant:
     """One mechanical edit: what kind, what it changed (in words), the code before and after it,
     and the whole edited program."""
 
-    kind: str  # "sense", "integrality", "direction", "equality", "number", "drop" or "missing"
+    kind: str  # "sense", "count", "integrality", "direction", "equality", "number", "drop" or "missing"
     change: str
     before: str
     after: str
@@ -52,7 +52,8 @@ class Variant:
 
 def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_per_literal: int = 12) -> list[Variant]:
     """The program's single-line variants, at most ``limit``: the objective's sense first, then
-    each variable's integrality, each constraint's direction, each equality relaxed both ways,
+    the objective as a plain count of its terms (a weighted sum of two or more decisions with
+    every weight made 1), each variable's integrality, each constraint's direction, each equality relaxed both ways,
     each number the program writes that the ``problem`` text does not state replaced by one it
     states (up to ``numbers_per_literal`` each), and each constraint dropped. None when the
     program does not parse."""
@@ -61,7 +62,7 @@ def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_p
     except SyntaxError:
         return []
     text = _Text(program)
-    found = [*_senses(tree, text), *_integralities(tree, text), *_directions(tree, text),
+    found = [*_senses(tree, text), *_counts(tree, text), *_integralities(tree, text), *_directions(tree, text),
              *_numbers(tree, text, problem, numbers_per_literal), *_drops(tree, text)]
     seen: set[str] = set()
     unique = []
@@ -144,6 +145,39 @@ def _senses(tree: ast.Module, text: _Text) -> list[Variant]:
         out.append(text.variant("sense", f"turned the objective's sense ({ast.unparse(value)} to {new})",
                                 text.segment(sense), f"sense={new}", *text.span(value), new))
     return out
+
+
+def _counts(tree: ast.Module, text: _Text) -> list[Variant]:
+    """An objective that weighs two or more decisions by numbers (``5 * model.x + 3 * model.y``)
+    made their plain count (``model.x + model.y``): a question that asks for a number of things
+    counts them, whatever each weighs."""
+    out = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _ctor(n) == "Objective"):
+        expr = next((kw.value for kw in call.keywords if kw.arg == "expr"), call.args[0] if call.args else None)
+        terms = _weighted_terms(expr) if expr is not None else None
+        if expr is None or not terms or len(terms) < 2 or all(weight == 1 for weight, _ in terms):
+            continue
+        new = " + ".join(ast.unparse(decision) for _, decision in terms)
+        out.append(text.variant("count", "made the objective the plain count of its decisions (every weight 1)",
+                                text.segment(expr), new, *text.span(expr), new))
+    return out
+
+
+def _weighted_terms(expr: ast.expr) -> list[tuple[float, ast.expr]] | None:
+    """``expr`` as a sum of ``number * decision`` terms (either order; a decision alone weighs 1),
+    a decision being a name, attribute or subscript; None for anything else."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        left, right = _weighted_terms(expr.left), _weighted_terms(expr.right)
+        return None if left is None or right is None else left + right
+    if isinstance(expr, (ast.Name, ast.Attribute, ast.Subscript)):
+        return [(1.0, expr)]
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        for weight, decision in ((expr.left, expr.right), (expr.right, expr.left)):
+            if (isinstance(weight, ast.Constant) and isinstance(weight.value, (int, float))
+                    and not isinstance(weight.value, bool) and weight.value > 0
+                    and isinstance(decision, (ast.Name, ast.Attribute, ast.Subscript))):
+                return [(float(weight.value), decision)]
+    return None
 
 
 def _integralities(tree: ast.Module, text: _Text) -> list[Variant]:
