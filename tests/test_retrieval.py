@@ -97,6 +97,22 @@ def test_a_quoted_condition_is_recalled_where_its_quote_matches_without_the_chec
     assert library.quoted(PROBLEM) == []
 
 
+def test_an_insight_verified_untold_is_recalled_by_its_quote_only(library):
+    """Near the problem by its condition, an untold insight is no candidate of the check (its
+    lesson never reaches a prompt); where its quote matches it is chosen, for the code's edit."""
+    draft = InsightDraft(stage="general_formulation", level1="constraints", level2="inequality direction",
+                         condition='when the text says "ship at least N tons of"', explanation="write >=",
+                         example="wrong: m.x <= 115 right: m.x >= 115")
+    untold = library.store.add_insight(draft, status=Status.VERIFIED, provenance={"evidence": {"told": False}})
+    library.index.upsert(untold)
+    elsewhere = PROBLEM.replace("115 tons", "many tons")  # the quote no longer matches
+    assert untold.id not in {i.id for i in [*library.candidates(PROBLEM), *library.candidates(elsewhere)]}
+    llm = ScriptedLLM().enqueue("NONE", "NONE")  # the model's check declines every other candidate
+    assert [c["id"] for c in library.retrieve(PROBLEM, llm=llm, run_id="r")] == [untold.id]
+    assert library.retrieve(elsewhere, llm=llm, run_id="r") == []
+    assert all(f"[{untold.id}]" not in c.user for c in llm.calls)  # never offered to the check
+
+
 def test_empty_library_makes_no_call(tmp_path):
     settings = load_settings(home=tmp_path / "h2", use_library=True, experimental={"starter_library": "none"})
     retriever = LibraryRetriever.open(settings)

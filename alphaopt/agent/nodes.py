@@ -304,11 +304,11 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
 def _insights(state: SolveState, stages: tuple[str, ...] | None, settings: Settings) -> str:
     """The insights block for a prompt: only those of the given stages (all when None), less
-    those whose edit the code makes and whose lesson is not told (an insight verified untold, or
-    every applied one when ``tell_applied`` is off)."""
-    told = {i.get("id"): i.get("told", True) for i in state.get("insights", [])}
-    untold = {e.insight_id for e in state.get("edits", ())
-              if not settings.experimental.tell_applied or told.get(e.insight_id) is False}
+    those never told: an insight verified untold, and every one whose edit the code makes when
+    ``tell_applied`` is off."""
+    untold = {i.get("id") for i in state.get("insights", []) if i.get("told", True) is False}
+    if not settings.experimental.tell_applied:
+        untold |= {e.insight_id for e in state.get("edits", ())}
     chosen = [i for i in state.get("insights", [])
               if (stages is None or i.get("stage") in stages) and i.get("id") not in untold]
     return prompts.insights_block(chosen)

@@ -116,7 +116,8 @@ class LibraryRetriever:
         was learned or verified on, those decide instead: it is near when the problem is at
         least ``retrieval_source_similarity`` similar to one of them, whatever its condition
         says (a condition the model wrote in general words is near everything and far from its
-        own sources). 0 turns that off.
+        own sources). 0 turns that off. An insight verified untold is never a candidate: it acts
+        only where its quote matches (``quoted``), through the code's edit.
         """
         s = self.settings
         vector = self._embedding(problem)  # once: the recalls, the labels and the sources all compare it
@@ -137,7 +138,7 @@ class LibraryRetriever:
         found: list[Insight] = []
         for insight_id in sorted(best, key=best.__getitem__):
             insight = self.store.get(insight_id)
-            if insight.status == Status.VERIFIED:
+            if insight.status == Status.VERIFIED and insight_dict(insight)["told"]:  # untold: by its quote only
                 found.append(insight)
             if len(found) == s.experimental.retrieval_check_cap:
                 break
