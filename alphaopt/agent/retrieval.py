@@ -32,15 +32,20 @@ from library.index import LibraryIndex
 _IDS = re.compile(r"\bI\d{4,}\b")
 
 
+def told(insight: Insight) -> bool:
+    """False for an insight whose check passed with its edit applied and its lesson kept out of
+    the prompt (evidence ``told: false``, ``Checker.check``): the code makes its edit, the model
+    is not told."""
+    return insight.provenance.evidence.get("told", True) is not False
+
+
 def insight_dict(insight: Insight) -> dict[str, Any]:
-    """What the agent's state and prompts keep of an insight. ``told`` is False for an insight
-    whose check passed with its edit applied and its lesson kept out of the prompt
-    (``Checker.check``): the code makes its edit, the model is not told."""
+    """What the agent's state and prompts keep of an insight (``told``: see ``told``)."""
     return {
         "id": insight.id, "version": insight.version, "stage": insight.stage.value,
         "label": f"{insight.level1} / {insight.level2}", "condition": insight.condition,
         "explanation": insight.explanation, "example": insight.example,
-        "told": insight.provenance.evidence.get("told", True) is not False,
+        "told": told(insight),
     }
 
 
@@ -138,7 +143,7 @@ class LibraryRetriever:
         found: list[Insight] = []
         for insight_id in sorted(best, key=best.__getitem__):
             insight = self.store.get(insight_id)
-            if insight.status == Status.VERIFIED and insight_dict(insight)["told"]:  # untold: by its quote only
+            if insight.status == Status.VERIFIED and told(insight):  # untold: by its quote only
                 found.append(insight)
             if len(found) == s.experimental.retrieval_check_cap:
                 break

@@ -107,8 +107,8 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             fresh = [i for i in todo if f"{i[0]}/{i[1]}" not in again]  # a revisit asked for is never skipped
             copies = near_duplicates([i[2] for i in fresh], learned, among=True)
             if copies:
-                skipped = {id(fresh[n]) for n in copies}
-                todo = [i for i in todo if id(i) not in skipped]
+                skipped = {f"{fresh[n][0]}/{fresh[n][1]}" for n in copies}
+                todo = [i for i in todo if f"{i[0]}/{i[1]}" not in skipped]
                 click.echo(f"Skipping {len(copies)} training problems that nearly copy one learned from already or "
                            "earlier in this run (--twins learns from them too).", err=True)
         todo = sorted(todo, key=lambda i: f"{i[0]}/{i[1]}" not in again)[:limit]  # the problems revisited first
@@ -161,9 +161,11 @@ def _open_store(home: Path | None) -> Any:
 @_errors
 def library_list(status: str, stage: str | None, text: str | None, home: Path | None) -> None:
     """List insights."""
+    from alphaopt.agent.retrieval import told
+
     store = _open_store(home)
     for i in store.list(status=None if status == "all" else status, stage=stage, text=text):
-        untold = " (applied, untold)" if i.provenance.evidence.get("told") is False else ""
+        untold = "" if told(i) else " (applied, untold)"
         click.echo(f"{i.id} v{i.version} {i.status.value:<9} {i.stage.value}/{i.level1}/{i.level2}: "
                    f"{i.condition[:80]}{untold}")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alphaopt.agent import prompts
-from alphaopt.agent.retrieval import insight_dict
+from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.agent.state import Solution
 from alphaopt.learning.ledger import Ledger
 from alphaopt.llm.client import CallContext
@@ -83,13 +83,13 @@ class Merger:
         if not isinstance(reply.parsed, InsightDraft):
             return 0
         draft = reply.parsed
-        told = any(insight_dict(m)["told"] for m in members)  # members verified untold: the merge is checked so
+        untold = not any(told(m) for m in members)  # members verified untold: the merge is checked so
         pending = {**insight_dict(members[0]), "id": PENDING_ID, "version": 1, "stage": draft.stage.value,
                    "label": f"{draft.level1} / {draft.level2}", "condition": draft.condition,
-                   "explanation": draft.explanation, "example": draft.example, "told": told}
+                   "explanation": draft.explanation, "example": draft.example, "told": not untold}
         wins = sum(self._right(task, run_id, pending, members) for task in tasks)
         ids = [m.id for m in members]
-        evidence: dict[str, Any] = {"sources": len(sources), "with": wins, **({} if told else {"told": False})}
+        evidence: dict[str, Any] = {"sources": len(sources), "with": wins, **({"told": False} if untold else {})}
         provenance = {"source_tasks": sources, "model": self.model, "prompt_version": f"merge:{sha}", "run_id": run_id}
         if wins < len(sources):
             self.store.add_insight(draft, status=Status.RETIRED, provenance={

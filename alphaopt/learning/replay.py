@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alphaopt.agent.retrieval import insight_dict
+from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.learning.learn import Learner
 from alphaopt.llm.client import LLMClient
 from library import Evidence, LibraryStore, Status, Task
@@ -171,8 +171,7 @@ class Outcomes:
             if not rows:
                 continue
             for v in self.store.versions(insight.id):
-                texts[(v.id, v.version)] = (v.id, v.condition, v.explanation, v.example or "",
-                                            v.provenance.evidence.get("told", True) is not False)
+                texts[(v.id, v.version)] = (v.id, v.condition, v.explanation, v.example or "", told(v))
             for e in rows:
                 evidence[e.task_id].append(e)  # type: ignore[index]
         known: dict[str, dict[Content, bool]] = {}
