@@ -608,6 +608,57 @@ def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
     assert "40 workers" in generalize.user and PROBLEM not in generalize.user
 
 
+def test_a_condition_that_names_the_mistake_is_situated_before_the_check(setup):
+    store, _, learner = setup
+    vague = {"insights": [{**DRAFT["insights"][0],
+                           "condition": "when the variable bounds are not correctly specified"}]}
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(vague))
+    llm.on("situate", '"when the text caps one decision on its own"')
+    llm.on("write_program", LP_REPLY)
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.verified == 1
+    assert store.get("I0001").condition == "when the text caps one decision on its own"
+    situate = next(c for c in llm.calls if c.prompt_name == "situate")
+    assert PROBLEM in situate.user and "names the mistake" in situate.user
+    assert "not correctly specified" in situate.user and "what the text of problems like this one says" in situate.user
+
+
+def test_a_draft_whose_condition_still_says_nothing_is_dropped_unchecked(setup):
+    store, _, learner = setup
+    vague = {"insights": [{**CODE_DRAFT["insights"][0], "condition": "when defining the variables"}]}
+    llm = wrong_then(RoutedLLM())
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(vague))
+    llm.on("situate", "when creating the model, make sure the bounds are right")  # names the mistake again
+    summary = learner(llm, explore_tries=1).learn([ITEM])
+    assert summary.added == 0 and store.list(status=None) == []
+    assert llm.prompt_names[-1] == "situate"  # no solve "with" a draft no retrieval could place
+    situate = next(c for c in llm.calls if c.prompt_name == "situate")
+    assert "names a step that every program takes" in situate.user and "a program for problems like" in situate.user
+
+
+@pytest.mark.parametrize(("condition", "stage", "flaw"), [
+    ("when the variable domains are not correctly specified", "code_implementation", "names the mistake"),
+    ("when defining variables, using the wrong domain", "general_formulation", "names the mistake"),
+    ("when creating variables, make sure to specify the domain correctly", "code_implementation",
+     "names the mistake"),
+    ("when defining the variables", "code_implementation", "names a step that every program takes"),
+    ("when creating the objective function", "general_formulation", "names a step that every program takes"),
+    ("when defining the supply capacity parameter", "general_formulation", "describes a step of the program"),
+    ("when defining the supply capacity parameter", "code_implementation", None),  # a code lesson may
+    ("when using a Var in a Boolean context such as an 'if' statement", "code_implementation", None),
+    ("when the total number of trips must be at least a stated percentage", "general_formulation", None),
+    ('when the text says "the wrong N items are returned"', "general_formulation", None),  # quoted: not read
+    ("The problem involves counting, buying, or choosing", "general_formulation", None),
+])
+def test_vacuous_conditions(condition, stage, flaw):
+    from alphaopt.learning.drafts import vacuous
+    from library.models import parse_stage
+
+    found = vacuous(condition, parse_stage(stage))
+    assert (found is None) if flaw is None else (found is not None and found.startswith(flaw))
+
+
 def test_specific_conditions():
     from alphaopt.learning.learn import specific as _specific
 

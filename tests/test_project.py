@@ -162,6 +162,8 @@ NODE_KWARGS = {
                 "diff": "wrong: W right: R"},
     "extract_code": {"problem": "P", "error": "E", "right": "R", "labels": "L"},
     "generalize": {"condition": "the farm has 50 acres", "explanation": "E"},
+    "situate": {"problem": "P", "flaw": "names the mistake", "condition": "C", "explanation": "E",
+                "what": prompts.SITUATE_WHAT["modeling"]},
     "integrality_condition": {"problem": "P", "change": "made the continuous variables integer"},
     "edit_condition": {"problem": "P", "change": "turned <= into >= in x + y <= 10",
                        "example": "wrong: x + y <= 10 right: x + y >= 10"},

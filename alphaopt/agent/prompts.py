@@ -304,6 +304,20 @@ EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
              "constraint cuts off the best plan"),
 }
 
+SITUATE = PROBLEM + """
+A lesson was learned from this problem, but its condition {flaw}, so it cannot tell which problems need the lesson:
+<condition>{condition}</condition>
+<lesson>{explanation}</lesson>
+When does the lesson apply? Describe {what}, in general words that fit other problems like this one (no numbers or names from it). Answer with the condition only, one sentence starting with "when"."""
+
+#: The ``{what}`` of ``SITUATE``: a modeling lesson applies where the text says something, a code
+#: lesson where the program must express something.
+SITUATE_WHAT = {
+    "modeling": "what the text of problems like this one says or asks for that calls for it",
+    "code": "what a program for problems like this one must express that calls for it (a kind of data, index, "
+            "constraint or expression)",
+}
+
 GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:
 <condition>{condition}</condition>
 <lesson>{explanation}</lesson>
@@ -374,6 +388,7 @@ PROMPTS: dict[str, str] = {
     "integrality_condition": INTEGRALITY_CONDITION,
     "edit_condition": EDIT_CONDITION,
     "generalize": GENERALIZE,
+    "situate": SITUATE,
     "narrow": NARROW,
     "merge": MERGE,
     "evolve_condition": EVOLVE_CONDITION,

@@ -9,7 +9,10 @@ dropped; the explanation is ``prompts.EDIT_LESSONS``' for its kind and the examp
 the two always agree; the condition quotes the text the edited constraint says, or else the
 model writes it). A small model often copies the prompt's template: placeholder labels become
 the nearest real label, an empty example becomes the diff, drafts that still say nothing are
-dropped, and a condition that repeats the problem's numbers is rewritten in general words.
+dropped, a condition that repeats the problem's numbers is rewritten in general words, and one
+that says nothing about where the lesson applies (it names the mistake, "when the variable
+domains are not correctly specified", or a step of every program, "when defining the variables")
+is asked for once more (``situate``) and dropped when it still does.
 When the contrast knows its edit exactly (a single-line edit, or the smallest part of a
 model's correction that reaches the answer), that edit is the draft's example.
 """
@@ -76,6 +79,7 @@ class Drafter:
         condition = self._in_general_words(self.rewrite_condition("integrality_condition", CallContext(
             run_id=run_id, task_id=task.id, node="integrality_condition"), max_tokens=80, problem=task.text,
             change=contrast.change), explanation, task, run_id)
+        condition = self.situated(condition, explanation, Stage.GENERAL_FORMULATION, task, run_id)
         if not _usable(condition, task.text):
             return []
         example = contrast.example or diff_example(contrast.wrong, contrast.right) or (
@@ -103,6 +107,7 @@ class Drafter:
             condition = self._in_general_words(self.rewrite_condition("edit_condition", CallContext(
                 run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
                 change=contrast.change, example=contrast.example), explanation, task, run_id)
+            condition = self.situated(condition, explanation, Stage.GENERAL_FORMULATION, task, run_id)
         if not _usable(condition, task.text):
             return []
         stage = Stage.GENERAL_FORMULATION
@@ -135,7 +140,24 @@ class Drafter:
         if not parsed:
             return []
         drafts = [d for d in (self._mend(d, contrast) for d in parsed.insights) if _meaningful(d)]
-        return [self._generalize(d, task, run_id) for d in drafts]
+        situated = [d.model_copy(update={"condition": self.situated(d.condition, d.explanation, d.stage, task,
+                                                                    run_id)}) for d in drafts]
+        return [self._generalize(d, task, run_id) for d in situated if d.condition]
+
+    def situated(self, condition: str, explanation: str, stage: Stage, task: Task, run_id: str) -> str:
+        """The condition, or, where it says nothing about where the lesson applies (``vacuous``),
+        the one a ``situate`` call writes instead; "" when that one says nothing either (the draft
+        is dropped: a check of it would cost solves, and no retrieval could place it)."""
+        flaw = vacuous(condition, stage)
+        if flaw is None:
+            return condition
+        what = prompts.SITUATE_WHAT["code" if stage == Stage.CODE_IMPLEMENTATION else "modeling"]
+        situated = self.rewrite_condition("situate", CallContext(run_id=run_id, task_id=task.id, node="situate"),
+                                          max_tokens=80, problem=task.text, flaw=flaw, condition=condition,
+                                          explanation=explanation, what=what)
+        usable = situated.lower().startswith("when") and vacuous(situated, stage) is None \
+            and not prompts.copies_instructions(situated)
+        return situated if usable else ""
 
     def _generalize(self, draft: InsightDraft, task: Task, run_id: str) -> InsightDraft:
         """A condition that repeats numbers from its source problem would only ever match that
@@ -200,6 +222,32 @@ def _meaningful(draft: InsightDraft) -> bool:
     if prompts.copies_instructions(draft.condition):
         return False
     return _informative(draft.example)
+
+
+_MISTAKE = re.compile(r"\b(?:not\s+|in)correct(?:ly)?\b|\bcorrectly\b|\bwrong(?:ly)?\b|\bmake sure\b|\bensure\b"
+                      r"|\bmistake|\b(?:is|are)\s+not\s+(?:properly\s+)?(?:specified|defined|declared|indexed|set)\b"
+                      r"|\bnot\s+properly\b", re.IGNORECASE)
+_STEP = r"when\s+(?:defining|creating|declaring|writing|building|adding|setting\s+up)\b"
+_BARE_STEP = re.compile(_STEP.replace(r")\b", r"|formulating|using)\b") + r"\s+(?:the\s+|a\s+|an\s+)?(?:pyomo\s+)?"
+                        r"(?:model|(?:decision\s+)?variables?|objective(?:\s+function)?|constraints?|parameters?|"
+                        r"program|code)\s*[.,;]?\s*$", re.IGNORECASE)
+_QUOTED_PART = re.compile(r'"[^"]*"')
+
+
+def vacuous(condition: str, stage: Stage) -> str | None:
+    """What makes a condition say nothing about where its lesson applies, or None when nothing
+    does: it names the mistake ("when the variable domains are not correctly specified": true only
+    of a program already written wrong), it names a step every program takes ("when defining the
+    variables"), or, for a modeling lesson, it names a step of the program instead of what the
+    problem says ("when defining the supply capacity parameter"). Quoted text is not read."""
+    text = " ".join(_QUOTED_PART.sub('"..."', condition).split())
+    if _MISTAKE.search(text):
+        return "names the mistake, not the situation that calls for the lesson"
+    if _BARE_STEP.match(text):
+        return "names a step that every program takes"
+    if stage != Stage.CODE_IMPLEMENTATION and re.match(_STEP, text, re.IGNORECASE):
+        return "describes a step of the program, not what the problem says"
+    return None
 
 
 def _usable(condition: str, problem: str) -> bool:
