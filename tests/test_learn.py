@@ -621,7 +621,8 @@ def test_a_condition_that_names_the_mistake_is_situated_before_the_check(setup):
     assert store.get("I0001").condition == "when the text caps one decision on its own"
     situate = next(c for c in llm.calls if c.prompt_name == "situate")
     assert PROBLEM in situate.user and "names the mistake" in situate.user
-    assert "not correctly specified" in situate.user and "what the text of problems like this one says" in situate.user
+    assert "not correctly specified" not in situate.user  # a small model given it writes it back
+    assert "what the text of problems like this one says" in situate.user and '"when the problem"' in situate.user
 
 
 def test_a_draft_whose_condition_still_says_nothing_is_dropped_unchecked(setup):
@@ -643,6 +644,8 @@ def test_a_draft_whose_condition_still_says_nothing_is_dropped_unchecked(setup):
     ("when creating variables, make sure to specify the domain correctly", "code_implementation",
      "names the mistake"),
     ("when defining the variables", "code_implementation", "names a step that every program takes"),
+    ("when the program declares `model.sunny_z1` as pyo.NonNegativeReals", "code_implementation",
+     "names the program's own components"),
     ("when creating the objective function", "general_formulation", "names a step that every program takes"),
     ("when defining the supply capacity parameter", "general_formulation", "describes a step of the program"),
     ("when defining the supply capacity parameter", "code_implementation", None),  # a code lesson may

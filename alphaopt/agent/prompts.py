@@ -305,17 +305,18 @@ EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
 }
 
 SITUATE = PROBLEM + """
-A lesson was learned from this problem, but its condition {flaw}, so it cannot tell which problems need the lesson:
-<condition>{condition}</condition>
+A lesson was learned from this problem, but its condition {flaw}, so it cannot tell which problems need the lesson.
 <lesson>{explanation}</lesson>
-When does the lesson apply? Describe {what}, in general words that fit other problems like this one (no numbers or names from it). Answer with the condition only, one sentence starting with "when"."""
+When does the lesson apply? Describe {what}, in general words that fit other problems like this one (no numbers or names from it). Answer with the condition only, one sentence starting with "{start}"."""
 
-#: The ``{what}`` of ``SITUATE``: a modeling lesson applies where the text says something, a code
-#: lesson where the program must express something.
+#: The ``{what}`` and ``{start}`` of ``SITUATE``: a modeling lesson applies where the text says
+#: something, a code lesson where the program must express something. The flawed condition itself
+#: is not shown: a small model given it writes it back.
 SITUATE_WHAT = {
-    "modeling": "what the text of problems like this one says or asks for that calls for it",
-    "code": "what a program for problems like this one must express that calls for it (a kind of data, index, "
-            "constraint or expression)",
+    "modeling": {"what": "what the text of problems like this one says or asks for that calls for it",
+                 "start": "when the problem"},
+    "code": {"what": "what a program for problems like this one must express that calls for it (a kind of data, "
+                     "index, constraint or expression)", "start": "when the program"},
 }
 
 GENERALIZE = """This lesson was learned from one problem, and its condition names that problem's details:

@@ -151,10 +151,10 @@ class Drafter:
         flaw = vacuous(condition, stage)
         if flaw is None:
             return condition
-        what = prompts.SITUATE_WHAT["code" if stage == Stage.CODE_IMPLEMENTATION else "modeling"]
+        words = prompts.SITUATE_WHAT["code" if stage == Stage.CODE_IMPLEMENTATION else "modeling"]
         situated = self.rewrite_condition("situate", CallContext(run_id=run_id, task_id=task.id, node="situate"),
-                                          max_tokens=80, problem=task.text, flaw=flaw, condition=condition,
-                                          explanation=explanation, what=what)
+                                          max_tokens=80, problem=task.text, flaw=flaw, explanation=explanation,
+                                          **words)
         usable = situated.lower().startswith("when") and vacuous(situated, stage) is None \
             and not prompts.copies_instructions(situated)
         return situated if usable else ""
@@ -232,17 +232,22 @@ _BARE_STEP = re.compile(_STEP.replace(r")\b", r"|formulating|using)\b") + r"\s+(
                         r"(?:model|(?:decision\s+)?variables?|objective(?:\s+function)?|constraints?|parameters?|"
                         r"program|code)\s*[.,;]?\s*$", re.IGNORECASE)
 _QUOTED_PART = re.compile(r'"[^"]*"')
+_OWN_NAME = re.compile(r"\bmodel\.\w+")
 
 
 def vacuous(condition: str, stage: Stage) -> str | None:
     """What makes a condition say nothing about where its lesson applies, or None when nothing
     does: it names the mistake ("when the variable domains are not correctly specified": true only
     of a program already written wrong), it names a step every program takes ("when defining the
-    variables"), or, for a modeling lesson, it names a step of the program instead of what the
-    problem says ("when defining the supply capacity parameter"). Quoted text is not read."""
+    variables"), it names the program's own components ("when the program declares
+    `model.sunny_z1` continuous"), or, for a modeling lesson, it names a step of the program
+    instead of what the problem says ("when defining the supply capacity parameter"). Quoted text
+    is not read."""
     text = " ".join(_QUOTED_PART.sub('"..."', condition).split())
     if _MISTAKE.search(text):
         return "names the mistake, not the situation that calls for the lesson"
+    if _OWN_NAME.search(text):
+        return "names the program's own components, which no other problem has"
     if _BARE_STEP.match(text):
         return "names a step that every program takes"
     if stage != Stage.CODE_IMPLEMENTATION and re.match(_STEP, text, re.IGNORECASE):
