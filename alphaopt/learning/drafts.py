@@ -228,9 +228,11 @@ _MISTAKE = re.compile(r"\b(?:not\s+|in)correct(?:ly)?\b|\bcorrectly\b|\bwrong(?:
                       r"|\bmistake|\b(?:is|are)\s+not\s+(?:properly\s+)?(?:specified|defined|declared|indexed|set)\b"
                       r"|\bnot\s+properly\b", re.IGNORECASE)
 _STEP = r"when\s+(?:defining|creating|declaring|writing|building|adding|setting\s+up)\b"
-_BARE_STEP = re.compile(_STEP.replace(r")\b", r"|formulating|using)\b") + r"\s+(?:the\s+|a\s+|an\s+)?(?:pyomo\s+)?"
+_BARE_STEP = re.compile(r"when\s+(?:the\s+program\s+(?:needs\s+to\s+)?)?(?:defin|creat|declar|writ|build|add|"
+                        r"formulat|us|specif)(?:es|e|ies|y|s|ing)?\s+(?:the\s+|a\s+|an\s+|its\s+)?(?:pyomo\s+)?"
                         r"(?:model|(?:decision\s+)?variables?|objective(?:\s+function)?|constraints?|parameters?|"
-                        r"program|code)\s*[.,;]?\s*$", re.IGNORECASE)
+                        r"program|code)\s*(?:[.;]|,.*)?\s*$", re.IGNORECASE)
+_LESSON = re.compile(r"\bthe\s+lesson\b", re.IGNORECASE)
 _QUOTED_PART = re.compile(r'"[^"]*"')
 _OWN_NAME = re.compile(r"\bmodel\.\w+")
 
@@ -246,6 +248,8 @@ def vacuous(condition: str, stage: Stage) -> str | None:
     text = " ".join(_QUOTED_PART.sub('"..."', condition).split())
     if _MISTAKE.search(text):
         return "names the mistake, not the situation that calls for the lesson"
+    if _LESSON.search(text):
+        return "speaks of the lesson, not of the problem"
     if _OWN_NAME.search(text):
         return "names the program's own components, which no other problem has"
     if _BARE_STEP.match(text):
