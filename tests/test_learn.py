@@ -638,6 +638,16 @@ def test_a_draft_whose_condition_still_says_nothing_is_dropped_unchecked(setup):
     assert "names a step that every program takes" in situate.user and "a program for problems like" in situate.user
 
 
+def test_a_last_clause_that_echoes_the_question_is_cut():
+    from alphaopt.learning.drafts import unechoed
+
+    assert unechoed("When the problem asks for the plain count of its decisions, it calls for that correction.") \
+        == "When the problem asks for the plain count of its decisions"
+    assert unechoed("when the program expresses that calls for the lesson") \
+        == "when the program expresses that calls for the lesson"  # nothing left without it: vacuous instead
+    assert unechoed("when a limit is stated, as a bound") == "when a limit is stated, as a bound"
+
+
 @pytest.mark.parametrize(("condition", "stage", "flaw"), [
     ("when the variable domains are not correctly specified", "code_implementation", "names the mistake"),
     ("when defining variables, using the wrong domain", "general_formulation", "names the mistake"),

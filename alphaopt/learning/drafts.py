@@ -148,6 +148,7 @@ class Drafter:
         """The condition, or, where it says nothing about where the lesson applies (``vacuous``),
         the one a ``situate`` call writes instead; "" when that one says nothing either (the draft
         is dropped: a check of it would cost solves, and no retrieval could place it)."""
+        condition = unechoed(condition)
         flaw = vacuous(condition, stage)
         if flaw is None:
             return condition
@@ -155,6 +156,7 @@ class Drafter:
         situated = self.rewrite_condition("situate", CallContext(run_id=run_id, task_id=task.id, node="situate"),
                                           max_tokens=80, problem=task.text, flaw=flaw, explanation=explanation,
                                           **words)
+        situated = unechoed(situated)
         usable = situated.lower().startswith("when") and vacuous(situated, stage) is None \
             and not prompts.copies_instructions(situated)
         return situated if usable else ""
@@ -232,7 +234,15 @@ _BARE_STEP = re.compile(r"when\s+(?:the\s+program\s+(?:needs\s+to\s+)?)?(?:defin
                         r"formulat|us|specif)(?:es|e|ies|y|s|ing)?\s+(?:the\s+|a\s+|an\s+|its\s+)?(?:pyomo\s+)?"
                         r"(?:model|(?:decision\s+)?variables?|objective(?:\s+function)?|constraints?|parameters?|"
                         r"program|code)\s*(?:[.;]|,.*)?\s*$", re.IGNORECASE)
-_LESSON = re.compile(r"\bthe\s+lesson\b", re.IGNORECASE)
+_LESSON = re.compile(r"\b(?:the\s+lesson|that\s+correction)\b", re.IGNORECASE)
+
+
+def unechoed(condition: str) -> str:
+    """The condition without a last clause that echoes the question it answers ("When the problem
+    asks for a count of its decisions, it calls for that correction.": the condition-writing
+    prompts ask what "calls for that correction")."""
+    head, comma, tail = condition.rpartition(",")
+    return head.strip() if comma and head.strip() and _LESSON.search(tail) else condition
 _QUOTED_PART = re.compile(r'"[^"]*"')
 _OWN_NAME = re.compile(r"\bmodel\.\w+")
 
