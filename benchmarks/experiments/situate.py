@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alphaopt.config import load_settings
-from alphaopt.learning.drafts import Drafter, vacuous
+from alphaopt.learning.drafts import Drafter, unechoed, vacuous
 from alphaopt.learning.ledger import Ledger
 from alphaopt.llm.client import OpenAIClient
 from alphaopt.llm.runlog import RunLog
@@ -30,9 +30,10 @@ from library.models import parse_stage
 
 
 def checked_candidates(homes: list[Path]) -> list[dict[str, Any]]:
-    """Every candidate version a check ran on, with its stage, source problem text and the
-    solves its check spent on it (with it, and the placebo)."""
-    found = []
+    """Every candidate a check ran on (its first checked version), with its stage, source problem
+    text and the solves its check spent on it (with it, and the placebo)."""
+    found: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
     for home in homes:
         with sqlite3.connect(home / "library.db") as db:
             rows = db.execute(
@@ -40,8 +41,9 @@ def checked_candidates(homes: list[Path]) -> list[dict[str, Any]]:
                 "from insight_versions v join taxonomy_labels l on l.id = v.label_id order by v.created_at").fetchall()
             for insight_id, version, condition, explanation, evidence, sources, stage in rows:
                 evidence, sources = json.loads(evidence), json.loads(sources)
-                if "with" not in evidence or evidence.get("recheck") or not sources:
-                    continue
+                if "with" not in evidence or evidence.get("recheck") or not sources or (home.name, insight_id) in seen:
+                    continue  # a later version (a review, a recheck) carries the first check's evidence again
+                seen.add((home.name, insight_id))
                 text = db.execute("select text from training_tasks where id = ?", (sources[0],)).fetchone()
                 if text is None:
                     continue
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     candidates = checked_candidates(args.homes)
     drafter = Drafter(None, None, Ledger(OpenAIClient(settings, RunLog(settings.runs_db))))  # type: ignore[arg-type]
     for item in candidates:
-        flaw = vacuous(item["condition"], parse_stage(item["stage"]))
+        flaw = vacuous(unechoed(item["condition"]), parse_stage(item["stage"]))  # as ``Drafter.situated``
         if item["key"] in done or flaw is None:
             continue
         task = Task(id=item["task"], dataset=item["task"].split("/")[0], item_id=item["task"].split("/")[-1],
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
     rows = recorded(out)
+    cut = [c["key"] for c in candidates if unechoed(c["condition"]) != c["condition"]]
+    print(f"a last clause that echoes the prompt cut from {len(cut)}: {cut}")
     spent = sum(c["check_solves"] for c in candidates)
     print(f"{len(candidates)} checked candidates, {len(rows)} with a condition that says nothing "
           f"({sum(r['check_solves'] for r in rows)} of {spent} check solves with a lesson or the placebo); "
