@@ -65,7 +65,8 @@ def test_no_raw_per_item_results_are_committed():
 
 
 @pytest.mark.parametrize(("name", "option"), [("diagnose_ab", "--from"), ("explore_ab", "--from"),
-                                              ("repair_ab", "--from"), ("rewrites_ab", "--base")])
+                                              ("repair_ab", "--from"), ("rewrites_ab", "--base"),
+                                              ("situate", "--from")])
 def test_the_finished_experiments_run_from_their_package(name, option, capsys):
     module = importlib.import_module(f"benchmarks.experiments.{name}")
     doc = module.__doc__

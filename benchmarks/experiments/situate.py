@@ -1,15 +1,15 @@
-"""Conditions that say nothing about where a lesson applies: how many checked candidates had one,
-what their checks cost, and what the ``situate`` prompt writes instead.
+"""Conditions that say nothing about where a lesson applies: how common, and what ``situate`` writes.
 
 Run with: ALPHAOPT_HOME=.alphaopt/learn python -m benchmarks.experiments.situate --from .alphaopt/learn
 
 Reads every candidate that learning checked in the given homes (their ``library.db``): its
-condition as checked, its stage, its source problem and the solves its check ran with it and
-with the placebo. A condition ``alphaopt.learning.drafts.vacuous`` flags (it names the mistake,
-or a step of the program) is given to the drafter's ``situate`` step on the model, as learning
-now does before a check; prints each old and new condition and whether the new one is usable,
-then the totals. Rows go to ``benchmarks/results/<run>/situate.jsonl`` (resumable). Only
-training problems are read: candidates come from learning homes.
+condition as checked, its stage, its source problem, and the solves its check ran with it and
+with the placebo. Counts the candidates whose condition ``alphaopt.learning.drafts.vacuous``
+flags (it names the mistake, or a step of the program) and the check solves they took, and gives
+each such condition to the drafter's ``situate`` step on the model, as learning now does before
+a check; prints each old and new condition (or that the draft is dropped), then the totals. Rows
+go to ``benchmarks/results/<run>/situate.jsonl`` (resumable). Only training problems are read:
+candidates come from learning homes.
 """
 
 from __future__ import annotations
