@@ -593,15 +593,21 @@ def test_an_interrupted_run_is_recorded_as_stopped(setup):
     assert run.counters["seconds"] > 0  # the time spent is kept, not only for runs that finish
 
 
-def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
+def _learn_condition(setup, condition: str, step: str, reply: str, item=ITEM):
+    """Learn ``item`` from a draft with ``condition``, the condition-rewriting ``step`` answering
+    ``reply``; returns the store, the scripted model and the run's summary."""
     store, _, learner = setup
-    item = ("toy_train", "t9", PROBLEM + " The plant has 40 workers.", 11.0)
-    specific = {"insights": [{**DRAFT["insights"][0], "condition": "when the plant has 40 workers and x is at most 3"}]}
+    draft = {"insights": [{**DRAFT["insights"][0], "condition": condition}]}
     llm = wrong_then(RoutedLLM())
-    llm.on("explore", LP_REPLY).on("extract", json.dumps(specific))
-    llm.on("generalize", '"when one decision variable has its own upper limit"')
+    llm.on("explore", LP_REPLY).on("extract", json.dumps(draft)).on(step, reply)
     llm.on("write_program", LP_REPLY)
-    summary = learner(llm, explore_tries=1).learn([item])
+    return store, llm, learner(llm, explore_tries=1).learn([item])
+
+
+def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
+    item = ("toy_train", "t9", PROBLEM + " The plant has 40 workers.", 11.0)
+    store, llm, summary = _learn_condition(setup, "when the plant has 40 workers and x is at most 3", "generalize",
+                                           '"when one decision variable has its own upper limit"', item)
     assert summary.verified == 1
     assert store.get("I0001").condition == "when one decision variable has its own upper limit"
     generalize = next(c for c in llm.calls if c.prompt_name == "generalize")
@@ -609,14 +615,8 @@ def test_a_condition_naming_its_problems_numbers_is_generalized(setup):
 
 
 def test_a_condition_that_names_the_mistake_is_situated_before_the_check(setup):
-    store, _, learner = setup
-    vague = {"insights": [{**DRAFT["insights"][0],
-                           "condition": "when the variable bounds are not correctly specified"}]}
-    llm = wrong_then(RoutedLLM())
-    llm.on("explore", LP_REPLY).on("extract", json.dumps(vague))
-    llm.on("situate", '"when the text caps one decision on its own"')
-    llm.on("write_program", LP_REPLY)
-    summary = learner(llm, explore_tries=1).learn([ITEM])
+    store, llm, summary = _learn_condition(setup, "when the variable bounds are not correctly specified", "situate",
+                                           '"when the text caps one decision on its own"')
     assert summary.verified == 1
     assert store.get("I0001").condition == "when the text caps one decision on its own"
     situate = next(c for c in llm.calls if c.prompt_name == "situate")
