@@ -448,6 +448,11 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
                        catch_exceptions=False)
     runs = json.loads(twice.read_text().splitlines()[0])["_header"]["runs"]
     assert [r.get("home") for r in runs] == ["earlier", None]
+    back = tmp_path / "back.jsonl"  # the first home again, going on from the chain that marked its run "earlier"
+    CliRunner().invoke(cli.cli, ["library", "export", str(back), "--continues", str(twice)], catch_exceptions=False)
+    runs = json.loads(back.read_text().splitlines()[0])["_header"]["runs"]
+    assert sorted((r["id"], r["started_at"]) for r in runs) == sorted({(r["id"], r["started_at"]) for r in runs})
+    assert [r.get("home") for r in runs] == ["earlier", None] and runs[1]["command"] == header["runs"][0]["command"]
 
 
 def test_runs_left_running_by_a_killed_process_are_closed(setup):

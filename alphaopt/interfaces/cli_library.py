@@ -208,9 +208,15 @@ def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
         before = read_header(earlier) or {}
         for task_id in before.get("learned_tasks", []):
             learned.setdefault(task_id, task_id.rpartition("/")[0])
-        held = [_run_key(r) for r in runs]  # this home's own runs, when it made the earlier export too
-        runs = [*({**r, "home": "earlier"} for r in before.get("runs", [])
-                  if r.get("home") == "earlier" or _run_key(r) not in held), *runs]
+        # this home's own runs, when it made the earlier export too (or an export the earlier one
+        # went on from, which marked them "earlier"), are listed once, as they are now
+        seen = {_run_key(r) for r in runs}
+        kept = []
+        for run in before.get("runs", []):
+            if _run_key(run) not in seen:
+                seen.add(_run_key(run))
+                kept.append({**run, "home": "earlier"})
+        runs = [*kept, *runs]
     header = {
         "training_problems": len(learned),
         "learned_tasks": sorted(learned),
@@ -224,7 +230,10 @@ def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
 
 
 def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
-    """What identifies an exported learning run across exports (older ones carry no times)."""
+    """What identifies an exported learning run across exports: its id and start time (its
+    counters and status change while it runs or when it is closed); older runs carry no times."""
+    if run.get("started_at"):
+        return (str(run.get("id")), str(run["started_at"]))
     return tuple(json.dumps(run.get(k), sort_keys=True) for k in ("id", "command", "settings", "counters", "status"))
 
 
