@@ -637,7 +637,7 @@ def test_a_draft_whose_condition_still_says_nothing_is_dropped_unchecked(setup):
     llm.on("explore", LP_REPLY).on("extract", json.dumps(vague))
     llm.on("situate", "when creating the model, make sure the bounds are right")  # names the mistake again
     summary = learner(llm, explore_tries=1).learn([ITEM])
-    assert summary.added == 0 and store.list(status=None) == []
+    assert summary.added == 0 and store.list(status=None) == [] and summary.unplaced == 1
     assert llm.prompt_names[-1] == "situate"  # no solve "with" a draft no retrieval could place
     situate = next(c for c in llm.calls if c.prompt_name == "situate")
     assert "names a step that every program takes" in situate.user and "a program for problems like" in situate.user

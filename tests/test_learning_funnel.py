@@ -52,3 +52,6 @@ def test_funnel_lines_and_progress_line():
     assert lines[3] == ("Cost: 400,000 tokens in 300 calls (30 from the cache), 20,000 tokens and 250 s per problem, "
                         "10.0 tokens/s generated.")
     assert progress_line(summary) == "failed 12, reached 5, drafted 4, verified 2; 20,000 tok/problem, 10.0 tok/s"
+    summary.unplaced = 3
+    assert funnel_lines(summary)[1] == ("Drafts dropped unchecked, their condition saying nothing about where they "
+                                        "apply: 3.")

@@ -48,6 +48,13 @@ class Drafter:
 
     def __init__(self, store: LibraryStore, retriever: LibraryRetriever, ledger: Ledger) -> None:
         self.store, self.retriever, self.ledger = store, retriever, ledger
+        self._unplaced: dict[str, int] = {}  # task id -> drafts dropped for a condition that says nothing
+
+    def take_unplaced(self, task_id: str) -> int:
+        """How many drafts of this problem were dropped since the last call because their condition
+        said nothing about where they apply, even once situated (one problem is learned by one
+        thread, so each counts its own)."""
+        return self._unplaced.pop(task_id, 0)
 
     def drafts(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
         """The candidate insights drafted from one contrast (none when the model's say nothing)."""
@@ -159,6 +166,8 @@ class Drafter:
         situated = unechoed(situated)
         usable = situated.lower().startswith("when") and vacuous(situated, stage) is None \
             and not prompts.copies_instructions(situated)
+        if not usable:
+            self._unplaced[task.id] = self._unplaced.get(task.id, 0) + 1
         return situated if usable else ""
 
     def _generalize(self, draft: InsightDraft, task: Task, run_id: str) -> InsightDraft:

@@ -3,7 +3,9 @@
 Stages, in problems: seen → right at first try (the first solve's first program) → failed (no
 solve right) → explored (exploration ran) → reached (some program reached the answer after a
 wrong one: a repair, diagnosis or patch during a solve, another sample, a single-line variant,
-an integrality flip or a model's exploration) → drafted (at least one candidate insight).
+an integrality flip or a model's exploration) → drafted (at least one candidate insight;
+``unplaced`` counts drafts dropped unchecked because their condition says nothing about where
+they apply, even asked once more).
 Then, in insights: candidates added → verified → merged; retired counts every insight the run
 retired (rejected candidates, merged members, failed merges, leftovers). ``sources`` breaks
 reached, drafted and verified down by where the contrast came from. Cost: tokens and seconds
@@ -20,7 +22,7 @@ from alphaopt.learning.ledger import Usage
 
 #: Problem counts that add up across problems (and across concurrent workers).
 _COUNTS = ("right_first", "solved_before", "solved_after", "failed", "explored", "reached", "drafted",
-           "added", "verified", "rejected", "merged", "retired", "solves_skipped")
+           "unplaced", "added", "verified", "rejected", "merged", "retired", "solves_skipped")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class LearnSummary:
     explored: int = 0
     reached: int = 0
     drafted: int = 0
+    unplaced: int = 0  # drafts dropped unchecked: a condition that says nothing about where they apply
     added: int = 0
     verified: int = 0
     rejected: int = 0
@@ -114,6 +117,9 @@ def funnel_lines(summary: LearnSummary) -> list[str]:
         f"the answer {summary.reached}, drafted {summary.drafted}; insights drafted {summary.added}, verified "
         f"{summary.verified}, rejected {summary.rejected}, merged {summary.merged}, retired {summary.retired}.",
     ]
+    if summary.unplaced:
+        lines.append(f"Drafts dropped unchecked, their condition saying nothing about where they apply: "
+                     f"{summary.unplaced}.")
     if summary.failed:
         lines.append(f"Verified insights per failed problem: {summary.verified_per_failed:.2f} "
                      f"({summary.verified} of {summary.failed}).")

@@ -258,6 +258,7 @@ class Learner:
         placebos: dict[tuple[str, ...], list[Solution]] = {}
         for contrast in contrasts[: self.config.max_contrasts]:
             drafts = self.drafter.drafts(task, contrast, run_id)
+            summary.unplaced += self.drafter.take_unplaced(task.id)
             if not drafts:
                 continue
             drafted = True
