@@ -116,10 +116,6 @@ class ExperimentalSettings(BaseModel):
     retrieval_check_cap: int = 6
     retrieval_check: bool = True
     retrieval_source_similarity: float = Field(default=0.7, ge=0.0, le=1.0)  # 0: no source gate
-    # a problem this similar to an insight's source problem (a near-copy of it: twins score 0.97 and
-    # more, the closest test item to a shipped source 0.92) gets the insight without the model's
-    # relevance check, as a quoted one does: it was verified on that very problem. Above 1: never
-    retrieval_source_twin: float = Field(default=0.97, ge=0.0)
     # make the one relation edit of a recalled insight whose condition quotes the text, where the
     # quote matches (agent/applied.py); off: its lesson reaches the prompt only
     apply_edits: bool = True

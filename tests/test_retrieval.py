@@ -196,31 +196,6 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
         retriever.close()
 
 
-def test_an_insight_is_used_without_the_check_on_a_near_copy_of_its_source(tmp_path):
-    settings = load_settings(home=tmp_path / "h", use_library=True,
-                             experimental={"starter_library": "none", "retrieval_source_similarity": 0.7})
-    store, index = open_library(settings)
-    store.add_task("diet_train", "E1", DIET, answer=12.0)
-    sourced = store.add_insight(InsightDraft(
-        stage="general_formulation", level1="variables", level2="integrality",
-        condition="The problem involves counting, buying, or choosing", explanation="declare servings integer"),
-        status=Status.VERIFIED, provenance={"source_tasks": ["diet_train/E1"]})
-    index.upsert([sourced])
-    retriever = LibraryRetriever(settings, store, index)
-    try:
-        assert retriever.source_twins(DIET) == {sourced.id} and retriever.source_twins(DIET_LIKE) == set()
-        copy = DIET.replace("60 g", "65 g")  # a near-copy, as train/test twins are (other numbers)
-        llm = ScriptedLLM().enqueue("NONE")  # the model's check would turn it down
-        assert [i["id"] for i in retriever.retrieve(copy, llm=llm, run_id="r")] == [sourced.id]
-        assert llm.prompt_names == []  # no check asked
-        assert retriever.retrieve(DIET_LIKE, llm=llm, run_id="r") == []  # like it only: the check decides
-        assert llm.prompt_names == ["check_insights"]
-        never = LibraryRetriever(settings.with_experimental(retrieval_source_twin=1.01), store, index)
-        assert never.retrieve(DIET, llm=ScriptedLLM().enqueue("NONE"), run_id="r") == []
-    finally:
-        retriever.close()
-
-
 def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
     src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
     store, _index = open_library(src)

@@ -163,13 +163,6 @@ class LibraryRetriever:
                 self._quotes = cached
         return [insight_id for insight_id, found in cached[1] if found.search(problem)]
 
-    def source_twins(self, problem: str) -> set[str]:
-        """The verified insights whose source problems this one nearly copies (similarity at least
-        ``retrieval_source_twin``): verified on that very problem, they are used without the
-        model's relevance check (which, on the embedded model, turned one down on its own source)."""
-        least = self.settings.experimental.retrieval_source_twin
-        return {i for i, similarity in self.source_similarities(problem).items() if similarity >= least}
-
     def source_similarities(self, problem: str | np.ndarray) -> dict[str, float]:
         """For each verified insight whose source problems the library holds (some of them):
         the highest cosine similarity of ``problem`` (its text or its embedding) to their texts."""
@@ -215,8 +208,7 @@ class LibraryRetriever:
         found = [i for i in self.candidates(problem) if i.id not in exclude]
         quoted = [q for q in self.quoted(problem) if q not in exclude]
         found += [self.store.get(q) for q in quoted if q not in {i.id for i in found}]
-        # a quoted insight, or one whose source problem this one nearly copies, needs no check
-        chosen_ids: set[str] = set(quoted) | (self.source_twins(problem) & {i.id for i in found} if found else set())
+        chosen_ids: set[str] = set(quoted)
         if any(i.id not in chosen_ids for i in found) and self.settings.experimental.retrieval_check:
             listing = prompts.format_insights([insight_dict(i) for i in found if i.id not in chosen_ids])
             messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)
