@@ -147,9 +147,12 @@ class Drafter:
         if not parsed:
             return []
         drafts = [d for d in (self._mend(d, contrast) for d in parsed.insights) if _meaningful(d)]
-        situated = [d.model_copy(update={"condition": self.situated(d.condition, d.explanation, d.stage, task,
-                                                                    run_id)}) for d in drafts]
-        return [self._generalize(d, task, run_id) for d in situated if d.condition]
+        found = []
+        for draft in drafts:
+            condition = self.situated(draft.condition, draft.explanation, draft.stage, task, run_id)
+            if condition:
+                found.append(self._generalize(draft.model_copy(update={"condition": condition}), task, run_id))
+        return found
 
     def situated(self, condition: str, explanation: str, stage: Stage, task: Task, run_id: str) -> str:
         """The condition, or, where it says nothing about where the lesson applies (``vacuous``),
@@ -238,12 +241,14 @@ def _meaningful(draft: InsightDraft) -> bool:
 _MISTAKE = re.compile(r"\b(?:not\s+|in)correct(?:ly)?\b|\bcorrectly\b|\bwrong(?:ly)?\b|\bmake sure\b|\bensure\b"
                       r"|\bmistake|\b(?:is|are)\s+not\s+(?:properly\s+)?(?:specified|defined|declared|indexed|set)\b"
                       r"|\bnot\s+properly\b", re.IGNORECASE)
-_STEP = r"when\s+(?:defining|creating|declaring|writing|building|adding|setting\s+up)\b"
+_STEP = re.compile(r"when\s+(?:defining|creating|declaring|writing|building|adding|setting\s+up)\b", re.IGNORECASE)
 _BARE_STEP = re.compile(r"when\s+(?:the\s+program\s+(?:needs\s+to\s+)?)?(?:defin|creat|declar|writ|build|add|"
                         r"formulat|us|specif)(?:es|e|ies|y|s|ing)?\s+(?:the\s+|a\s+|an\s+|its\s+)?(?:pyomo\s+)?"
                         r"(?:model|(?:decision\s+)?variables?|objective(?:\s+function)?|constraints?|parameters?|"
                         r"program|code)\s*(?:[.;]|,.*)?\s*$", re.IGNORECASE)
 _LESSON = re.compile(r"\b(?:the\s+lesson|that\s+correction)\b", re.IGNORECASE)
+_QUOTED_PART = re.compile(r'"[^"]*"')
+_OWN_NAME = re.compile(r"\bmodel\.\w+")
 
 
 def unechoed(condition: str) -> str:
@@ -252,8 +257,6 @@ def unechoed(condition: str) -> str:
     prompts ask what "calls for that correction")."""
     head, comma, tail = condition.rpartition(",")
     return head.strip() if comma and head.strip() and _LESSON.search(tail) else condition
-_QUOTED_PART = re.compile(r'"[^"]*"')
-_OWN_NAME = re.compile(r"\bmodel\.\w+")
 
 
 def vacuous(condition: str, stage: Stage) -> str | None:
@@ -273,7 +276,7 @@ def vacuous(condition: str, stage: Stage) -> str | None:
         return "names the program's own components, which no other problem has"
     if _BARE_STEP.match(text):
         return "names a step that every program takes"
-    if stage != Stage.CODE_IMPLEMENTATION and re.match(_STEP, text, re.IGNORECASE):
+    if stage != Stage.CODE_IMPLEMENTATION and _STEP.match(text):
         return "describes a step of the program, not what the problem says"
     return None
 

@@ -83,13 +83,13 @@ class Merger:
         if not isinstance(reply.parsed, InsightDraft):
             return 0
         draft = reply.parsed
-        untold = not any(told(m) for m in members)  # members verified untold: the merge is checked so
+        tell = any(told(m) for m in members)  # all members verified untold: the merge is checked untold too
         pending = {**insight_dict(members[0]), "id": PENDING_ID, "version": 1, "stage": draft.stage.value,
                    "label": f"{draft.level1} / {draft.level2}", "condition": draft.condition,
-                   "explanation": draft.explanation, "example": draft.example, "told": not untold}
+                   "explanation": draft.explanation, "example": draft.example, "told": tell}
         wins = sum(self._right(task, run_id, pending, members) for task in tasks)
         ids = [m.id for m in members]
-        evidence: dict[str, Any] = {"sources": len(sources), "with": wins, **({"told": False} if untold else {})}
+        evidence: dict[str, Any] = {"sources": len(sources), "with": wins, **({} if tell else {"told": False})}
         provenance = {"source_tasks": sources, "model": self.model, "prompt_version": f"merge:{sha}", "run_id": run_id}
         if wins < len(sources):
             self.store.add_insight(draft, status=Status.RETIRED, provenance={
