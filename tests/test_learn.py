@@ -455,6 +455,44 @@ def test_learn_cli_export_import_and_skip(tmp_path, monkeypatch):
     assert [r.get("home") for r in runs] == ["earlier", None] and runs[1]["command"] == header["runs"][0]["command"]
 
 
+def test_an_export_carries_the_unsolved_problems_to_retry_in_another_home(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt.interfaces import cli, cli_library
+
+    data = tmp_path / "toy_train.jsonl"
+    data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n"
+                    + json.dumps({"id": "t2", "description": PROBLEM + " (again)", "answer": 11}) + "\n")
+    model = {"llm": wrong_then(RoutedLLM()).on("write_program", LP_REPLY)}  # t1 wrong and nothing reached; t2 right
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: model["llm"])
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+
+    def learn(*args: str) -> str:
+        return CliRunner().invoke(cli.cli, ["learn", str(data), "--twins", "-k", "1", "--explore-tries", "0",
+                                            "--no-line-variants", "--no-progress", *args], catch_exceptions=False).output
+
+    assert "2 problems (0 done earlier), solved before 1, after 1" in learn()
+    first = tmp_path / "first.jsonl"
+    out = CliRunner().invoke(cli.cli, ["library", "export", str(first)], catch_exceptions=False).output
+    assert "learned from 2 training problems (1 left unsolved)" in out
+    header = json.loads(first.read_text().splitlines()[0])["_header"]
+    assert header["learned_tasks"] == ["toy_train/t1", "toy_train/t2"] and header["unsolved_tasks"] == ["toy_train/t1"]
+
+    other = str(tmp_path / "other")  # a new home (another machine): only the export came along
+    assert "0 problems (2 done earlier)" in learn("--skip-learned", str(first), "--home", other)
+    model["llm"] = RoutedLLM().on("write_program", LP_REPLY)  # the pipeline got better
+    retried = learn("--skip-learned", str(first), "--retry-unsolved", "--home", other)
+    assert "1 problems (1 done earlier), solved before 1" in retried
+    assert "0 problems (2 done earlier)" in learn("--skip-learned", str(first), "--retry-unsolved", "--home", other)
+    went_on = tmp_path / "went_on.jsonl"
+    out = CliRunner().invoke(cli.cli, ["library", "export", str(went_on), "--home", other, "--continues", str(first)],
+                             catch_exceptions=False).output
+    assert "learned from 2 training problems (0 left unsolved)" in out  # solved here: no longer listed
+    later = json.loads(went_on.read_text().splitlines()[0])["_header"]
+    assert later["learned_tasks"] == ["toy_train/t1", "toy_train/t2"] and later["unsolved_tasks"] == []
+
+
 def test_runs_left_running_by_a_killed_process_are_closed(setup):
     store, _, learner = setup
     orphan = store.start_run({"pid": 2**22 + 12345})  # no such process

@@ -29,6 +29,7 @@ from alphaopt.agent.run import Agent
 from alphaopt.agent.state import Solution
 from alphaopt.config import Settings
 from alphaopt.errors import InputError
+from alphaopt.learning.header import export_header
 from alphaopt.learning.training import read_training
 from library import LearningRun, LibraryStore, LibraryVersion, Status, Task
 
@@ -95,15 +96,7 @@ def feedback_path(settings: Settings) -> Path:
 
 def export_library(store: LibraryStore, *, statuses: tuple[Status, ...] = (Status.VERIFIED,)) -> str:
     """The insights as JSONL text, with a header naming the training problems and runs behind them."""
-    done = store.done_tasks()
-    tasks = [t for t in store.tasks() if t.id in done]
-    header = {
-        "training_problems": len(tasks),
-        "learned_tasks": sorted(t.id for t in tasks),
-        "datasets": sorted({t.dataset for t in tasks}),
-        "runs": [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
-                  "counters": r.counters, "status": r.status.value} for r in store.runs()],
-    }
+    header = export_header(store)
     out = io.StringIO()
     store.export_jsonl(out, status=statuses, header=header)
     return out.getvalue()

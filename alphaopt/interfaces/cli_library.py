@@ -36,7 +36,8 @@ from alphaopt.llm.runlog import open_run_log
               help="Screen single-line edits of a failed program (and pairs of them) with the solver first.")
 @click.option("--max-tokens", type=int, help="Stop when this many tokens are spent (the run resumes later).")
 @click.option("--skip-learned", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A library export whose header lists tasks already learned from (to go on in a new home).")
+              help="A library export whose header lists tasks already learned from (to go on in a new home; "
+                   "with --retry-unsolved, those it lists as left unsolved are learned from again).")
 @click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL file of problems you evaluate on (repeatable): training problems that nearly copy "
                    "one of them are skipped.")
@@ -44,7 +45,8 @@ from alphaopt.llm.runlog import open_run_log
               help="Also learn from a training problem that nearly copies one learned from already (or one "
                    "earlier in this run); by default it is skipped, its twin standing for it.")
 @click.option("--retry-unsolved", is_flag=True,
-              help="Learn again from problems an earlier run ended unsolved (after the pipeline changed).")
+              help="Learn again from problems an earlier run ended unsolved (after the pipeline changed): in this "
+                   "home, or in the export given to --skip-learned.")
 @click.option("--revisit-solved", is_flag=True,
               help="Solve again the problems an earlier run ended solved, with the library: fresh evidence on "
                    "whether its insights help or mislead (for `alphaopt library evolve`).")
@@ -97,9 +99,12 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         again = learner.ended(revisit)
         done = store.done_tasks() - again
         if skip_learned:
+            from alphaopt.learning.header import tasks_to_skip
             from library import read_header
 
-            done |= set((read_header(skip_learned) or {}).get("learned_tasks", []))
+            skip, retry = tasks_to_skip(read_header(skip_learned) or {}, retry_unsolved=retry_unsolved)
+            again |= retry - store.done_tasks()  # ended unsolved there, not yet learned from again here
+            done = (done | skip) - again
         todo = [i for i in items if f"{i[0]}/{i[1]}" not in done]
         if not twins:
             learned = [t.text for t in store.tasks() if t.id in done] + [
@@ -191,50 +196,19 @@ def library_show(insight_id: str, home: Path | None) -> None:
 @click.option("--home", type=click.Path(path_type=Path))
 @click.option("--continues", "earlier", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The export this home's learning went on from (given to `learn --skip-learned`): its learned "
-                   "tasks and runs stay in the new header.")
+                   "tasks, those left unsolved (unless learned from again here) and its runs stay in the new header.")
 @_errors
 def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
     """Write the verified insights as reviewable JSONL, with how they were learned."""
+    from alphaopt.learning.header import export_header
+    from library import read_header
+
     store = _open_store(home)
-    done = store.done_tasks()
-    learned = {t.id: t.dataset for t in store.tasks() if t.id in done}
-    runs = [{"id": r.id, "command": r.settings.get("command"), "model": r.settings.get("model"),
-             "settings": {k: v for k, v in r.settings.items() if k not in ("command", "model")},
-             "counters": r.counters, "status": r.status.value, "started_at": r.started_at,
-             "finished_at": r.finished_at} for r in store.runs()]
-    if earlier is not None:
-        from library import read_header
-
-        before = read_header(earlier) or {}
-        for task_id in before.get("learned_tasks", []):
-            learned.setdefault(task_id, task_id.rpartition("/")[0])
-        # this home's own runs, when it made the earlier export too (or an export the earlier one
-        # went on from, which marked them "earlier"), are listed once, as they are now
-        seen = {_run_key(r) for r in runs}
-        kept = []
-        for run in before.get("runs", []):
-            if _run_key(run) not in seen:
-                seen.add(_run_key(run))
-                kept.append({**run, "home": "earlier"})
-        runs = [*kept, *runs]
-    header = {
-        "training_problems": len(learned),
-        "learned_tasks": sorted(learned),
-        "datasets": sorted(set(learned.values())),
-        "runs": runs,
-    }
-    if earlier is not None:
-        header["continues"] = earlier.name
+    header = export_header(store, (read_header(earlier) or {}) if earlier is not None else None,
+                           earlier.name if earlier is not None else None)
     count = store.export_jsonl(path, header=header)
-    click.echo(f"Exported {count} verified insights learned from {len(learned)} training problems to {path}")
-
-
-def _run_key(run: dict[str, Any]) -> tuple[str, ...]:
-    """What identifies an exported learning run across exports: its id and start time (its
-    counters and status change while it runs or when it is closed); older runs carry no times."""
-    if run.get("started_at"):
-        return (str(run.get("id")), str(run["started_at"]))
-    return tuple(json.dumps(run.get(k), sort_keys=True) for k in ("id", "command", "settings", "counters", "status"))
+    click.echo(f"Exported {count} verified insights learned from {header['training_problems']} training problems "
+               f"({len(header['unsolved_tasks'])} left unsolved) to {path}")
 
 
 @library.command("recheck")
