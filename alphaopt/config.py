@@ -116,6 +116,9 @@ class ExperimentalSettings(BaseModel):
     retrieval_check_cap: int = 6
     retrieval_check: bool = True
     retrieval_source_similarity: float = Field(default=0.7, ge=0.0, le=1.0)  # 0: no source gate
+    # an insight recalled for a near-copy of a problem it was verified on (at least this similar) is
+    # chosen without the model's applicability check; above 1: always checked
+    retrieval_source_twin: float = Field(default=0.97, ge=0.0)
     # make the one relation edit of a recalled insight whose condition quotes the text, where the
     # quote matches (agent/applied.py); off: its lesson reaches the prompt only
     apply_edits: bool = True

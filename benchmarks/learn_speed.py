@@ -13,8 +13,11 @@ the machine's load; tokens per second do (say how loaded the machine was).
 each with ``max_tokens=1``: only the prompt is processed. llama.cpp reports how many prompt
 tokens it evaluated; the rest were reused from the KV cache (the prefix a request shares with
 the one before it, or with an earlier one kept in the RAM cache). Arms: ``ram_cache`` (the
-transport's default, 1 GiB of saved prompt states), ``live_only`` (no RAM cache: only the prefix
-shared with the request just before), and ``none`` (every prompt evaluated in full, computed).
+transport's default: 1 GiB of saved prompt states, a reused prefix cut back to a batch boundary
+and never into a reply, so a request's reply does not depend on the ones before),
+``ram_cache_longest`` (the longest shared prefix reused, as llama-cpp-python does: faster, and
+the same request can get another greedy reply after other requests), ``live_only`` (no RAM
+cache), and ``none`` (every prompt evaluated in full, computed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ARMS = {"ram_cache": 1 << 30, "live_only": 0}
+# arm: (RAM cache bytes, repeatable)
+ARMS = {"ram_cache": (1 << 30, True), "ram_cache_longest": (1 << 30, False), "live_only": (0, True)}
 
 
 def usage(runs_db: Path) -> dict[str, Any]:
@@ -66,9 +70,10 @@ def replay(runs_db: Path, n: int) -> dict[str, dict[str, float]]:
     requests = [json.loads(m) for (m,) in db.execute(
         "SELECT messages FROM llm_calls WHERE error IS NULL AND cached = 0 ORDER BY created_at LIMIT ?", (n,))]
     out: dict[str, dict[str, float]] = {}
-    for arm, cache_bytes in ARMS.items():
+    for arm, (cache_bytes, repeatable) in ARMS.items():
         transport = LlamaTransport(Path(embedded_model_path(settings)), n_ctx=settings.experimental.n_ctx,
-                                   n_threads=settings.experimental.n_threads or 1, cache_bytes=cache_bytes)
+                                   n_threads=settings.experimental.n_threads or 1, cache_bytes=cache_bytes,
+                                   repeatable=repeatable)
         client = httpx2.Client(transport=transport, timeout=3600)
         totals: dict[str, float] = defaultdict(float)
         start = time.perf_counter()

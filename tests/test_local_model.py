@@ -274,3 +274,35 @@ def test_real_model_answers_42() -> None:
         messages=[{"role": "user", "content": "What is 40 + 2? Answer in JSON."}])
     assert json.loads(out.choices[0].message.content or "") == {"answer": 42}
     client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_MODEL.is_file(), reason=f"real model not at {REAL_MODEL}")
+def test_real_model_reply_does_not_depend_on_the_request_before(repeatable: bool = True) -> None:
+    """A prompt sharing a prefix with the one before gets the logits of a fresh evaluation, bit for
+    bit. llama.cpp's sums for a token depend on where its batch ends: reusing the longest shared
+    prefix (here about 700 tokens, evaluated before in a batch that ended there) gives other
+    logits, and a greedy reply can turn on them; reuse cut back to a batch boundary does not."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+
+    from alphaopt.llm.local_model import _load_llama
+
+    def plants(first: int, last: int) -> str:
+        return " ".join(f"Plant {i} makes {i + 3} tables and {2 * i + 1} chairs per day." for i in range(first, last))
+
+    def last_logits(llm: Any, prompt: str) -> np.ndarray:
+        llm.create_completion(prompt, max_tokens=1, temperature=0.0)  # stops before the token is evaluated
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+    story = plants(0, 40)
+    asked = f"{story} {plants(40, 65)} How many tables does plant 7 make?"  # past the next batch and 256-cell pad
+    fresh = _load_llama(REAL_MODEL, n_ctx=2048, n_threads=1, seed=0, verbose=False, repeatable=repeatable)
+    alone = last_logits(fresh, asked)
+    fresh.close()
+    llm = _load_llama(REAL_MODEL, n_ctx=2048, n_threads=1, seed=0, verbose=False, cache_bytes=1 << 28,
+                      repeatable=repeatable)
+    last_logits(llm, story + " Which plant makes the most chairs?")  # shares the story only
+    after = last_logits(llm, asked)
+    llm.close()
+    assert np.array_equal(alone, after)

@@ -196,6 +196,30 @@ def test_an_insight_reaches_only_problems_like_its_sources(tmp_path):
         retriever.close()
 
 
+def test_a_near_copy_of_a_source_problem_gets_its_insight_without_the_check(tmp_path):
+    settings = load_settings(home=tmp_path / "h", use_library=True, experimental={"starter_library": "none"})
+    store, index = open_library(settings)
+    store.add_task("diet_train", "E1", DIET, answer=12.0)
+    insight = store.add_insight(InsightDraft(
+        stage="general_formulation", level1="variables", level2="integrality",
+        condition="The problem involves counting, buying, or choosing", explanation="declare servings integer"),
+        status=Status.VERIFIED, provenance={"source_tasks": ["diet_train/E1"]})
+    index.upsert([insight])
+    retriever = LibraryRetriever(settings, store, index)
+    try:
+        llm = ScriptedLLM().enqueue("NONE", "NONE")  # the model's check would decline it everywhere
+        copy = DIET.replace("2000 calories", "2100 calories")  # the source with another number
+        assert retriever.twinned(copy) == {insight.id} and retriever.twinned(DIET_LIKE) == set()
+        assert [c["id"] for c in retriever.retrieve(copy, llm=llm, run_id="r")] == [insight.id]
+        assert llm.calls == []  # chosen without asking
+        assert retriever.retrieve(DIET_LIKE, llm=llm, run_id="r") == []  # only like it: the check decides
+        assert len(llm.calls) == 1 and f"[{insight.id}]" in llm.calls[0].user
+        off = LibraryRetriever(settings.with_experimental(retrieval_source_twin=1.01), store, index)
+        assert off.retrieve(copy, llm=llm, run_id="r") == [] and len(llm.calls) == 2
+    finally:
+        retriever.close()
+
+
 def test_a_home_that_loaded_an_older_starter_gets_its_source_problems(tmp_path):
     src = load_settings(home=tmp_path / "src", use_library=True, experimental={"starter_library": "none"})
     store, _index = open_library(src)

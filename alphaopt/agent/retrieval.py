@@ -6,7 +6,9 @@ the nearest overall; an insight whose source problems the library holds is recal
 problems like them, ``retrieval_source_similarity``) → one LLM applicability check over a
 short, capped list → the chosen insights, with their ids. An insight whose condition quotes the
 text (``when the text says "..."``, ``applied.quote``) is recalled and chosen wherever its quote
-matches the problem, with no model check: its condition is a test the code can run. The whole
+matches the problem, with no model check: its condition is a test the code can run. So is one
+recalled for a near-copy of a problem it was verified on (``retrieval_source_twin``): the solver
+already showed it helps there, and the model's check would only add a chance to miss it. The whole
 library never reaches the model. What was retrieved and what was chosen is recorded as
 evidence; results are cached per (problem, library version).
 """
@@ -163,6 +165,12 @@ class LibraryRetriever:
                 self._quotes = cached
         return [insight_id for insight_id, found in cached[1] if found.search(problem)]
 
+    def twinned(self, problem: str | np.ndarray) -> set[str]:
+        """The verified insights one of whose source problems ``problem`` nearly copies (cosine
+        similarity at least ``retrieval_source_twin``; learning's shingle twins all reach 0.99)."""
+        twin = self.settings.experimental.retrieval_source_twin
+        return {i for i, similarity in self.source_similarities(problem).items() if similarity >= twin}
+
     def source_similarities(self, problem: str | np.ndarray) -> dict[str, float]:
         """For each verified insight whose source problems the library holds (some of them):
         the highest cosine similarity of ``problem`` (its text or its embedding) to their texts."""
@@ -208,7 +216,7 @@ class LibraryRetriever:
         found = [i for i in self.candidates(problem) if i.id not in exclude]
         quoted = [q for q in self.quoted(problem) if q not in exclude]
         found += [self.store.get(q) for q in quoted if q not in {i.id for i in found}]
-        chosen_ids: set[str] = set(quoted)
+        chosen_ids: set[str] = set(quoted) | (self.twinned(problem) & {i.id for i in found})
         if any(i.id not in chosen_ids for i in found) and self.settings.experimental.retrieval_check:
             listing = prompts.format_insights([insight_dict(i) for i in found if i.id not in chosen_ids])
             messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)

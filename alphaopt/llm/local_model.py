@@ -40,11 +40,41 @@ def default_threads() -> int:
 
 
 def _load_llama(
-    model_path: Path, *, n_ctx: int, n_threads: int, seed: int, verbose: bool, cache_bytes: int = 0
+    model_path: Path, *, n_ctx: int, n_threads: int, seed: int, verbose: bool, cache_bytes: int = 0,
+    repeatable: bool = True,
 ) -> Any:
     import llama_cpp  # the one place the project imports llama_cpp
 
     class Llama(llama_cpp.Llama):
+        # How many leading KV positions of the live state were computed exactly as a fresh
+        # evaluation of the prompt computes them: in batches of n_batch starting at 0 (a
+        # generated token is evaluated alone, so a later prompt that repeats a reply is not).
+        _exact = 0
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            """With ``repeatable``, reuse only a prefix of the live state that ends on a batch
+            boundary and was evaluated as a fresh prompt (``_exact``): the rest of the prompt is
+            then evaluated in the same batches as with nothing reused, so the same request gets
+            the same reply whatever came before. llama.cpp's sums differ in their last bits
+            with the batch a token is evaluated in; a greedy reply can turn on them."""
+            tokens = list(tokens)
+            if repeatable:
+                keep = 0
+                for have, want in zip(self.input_ids[: min(self.n_tokens, self._exact)], tokens[:-1], strict=False):
+                    if have != want:
+                        break
+                    keep += 1
+                keep -= keep % self.n_batch
+                if keep < self.n_tokens:
+                    self._ctx.kv_cache_seq_rm(-1, keep, -1)
+                    self.n_tokens = keep
+                self._exact = len(tokens)
+            return super().generate(tokens, *args, **kwargs)
+
+        def load_state(self, state: Any) -> None:
+            super().load_state(state)
+            self._exact = getattr(state, "exact", 0)
+
         def save_state(self) -> Any:
             """Save the KV state without the ~300 MB logits copy (unused: logits_all=False,
             and a restored state is always re-decoded from its last token)."""
@@ -54,10 +84,12 @@ def _load_llama(
             if n > int(size):
                 raise RuntimeError("Failed to copy llama state data")
             # one row of scores: load_state broadcasts it into its (unused) logits buffer
-            return llama_cpp.LlamaState(
+            state = llama_cpp.LlamaState(
                 input_ids=self.input_ids.copy(), scores=self.scores[:1].copy(),
                 n_tokens=self.n_tokens, llama_state=ctypes.string_at(buf, n), llama_state_size=n,
                 seed=self._seed)
+            state.exact = self._exact  # type: ignore[attr-defined]
+            return state
 
     llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
                 n_threads_batch=n_threads, seed=seed, verbose=verbose)
@@ -184,6 +216,7 @@ class LlamaTransport(httpx2.BaseTransport):
         cache_bytes: int = 1 << 30,
         model_name: str | None = None,
         loop_guard: bool = True,
+        repeatable: bool = True,
         llama_factory: Callable[..., Any] | None = None,
     ) -> None:
         """Create the transport; nothing is loaded yet.
@@ -200,6 +233,9 @@ class LlamaTransport(httpx2.BaseTransport):
             loop_guard: End a free-text completion that has fallen into a loop (:class:`LoopGuard`)
                 instead of running on to ``max_tokens``; its ``finish_reason`` is then
                 ``"length"`` and the response carries ``loop_guard`` (the loop's period).
+            repeatable: The same request gets the same reply whatever the model answered before:
+                a reused prompt prefix ends on a batch boundary and never takes in a reply's
+                tokens (a little more prompt is evaluated). False reuses the longest prefix.
             llama_factory: Builds the model (tests); default ``llama_cpp.Llama``.
 
         Raises:
@@ -213,7 +249,8 @@ class LlamaTransport(httpx2.BaseTransport):
         self.model_path = Path(model_path)
         self.model_name = model_name or self.model_path.stem
         self._kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads or default_threads(),
-                        "seed": seed, "verbose": verbose, "cache_bytes": cache_bytes}
+                        "seed": seed, "verbose": verbose, "cache_bytes": cache_bytes,
+                        "repeatable": repeatable}
         self._factory = llama_factory or _load_llama
         self.loop_guard = loop_guard
         self._llm: Any = None
