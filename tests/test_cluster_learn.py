@@ -248,6 +248,8 @@ def test_evolve_replays_on_the_cluster_label_every_pair_as_a_local_evolve_does(t
     local, spread = reports["local"], reports["cluster"]
     assert spread.pairs == local.pairs and spread.before == local.before
     assert spread.solved == local.solved > 0
-    # either lesson, given to a problem retrieval left without one, turns it right (echo stays wrong)
-    helped = {"unretrieved": ["toy/alpha", "toy/charlie", "toy/bravo"], "neutral": ["toy/echo"]}
-    assert local.pairs == {"I0001": helped, "I0002": helped}
+    # each lesson is chosen, with no check, for its own source and turns it right; either lesson, given to
+    # a problem retrieval left without one, turns it right (echo stays wrong)
+    assert local.pairs == {"I0001": {"positive": ["toy/alpha"], "unretrieved": ["toy/bravo"], "neutral": ["toy/echo"]},
+                           "I0002": {"positive": ["toy/charlie"], "unretrieved": ["toy/bravo"],
+                                     "neutral": ["toy/echo"]}}
