@@ -41,7 +41,7 @@ def default_threads() -> int:
 
 def _load_llama(
     model_path: Path, *, n_ctx: int, n_threads: int, seed: int, verbose: bool, cache_bytes: int = 0,
-    repeatable: bool = True,
+    repeatable: bool = True, n_batch: int = 128,
 ) -> Any:
     import llama_cpp  # the one place the project imports llama_cpp
 
@@ -91,7 +91,7 @@ def _load_llama(
             state.exact = self._exact  # type: ignore[attr-defined]
             return state
 
-    llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
+    llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, n_ubatch=n_batch,
                 n_threads_batch=n_threads, seed=seed, verbose=verbose)
     if cache_bytes > 0:
         llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
@@ -217,6 +217,7 @@ class LlamaTransport(httpx2.BaseTransport):
         model_name: str | None = None,
         loop_guard: bool = True,
         repeatable: bool = True,
+        n_batch: int = 128,
         llama_factory: Callable[..., Any] | None = None,
     ) -> None:
         """Create the transport; nothing is loaded yet.
@@ -236,6 +237,8 @@ class LlamaTransport(httpx2.BaseTransport):
             repeatable: The same request gets the same reply whatever the model answered before:
                 a reused prompt prefix ends on a batch boundary and never takes in a reply's
                 tokens (a little more prompt is evaluated). False reuses the longest prefix.
+            n_batch: Prompt tokens evaluated together, and the boundaries a reused prefix is cut
+                back to: 128 evaluates about as fast per token as llama.cpp's 512 and cuts back less.
             llama_factory: Builds the model (tests); default ``llama_cpp.Llama``.
 
         Raises:
@@ -250,7 +253,7 @@ class LlamaTransport(httpx2.BaseTransport):
         self.model_name = model_name or self.model_path.stem
         self._kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads or default_threads(),
                         "seed": seed, "verbose": verbose, "cache_bytes": cache_bytes,
-                        "repeatable": repeatable}
+                        "repeatable": repeatable, "n_batch": n_batch}
         self._factory = llama_factory or _load_llama
         self.loop_guard = loop_guard
         self._llm: Any = None
