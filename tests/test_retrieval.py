@@ -263,3 +263,6 @@ def test_the_problem_is_embedded_once_per_recall(library, monkeypatch):
     found = library.candidates(PROBLEM)
     assert "I0002" in [i.id for i in found]
     assert sum(PROBLEM in batch for batch in texts) == 1
+    texts.clear()  # a whole retrieval (recall, the twin test, the check) too
+    library.retrieve(PROBLEM, llm=ScriptedLLM().enqueue("NONE"), run_id="r")
+    assert sum(PROBLEM in batch for batch in texts) == 1

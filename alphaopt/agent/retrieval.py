@@ -115,7 +115,7 @@ class LibraryRetriever:
     def _embedding(self, problem: str | np.ndarray) -> np.ndarray:
         return self.index.embedder.embed([problem])[0] if isinstance(problem, str) else problem
 
-    def candidates(self, problem: str) -> list[Insight]:
+    def candidates(self, problem: str | np.ndarray) -> list[Insight]:
         """Verified insights near the problem, nearest first, capped.
 
         An insight is near when its condition is (cosine distance at most
@@ -213,10 +213,11 @@ class LibraryRetriever:
             chosen = self._cache[key]
             self._record(chosen, chosen, run_id)
             return chosen
-        found = [i for i in self.candidates(problem) if i.id not in exclude]
+        vector = self._embedding(problem)  # once, for the recall and the twin test
+        found = [i for i in self.candidates(vector) if i.id not in exclude]
         quoted = [q for q in self.quoted(problem) if q not in exclude]
         found += [self.store.get(q) for q in quoted if q not in {i.id for i in found}]
-        chosen_ids: set[str] = set(quoted) | (self.twinned(problem) & {i.id for i in found})
+        chosen_ids: set[str] = set(quoted) | (self.twinned(vector) & {i.id for i in found})
         if any(i.id not in chosen_ids for i in found) and self.settings.experimental.retrieval_check:
             listing = prompts.format_insights([insight_dict(i) for i in found if i.id not in chosen_ids])
             messages, sha = prompts.render("check_insights", problem=problem, candidates=listing)
