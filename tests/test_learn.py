@@ -10,6 +10,7 @@ from alphaopt.agent import prompts
 from alphaopt.agent.retrieval import open_library
 from alphaopt.config import load_settings
 from alphaopt.errors import LLMError
+from alphaopt.learning.funnel import LearningStopped
 from alphaopt.learning.learn import LearnConfig, Learner
 from library import InsightDraft, Status
 from tests.fakes import LP_REPLY, WRONG_LP_REPLY, RoutedLLM, ThreadSafeLLM, program
@@ -627,12 +628,40 @@ def test_an_interrupted_run_is_recorded_as_stopped(setup):
         raise KeyboardInterrupt("stopped by signal 15")
 
     llm.on("write_program", interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(LearningStopped) as stopped:  # a KeyboardInterrupt still
         learner(llm).learn([ITEM, second])
+    assert stopped.value.summary.seen == 1 and stopped.value.summary.stopped == "stopped by signal 15"
     run = store.runs()[-1]
     assert run.status.value == "stopped" and run.counters["stopped"] == "stopped by signal 15"
     assert run.counters["seen"] == 1 and store.done_tasks() == {"toy_train/t1"}
     assert run.counters["seconds"] > 0  # the time spent is kept, not only for runs that finish
+
+
+def test_a_stopped_learn_command_prints_its_funnel_and_how_to_go_on(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt.interfaces import cli, cli_library
+
+    data = tmp_path / "toy_train.jsonl"
+    data.write_text(json.dumps({"id": "t1", "description": PROBLEM, "answer": 11}) + "\n"
+                    + json.dumps({"id": "t2", "description": PROBLEM + " (again)", "answer": 11}) + "\n")
+
+    def interrupt(_messages):
+        raise KeyboardInterrupt("stopped by signal 15")  # what the CLI's SIGTERM handler raises
+
+    llm = RoutedLLM().on("write_program", LP_REPLY).on("write_program", interrupt)  # t1 solved, then the stop
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: llm)
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    argv = ["learn", str(data), "--twins", "-k", "1", "--explore-tries", "0", "--no-line-variants", "--no-progress",
+            "--home", str(tmp_path / "h")]
+    result = CliRunner().invoke(cli.cli, argv)
+    assert result.exit_code == 130, result.output
+    assert "1 problems (0 done earlier), solved before 1" in result.output, llm.prompt_names
+    assert "Stopped: stopped by signal 15" in result.output and "Funnel: 1 problems" in result.output
+    assert "run the same command again to go on" in result.stderr
+    llm.on("write_program", LP_REPLY)
+    again = CliRunner().invoke(cli.cli, argv)
+    assert again.exit_code == 0 and "1 problems (1 done earlier)" in again.output
 
 
 def _learn_condition(setup, condition: str, step: str, reply: str, item=ITEM):

@@ -72,7 +72,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
     from alphaopt.learning.dedup import near_duplicates
-    from alphaopt.learning.funnel import funnel_lines, progress_line
+    from alphaopt.learning.funnel import LearningStopped, funnel_lines, progress_line
     from alphaopt.learning.learn import LearnConfig, Learner
 
     signal.signal(signal.SIGTERM, _interrupt)  # a stop from the app: record the run, then exit
@@ -123,14 +123,18 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             bar.update(1)
             bar.set_postfix_str(f"{task.id}: {outcome}; {progress_line(summary)}")
 
-        if cluster:  # the problems go to the cluster's workers (alphaopt.learning.cluster)
-            from alphaopt.learning.cluster import learn_on_cluster
+        interrupted = False
+        try:
+            if cluster:  # the problems go to the cluster's workers (alphaopt.learning.cluster)
+                from alphaopt.learning.cluster import learn_on_cluster
 
-            summary = learn_on_cluster(settings, todo, cluster, config, command=command, revisit=revisit,
-                                       threads=concurrency, on_task=progress)
-        else:
-            summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit,
-                                    concurrency=concurrency)
+                summary = learn_on_cluster(settings, todo, cluster, config, command=command, revisit=revisit,
+                                           threads=concurrency, on_task=progress)
+            else:
+                summary = learner.learn(todo, command=command, on_task=progress, revisit=revisit,
+                                        concurrency=concurrency)
+        except LearningStopped as stop:  # recorded as stopped: say what it did, and how to go on
+            summary, interrupted = stop.summary, True
     bar.close()
     click.echo(
         f"Run {summary.run_id}: {summary.seen} problems ({len(items) - len(todo)} done earlier), solved before "
@@ -140,6 +144,9 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     )
     for line in funnel_lines(summary):
         click.echo(line)
+    if interrupted:
+        click.echo("Stopped; run the same command again to go on where it stopped.", err=True)
+        sys.exit(130)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -35,7 +35,7 @@ from alphaopt.agent.run import solver_runner
 from alphaopt.cluster import connect, each_result, worker_cache, worker_id, worker_object
 from alphaopt.config import Settings
 from alphaopt.errors import ClusterError
-from alphaopt.learning.funnel import LearnSummary
+from alphaopt.learning.funnel import LearningStopped, LearnSummary
 from alphaopt.learning.learn import DONE, LearnConfig, Learner, ended_tasks
 from alphaopt.learning.ledger import Usage
 from alphaopt.llm.client import OpenAIClient
@@ -151,7 +151,8 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
             tasks[task.id] = task
             jobs.append(_Job(task.id, f"learn:{task.id}:{rounds[task.id]}"))
     worker_config = replace(config, max_tokens=None)  # the budget is the run's: counted here
-    status, extra = "finished", {}
+    status = "finished"
+    extra: dict[str, str] = {}
     try:
         with connect(cluster, settings, threads_per_worker=threads) as (client, worker_settings), \
                 worker_cache(client, "learn", WorkerTools, worker_settings, worker_config) as tools:
@@ -173,8 +174,9 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
                     status = "stopped"
                     break
     except KeyboardInterrupt as exc:
-        status, extra = "stopped", {"stopped": str(exc) or "interrupted"}
-        raise
+        status = "stopped"
+        summary.stopped = str(exc) or "interrupted"
+        raise LearningStopped(summary.stopped, summary) from exc
     except BaseException as exc:
         status, extra = "failed", {"error": repr(exc)}
         raise

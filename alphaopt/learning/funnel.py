@@ -25,6 +25,15 @@ _COUNTS = ("right_first", "solved_before", "solved_after", "failed", "explored",
            "unplaced", "added", "verified", "rejected", "merged", "retired", "solves_skipped")
 
 
+class LearningStopped(KeyboardInterrupt):
+    """A learning run stopped by Ctrl-C or a signal, after recording itself as stopped (a rerun of
+    the same command goes on); ``summary`` is what it did until then."""
+
+    def __init__(self, reason: str, summary: LearnSummary) -> None:
+        super().__init__(reason)
+        self.summary = summary
+
+
 @dataclass
 class LearnSummary:
     """What a learning run did (one problem's share while it is learned)."""

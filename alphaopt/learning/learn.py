@@ -47,7 +47,7 @@ from alphaopt.errors import InputError
 from alphaopt.learning.contrasts import Contrast, Criterion, solve_contrasts, with_known_edit
 from alphaopt.learning.drafts import Drafter, diff_example, specific
 from alphaopt.learning.explore import ExploreConfig, Explorer, outcome_line
-from alphaopt.learning.funnel import LearnSummary
+from alphaopt.learning.funnel import LearningStopped, LearnSummary
 from alphaopt.learning.ledger import BudgetExceeded, Ledger, RunStopping
 from alphaopt.learning.merge import PENDING_ID, Merger
 from alphaopt.learning.verify import Checker
@@ -161,9 +161,9 @@ class Learner:
             summary.stopped = str(exc)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from the CLI's handler: a stop, not a failure
             summary.spend(self.ledger.usage, time.perf_counter() - start)
-            self.store.finish_run(run.id, status="stopped", tokens=self.ledger.spent,
-                                  counters={**summary.as_dict(), "stopped": str(exc) or "interrupted"})
-            raise
+            summary.stopped = str(exc) or "interrupted"
+            self.store.finish_run(run.id, status="stopped", tokens=self.ledger.spent, counters=summary.as_dict())
+            raise LearningStopped(summary.stopped, summary) from exc
         except BaseException as exc:  # recorded on the run, then re-raised: a rerun resumes
             summary.spend(self.ledger.usage, time.perf_counter() - start)
             self.store.finish_run(run.id, status="failed", counters={**summary.as_dict(), "error": repr(exc)},
