@@ -33,9 +33,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from alphaopt.llm.local_model import N_BATCH
+
 # arm: (RAM cache bytes, repeatable, batch size)
-ARMS = {"ram_cache": (1 << 30, True, 128), "batch_256": (1 << 30, True, 256), "batch_512": (1 << 30, True, 512),
-        "ram_cache_longest": (1 << 30, False, 512), "live_only": (0, True, 128)}
+ARMS = {"ram_cache": (1 << 30, True, N_BATCH), "batch_256": (1 << 30, True, 256),
+        "batch_512": (1 << 30, True, 512), "ram_cache_longest": (1 << 30, False, 512), "live_only": (0, True, N_BATCH)}
 
 
 def usage(runs_db: Path) -> dict[str, Any]:

@@ -351,7 +351,9 @@ def test_near_duplicate_is_merged_and_reverified(setup):
     assert store.get("I0003").provenance.source_tasks == ("toy_train/t1", "toy_train/t2")
     assert {store.get(i).status for i in ("I0001", "I0002")} == {Status.RETIRED}
     assert store.get("I0003").provenance.evidence == {"merge_of": ["I0002", "I0001"], "sources": 2, "with": 2}
-    assert "check_insights" not in llm.prompt_names  # nor is a member offered again to the re-verification
+    assert "check_insights" not in llm.prompt_names
+    reverified = [c.user for c in llm.calls if c.prompt_name == "write_program"][-2:]
+    assert all("[new]" in p and "[I0001]" not in p and "[I0002]" not in p for p in reverified)  # no member again
 
 
 def test_no_merge_with_an_imported_insight_whose_sources_have_no_answer(setup):

@@ -276,14 +276,9 @@ def test_real_model_answers_42() -> None:
     client.close()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not REAL_MODEL.is_file(), reason=f"real model not at {REAL_MODEL}")
-def test_real_model_reply_does_not_depend_on_the_request_before(repeatable: bool = True) -> None:
-    """A prompt sharing a prefix with the one before gets the logits of a fresh evaluation, bit for
-    bit. llama.cpp's sums for a token depend on where its batch ends: reusing the longest shared
-    prefix (here about 700 tokens, evaluated before in a batch that ended there) gives other
-    logits, and a greedy reply can turn on them; reuse cut back to a batch boundary does not."""
-    pytest.importorskip("llama_cpp")
+def _logits_alone_and_after_another_prompt(repeatable: bool) -> tuple[Any, Any]:
+    """The real model's logits for a prompt evaluated alone, and evaluated right after another
+    prompt that shares its first ~700 tokens (the RAM cache on, as the transport has it)."""
     import numpy as np
 
     from alphaopt.llm.local_model import _load_llama
@@ -305,4 +300,19 @@ def test_real_model_reply_does_not_depend_on_the_request_before(repeatable: bool
     last_logits(llm, story + " Which plant makes the most chairs?")  # shares the story only
     after = last_logits(llm, asked)
     llm.close()
+    return alone, after
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_MODEL.is_file(), reason=f"real model not at {REAL_MODEL}")
+def test_real_model_reply_does_not_depend_on_the_request_before() -> None:
+    """A prompt sharing a prefix with the one before gets the logits of a fresh evaluation, bit for
+    bit. llama.cpp's sums for a token depend on where its batch ends: reusing the longest shared
+    prefix (evaluated before in a batch that ended elsewhere) gives other logits
+    (``_logits_alone_and_after_another_prompt(False)`` differ, checked when this was written), and
+    a greedy reply can turn on them; reuse cut back to a batch boundary does not."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+
+    alone, after = _logits_alone_and_after_another_prompt(repeatable=True)
     assert np.array_equal(alone, after)

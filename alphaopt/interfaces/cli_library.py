@@ -97,13 +97,14 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         learner = Learner(settings, store, index, llm, runner, config)
         revisit = ["unsolved"] * retry_unsolved + ["solved"] * revisit_solved
         again = learner.ended(revisit)
-        done = store.done_tasks() - again
+        here = store.done_tasks()
+        done = here - again
         if skip_learned:
             from alphaopt.learning.header import tasks_to_skip
             from library import read_header
 
             skip, retry = tasks_to_skip(read_header(skip_learned) or {}, retry_unsolved=retry_unsolved)
-            again |= retry - store.done_tasks()  # ended unsolved there, not yet learned from again here
+            again |= retry - here  # ended unsolved there, not yet learned from again here
             done = (done | skip) - again
         todo = [i for i in items if f"{i[0]}/{i[1]}" not in done]
         if not twins:
@@ -208,11 +209,9 @@ def library_show(insight_id: str, home: Path | None) -> None:
 def library_export(path: Path, home: Path | None, earlier: Path | None) -> None:
     """Write the verified insights as reviewable JSONL, with how they were learned."""
     from alphaopt.learning.header import export_header
-    from library import read_header
 
     store = _open_store(home)
-    header = export_header(store, (read_header(earlier) or {}) if earlier is not None else None,
-                           earlier.name if earlier is not None else None)
+    header = export_header(store, earlier)
     count = store.export_jsonl(path, header=header)
     click.echo(f"Exported {count} verified insights learned from {header['training_problems']} training problems "
                f"({len(header['unsolved_tasks'])} left unsolved) to {path}")

@@ -10,16 +10,17 @@ from, it keeps that export's problems and runs, each run listed once.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from alphaopt.learning.learn import ended_tasks
-from library import LibraryStore
+from library import LibraryStore, read_header
 
 
-def export_header(store: LibraryStore, earlier: dict[str, Any] | None = None,
-                  earlier_name: str | None = None) -> dict[str, Any]:
-    """The header for an export of ``store``, continuing the header ``earlier`` (named
-    ``earlier_name`` in ``continues``) when the home went on from that export."""
+def export_header(store: LibraryStore, continues: Path | None = None) -> dict[str, Any]:
+    """The header for an export of ``store``, continuing the export ``continues`` when the home
+    went on from it (``learn --skip-learned``)."""
+    earlier = (read_header(continues) or {}) if continues is not None else None
     done = store.done_tasks()
     learned = {t.id: t.dataset for t in store.tasks() if t.id in done}
     unsolved = ended_tasks(store, ["unsolved"])
@@ -48,8 +49,8 @@ def export_header(store: LibraryStore, earlier: dict[str, Any] | None = None,
         "datasets": sorted(set(learned.values())),
         "runs": runs,
     }
-    if earlier_name is not None:
-        header["continues"] = earlier_name
+    if continues is not None:
+        header["continues"] = continues.name
     return header
 
 

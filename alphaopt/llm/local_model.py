@@ -23,8 +23,10 @@ from typing import Any
 
 import httpx2
 
-__all__ = ["LlamaTransport", "LoopGuard", "default_threads", "llama_speed", "loop_period", "translate_response_format"]
+__all__ = ["N_BATCH", "LlamaTransport", "LoopGuard", "default_threads", "llama_speed", "loop_period",
+           "translate_response_format"]
 
+N_BATCH = 128  # prompt tokens evaluated together: as fast per token here as llama.cpp's 512, less cut back on reuse
 _NO_RETRY = {"x-should-retry": "false"}  # honoured by the openai SDK: errors here are final
 _PASSTHROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 _UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "audio")
@@ -41,7 +43,7 @@ def default_threads() -> int:
 
 def _load_llama(
     model_path: Path, *, n_ctx: int, n_threads: int, seed: int, verbose: bool, cache_bytes: int = 0,
-    repeatable: bool = True, n_batch: int = 128,
+    repeatable: bool = True, n_batch: int = N_BATCH,
 ) -> Any:
     import llama_cpp  # the one place the project imports llama_cpp
 
@@ -217,7 +219,7 @@ class LlamaTransport(httpx2.BaseTransport):
         model_name: str | None = None,
         loop_guard: bool = True,
         repeatable: bool = True,
-        n_batch: int = 128,
+        n_batch: int = N_BATCH,
         llama_factory: Callable[..., Any] | None = None,
     ) -> None:
         """Create the transport; nothing is loaded yet.
@@ -238,7 +240,7 @@ class LlamaTransport(httpx2.BaseTransport):
                 a reused prompt prefix ends on a batch boundary and never takes in a reply's
                 tokens (a little more prompt is evaluated). False reuses the longest prefix.
             n_batch: Prompt tokens evaluated together, and the boundaries a reused prefix is cut
-                back to: 128 evaluates about as fast per token as llama.cpp's 512 and cuts back less.
+                back to (``N_BATCH``).
             llama_factory: Builds the model (tests); default ``llama_cpp.Llama``.
 
         Raises:
