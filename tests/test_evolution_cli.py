@@ -191,3 +191,21 @@ def test_a_second_evolution_on_the_same_home_is_refused(tmp_path, llm):
     # once it ended, the next one runs (here on a library without training problems)
     out = invoke("library", "evolve", "--home", str(home))
     assert "No training problem with a known answer" in out
+
+
+def test_evolve_holds_the_training_problems_it_is_given_less_the_copies_of_excluded_ones(tmp_path, llm, monkeypatch):
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "none")
+    home = tmp_path / "home"
+    train, held_out = tmp_path / "toy_train.jsonl", tmp_path / "toy_test.jsonl"
+    train.write_text("".join(json.dumps({"id": k, "description": v, "answer": 11}) + "\n" for k, v in TEXTS.items()))
+    held_out.write_text(json.dumps({"id": "x", "description": TEXTS["t3"], "answer": 11}) + "\n")
+    result = CliRunner().invoke(cli.cli, ["library", "evolve", "--dry-run", "--problems", str(train), "--exclude",
+                                          str(held_out), "--home", str(home)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # t3, and t1 that nearly copies it, are left out; the others are held with their answers and replayed
+    assert "Skipping 2 training problems that nearly copy a problem in --exclude." in result.output
+    assert "Holding 2 training problems from --problems (2 new)." in result.output
+    assert "Round 1: replaying retrieval on 2 training problems" in result.output
+    store = LibraryStore(home / "library.db")
+    assert [(t.id, t.answer) for t in store.tasks()] == [("toy_train/t2", 11), ("toy_train/t4", 11)]
+    store.close()

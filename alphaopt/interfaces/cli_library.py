@@ -375,6 +375,16 @@ def library_rebuild(**kwargs: Any) -> None:
               help="Insights given, one at a time, to each training problem the library gets wrong.")
 @click.option("--max-problems", type=click.IntRange(min=1),
               help="Replay at most N training problems (the insights' source problems first).")
+@click.option("--broaden-problems", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Try a shorter quote for an insight whose condition quotes the text when it newly reaches "
+                   "1 to N training problems (each solved with and without it); 0: never.")
+@click.option("--problems", "problem_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL training problems with answers to hold first (repeatable): more problems for the "
+                   "replay and for judging shorter quotes.")
+@click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSONL file of problems you evaluate on (repeatable): --problems that nearly copy one "
+                   "are left out.")
 @click.option("--fresh", is_flag=True, help="Solve every arm again instead of reusing solves recorded earlier "
                                             "with the same model and prompt content.")
 @click.option("--no-merge", is_flag=True, help="Do not merge insights that say nearly the same first.")
@@ -384,7 +394,8 @@ def library_rebuild(**kwargs: Any) -> None:
                    "problem per task: needs ALPHAOPT_LIBRARY_URL and ALPHAOPT_CHROMA_URL.")
 @_settings_options
 @_errors
-def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_problems: int | None, fresh: bool,
+def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_problems: int | None,
+                   broaden_problems: int, problem_files: tuple[Path, ...], exclude: tuple[Path, ...], fresh: bool,
                    no_merge: bool, dry_run: bool, cluster: str | None, **kwargs: Any) -> None:
     """Evolve the library on the training problems it holds with answers: replay retrieval and
     label each (insight, problem) pair positive, negative or unretrieved by solving with and
@@ -394,6 +405,7 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
     `alphaopt library rollback N` undoes the run."""
     from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
+    from alphaopt.learning.dedup import near_duplicates
     from alphaopt.learning.evolve import EvolveConfig, Evolver, evolve_running
     from alphaopt.learning.learn import Learner
 
@@ -407,10 +419,21 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
         from alphaopt.learning.cluster import require_shared_library
 
         require_shared_library(settings)
+    items = read_training(list(problem_files)) if problem_files else []
+    if items and exclude:
+        copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
+        items = [i for n, i in enumerate(items) if n not in copies]
+        click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
     store, index = open_library(settings)
+    if items:
+        held = {t.id for t in store.tasks()}
+        added = [store.add_task(dataset, item_id, text, answer) for dataset, item_id, text, answer in items]
+        click.echo(f"Holding {len(added)} training problems from --problems ({sum(t.id not in held for t in added)} "
+                   "new).", err=True)
     command = "alphaopt library " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     config = EvolveConfig(rounds=rounds, candidates=candidates, unretrieved_tries=unretrieved_tries,
-                          max_problems=max_problems, reuse=not fresh, merge=not no_merge)
+                          max_problems=max_problems, broaden_problems=broaden_problems, reuse=not fresh,
+                          merge=not no_merge)
     with solver_runner(settings) as runner:
         llm = OpenAIClient(settings, open_run_log(settings))
         learner = Learner(settings, store, index, llm, runner)
@@ -426,7 +449,8 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
         click.echo(f"  round {r.round} before: {r.before.line()}")
         if r.after is not None:
             click.echo(f"  round {r.round} after:  {r.after.line()}")
-        click.echo(f"  round {r.round}: refined {len(r.refined)}, retired {len(r.retired)}, re-tagged "
+        click.echo(f"  round {r.round}: refined {len(r.refined)}, retired {len(r.retired)}, broadened "
+                   f"{len(r.broadened)}, re-tagged "
                    f"{len(r.retagged)}, labels retired {len(r.labels_retired)}; {r.solved} solves, {r.reused} reused")
     if not dry_run and store.library_version() != summary.library_version:
         click.echo(f"Undo this run with: alphaopt library rollback {summary.library_version}")

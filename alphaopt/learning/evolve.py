@@ -18,11 +18,14 @@ all their source problems). Then, each round:
    negatives and reaches its unretrieved problems replaces the condition, when it beats the
    current one. An insight that misled clearly more problems than it helped
    (``retire_net_harm``), and that no condition keeps from them, is retired.
-3. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
+3. **broaden** (``learning.broaden``): an insight whose condition quotes the text gets the
+   broadest shorter quote that turns some training problems it newly reaches right and none
+   wrong (solved with and without it), when one does.
+4. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
    problems it helps (one that is also near its lesson), or to a new label with a definition;
    an insight recalled by its source problems keeps its label (the label is not how retrieval
    finds it). Labels left without an insight are retired.
-4. the metrics again, on the same pairs, with the library as it is now.
+5. the metrics again, on the same pairs, with the library as it is now.
 
 Rounds stop early when one changes nothing. Every change is a new insight version and a library
 version naming this run (``alphaopt library versions``); ``alphaopt library rollback N`` with
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from alphaopt.errors import AlphaoptError
-from alphaopt.learning import conditions, retag
+from alphaopt.learning import broaden, conditions, retag
 from alphaopt.learning.learn import Learner
 from alphaopt.learning.replay import (
     NEGATIVE,
@@ -75,6 +78,7 @@ class EvolveConfig:
     unretrieved_tries: int = 2  # insights given to each problem the library gets wrong
     max_problems: int | None = None  # training problems replayed (sources of insights first)
     retire_net_harm: int = 2  # retire when negatives exceed helped pairs by this many and no condition helps
+    broaden_problems: int = 8  # a shorter quote is tried when it newly reaches 1..N problems (0: never)
     reuse: bool = True  # reuse solves recorded earlier with the same model and prompt content
     merge: bool = True
 
@@ -91,12 +95,13 @@ class RoundReport:
     pairs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     refined: dict[str, dict[str, Any]] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
+    broadened: dict[str, dict[str, Any]] = field(default_factory=dict)
     retagged: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels_retired: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.refined or self.retired or self.retagged or self.labels_retired)
+        return bool(self.refined or self.retired or self.broadened or self.retagged or self.labels_retired)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -264,6 +269,7 @@ class Evolver:
             self._save(summary)
             with Scratch(self.learner.settings, self.store, self.index) as scratch:
                 self._refine(replay, report, scratch, run_id, actor, reason, say)
+                self._broaden(replayer, report, scratch, actor, reason, say)
                 self._retag(replay, report, scratch, run_id, actor, reason, say)
             report.labels_retired = retag.retire_emptied(self.learner, labels_before, actor=actor,
                                                          reason=f"{reason}: label left without insights")
@@ -357,6 +363,39 @@ class Evolver:
                                     evidence={**insight.provenance.evidence, "evolve": record}, reason=note)
         self.index.upsert([new])
         scratch.change(insight.id, condition=new.condition, source_tasks=list(new.provenance.source_tasks))
+
+    def _broaden(self, replayer: Replayer, report: RoundReport, scratch: Scratch, actor: str, reason: str,
+                 say: Callable[[str], None]) -> None:
+        """Try shorter quotes for each verified insight whose condition quotes the text, judged on
+        every training problem held with an answer that they newly reach (``learning.broaden``)."""
+        if self.config.broaden_problems <= 0:
+            return
+        held = {t.id: t for t in self.store.tasks() if t.answer is not None}
+        for insight in self.store.list(status=Status.VERIFIED):
+            found = broaden.candidates(insight, held.values(), n=self.config.candidates,
+                                       max_problems=self.config.broaden_problems)
+            if not found:
+                continue
+            judged = [broaden.judge(replayer, insight, c, held) for c in found]
+            win = broaden.best(judged)
+            record = {"round": report.round, "candidates": [j.as_dict() for j in judged],
+                      "chosen": win.candidate.quote if win else None}
+            tried = "; ".join(f'"{j.candidate.quote}" +{len(j.positive)} -{len(j.negative)} of '
+                              f"{len(j.candidate.matched)}" for j in judged)
+            if win is None:
+                say(f"  {insight.id} not broadened: no shorter quote helped without harm ({tried})")
+                continue
+            note = (f"{reason}: quote broadened to \"{win.candidate.quote}\" ({len(win.positive)} of "
+                    f"{len(win.candidate.matched)} newly reached training problems turned right, none wrong; "
+                    f"{len(judged)} candidate(s))")
+            with self.store.transaction(reason=note, actor=actor):
+                new = self.store.revise(insight.id, condition=win.candidate.condition,
+                                        evidence={**insight.provenance.evidence, "broaden": record}, reason=note)
+            self.index.upsert([new])
+            scratch.change(insight.id, condition=new.condition, source_tasks=list(new.provenance.source_tasks))
+            report.broadened[insight.id] = {"from": insight.condition, "to": new.condition,
+                                            "positive": win.positive, "matched": list(win.candidate.matched)}
+            say(f"  {insight.id} broadened: {new.condition} ({tried})")
 
     def _retag(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
                say: Callable[[str], None]) -> None:
