@@ -119,6 +119,9 @@ def test_evolve_broadens_to_the_quote_that_helps_and_harms_nothing(home):
     summary = Evolver(learner, EvolveConfig(unretrieved_tries=0, merge=False)).evolve()
     report = summary.rounds[0]
     assert report.before.right == 2  # s1 with its insight, n3 without one; p2 wrong (its quote did not match)
+    # replay: s1 with and without its insight, p2 and n3 with none; broaden: p2 and n3 given each candidate
+    # (their runs without it reused from the replay)
+    assert report.solved >= 4 + 3 and report.reused >= 3
     assert report.broadened[insight.id]["to"] == 'when the text says "requirement of N calories"'
     assert report.broadened[insight.id]["positive"] == ["toy_train/p2"]
     now = store.get(insight.id)

@@ -876,6 +876,18 @@ def test_recheck_over_a_baseline_that_sometimes_succeeds_leaves_the_placebo_no_w
     assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (1, 2, 1, False)
 
 
+def test_recheck_with_one_right_solve_of_two_keeps_nothing(setup):
+    """k=2: with it 1 right of 2, without it and with the placebo none: one lucky sample."""
+    store, index, learner = setup
+    insight = _verified_from_t1(store, index)
+    llm = RoutedLLM()
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # greedy: without, with, placebo
+    llm.on("write_program", WRONG_LP_REPLY, WRONG_LP_REPLY, WRONG_LP_REPLY)  # sampled: all wrong
+    evidence = learner(llm, k=2).recheck(insight, store.start_run({}).id)
+    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (0, 1, 0, False)
+    assert store.get(insight.id).status == Status.RETIRED
+
+
 def test_recheck_refuses_what_it_cannot_check(setup):
     from alphaopt.errors import InputError
 

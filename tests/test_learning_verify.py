@@ -36,14 +36,24 @@ def test_two_solves_per_arm_the_first_greedy_the_second_sampled(setup):  # noqa:
 def test_one_lucky_sample_does_not_verify(setup):  # noqa: F811
     store, index, learner = setup
     llm = _failing_then_explored(RoutedLLM())
-    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with: one right of two
-    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY)  # placebo: one right of two as well
+    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with: one right of two, against none without
     summary = learner(llm, k=2, explore_tries=1, placebo=True).learn([ITEM])
     assert (summary.verified, summary.rejected, summary.retired) == (0, 1, 1)
     insight = store.get("I0001")
     assert insight.status == Status.RETIRED and insight.reason == "rejected by the counterfactual check"
-    assert insight.provenance.evidence["solves"] == {"without": [0, 0], "with": [1, 0], "placebo": [0, 1]}
+    # two right solves are needed: the placebo arm never ran
+    assert insight.provenance.evidence["solves"] == {"without": [0, 0], "with": [1, 0]}
     assert index.recall("an upper limit on one variable") == []
+
+
+def test_with_one_win_allowed_a_placebo_that_does_as_well_rejects(setup):  # noqa: F811
+    store, _, learner = setup
+    llm = _failing_then_explored(RoutedLLM())
+    llm.on("write_program", LP_REPLY, WRONG_LP_REPLY)  # with: one right of two
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY)  # placebo: one right of two as well
+    summary = learner(llm, k=2, explore_tries=1, placebo=True, min_wins=1).learn([ITEM])
+    assert (summary.verified, summary.rejected) == (0, 1)
+    assert store.get("I0001").provenance.evidence["solves"] == {"without": [0, 0], "with": [1, 0], "placebo": [0, 1]}
 
 
 def test_an_arm_stops_once_its_verdict_is_decided(setup):  # noqa: F811

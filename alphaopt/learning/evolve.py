@@ -269,7 +269,10 @@ class Evolver:
             self._save(summary)
             with Scratch(self.learner.settings, self.store, self.index) as scratch:
                 self._refine(replay, report, scratch, run_id, actor, reason, say)
+                solved, reused = replayer.solved, replayer.reused
                 self._broaden(replayer, report, scratch, actor, reason, say)
+                report.solved += replayer.solved - solved
+                report.reused += replayer.reused - reused
                 self._retag(replay, report, scratch, run_id, actor, reason, say)
             report.labels_retired = retag.retire_emptied(self.learner, labels_before, actor=actor,
                                                          reason=f"{reason}: label left without insights")

@@ -76,6 +76,7 @@ class LearnConfig:
     # benchmarks README); raise it for a model that corrects programs more often
     explore_tries: int = 1
     accept_margin: int = 1
+    min_wins: int = 2  # right solves with the candidate, at least (at most k): never one lucky sample
     sample_temperature: float = 0.7
     merge_distance: float = 0.12
     max_tokens: int | None = None
@@ -120,7 +121,7 @@ class Learner:
         self.drafter = Drafter(store, self.retriever, self.ledger)
         self.merger = Merger(store, index, self.ledger, c.merge_distance, self.settings.model_name, self.solve,
                              c.correct)
-        self.checker = Checker(self.solve, c.k, c.accept_margin, c.placebo, c.correct)
+        self.checker = Checker(self.solve, c.k, c.accept_margin, c.placebo, c.correct, min_wins=c.min_wins)
 
     def _prepare(self, reply: str, problem: str) -> str:
         """A model's program as the solve path would run it (contract fixes, text rewrites)."""

@@ -5,7 +5,9 @@ with), with them, and with a placebo lesson in their place (one that restates wh
 already ask: any change to the prompt can turn a slip into a right answer). The first solve of
 each arm is greedy, as a user's solve is; the others are sampled, each with its own seed, so no
 single lucky sample decides. A candidate is accepted only when, counted over the ``k`` solves,
-``with >= without + margin``, ``with >= placebo + margin`` and ``with >= 1``, and, where a solve
+``with >= without + margin``, ``with >= placebo + margin`` and ``with >= min_wins`` (2 by
+default, at most ``k``: one right solve of two against none is how the shipped I0105, I0106 and
+I0066 passed, and the greedy solve, a user's, of each of their sources was wrong), and, where a solve
 without them succeeded, the placebo wins none (a one-sample margin over a baseline that sometimes
 succeeds is noise: four lessons that passed so read wrong on review); the placebo arm runs only
 when the first condition holds. An arm stops as soon as the verdict is decided (the
@@ -98,8 +100,9 @@ class Checker:
     """Runs the counterfactual check for one learning run."""
 
     def __init__(self, solve: Solve, k: int, margin: int, placebo: bool,
-                 correct: Callable[[float | None, float], bool]) -> None:
+                 correct: Callable[[float | None, float], bool], *, min_wins: int = 2) -> None:
         self.solve, self.k, self.margin, self.placebo, self.correct = solve, k, margin, placebo, correct
+        self.min_wins = max(1, min(min_wins, k))  # right solves the arm with the lesson needs at least
 
     def success(self, solution: Solution, answer: float, criterion: Criterion) -> bool:
         """Whether a solve counts as a success under ``criterion``."""
@@ -126,7 +129,7 @@ class Checker:
         forced = [insight_dict(c) for c in candidates]
         base = wins(without[: self.k])
         strict = criterion == "runs"  # a weak sign: the program may run in no solve without the lesson
-        need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, 1)
+        need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, self.min_wins)
         # a problem sometimes solved without the lesson: the placebo may win none (every lesson
         # that passed by one sample over such a baseline and a winning placebo read wrong on review)
         strict = strict or sum(base) > 0
@@ -196,7 +199,7 @@ class Checker:
     def recheck(self, insight: Insight, tasks: Sequence[Task], run_id: str) -> dict[str, Any]:
         """The check again on a verified insight's source problems: ``k`` solves each without it
         (the rest of the library stays), with it, and with the placebo in its place. Kept when,
-        summed over the problems, it beats both by the margin with at least one success."""
+        summed over the problems, it beats both by the margin with at least ``min_wins`` successes."""
         criterion = recheck_criterion(insight)
         arms = {"without": [], "with": [insight_dict(insight)],
                 "placebo": [{**prompts.PLACEBO, "stage": insight.stage.value}]}
@@ -209,8 +212,8 @@ class Checker:
                     counts[arm] += success(solution, float(task.answer), criterion, self.correct)
         baseline = (counts["without"] == counts["placebo"] == 0 if criterion == "runs"
                     else counts["without"] == 0 or counts["placebo"] == 0)  # as in ``check``
-        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin and counts["with"] >= 1 \
-            and baseline
+        kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin \
+            and counts["with"] >= self.min_wins and baseline
         return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
                 "criterion": criterion,
                 "recheck": True, "kept": kept}
