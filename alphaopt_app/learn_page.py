@@ -165,6 +165,7 @@ def rounds_frame(counters: dict[str, Any]) -> pd.DataFrame:
                 rows.append({"round": r["round"], "when": when, "accuracy": m["accuracy"], "precision": m["precision"],
                              "recall": m["recall"], "positive": m["positive"], "negative": m["negative"],
                              "unretrieved": m["unretrieved"], "refined": len(r["refined"]),
+                             "broadened": len(r.get("broadened", {})),  # runs before session 20 had none
                              "re-tagged": len(r["retagged"]), "retired": len(r["retired"])})
     return pd.DataFrame(rows)
 

@@ -117,6 +117,9 @@ def test_rounds_frame_has_a_row_per_round_and_measurement():
     frame = rounds_frame({"rounds": ROUNDS})
     assert frame[["round", "when", "accuracy", "precision", "recall"]].values.tolist() == [
         [1, "before", 0.5, 0.5, 0.5], [1, "after", 1.0, 1.0, 1.0]]
+    assert frame["broadened"].tolist() == [0, 0]  # a run recorded before broadening existed
+    later = [{**ROUNDS[0], "broadened": {"I0001": {}}}]
+    assert rounds_frame({"rounds": later})[["refined", "broadened", "re-tagged"]].values.tolist() == [[1, 1, 1]] * 2
     assert rounds_frame({}).empty
 
 

@@ -6,9 +6,9 @@ already ask: any change to the prompt can turn a slip into a right answer). The 
 each arm is greedy, as a user's solve is; the others are sampled, each with its own seed, so no
 single lucky sample decides. A candidate is accepted only when, counted over the ``k`` solves,
 ``with >= without + margin``, ``with >= placebo + margin`` and ``with >= min_wins`` (2 by
-default, at most ``k``: one right solve of two against none is how the shipped I0105, I0106 and
-I0066 passed, and the greedy solve, a user's, of each of their sources was wrong), and, where a solve
-without them succeeded, the placebo wins none (a one-sample margin over a baseline that sometimes
+default, at most ``k``: I0066, I0105 and I0106 passed and shipped with one right solve of two
+against none, and with 4 solves per arm none of them was right more than once), and, where a
+solve without them succeeded, the placebo wins none (a one-sample margin over a baseline that sometimes
 succeeds is noise: four lessons that passed so read wrong on review); the placebo arm runs only
 when the first condition holds. An arm stops as soon as the verdict is decided (the
 remaining solves could not change it): the verdict is the same as with every solve run, and
