@@ -38,23 +38,20 @@ model.b = pyo.Var(domain=pyo.NonNegativeReals)
 model.obj = pyo.Objective(expr=3 * model.a + 2 * model.b, sense=pyo.minimize)
 model.cal = pyo.Constraint(expr=300 * model.a + 150 * model.b <= {need})
 """
+BOX = """
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.obj = pyo.Objective(expr={earn}, sense=pyo.maximize)
+model.cal = pyo.Constraint(expr={calories} <= {holds})
+"""
 PROGRAMS = {
     "s1": program(DIET.format(need=2200)),  # 0 as written, 22 with >=
     "p2": program(DIET.format(need=3000)),  # 0 as written, 30 with >=
-    "n3": program("""
-model = pyo.ConcreteModel()
-model.x = pyo.Var(domain=pyo.NonNegativeReals)
-model.y = pyo.Var(domain=pyo.NonNegativeReals)
-model.obj = pyo.Objective(expr=5 * model.x + 4 * model.y, sense=pyo.maximize)
-model.cal = pyo.Constraint(expr=250 * model.x + 100 * model.y <= 2000)
-"""),  # 80 as written, unbounded with >=
-    "n4": program("""
-model = pyo.ConcreteModel()
-model.x = pyo.Var(domain=pyo.NonNegativeReals)
-model.y = pyo.Var(domain=pyo.NonNegativeReals)
-model.obj = pyo.Objective(expr=2 * model.x + 3 * model.y, sense=pyo.maximize)
-model.cal = pyo.Constraint(expr=100 * model.x + 200 * model.y <= 1000)
-"""),  # 20 as written, unbounded with >=
+    "n3": program(BOX.format(earn="5 * model.x + 4 * model.y", calories="250 * model.x + 100 * model.y",
+                             holds=2000)),  # 80 as written, unbounded with >=
+    "n4": program(BOX.format(earn="2 * model.x + 3 * model.y", calories="100 * model.x + 200 * model.y",
+                             holds=1000)),  # 20 as written, unbounded with >=
 }
 CONDITION = 'when the text says "a daily requirement of N calories"'
 EXAMPLE = "wrong: model.a * 300 + model.b * 150 <= 2200 right: model.a * 300 + model.b * 150 >= 2200"

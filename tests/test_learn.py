@@ -864,27 +864,21 @@ def test_recheck_retires_an_insight_the_placebo_matches(setup):
     assert store.get(insight.id).status == Status.RETIRED and index.count() == 0
 
 
-def test_recheck_over_a_baseline_that_sometimes_succeeds_leaves_the_placebo_no_win(setup):
-    """k=2: without it 1 right, with it 2, the placebo 1: a margin of one over a baseline that
-    sometimes succeeds, matched once by the placebo, keeps nothing (as in the first check)."""
+@pytest.mark.parametrize(("sampled", "counts"), [
+    # without it 1 right, with it 2, the placebo 1: a margin of one over a baseline that sometimes
+    # succeeds, matched once by the placebo, keeps nothing (as in the first check)
+    (LP_REPLY, (1, 2, 1)),
+    # with it 1 right of 2, without it and with the placebo none: one lucky sample keeps nothing
+    (WRONG_LP_REPLY, (0, 1, 0)),
+])
+def test_recheck_with_two_solves_per_arm_keeps_nothing_a_lucky_sample_or_a_placebo_explains(setup, sampled, counts):
     store, index, learner = setup
     insight = _verified_from_t1(store, index)
     llm = RoutedLLM()
     llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # greedy: without, with, placebo
-    llm.on("write_program", LP_REPLY, LP_REPLY, LP_REPLY)  # sampled: all right
+    llm.on("write_program", sampled, sampled, sampled)  # sampled: all the same
     evidence = learner(llm, k=2).recheck(insight, store.start_run({}).id)
-    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (1, 2, 1, False)
-
-
-def test_recheck_with_one_right_solve_of_two_keeps_nothing(setup):
-    """k=2: with it 1 right of 2, without it and with the placebo none: one lucky sample."""
-    store, index, learner = setup
-    insight = _verified_from_t1(store, index)
-    llm = RoutedLLM()
-    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY)  # greedy: without, with, placebo
-    llm.on("write_program", WRONG_LP_REPLY, WRONG_LP_REPLY, WRONG_LP_REPLY)  # sampled: all wrong
-    evidence = learner(llm, k=2).recheck(insight, store.start_run({}).id)
-    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (0, 1, 0, False)
+    assert (evidence["without"], evidence["with"], evidence["placebo"], evidence["kept"]) == (*counts, False)
     assert store.get(insight.id).status == Status.RETIRED
 
 

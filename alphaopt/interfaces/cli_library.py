@@ -84,11 +84,7 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
         from alphaopt.learning.cluster import require_shared_library
 
         require_shared_library(settings)
-    items = read_training(list(files))
-    if exclude:
-        copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
-        items = [i for n, i in enumerate(items) if n not in copies]
-        click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
+    items = _training_items(files, exclude)
     store, index = open_library(settings)
     config = LearnConfig(k=solves, explore_tries=explore_tries, line_variants=line_variants, max_tokens=max_tokens)
     command = "alphaopt learn " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -148,6 +144,19 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
     if interrupted:
         click.echo("Stopped; run the same command again to go on where it stopped.", err=True)
         sys.exit(130)
+
+
+def _training_items(files: tuple[Path, ...], exclude: tuple[Path, ...]) -> list[tuple[str, str, str, float]]:
+    """The training problems in ``files``, less those that nearly copy a problem in ``exclude``
+    (how many is said on stderr)."""
+    from alphaopt.learning.dedup import near_duplicates
+
+    items = read_training(list(files)) if files else []
+    if items and exclude:
+        copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
+        items = [i for n, i in enumerate(items) if n not in copies]
+        click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
+    return items
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -405,7 +414,6 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
     `alphaopt library rollback N` undoes the run."""
     from alphaopt.agent.retrieval import open_library
     from alphaopt.agent.run import solver_runner
-    from alphaopt.learning.dedup import near_duplicates
     from alphaopt.learning.evolve import EvolveConfig, Evolver, evolve_running
     from alphaopt.learning.learn import Learner
 
@@ -419,11 +427,7 @@ def library_evolve(rounds: int, candidates: int, unretrieved_tries: int, max_pro
         from alphaopt.learning.cluster import require_shared_library
 
         require_shared_library(settings)
-    items = read_training(list(problem_files)) if problem_files else []
-    if items and exclude:
-        copies = near_duplicates([i[2] for i in items], [e[2] for e in read_training(list(exclude))])
-        items = [i for n, i in enumerate(items) if n not in copies]
-        click.echo(f"Skipping {len(copies)} training problems that nearly copy a problem in --exclude.", err=True)
+    items = _training_items(problem_files, exclude)
     store, index = open_library(settings)
     if items:
         held = {t.id for t in store.tasks()}
