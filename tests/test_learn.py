@@ -882,6 +882,21 @@ def test_recheck_with_two_solves_per_arm_keeps_nothing_a_lucky_sample_or_a_place
     assert store.get(insight.id).status == Status.RETIRED
 
 
+def test_recheck_with_one_solve_over_two_sources_does_not_keep_one_lucky_sample(setup):
+    # k=1 caps the first check's min_wins at 1, but a recheck over two sources has two solves per
+    # arm: one right solve of them is the lucky sample the check refuses
+    store, index, learner = setup
+    store.add_task("toy_train", "t2", f"{PROBLEM} (copy 2)", 11.0)
+    insight = _verified_from_t1(store, index)
+    store.revise(insight.id, source_tasks=["toy_train/t1", "toy_train/t2"], reason="two sources")
+    llm = RoutedLLM()
+    # t1: without, with, placebo; then t2 the same: with it right once in 2, the others never
+    llm.on("write_program", WRONG_LP_REPLY, LP_REPLY, WRONG_LP_REPLY, WRONG_LP_REPLY, WRONG_LP_REPLY, WRONG_LP_REPLY)
+    evidence = learner(llm, k=1).recheck(store.get(insight.id), store.start_run({}).id)
+    assert (evidence["sources"], evidence["without"], evidence["with"], evidence["placebo"]) == (2, 0, 1, 0)
+    assert not evidence["kept"] and store.get(insight.id).status == Status.RETIRED
+
+
 def test_recheck_refuses_what_it_cannot_check(setup):
     from alphaopt.errors import InputError
 

@@ -102,7 +102,8 @@ class Checker:
     def __init__(self, solve: Solve, k: int, margin: int, placebo: bool,
                  correct: Callable[[float | None, float], bool], *, min_wins: int = 2) -> None:
         self.solve, self.k, self.margin, self.placebo, self.correct = solve, k, margin, placebo, correct
-        self.min_wins = max(1, min(min_wins, k))  # right solves the arm with the lesson needs at least
+        self.wanted_wins = max(1, min_wins)
+        self.min_wins = min(self.wanted_wins, k)  # right solves the arm with the lesson needs at least
 
     def success(self, solution: Solution, answer: float, criterion: Criterion) -> bool:
         """Whether a solve counts as a success under ``criterion``."""
@@ -199,7 +200,9 @@ class Checker:
     def recheck(self, insight: Insight, tasks: Sequence[Task], run_id: str) -> dict[str, Any]:
         """The check again on a verified insight's source problems: ``k`` solves each without it
         (the rest of the library stays), with it, and with the placebo in its place. Kept when,
-        summed over the problems, it beats both by the margin with at least ``min_wins`` successes."""
+        summed over the problems, it beats both by the margin with at least ``min_wins`` successes
+        (capped at all its solves, not at ``k``: with one solve per source, one right solve over
+        several sources is still one lucky sample)."""
         criterion = recheck_criterion(insight)
         arms = {"without": [], "with": [insight_dict(insight)],
                 "placebo": [{**prompts.PLACEBO, "stage": insight.stage.value}]}
@@ -213,7 +216,7 @@ class Checker:
         baseline = (counts["without"] == counts["placebo"] == 0 if criterion == "runs"
                     else counts["without"] == 0 or counts["placebo"] == 0)  # as in ``check``
         kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin \
-            and counts["with"] >= self.min_wins and baseline
+            and counts["with"] >= min(self.wanted_wins, self.k * len(tasks)) and baseline
         return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
                 "criterion": criterion,
                 "recheck": True, "kept": kept}
