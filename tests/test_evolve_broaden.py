@@ -1,10 +1,10 @@
-"""Evolution broadens a quoted condition where the solver says a shorter quote helps and harms
-nothing (``alphaopt.learning.broaden``): scripted model at the client boundary, real HiGHS,
+"""Evolution quotes a condition more broadly where the solver says the quote helps far more than
+it harms (``alphaopt.learning.broaden``): scripted model at the client boundary, real HiGHS,
 SQLite and Chroma.
 
 The scripted model writes every calorie constraint with ``<=``. The insight's edit turns it to
 ``>=`` where its quote matches: right for the two diet problems (a requirement), wrong for the
-snack box (a capacity).
+snack box (a capacity). A told lesson (count the vehicles) gets a quote of its source's goal.
 """
 
 from __future__ import annotations
@@ -106,9 +106,15 @@ def test_candidates_differ_in_what_they_reach_and_respect_the_cap(home):
         ("requirement of N calories", ("toy_train/p2",)),  # the most specific quote with that reach
     ]
     assert found[1].condition == 'when the text says "requirement of N calories"'
-    assert [c.quote for c in broaden.candidates(insight, tasks, n=3, max_problems=1)] == ["requirement of N calories"]
+    assert all(c.judged == c.matched and not c.sampled for c in found)
+    # more newly reached problems than the cap: judged on a seeded sample, the same every time
+    sampled = broaden.candidates(insight, tasks, n=3, max_problems=1)
+    assert [(c.quote, len(c.judged), c.sampled) for c in sampled] == [
+        ("N calories", 1, True), ("requirement of N calories", 1, False)]
+    assert sampled[0].judged == broaden.candidates(insight, tasks, n=1, max_problems=1)[0].judged
+    assert set(sampled[0].judged) < set(sampled[0].matched)
     unquoted = store.revise(insight.id, condition="when a diet sets a requirement", reason="test")
-    assert broaden.candidates(unquoted, tasks, n=3, max_problems=8) == []
+    assert broaden.candidates(unquoted, tasks, n=3, max_problems=8) == []  # no source texts to quote
 
 
 def test_evolve_broadens_to_the_quote_that_helps_and_harms_nothing(home):
@@ -141,5 +147,111 @@ def test_no_quote_is_kept_when_every_candidate_harms_a_problem_it_reaches(home):
     assert report.broadened == {}
     now = store.get(insight.id)
     assert now.condition == 'when the text says "picnic box holds N calories"'
-    assert (f'  {insight.id} not broadened: no shorter quote helped without harm ("N calories" +1 -2 of 3; '
-            '"box holds N calories" +0 -2 of 2)') in lines
+    assert (f'  {insight.id} not broadened: no quote helped three times as often as it harmed ("N calories" +1 -2 '
+            'of 3; "box holds N calories" +0 -2 of 2)') in lines
+
+
+# -- a told lesson gets a quote of its source's goal -------------------------------------------
+
+FLEET = ("Trucks carry {big} boxes and vans {small} boxes. At least {boxes} boxes must be shipped and at least "
+         "{vans} vans used. Minimize the total number of vehicles needed.")
+FLEETS = {"src": {"big": 20, "small": 10, "boxes": 100, "vans": 2},
+          "f1": {"big": 30, "small": 15, "boxes": 150, "vans": 3},
+          "f2": {"big": 25, "small": 5, "boxes": 100, "vans": 1}}
+HOURS = ("Product A takes 3 labor hours and product B 2. At least 10 units must be made, at least 2 of them A. "
+         "Minimize the total number of labor hours used.")
+COUNTS = {"src": 6.0, "f1": 7.0, "f2": 5.0, "h1": 22.0}  # the optimum of each (the hours are weighted)
+LESSON = "make the objective the plain count of the vehicles, every one weighing 1"
+FLEET_PROGRAM = """
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.y = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.obj = pyo.Objective(expr={objective}, sense=pyo.minimize)
+model.ship = pyo.Constraint(expr={big} * model.x + {small} * model.y >= {boxes})
+model.vans = pyo.Constraint(expr=model.y >= {vans})
+"""
+HOURS_PROGRAM = """
+model = pyo.ConcreteModel()
+model.a = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.b = pyo.Var(domain=pyo.NonNegativeIntegers)
+model.obj = pyo.Objective(expr={objective}, sense=pyo.minimize)
+model.units = pyo.Constraint(expr=model.a + model.b >= 10)
+model.least_a = pyo.Constraint(expr=model.a >= 2)
+"""
+
+
+def fleet_route(prompt: str, user: str) -> str | BaseException:
+    told = LESSON in user
+    if prompt == "check_insights":
+        return "NONE"
+    if prompt == "formulate":
+        return "## Variables\nx, y >= 0\n## Objective\nthe count\n## Constraints\nthe boxes"
+    if prompt in ("write_program", "repair"):
+        if "labor hours" in user:  # counting the units is wrong here: the hours are the goal
+            return program(HOURS_PROGRAM.format(objective="model.a + model.b" if told else "3 * model.a + 2 * model.b"))
+        for numbers in FLEETS.values():
+            if FLEET.format(**numbers) in user:  # told, the model counts; untold, it weights by capacity
+                weighted = f"{numbers['big']} * model.x + {numbers['small']} * model.y"
+                return program(FLEET_PROGRAM.format(objective="model.x + model.y" if told else weighted, **numbers))
+    if prompt.startswith("diagnose"):
+        return prompts.CONFIRMED
+    return AssertionError(f"no scripted reply for a {prompt!r} call")
+
+
+@pytest.fixture
+def fleet(tmp_path, runner):
+    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"starter_library": "none"})
+    store, index = open_library(settings)
+    for name, numbers in FLEETS.items():
+        store.add_task("toy_train", name, FLEET.format(**numbers), COUNTS[name])
+    store.add_task("toy_train", "h1", HOURS, COUNTS["h1"])
+    insight = store.add_insight(InsightDraft(stage="general_formulation", level1="objective", level2="counting",
+                                             condition="the question asks how many vehicles are used in all",
+                                             explanation=LESSON, example="wrong: 20 * model.x right: model.x"),
+                                status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/src"]})
+    index.upsert([insight])
+    learner = Learner(settings, store, index, ThreadSafeLLM(route=fleet_route, delay=0.0), runner, LearnConfig())
+    yield store, learner, insight
+    index.close()
+    store.close()
+
+
+def test_goal_spans_quote_the_goal_sentence_with_three_content_words():
+    found = broaden.goal_spans(FLEET.format(**FLEETS["f1"]))
+    assert found[0] == "Minimize the total number of vehicles needed"  # the goal sentence, longest first
+    assert "Minimize the total number" in found and "number of vehicles needed" in found
+    assert "Minimize the total" not in found and "the total number of vehicles" not in found  # two; a stop word
+    assert broaden.goal_spans("Ship at least 120 boxes to maximize profit.") == [
+        "Ship at least N boxes to maximize profit", "Ship at least N boxes to maximize", "N boxes to maximize profit",
+        "boxes to maximize profit"]  # a number is N, and not one of the three
+
+
+def test_a_told_lesson_is_quoted_where_its_source_states_its_goal_and_not_where_it_harms(fleet):
+    store, learner, insight = fleet
+    tasks = store.tasks()
+    source = {"toy_train/src": store.get_task("toy_train/src").text}
+    found = broaden.candidates(insight, tasks, n=3, max_problems=8, sources=source)
+    assert [(c.quote, c.matched) for c in found] == [
+        ("Minimize the total number", ("toy_train/f1", "toy_train/f2", "toy_train/h1")),  # the hours too
+        ("Minimize the total number of vehicles needed", ("toy_train/f1", "toy_train/f2")),
+    ]
+    assert found[1].condition == 'when the text says "Minimize the total number of vehicles needed"'
+    lines: list[str] = []
+    report = Evolver(learner, EvolveConfig(unretrieved_tries=0, merge=False)).evolve(on_event=lines.append).rounds[0]
+    assert report.broadened[insight.id]["to"] == found[1].condition
+    assert report.broadened[insight.id]["positive"] == ["toy_train/f1", "toy_train/f2"]
+    now = store.get(insight.id)
+    assert now.condition == found[1].condition and now.version == insight.version + 1
+    judged = {c["quote"]: c for c in now.provenance.evidence["broaden"]["candidates"]}
+    assert judged["Minimize the total number"]["negative"] == ["toy_train/h1"]  # +2 -1: not three to one
+    assert report.before.right == 2 and report.after is not None and report.after.right == 4  # both fleets now
+    assert f'  {insight.id} broadened: {found[1].condition} ("Minimize the total number" +2 -1 of 3; ' \
+           '"Minimize the total number of vehicles needed" +2 -0 of 2)' in lines
+
+
+def test_a_sampled_quote_needs_two_problems_turned_right():
+    one = broaden.Candidate("q", "c", ("a", "b", "c"), ("a",))
+    assert not broaden.Judged(one, positive=["a"]).wins  # one right of a sample: a lucky draw
+    assert broaden.Judged(broaden.Candidate("q", "c", ("a",), ("a",)), positive=["a"]).wins  # all judged
+    two = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c"))
+    assert broaden.Judged(two, positive=["a", "b"]).wins and broaden.Judged(two, positive=["a", "b"]).net == 8 / 3

@@ -385,8 +385,9 @@ def library_rebuild(**kwargs: Any) -> None:
 @click.option("--max-problems", type=click.IntRange(min=1),
               help="Replay at most N training problems (the insights' source problems first).")
 @click.option("--broaden-problems", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Try a shorter quote for an insight whose condition quotes the text when it newly reaches "
-                   "1 to N training problems (each solved with and without it); 0: never.")
+              help="Judge each candidate quote for a condition (a shorter quote, or one of the source problems' "
+                   "goal) on at most N training problems it newly reaches, a seeded sample when more (each solved "
+                   "with and without it); 0: never.")
 @click.option("--problems", "problem_files", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL training problems with answers to hold first (repeatable): more problems for the "

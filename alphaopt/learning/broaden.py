@@ -1,34 +1,47 @@
-"""Broadening a quoted condition: shorter quotes, each judged by the solver on the training
-problems it would newly reach.
+"""Broadening a condition to a quote of the text, judged by the solver on the training problems
+the quote would newly reach.
 
-An insight whose condition quotes the text (``when the text says "..."``) and whose example is
-one relation edit (``alphaopt.agent.applied``) is recalled, and its edit made, wherever its quote
-matches a problem. A quote learned from one problem names that problem's details ("the farmer
-needs to transport N chicken"), so it reaches little else. Each evolution round tries shorter
-quotes cut from it ("needs to transport N"): every run of its words that keeps a number (N),
-starts and ends on a content word and holds one besides N. The candidates are up to ``n`` of
-them with different sets of newly matched training problems (held with an answer, not matched
-by the current quote, not a source), the broadest first; one that would newly reach more than
-``max_problems`` problems is not tried, so that every problem a candidate reaches is judged.
+A condition that quotes the text (``when the text says "..."``) is a test the code runs: the
+insight is recalled and chosen wherever its quote matches a problem (N stands for any number),
+with no model check. Two kinds of insight get candidate quotes here:
 
-Each newly matched problem is solved twice, greedy like the replay's arms: with what retrieval
-chooses for it now (less the insight), and with the insight under the candidate quote added. It is **positive**
-when only the second is right, **negative** when only the first is. A candidate wins with at
-least one positive and no negative; of several, the one with the most positives, on a tie the
-narrower. The candidate's solves carry the lesson under the pending id (``merge.PENDING_ID``):
-its text is not the insight's, so they leave no evidence on the insight and are never reused
-as its solves.
+- one whose condition quotes the text and whose example is one relation edit
+  (``alphaopt.agent.applied``: the code makes its edit). A quote learned from one problem names
+  that problem's details ("the farmer needs to transport N chicken"), so it reaches little else.
+  The candidates are shorter quotes cut from it ("needs to transport N"): runs of its words that
+  keep a number (N), start and end on a content word and hold one besides N.
+- one told to the model whose condition quotes nothing (a lesson in words, recalled for problems
+  like its sources, ``retrieval_source_similarity``). The candidates are quotes cut from the
+  sentence that states the goal in each of its source problems ("minimize the total number of"):
+  runs of its words (numbers as N) that start and end on a content word and hold three. The
+  lesson was verified on those problems; the question is where else the words that ask for it
+  appear, and whether it helps there.
+
+The candidates are up to ``n`` of them with different sets of newly matched training problems
+(held with an answer, not matched by the current quote, not a source), the broadest first. A
+candidate is judged on every problem it newly matches, or on a seeded sample of ``max_problems``
+of them when it matches more (``Candidate.judged``).
+
+Each judged problem is solved twice, greedy like the replay's arms: with what retrieval chooses for
+it now (less the insight), and with the insight under the candidate quote added. It is **positive**
+when only the second is right, **negative** when only the first is. A candidate wins with at least
+three positives for each negative (and at least one; two where it was judged on a sample); of
+several, the one with the most net positives over all it reaches (estimated from the sample), on
+a tie the narrower. The candidate's solves carry the lesson under the pending id
+(``merge.PENDING_ID``): its text is not the insight's, so they leave no evidence on the insight
+and are never reused as its solves.
 """
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from alphaopt.agent import applied
-from alphaopt.agent.retrieval import insight_dict
+from alphaopt.agent import applied, reading
+from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.learning.merge import PENDING_ID
 from alphaopt.learning.replay import Replayer
 from library import Insight, Task
@@ -38,6 +51,8 @@ _STOP = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "at", 
                    "as", "is", "are", "be", "each", "every", "its", "their", "this", "that", "than", "then", "all",
                    "some", "any", "no", "not", "least", "most", "more", "less", "up"})
 _N = re.compile(r"\bN\b")
+_NUMBER = re.compile(r"^\$?\d+(?:,\d{3})*(?:\.\d+)?%?$")
+_GOAL_WORDS = (3, 8)  # a quote cut from a goal sentence: this many words, at least three of them content words
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,11 @@ class Candidate:
     quote: str
     condition: str
     matched: tuple[str, ...]
+    judged: tuple[str, ...] = ()  # those solved to judge it: all of ``matched``, or a seeded sample
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.judged) < len(self.matched)
 
 
 @dataclass
@@ -60,11 +80,24 @@ class Judged:
 
     @property
     def wins(self) -> bool:
-        return bool(self.positive) and not self.negative
+        least = 2 if self.candidate.sampled else 1
+        return len(self.positive) >= max(least, 3 * len(self.negative))
+
+    @property
+    def net(self) -> float:
+        """Positives less negatives over every problem the quote reaches (estimated from a sample)."""
+        judged = len(self.candidate.judged) or 1
+        return (len(self.positive) - len(self.negative)) * len(self.candidate.matched) / judged
 
     def as_dict(self) -> dict[str, Any]:
-        return {"quote": self.candidate.quote, "matched": list(self.candidate.matched), "positive": self.positive,
-                "negative": self.negative, "neutral": self.neutral}
+        return {"quote": self.candidate.quote, "matched": list(self.candidate.matched),
+                "judged": list(self.candidate.judged), "positive": self.positive, "negative": self.negative,
+                "neutral": self.neutral}
+
+    def line(self) -> str:
+        of = f"{len(self.candidate.judged)} of {len(self.candidate.matched)}" if self.candidate.sampled else \
+            f"{len(self.candidate.matched)}"
+        return f'"{self.candidate.quote}" +{len(self.positive)} -{len(self.negative)} of {of}'
 
 
 def _content(word: str) -> bool:
@@ -89,33 +122,72 @@ def spans(quoted: str) -> list[str]:
     return list(found)
 
 
-def candidates(insight: Insight, tasks: Iterable[Task], *, n: int, max_problems: int) -> list[Candidate]:
-    """Up to ``n`` shorter quotes for the insight with different sets of newly matched problems
-    (each at least one, at most ``max_problems``), the broadest first; none for an insight the
-    code cannot apply (no quote, or an example that is no relation edit)."""
-    quoted = applied.quote(insight.condition)
-    if quoted is None or applied.relation_edit(insight.example or "") is None or n <= 0:
+def goal_spans(problem: str) -> list[str]:
+    """Quotes cut from the sentence of ``problem`` that states its goal (``reading.read``): runs of
+    3 to 8 of its words, numbers written N, that start and end on a content word and hold three;
+    longest first."""
+    words = [("N" if _NUMBER.match(w.strip(".,;:!?()\"'")) else w.strip(".,;:!?()\"'"))
+             for w in reading.read(problem).goal.split()]
+    words = [w for w in words if w]
+    found: dict[str, None] = {}
+    low, high = _GOAL_WORDS
+    for length in range(min(high, len(words)), low - 1, -1):
+        for start in range(len(words) - length + 1):
+            part = words[start:start + length]
+            if _content(part[0]) and _content(part[-1]) and sum(_content(w) and w != "N" for w in part) >= 3:
+                found.setdefault(" ".join(part))
+    return list(found)
+
+
+def candidates(insight: Insight, tasks: Iterable[Task], *, n: int, max_problems: int,
+               sources: Mapping[str, str] | None = None) -> list[Candidate]:
+    """Up to ``n`` quotes for the insight with different sets of newly matched problems, the
+    broadest first, each judged on all of them or on a seeded sample of ``max_problems``: shorter
+    quotes of a quoted relation edit, or quotes of the goal sentences of a told insight's source
+    problems (``sources``: their texts by id). None for any other insight."""
+    if n <= 0 or max_problems <= 0:
         return []
-    current = applied.pattern(quoted)
-    sources = set(insight.provenance.source_tasks)
-    pool = [t for t in tasks if t.answer is not None and t.id not in sources and not current.search(t.text)]
+    quoted = applied.quote(insight.condition)
+    if quoted is not None and applied.relation_edit(insight.example or "") is not None:
+        parts, current = spans(quoted), applied.pattern(quoted)
+    elif quoted is None and sources and told(insight):
+        parts = list(dict.fromkeys(p for text in sources.values() for p in goal_spans(text)))
+        current = None
+    else:
+        return []
+    skip = set(insight.provenance.source_tasks) | set(sources or ())
+    pool = [t for t in tasks if t.answer is not None and t.id not in skip
+            and (current is None or not current.search(t.text))]
     options: dict[tuple[str, ...], str] = {}
-    for part in spans(quoted):
+    for part in parts:
         pattern = applied.pattern(part)
         matched = tuple(t.id for t in pool if pattern.search(t.text))
-        if 0 < len(matched) <= max_problems and matched not in options:
+        if matched and matched not in options:
             options[matched] = part  # longest first: of quotes with the same reach, the most specific
     ranked = sorted(options.items(), key=lambda item: -len(item[0]))[:n]
-    return [Candidate(part, insight.condition.replace(f'"{quoted}"', f'"{part}"', 1), matched)
+    return [Candidate(part, _requoted(insight.condition, quoted, part), matched,
+                      _sample(matched, max_problems, f"{insight.id} {part}"))
             for matched, part in ranked]
 
 
+def _requoted(condition: str, quoted: str | None, part: str) -> str:
+    return condition.replace(f'"{quoted}"', f'"{part}"', 1) if quoted is not None else applied.quoted_condition(part)
+
+
+def _sample(matched: tuple[str, ...], size: int, seed: str) -> tuple[str, ...]:
+    """All of ``matched``, or ``size`` of them drawn with a seed (the same on every run), in their order."""
+    if len(matched) <= size:
+        return matched
+    chosen = set(random.Random(seed).sample(matched, size))
+    return tuple(t for t in matched if t in chosen)
+
+
 def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dict[str, Task]) -> Judged:
-    """Solve each problem the candidate newly matches with retrieval's choice and with the insight
+    """Solve each problem the candidate is judged on with retrieval's choice and with the insight
     under the candidate added (see the module docstring)."""
     lesson = {**insight_dict(insight), "id": PENDING_ID, "condition": candidate.condition}
     result = Judged(candidate)
-    for task_id in candidate.matched:
+    for task_id in candidate.judged or candidate.matched:
         task = tasks[task_id]
         chosen = [i for i in replayer.chosen(task) if i["id"] != insight.id]
         without = replayer.outcome(task, chosen, "evolve_with")
@@ -127,7 +199,7 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
 
 
 def best(judged: list[Judged]) -> Judged | None:
-    """The winner: no negative and the most positives, on a tie the narrower quote; None when no
-    candidate wins."""
+    """The winner: of the candidates that win, the most net positives over all they reach, on a
+    tie the narrower quote; None when no candidate wins."""
     winners = [j for j in judged if j.wins]
-    return max(winners, key=lambda j: (len(j.positive), -len(j.candidate.matched)), default=None)
+    return max(winners, key=lambda j: (j.net, -len(j.candidate.matched)), default=None)

@@ -18,9 +18,10 @@ all their source problems). Then, each round:
    negatives and reaches its unretrieved problems replaces the condition, when it beats the
    current one. An insight that misled clearly more problems than it helped
    (``retire_net_harm``), and that no condition keeps from them, is retired.
-3. **broaden** (``learning.broaden``): an insight whose condition quotes the text gets the
-   broadest shorter quote that turns some training problems it newly reaches right and none
-   wrong (solved with and without it), when one does.
+3. **broaden** (``learning.broaden``): an insight whose condition quotes the text gets a
+   shorter quote, and one told in words a quote of its source problems' goal sentences, when
+   that quote turns at least three times as many training problems it newly reaches right as
+   wrong (solved with and without it; a seeded sample of them where it reaches many).
 4. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
    problems it helps (one that is also near its lesson), or to a new label with a definition;
    an insight recalled by its source problems keeps its label (the label is not how retrieval
@@ -78,7 +79,7 @@ class EvolveConfig:
     unretrieved_tries: int = 2  # insights given to each problem the library gets wrong
     max_problems: int | None = None  # training problems replayed (sources of insights first)
     retire_net_harm: int = 2  # retire when negatives exceed helped pairs by this many and no condition helps
-    broaden_problems: int = 8  # a shorter quote is tried when it newly reaches 1..N problems (0: never)
+    broaden_problems: int = 8  # a candidate quote is judged on at most N problems it newly reaches (0: never)
     reuse: bool = True  # reuse solves recorded earlier with the same model and prompt content
     merge: bool = True
 
@@ -369,35 +370,38 @@ class Evolver:
 
     def _broaden(self, replayer: Replayer, report: RoundReport, scratch: Scratch, actor: str, reason: str,
                  say: Callable[[str], None]) -> None:
-        """Try shorter quotes for each verified insight whose condition quotes the text, judged on
-        every training problem held with an answer that they newly reach (``learning.broaden``)."""
+        """Try quotes for each verified insight whose condition quotes the text (shorter ones) or
+        that is told in words (quotes of its source problems' goals), judged on the training
+        problems held with an answer that they newly reach (``learning.broaden``)."""
         if self.config.broaden_problems <= 0:
             return
         held = {t.id: t for t in self.store.tasks() if t.answer is not None}
         for insight in self.store.list(status=Status.VERIFIED):
+            sources = {t.id: t.text for t in self._sources(insight)}
             found = broaden.candidates(insight, held.values(), n=self.config.candidates,
-                                       max_problems=self.config.broaden_problems)
+                                       max_problems=self.config.broaden_problems, sources=sources)
             if not found:
                 continue
             judged = [broaden.judge(replayer, insight, c, held) for c in found]
             win = broaden.best(judged)
             record = {"round": report.round, "candidates": [j.as_dict() for j in judged],
                       "chosen": win.candidate.quote if win else None}
-            tried = "; ".join(f'"{j.candidate.quote}" +{len(j.positive)} -{len(j.negative)} of '
-                              f"{len(j.candidate.matched)}" for j in judged)
+            tried = "; ".join(j.line() for j in judged)
             if win is None:
-                say(f"  {insight.id} not broadened: no shorter quote helped without harm ({tried})")
+                say(f"  {insight.id} not broadened: no quote helped three times as often as it harmed ({tried})")
                 continue
-            note = (f"{reason}: quote broadened to \"{win.candidate.quote}\" ({len(win.positive)} of "
-                    f"{len(win.candidate.matched)} newly reached training problems turned right, none wrong; "
-                    f"{len(judged)} candidate(s))")
+            note = (f"{reason}: condition quoted as \"{win.candidate.quote}\" ({len(win.positive)} right and "
+                    f"{len(win.negative)} wrong of {len(win.candidate.judged)} judged, "
+                    f"{len(win.candidate.matched)} newly reached training problems; {len(judged)} candidate(s))")
             with self.store.transaction(reason=note, actor=actor):
                 new = self.store.revise(insight.id, condition=win.candidate.condition,
                                         evidence={**insight.provenance.evidence, "broaden": record}, reason=note)
             self.index.upsert([new])
             scratch.change(insight.id, condition=new.condition, source_tasks=list(new.provenance.source_tasks))
             report.broadened[insight.id] = {"from": insight.condition, "to": new.condition,
-                                            "positive": win.positive, "matched": list(win.candidate.matched)}
+                                            "positive": win.positive, "negative": win.negative,
+                                            "judged": list(win.candidate.judged),
+                                            "matched": list(win.candidate.matched)}
             say(f"  {insight.id} broadened: {new.condition} ({tried})")
 
     def _retag(self, replay: Replay, report: RoundReport, scratch: Scratch, run_id: str, actor: str, reason: str,
