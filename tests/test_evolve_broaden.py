@@ -247,6 +247,8 @@ def test_a_told_lesson_is_quoted_where_its_source_states_its_goal_and_not_where_
     assert report.before.right == 2 and report.after is not None and report.after.right == 4  # both fleets now
     assert f'  {insight.id} broadened: {found[1].condition} ("Minimize the total number" +2 -1 of 3; ' \
            '"Minimize the total number of vehicles needed" +2 -0 of 2)' in lines
+    assert f'  {insight.id}: judging "Minimize the total number" on the 3 training problems it newly reaches' in lines
+    assert '    toy_train/h1: right without it, wrong with it under "Minimize the total number"' in lines
 
 
 def test_a_sampled_quote_needs_two_problems_turned_right():

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,8 @@ def _sample(matched: tuple[str, ...], size: int, seed: str) -> tuple[str, ...]:
     return tuple(t for t in matched if t in chosen)
 
 
-def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dict[str, Task]) -> Judged:
+def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dict[str, Task],
+          on_event: Callable[[str], None] | None = None) -> Judged:
     """Solve each problem the candidate is judged on with retrieval's choice and with the insight
     under the candidate added (see the module docstring)."""
     lesson = {**insight_dict(insight), "id": PENDING_ID, "condition": candidate.condition}
@@ -195,6 +196,9 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
         group = result.positive if given and not without else result.negative if without and not given else \
             result.neutral
         group.append(task_id)
+        if on_event is not None:
+            on_event(f"    {task_id}: {'right' if without else 'wrong'} without it, {'right' if given else 'wrong'} "
+                     f'with it under "{candidate.quote}"')
     return result
 
 

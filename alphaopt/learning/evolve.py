@@ -382,7 +382,11 @@ class Evolver:
                                        max_problems=self.config.broaden_problems, sources=sources)
             if not found:
                 continue
-            judged = [broaden.judge(replayer, insight, c, held) for c in found]
+            judged = []
+            for c in found:
+                of = f"{len(c.judged)} of the {len(c.matched)}" if c.sampled else f"the {len(c.matched)}"
+                say(f'  {insight.id}: judging "{c.quote}" on {of} training problems it newly reaches')
+                judged.append(broaden.judge(replayer, insight, c, held, on_event=say))
             win = broaden.best(judged)
             record = {"round": report.round, "candidates": [j.as_dict() for j in judged],
                       "chosen": win.candidate.quote if win else None}
