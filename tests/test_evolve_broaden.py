@@ -244,6 +244,11 @@ def test_a_told_lesson_is_quoted_where_its_source_states_its_goal_and_not_where_
     assert now.condition == found[1].condition and now.version == insight.version + 1
     judged = {c["quote"]: c for c in now.provenance.evidence["broaden"]["candidates"]}
     assert judged["Minimize the total number"]["negative"] == ["toy_train/h1"]  # +2 -1: not three to one
+    # a near-copy of the source, or of another problem, would count one problem twice
+    store.add_task("toy_train", "copy", FLEET.format(**FLEETS["src"]) + " ", COUNTS["src"])
+    store.add_task("toy_train", "f1b", FLEET.format(**FLEETS["f1"]).replace("Trucks", "Lorries"), COUNTS["f1"])
+    again = broaden.candidates(insight, store.tasks(), n=3, max_problems=8, sources=source)
+    assert [c.matched for c in again] == [c.matched for c in found]  # neither copy is reached
     assert report.before.right == 2 and report.after is not None and report.after.right == 4  # both fleets now
     assert f'  {insight.id} broadened: {found[1].condition} ("Minimize the total number" +2 -1 of 3; ' \
            '"Minimize the total number of vehicles needed" +2 -0 of 2)' in lines

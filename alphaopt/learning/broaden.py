@@ -18,7 +18,9 @@ with no model check. Two kinds of insight get candidate quotes here:
   appear, and whether it helps there.
 
 The candidates are up to ``n`` of them with different sets of newly matched training problems
-(held with an answer, not matched by the current quote, not a source), the broadest first. A
+(held with an answer, not matched by the current quote, neither a source nor a near-copy of one,
+and of near-copies of each other only the first: the splits copy each other's problems), the
+broadest first. A
 candidate is judged on every problem it newly matches, or on a seeded sample of ``max_problems``
 of them when it matches more (``Candidate.judged``).
 
@@ -42,6 +44,7 @@ from typing import Any
 
 from alphaopt.agent import applied, reading
 from alphaopt.agent.retrieval import insight_dict, told
+from alphaopt.learning.dedup import near_duplicates
 from alphaopt.learning.merge import PENDING_ID
 from alphaopt.learning.replay import Replayer
 from library import Insight, Task
@@ -158,6 +161,8 @@ def candidates(insight: Insight, tasks: Iterable[Task], *, n: int, max_problems:
     skip = set(insight.provenance.source_tasks) | set(sources or ())
     pool = [t for t in tasks if t.answer is not None and t.id not in skip
             and (current is None or not current.search(t.text))]
+    copies = near_duplicates([t.text for t in pool], (sources or {}).values(), among=True)
+    pool = [t for n, t in enumerate(pool) if n not in copies]  # a copy would count one problem twice
     options: dict[tuple[str, ...], str] = {}
     for part in parts:
         pattern = applied.pattern(part)
