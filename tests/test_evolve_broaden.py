@@ -180,8 +180,11 @@ model.least_a = pyo.Constraint(expr=model.a >= 2)
 """
 
 
+ANY_LESSON = {"counts": False}  # one test: any lesson in the prompt, the placebo too, makes the model count
+
+
 def fleet_route(prompt: str, user: str) -> str | BaseException:
-    told = LESSON in user
+    told = LESSON in user or (ANY_LESSON["counts"] and prompts.PLACEBO["explanation"] in user)
     if prompt == "check_insights":
         return "NONE"
     if prompt == "formulate":
@@ -262,3 +265,19 @@ def test_a_sampled_quote_needs_two_problems_turned_right():
     assert broaden.Judged(broaden.Candidate("q", "c", ("a",), ("a",)), positive=["a"]).wins  # all judged
     two = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c"))
     assert broaden.Judged(two, positive=["a", "b"]).wins and broaden.Judged(two, positive=["a", "b"]).net == 8 / 3
+
+
+def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
+    # here any lesson in the prompt makes the model count the vehicles: the answer turns with the
+    # placebo too, so it is not this lesson's advice that turned it
+    store, learner, insight = fleet
+    monkeypatch.setitem(ANY_LESSON, "counts", True)
+    lines: list[str] = []
+    report = Evolver(learner, EvolveConfig(unretrieved_tries=0, merge=False)).evolve(on_event=lines.append).rounds[0]
+    assert report.broadened == {} and store.get(insight.id).condition == insight.condition
+    assert '    toy_train/f1: wrong without it, right with it under "Minimize the total number", and with a placebo' \
+        in lines
+    assert (f'  {insight.id} not broadened: no quote helped three times as often as it harmed ("Minimize the total '
+            'number" +0 -1 of 3 (2 right with a placebo too); "Minimize the total number of vehicles needed" +0 -0 '
+            'of 2 (2 right with a placebo too))') in lines
+    assert {a.task_id for a in store.attempts() if a.kind == broaden.PLACEBO_KIND} == {"toy_train/f1", "toy_train/f2"}

@@ -20,16 +20,20 @@ with no model check. Two kinds of insight get candidate quotes here:
 The candidates are up to ``n`` of them with different sets of newly matched training problems
 (held with an answer, not matched by the current quote, neither a source nor a near-copy of one,
 and of near-copies of each other only the first: the splits copy each other's problems), the
-broadest first. A
-candidate is judged on every problem it newly matches, or on a seeded sample of ``max_problems``
-of them when it matches more (``Candidate.judged``).
+broadest first. A candidate is judged on every problem it newly matches, or on a seeded sample
+of ``max_problems`` of them when it matches more (``Candidate.judged``).
 
 Each judged problem is solved twice, greedy like the replay's arms: with what retrieval chooses for
 it now (less the insight), and with the insight under the candidate quote added. It is **positive**
-when only the second is right, **negative** when only the first is. A candidate wins with at least
-three positives for each negative (and at least one; two where it was judged on a sample); of
-several, the one with the most net positives over all it reaches (estimated from the sample), on
-a tie the narrower. The candidate's solves carry the lesson under the pending id
+when only the second is right, **negative** when only the first is. A positive is solved once
+more with the placebo lesson in the insight's place (``prompts.PLACEBO``, as the learner's check
+does): where that is right too, any lesson in the prompt turned the answer, not this one's advice
+(on the embedded model a lesson the program then ignores can move a greedy answer), and the
+problem counts as neutral (``Judged.placebo``).
+
+A candidate wins with at least three positives for each negative (and at least one; two where it
+was judged on a sample); of several, the one with the most net positives over all it reaches
+(estimated from the sample), on a tie the narrower. The candidate's solves carry the lesson under the pending id
 (``merge.PENDING_ID``): its text is not the insight's, so they leave no evidence on the insight
 and are never reused as its solves.
 """
@@ -42,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from alphaopt.agent import applied, reading
+from alphaopt.agent import applied, prompts, reading
 from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.learning.dedup import near_duplicates
 from alphaopt.learning.merge import PENDING_ID
@@ -50,6 +54,7 @@ from alphaopt.learning.replay import Replayer
 from library import Insight, Task
 
 KIND = "evolve_broaden"  # the attempts of a candidate's solves (not reusable: see the module docstring)
+PLACEBO_KIND = "evolve_placebo"
 _STOP = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "per", "by", "with", "from",
                    "as", "is", "are", "be", "each", "every", "its", "their", "this", "that", "than", "then", "all",
                    "some", "any", "no", "not", "least", "most", "more", "less", "up"})
@@ -80,6 +85,7 @@ class Judged:
     positive: list[str] = field(default_factory=list)
     negative: list[str] = field(default_factory=list)
     neutral: list[str] = field(default_factory=list)
+    placebo: list[str] = field(default_factory=list)  # right with it and with the placebo: neutral, not positive
 
     @property
     def wins(self) -> bool:
@@ -95,12 +101,13 @@ class Judged:
     def as_dict(self) -> dict[str, Any]:
         return {"quote": self.candidate.quote, "matched": list(self.candidate.matched),
                 "judged": list(self.candidate.judged), "positive": self.positive, "negative": self.negative,
-                "neutral": self.neutral}
+                "neutral": self.neutral, "placebo": self.placebo}
 
     def line(self) -> str:
         of = f"{len(self.candidate.judged)} of {len(self.candidate.matched)}" if self.candidate.sampled else \
             f"{len(self.candidate.matched)}"
-        return f'"{self.candidate.quote}" +{len(self.positive)} -{len(self.negative)} of {of}'
+        also = f" ({len(self.placebo)} right with a placebo too)" if self.placebo else ""
+        return f'"{self.candidate.quote}" +{len(self.positive)} -{len(self.negative)} of {of}{also}'
 
 
 def _content(word: str) -> bool:
@@ -192,6 +199,7 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
     """Solve each problem the candidate is judged on with retrieval's choice and with the insight
     under the candidate added (see the module docstring)."""
     lesson = {**insight_dict(insight), "id": PENDING_ID, "condition": candidate.condition}
+    placebo = {**prompts.PLACEBO, "stage": insight.stage.value}
     result = Judged(candidate)
     for task_id in candidate.judged or candidate.matched:
         task = tasks[task_id]
@@ -200,10 +208,13 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
         given = replayer.outcome(task, [*chosen, lesson], KIND)
         group = result.positive if given and not without else result.negative if without and not given else \
             result.neutral
+        if group is result.positive and replayer.outcome(task, [*chosen, placebo], PLACEBO_KIND):
+            group = result.placebo
         group.append(task_id)
         if on_event is not None:
+            also = ", and with a placebo" if group is result.placebo else ""
             on_event(f"    {task_id}: {'right' if without else 'wrong'} without it, {'right' if given else 'wrong'} "
-                     f'with it under "{candidate.quote}"')
+                     f'with it under "{candidate.quote}"{also}')
     return result
 
 
