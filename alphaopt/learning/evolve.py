@@ -21,7 +21,8 @@ all their source problems). Then, each round:
 3. **broaden** (``learning.broaden``): an insight whose condition quotes the text gets a
    shorter quote, and one told in words a quote of its source problems' goal sentences, when
    that quote turns at least three times as many training problems it newly reaches right as
-   wrong (solved with and without it; a seeded sample of them where it reaches many).
+   wrong (solved with and without it, and with a placebo lesson where it turned one right; a
+   seeded sample of them where it reaches many).
 4. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
    problems it helps (one that is also near its lesson), or to a new label with a definition;
    an insight recalled by its source problems keeps its label (the label is not how retrieval
