@@ -25,12 +25,14 @@ TEXTS = {
            "and has 150 calories. Minimize the cost of her food."),
     "p2": ("Tom has a weekly requirement of 3,000 calories. Food A costs $3 and has 300 calories; food B costs $2 "
            "and has 150 calories. Minimize the cost of his food."),
+    "q5": ("Sam keeps to a monthly requirement of 1,500 calories, from food A ($3 for 300 calories) and food B "
+           "($2 for 150 calories). What is the least he can spend?"),
     "n3": ("A snack box holds 2,000 calories of nuts and dried fruit. A unit of nuts earns $5 and has 250 "
            "calories; a unit of fruit earns $4 and has 100 calories. Maximize the profit of a box."),
 }
 LUNCH = ("A lunch box holds 1,000 calories of bread and cheese. A unit of bread earns $2 and has 100 calories; a "
          "unit of cheese earns $3 and has 200 calories. Maximize the profit of a box.")  # added by one test
-ANSWERS = {"s1": 22.0, "p2": 30.0, "n3": 80.0, "n4": 20.0}
+ANSWERS = {"s1": 22.0, "p2": 30.0, "q5": 15.0, "n3": 80.0, "n4": 20.0}
 DIET = """
 model = pyo.ConcreteModel()
 model.a = pyo.Var(domain=pyo.NonNegativeReals)
@@ -48,6 +50,7 @@ model.cal = pyo.Constraint(expr={calories} <= {holds})
 PROGRAMS = {
     "s1": program(DIET.format(need=2200)),  # 0 as written, 22 with >=
     "p2": program(DIET.format(need=3000)),  # 0 as written, 30 with >=
+    "q5": program(DIET.format(need=1500)),  # 0 as written, 15 with >=
     "n3": program(BOX.format(earn="5 * model.x + 4 * model.y", calories="250 * model.x + 100 * model.y",
                              holds=2000)),  # 80 as written, unbounded with >=
     "n4": program(BOX.format(earn="2 * model.x + 3 * model.y", calories="100 * model.x + 200 * model.y",
@@ -102,16 +105,16 @@ def test_candidates_differ_in_what_they_reach_and_respect_the_cap(home):
     tasks = store.tasks()
     found = broaden.candidates(insight, tasks, n=3, max_problems=8)
     assert [(c.quote, c.matched) for c in found] == [
-        ("N calories", ("toy_train/n3", "toy_train/p2")),  # the broadest first
-        ("requirement of N calories", ("toy_train/p2",)),  # the most specific quote with that reach
+        ("N calories", ("toy_train/n3", "toy_train/p2", "toy_train/q5")),  # the broadest first
+        ("requirement of N calories", ("toy_train/p2", "toy_train/q5")),  # the most specific quote with that reach
     ]
     assert found[1].condition == 'when the text says "requirement of N calories"'
     assert all(c.judged == c.matched and not c.sampled for c in found)
     # more newly reached problems than the cap: judged on a seeded sample, the same every time
-    sampled = broaden.candidates(insight, tasks, n=3, max_problems=1)
+    sampled = broaden.candidates(insight, tasks, n=3, max_problems=2)
     assert [(c.quote, len(c.judged), c.sampled) for c in sampled] == [
-        ("N calories", 1, True), ("requirement of N calories", 1, False)]
-    assert sampled[0].judged == broaden.candidates(insight, tasks, n=1, max_problems=1)[0].judged
+        ("N calories", 2, True), ("requirement of N calories", 2, False)]
+    assert sampled[0].judged == broaden.candidates(insight, tasks, n=1, max_problems=2)[0].judged
     assert set(sampled[0].judged) < set(sampled[0].matched)
     unquoted = store.revise(insight.id, condition="when a diet sets a requirement", reason="test")
     assert broaden.candidates(unquoted, tasks, n=3, max_problems=8) == []  # no source texts to quote
@@ -126,16 +129,17 @@ def test_evolve_broadens_to_the_quote_that_helps_and_harms_nothing(home):
     # (their runs without it reused from the replay)
     assert report.solved >= 4 + 3 and report.reused >= 3
     assert report.broadened[insight.id]["to"] == 'when the text says "requirement of N calories"'
-    assert report.broadened[insight.id]["positive"] == ["toy_train/p2"]
+    assert report.broadened[insight.id]["positive"] == ["toy_train/p2", "toy_train/q5"]
     now = store.get(insight.id)
     assert now.condition == 'when the text says "requirement of N calories"' and now.version == insight.version + 1
     judged = {c["quote"]: c for c in now.provenance.evidence["broaden"]["candidates"]}
     assert judged["N calories"]["negative"] == ["toy_train/n3"]  # it would have turned the snack box wrong
-    assert judged["N calories"]["positive"] == ["toy_train/p2"]
-    assert report.after is not None and report.after.right == 3
+    assert judged["N calories"]["positive"] == ["toy_train/p2", "toy_train/q5"]  # +2 -1: not three to one
+    assert report.after is not None and report.after.right == 4
     # the candidates' solves (n3 was solved only by one) left no evidence on the insight
     assert "toy_train/n3" not in {e.task_id for e in store.evidence_for(insight.id) if e.used}
-    assert {a.task_id for a in store.attempts() if a.kind == broaden.KIND} == {"toy_train/n3", "toy_train/p2"}
+    assert {a.task_id for a in store.attempts() if a.kind == broaden.KIND} == {"toy_train/n3", "toy_train/p2",
+                                                                            "toy_train/q5"}
 
 
 def test_no_quote_is_kept_when_every_candidate_harms_a_problem_it_reaches(home):
@@ -147,8 +151,8 @@ def test_no_quote_is_kept_when_every_candidate_harms_a_problem_it_reaches(home):
     assert report.broadened == {}
     now = store.get(insight.id)
     assert now.condition == 'when the text says "picnic box holds N calories"'
-    assert (f'  {insight.id} not broadened: no quote helped three times as often as it harmed ("N calories" +1 -2 '
-            'of 3; "box holds N calories" +0 -2 of 2)') in lines
+    assert (f'  {insight.id} not broadened: no quote turned two right and three for each wrong ("N calories" +2 -2 '
+            'of 4; "box holds N calories" +0 -2 of 2)') in lines
 
 
 # -- a told lesson gets a quote of its source's goal -------------------------------------------
@@ -259,12 +263,15 @@ def test_a_told_lesson_is_quoted_where_its_source_states_its_goal_and_not_where_
     assert '    toy_train/h1: right without it, wrong with it under "Minimize the total number"' in lines
 
 
-def test_a_sampled_quote_needs_two_problems_turned_right():
-    one = broaden.Candidate("q", "c", ("a", "b", "c"), ("a",))
-    assert not broaden.Judged(one, positive=["a"]).wins  # one right of a sample: a lucky draw
-    assert broaden.Judged(broaden.Candidate("q", "c", ("a",), ("a",)), positive=["a"]).wins  # all judged
-    two = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c"))
-    assert broaden.Judged(two, positive=["a", "b"]).wins and broaden.Judged(two, positive=["a", "b"]).net == 8 / 3
+def test_a_quote_needs_two_problems_turned_right_and_three_for_each_turned_wrong():
+    one = broaden.Candidate("q", "c", ("a",), ("a",))
+    assert not broaden.Judged(one, positive=["a"]).wins  # one problem turned right: one lucky greedy sample
+    four = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c", "d"))
+    assert broaden.Judged(four, positive=["a", "b"]).wins
+    assert not broaden.Judged(four, positive=["a", "b"], negative=["c"]).wins
+    assert broaden.Judged(four, positive=["a", "b", "c"], negative=["d"]).wins
+    sampled = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c"))
+    assert broaden.Judged(sampled, positive=["a", "b"]).net == 8 / 3  # estimated over all it reaches
 
 
 def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
@@ -277,7 +284,7 @@ def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
     assert report.broadened == {} and store.get(insight.id).condition == insight.condition
     assert '    toy_train/f1: wrong without it, right with it under "Minimize the total number", and with a placebo' \
         in lines
-    assert (f'  {insight.id} not broadened: no quote helped three times as often as it harmed ("Minimize the total '
+    assert (f'  {insight.id} not broadened: no quote turned two right and three for each wrong ("Minimize the total '
             'number" +0 -1 of 3 (2 right with a placebo too); "Minimize the total number of vehicles needed" +0 -0 '
             'of 2 (2 right with a placebo too))') in lines
     assert {a.task_id for a in store.attempts() if a.kind == broaden.PLACEBO_KIND} == {"toy_train/f1", "toy_train/f2"}

@@ -31,11 +31,12 @@ does): where that is right too, any lesson in the prompt turned the answer, not 
 (on the embedded model a lesson the program then ignores can move a greedy answer), and the
 problem counts as neutral (``Judged.placebo``).
 
-A candidate wins with at least three positives for each negative (and at least one; two where it
-was judged on a sample); of several, the one with the most net positives over all it reaches
-(estimated from the sample), on a tie the narrower. The candidate's solves carry the lesson under the pending id
-(``merge.PENDING_ID``): its text is not the insight's, so they leave no evidence on the insight
-and are never reused as its solves.
+A candidate wins with at least two positives and three for each negative (one problem turned
+right is one lucky sample, which the learner's check does not accept either); of several, the one
+with the most net positives over all it reaches (estimated from the sample), on a tie the
+narrower. The candidate's solves carry the lesson under the pending id (``merge.PENDING_ID``):
+its text is not the insight's, so they leave no evidence on the insight and are never reused as
+its solves.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from library import Insight, Task
 
 KIND = "evolve_broaden"  # the attempts of a candidate's solves (not reusable: see the module docstring)
 PLACEBO_KIND = "evolve_placebo"
+MIN_POSITIVES = 2  # one problem turned right is one greedy sample: as in the check, never enough
 _STOP = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "per", "by", "with", "from",
                    "as", "is", "are", "be", "each", "every", "its", "their", "this", "that", "than", "then", "all",
                    "some", "any", "no", "not", "least", "most", "more", "less", "up"})
@@ -89,8 +91,7 @@ class Judged:
 
     @property
     def wins(self) -> bool:
-        least = 2 if self.candidate.sampled else 1
-        return len(self.positive) >= max(least, 3 * len(self.negative))
+        return len(self.positive) >= max(MIN_POSITIVES, 3 * len(self.negative))
 
     @property
     def net(self) -> float:

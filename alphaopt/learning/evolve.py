@@ -20,9 +20,9 @@ all their source problems). Then, each round:
    (``retire_net_harm``), and that no condition keeps from them, is retired.
 3. **broaden** (``learning.broaden``): an insight whose condition quotes the text gets a
    shorter quote, and one told in words a quote of its source problems' goal sentences, when
-   that quote turns at least three times as many training problems it newly reaches right as
-   wrong (solved with and without it, and with a placebo lesson where it turned one right; a
-   seeded sample of them where it reaches many).
+   that quote turns at least two training problems it newly reaches right, and three times as
+   many right as wrong (solved with and without it, and with a placebo lesson where it turned
+   one right; a seeded sample of them where it reaches many).
 4. **re-tag** (``learning.retag``): an insight moves to the label retrieval searches for the
    problems it helps (one that is also near its lesson), or to a new label with a definition;
    an insight recalled by its source problems keeps its label (the label is not how retrieval
@@ -393,7 +393,7 @@ class Evolver:
                       "chosen": win.candidate.quote if win else None}
             tried = "; ".join(j.line() for j in judged)
             if win is None:
-                say(f"  {insight.id} not broadened: no quote helped three times as often as it harmed ({tried})")
+                say(f"  {insight.id} not broadened: no quote turned two right and three for each wrong ({tried})")
                 continue
             note = (f"{reason}: condition quoted as \"{win.candidate.quote}\" ({len(win.positive)} right and "
                     f"{len(win.negative)} wrong of {len(win.candidate.judged)} judged, "
