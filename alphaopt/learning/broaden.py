@@ -67,7 +67,7 @@ _GOAL_WORDS = (3, 8)  # a quote cut from a goal sentence: this many words, at le
 
 @dataclass(frozen=True)
 class Candidate:
-    """A shorter quote and the training problems it newly matches."""
+    """A candidate quote, the training problems it newly matches, and those it is judged on."""
 
     quote: str
     condition: str
@@ -170,7 +170,7 @@ def candidates(insight: Insight, tasks: Iterable[Task], *, n: int, max_problems:
     pool = [t for t in tasks if t.answer is not None and t.id not in skip
             and (current is None or not current.search(t.text))]
     copies = near_duplicates([t.text for t in pool], (sources or {}).values(), among=True)
-    pool = [t for n, t in enumerate(pool) if n not in copies]  # a copy would count one problem twice
+    pool = [t for i, t in enumerate(pool) if i not in copies]  # a copy would count one problem twice
     options: dict[tuple[str, ...], str] = {}
     for part in parts:
         pattern = applied.pattern(part)
