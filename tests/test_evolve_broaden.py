@@ -73,22 +73,26 @@ def route(prompt: str, user: str) -> str | BaseException:
     return AssertionError(f"no scripted reply for a {prompt!r} call")
 
 
-@pytest.fixture
-def home(tmp_path, runner):
+def _home(tmp_path, runner, tasks, draft, source, route_to):
+    """A home holding ``tasks`` (name: text, answer) and one verified insight learned from
+    ``source``, with a learner whose scripted model answers through ``route_to``."""
     settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"starter_library": "none"})
     store, index = open_library(settings)
-    for name, text in TEXTS.items():
-        store.add_task("toy_train", name, text, ANSWERS[name])
-    insight = store.add_insight(InsightDraft(stage="general_formulation", level1="constraints",
-                                             level2="inequality direction", condition=CONDITION,
-                                             explanation="write it with >=, not <=", example=EXAMPLE),
-                                status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/s1"]})
+    for name, (text, answer) in tasks.items():
+        store.add_task("toy_train", name, text, answer)
+    insight = store.add_insight(draft, status=Status.VERIFIED, provenance={"source_tasks": [f"toy_train/{source}"]})
     index.upsert([insight])
-    llm = ThreadSafeLLM(route=route, delay=0.0)
-    learner = Learner(settings, store, index, llm, runner, LearnConfig())
+    learner = Learner(settings, store, index, ThreadSafeLLM(route=route_to, delay=0.0), runner, LearnConfig())
     yield store, learner, insight
     index.close()
     store.close()
+
+
+@pytest.fixture
+def home(tmp_path, runner):
+    draft = InsightDraft(stage="general_formulation", level1="constraints", level2="inequality direction",
+                         condition=CONDITION, explanation="write it with >=, not <=", example=EXAMPLE)
+    yield from _home(tmp_path, runner, {n: (t, ANSWERS[n]) for n, t in TEXTS.items()}, draft, "s1", route)
 
 
 def test_shorter_quotes_keep_a_number_and_a_content_word():
@@ -207,20 +211,11 @@ def fleet_route(prompt: str, user: str) -> str | BaseException:
 
 @pytest.fixture
 def fleet(tmp_path, runner):
-    settings = load_settings(home=tmp_path / "home", use_library=True, experimental={"starter_library": "none"})
-    store, index = open_library(settings)
-    for name, numbers in FLEETS.items():
-        store.add_task("toy_train", name, FLEET.format(**numbers), COUNTS[name])
-    store.add_task("toy_train", "h1", HOURS, COUNTS["h1"])
-    insight = store.add_insight(InsightDraft(stage="general_formulation", level1="objective", level2="counting",
-                                             condition="the question asks how many vehicles are used in all",
-                                             explanation=LESSON, example="wrong: 20 * model.x right: model.x"),
-                                status=Status.VERIFIED, provenance={"source_tasks": ["toy_train/src"]})
-    index.upsert([insight])
-    learner = Learner(settings, store, index, ThreadSafeLLM(route=fleet_route, delay=0.0), runner, LearnConfig())
-    yield store, learner, insight
-    index.close()
-    store.close()
+    tasks = {name: (FLEET.format(**numbers), COUNTS[name]) for name, numbers in FLEETS.items()}
+    draft = InsightDraft(stage="general_formulation", level1="objective", level2="counting",
+                         condition="the question asks how many vehicles are used in all", explanation=LESSON,
+                         example="wrong: 20 * model.x right: model.x")
+    yield from _home(tmp_path, runner, {**tasks, "h1": (HOURS, COUNTS["h1"])}, draft, "src", fleet_route)
 
 
 def test_goal_spans_quote_the_goal_sentence_with_three_content_words():

@@ -61,6 +61,7 @@ _STOP = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "at", 
                    "as", "is", "are", "be", "each", "every", "its", "their", "this", "that", "than", "then", "all",
                    "some", "any", "no", "not", "least", "most", "more", "less", "up"})
 _N = re.compile(r"\bN\b")
+_PUNCTUATION = ".,;:!?()\"'"
 _NUMBER = re.compile(r"^\$?\d+(?:,\d{3})*(?:\.\d+)?%?$")
 _GOAL_WORDS = (3, 8)  # a quote cut from a goal sentence: this many words, at least three of them content words
 
@@ -72,7 +73,7 @@ class Candidate:
     quote: str
     condition: str
     matched: tuple[str, ...]
-    judged: tuple[str, ...] = ()  # those solved to judge it: all of ``matched``, or a seeded sample
+    judged: tuple[str, ...]  # those solved to judge it: all of ``matched``, or a seeded sample
 
     @property
     def sampled(self) -> bool:
@@ -96,8 +97,7 @@ class Judged:
     @property
     def net(self) -> float:
         """Positives less negatives over every problem the quote reaches (estimated from a sample)."""
-        judged = len(self.candidate.judged) or 1
-        return (len(self.positive) - len(self.negative)) * len(self.candidate.matched) / judged
+        return (len(self.positive) - len(self.negative)) * len(self.candidate.matched) / len(self.candidate.judged)
 
     def as_dict(self) -> dict[str, Any]:
         return {"quote": self.candidate.quote, "matched": list(self.candidate.matched),
@@ -112,7 +112,7 @@ class Judged:
 
 
 def _content(word: str) -> bool:
-    return word.strip(".,;:!?()\"'").lower() not in _STOP
+    return word.strip(_PUNCTUATION).lower() not in _STOP
 
 
 def spans(quoted: str) -> list[str]:
@@ -137,9 +137,8 @@ def goal_spans(problem: str) -> list[str]:
     """Quotes cut from the sentence of ``problem`` that states its goal (``reading.read``): runs of
     3 to 8 of its words, numbers written N, that start and end on a content word and hold three;
     longest first."""
-    words = [("N" if _NUMBER.match(w.strip(".,;:!?()\"'")) else w.strip(".,;:!?()\"'"))
-             for w in reading.read(problem).goal.split()]
-    words = [w for w in words if w]
+    bare = (w.strip(_PUNCTUATION) for w in reading.read(problem).goal.split())
+    words = ["N" if _NUMBER.match(w) else w for w in bare if w]
     found: dict[str, None] = {}
     low, high = _GOAL_WORDS
     for length in range(min(high, len(words)), low - 1, -1):
@@ -202,7 +201,7 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
     lesson = {**insight_dict(insight), "id": PENDING_ID, "condition": candidate.condition}
     placebo = {**prompts.PLACEBO, "stage": insight.stage.value}
     result = Judged(candidate)
-    for task_id in candidate.judged or candidate.matched:
+    for task_id in candidate.judged:
         task = tasks[task_id]
         chosen = [i for i in replayer.chosen(task) if i["id"] != insight.id]
         without = replayer.outcome(task, chosen, "evolve_with")

@@ -102,8 +102,7 @@ class Checker:
     def __init__(self, solve: Solve, k: int, margin: int, placebo: bool,
                  correct: Callable[[float | None, float], bool], *, min_wins: int = 2) -> None:
         self.solve, self.k, self.margin, self.placebo, self.correct = solve, k, margin, placebo, correct
-        self.wanted_wins = max(1, min_wins)
-        self.min_wins = min(self.wanted_wins, k)  # right solves the arm with the lesson needs at least
+        self.min_wins = max(1, min_wins)  # right solves with the lesson, at least (at most all of them)
 
     def success(self, solution: Solution, answer: float, criterion: Criterion) -> bool:
         """Whether a solve counts as a success under ``criterion``."""
@@ -130,7 +129,7 @@ class Checker:
         forced = [insight_dict(c) for c in candidates]
         base = wins(without[: self.k])
         strict = criterion == "runs"  # a weak sign: the program may run in no solve without the lesson
-        need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, self.min_wins)
+        need = self.k + 1 if strict and sum(base) > 0 else max(sum(base) + self.margin, min(self.min_wins, self.k))
         # a problem sometimes solved without the lesson: the placebo may win none (every lesson
         # that passed by one sample over such a baseline and a winning placebo read wrong on review)
         strict = strict or sum(base) > 0
@@ -216,7 +215,7 @@ class Checker:
         baseline = (counts["without"] == counts["placebo"] == 0 if criterion == "runs"
                     else counts["without"] == 0 or counts["placebo"] == 0)  # as in ``check``
         kept = counts["with"] >= max(counts["without"], counts["placebo"]) + self.margin \
-            and counts["with"] >= min(self.wanted_wins, self.k * len(tasks)) and baseline
+            and counts["with"] >= min(self.min_wins, self.k * len(tasks)) and baseline
         return {**counts, "k": self.k, "sources": len(tasks), "code_only": criterion in CODE_CRITERIA,
                 "criterion": criterion,
                 "recheck": True, "kept": kept}
