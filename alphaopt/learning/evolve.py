@@ -271,10 +271,8 @@ class Evolver:
             self._save(summary)
             with Scratch(self.learner.settings, self.store, self.index) as scratch:
                 self._refine(replay, report, scratch, run_id, actor, reason, say)
-                solved, reused = replayer.solved, replayer.reused
-                self._broaden(replayer, report, scratch, actor, reason, say)
-                report.solved += replayer.solved - solved
-                report.reused += replayer.reused - reused
+                with _counted(report, replayer):
+                    self._broaden(replayer, report, scratch, actor, reason, say)
                 self._retag(replay, report, scratch, run_id, actor, reason, say)
             report.labels_retired = retag.retire_emptied(self.learner, labels_before, actor=actor,
                                                          reason=f"{reason}: label left without insights")
@@ -283,12 +281,9 @@ class Evolver:
             if report.changed:
                 summary.step = f"round {number}: measuring the evolved library"
                 self._save(summary)
-                solved, reused = replayer.solved, replayer.reused
-                report.after = self._measure(replayer, tasks, replay)
-                report.solved += replayer.solved - solved
-                report.reused += replayer.reused - reused
-                say(f"Round {number} after: {report.after.line()}; {replayer.solved - solved} solves, "
-                    f"{replayer.reused - reused} reused")
+                with _counted(report, replayer) as spent:
+                    report.after = self._measure(replayer, tasks, replay)
+                say(f"Round {number} after: {report.after.line()}; {spent[0]} solves, {spent[1]} reused")
             else:
                 say(f"Round {number}: nothing to change")
             self._save(summary)
@@ -482,6 +477,18 @@ class Evolver:
             pid = run.settings.get("pid")
             if run.status.value == "running" and run.settings.get("job") == "evolve" and not _alive(pid):
                 self.store.finish_run(run.id, status="failed", counters={**run.counters, "interrupted": True})
+
+
+@contextmanager
+def _counted(report: RoundReport, replayer: Replayer) -> Iterator[list[int]]:
+    """Add the solves made and reused inside the block to the round's counts; the list it yields
+    holds them, ``[solved, reused]``, once the block ends."""
+    solved, reused = replayer.solved, replayer.reused
+    spent = [0, 0]
+    yield spent
+    spent[:] = [replayer.solved - solved, replayer.reused - reused]
+    report.solved += spent[0]
+    report.reused += spent[1]
 
 
 def _alive(pid: Any) -> bool:
