@@ -153,6 +153,11 @@ def test_no_quote_is_kept_when_every_candidate_harms_a_problem_it_reaches(home):
     lines: list[str] = []
     report = Evolver(learner, EvolveConfig(unretrieved_tries=0, merge=False)).evolve(on_event=lines.append).rounds[0]
     assert report.broadened == {}
+    # the quotes judged are in the run's record all the same
+    record = report.judged[insight.id]
+    assert record["chosen"] is None and [c["quote"] for c in record["candidates"]] == ["N calories",
+                                                                                       "box holds N calories"]
+    assert store.runs()[-1].counters["rounds"][0]["judged"][insight.id] == record
     now = store.get(insight.id)
     assert now.condition == 'when the text says "picnic box holds N calories"'
     assert (f'  {insight.id} not broadened: no quote turned two right and three for each wrong ("N calories" +2 -2 '

@@ -79,6 +79,10 @@ class Candidate:
     def sampled(self) -> bool:
         return len(self.judged) < len(self.matched)
 
+    def share(self, the: str = "") -> str:
+        """How many it is judged on: "3 of 22" for a sample, else "22" (``the``: "3 of the 22")."""
+        return f"{len(self.judged)} of {the}{len(self.matched)}" if self.sampled else f"{the}{len(self.matched)}"
+
 
 @dataclass
 class Judged:
@@ -105,10 +109,8 @@ class Judged:
                 "neutral": self.neutral, "placebo": self.placebo}
 
     def line(self) -> str:
-        of = f"{len(self.candidate.judged)} of {len(self.candidate.matched)}" if self.candidate.sampled else \
-            f"{len(self.candidate.matched)}"
         also = f" ({len(self.placebo)} right with a placebo too)" if self.placebo else ""
-        return f'"{self.candidate.quote}" +{len(self.positive)} -{len(self.negative)} of {of}{also}'
+        return f'"{self.candidate.quote}" +{len(self.positive)} -{len(self.negative)} of {self.candidate.share()}{also}'
 
 
 def _content(word: str) -> bool:

@@ -98,6 +98,8 @@ class RoundReport:
     refined: dict[str, dict[str, Any]] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
     broadened: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # every insight's broadening, kept or not: its candidate quotes as judged, and the one chosen (or None)
+    judged: dict[str, dict[str, Any]] = field(default_factory=dict)
     retagged: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels_retired: list[str] = field(default_factory=list)
 
@@ -380,12 +382,12 @@ class Evolver:
                 continue
             judged = []
             for c in found:
-                of = f"{len(c.judged)} of the {len(c.matched)}" if c.sampled else f"the {len(c.matched)}"
-                say(f'  {insight.id}: judging "{c.quote}" on {of} training problems it newly reaches')
+                say(f'  {insight.id}: judging "{c.quote}" on {c.share("the ")} training problems it newly reaches')
                 judged.append(broaden.judge(replayer, insight, c, held, on_event=say))
             win = broaden.best(judged)
             record = {"round": report.round, "candidates": [j.as_dict() for j in judged],
                       "chosen": win.candidate.quote if win else None}
+            report.judged[insight.id] = record  # in the run's record, whether or not the condition changes
             tried = "; ".join(j.line() for j in judged)
             if win is None:
                 say(f"  {insight.id} not broadened: no quote turned two right and three for each wrong ({tried})")
