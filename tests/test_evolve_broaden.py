@@ -272,6 +272,8 @@ def test_a_quote_needs_two_problems_turned_right_and_three_for_each_turned_wrong
     assert broaden.Judged(four, positive=["a", "b", "c"], negative=["d"]).wins
     sampled = broaden.Candidate("q", "c", ("a", "b", "c", "d"), ("a", "b", "c"))
     assert broaden.Judged(sampled, positive=["a", "b"]).net == 8 / 3  # estimated over all it reaches
+    assert broaden.Judged(sampled, positive=["a", "b"]).line() == '"q" +2 -0 of 3 of 4'
+    assert (sampled.share("the "), four.share("the ")) == ("3 of the 4", "the 4")
 
 
 def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
