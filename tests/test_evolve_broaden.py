@@ -9,6 +9,8 @@ snack box (a capacity). A told lesson (count the vehicles) gets a quote of its s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from alphaopt.agent import prompts
@@ -290,3 +292,30 @@ def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
             'number" +0 -1 of 3 (2 right with a placebo too); "Minimize the total number of vehicles needed" +0 -0 '
             'of 2 (2 right with a placebo too))') in lines
     assert {a.task_id for a in store.attempts() if a.kind == broaden.PLACEBO_KIND} == {"toy_train/f1", "toy_train/f2"}
+
+
+def test_a_problem_retrieval_chooses_the_lesson_for_already_is_not_judged(tmp_path, runner):
+    """Near its source, the gate makes the lesson a candidate and the model's check may choose it:
+    that problem is reached already, so a quote cannot be credited with it."""
+    f2 = FLEET.format(**FLEETS["f2"])
+
+    def route_to(prompt: str, user: str) -> str | BaseException:
+        if prompt == "check_insights" and f2 in user:
+            return re.search(r"\[(I\d{4})\]", user).group(1)  # the check chooses the lesson for f2
+        return fleet_route(prompt, user)
+
+    tasks = {name: (FLEET.format(**numbers), COUNTS[name]) for name, numbers in FLEETS.items()}
+    draft = InsightDraft(stage="general_formulation", level1="objective", level2="counting",
+                         condition="the question asks how many vehicles are used in all", explanation=LESSON,
+                         example="wrong: 20 * model.x right: model.x")
+    for store, learner, insight in _home(tmp_path, runner, {**tasks, "h1": (HOURS, COUNTS["h1"])}, draft, "src",
+                                         route_to):
+        lines: list[str] = []
+        report = Evolver(learner, EvolveConfig(unretrieved_tries=0, merge=False)).evolve(
+            on_event=lines.append).rounds[0]
+        record = {c["quote"]: c for c in report.judged[insight.id]["candidates"]}
+        vehicles = record["Minimize the total number of vehicles needed"]
+        assert vehicles["already"] == ["toy_train/f2"] and vehicles["positive"] == ["toy_train/f1"]
+        assert "    toy_train/f2: recalled already, not judged" in lines
+        assert report.broadened == {}  # one problem turned right by the quote alone: not enough
+        assert store.get(insight.id).condition == draft.condition

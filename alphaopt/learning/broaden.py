@@ -24,7 +24,9 @@ broadest first. A candidate is judged on every problem it newly matches, or on a
 of ``max_problems`` of them when it matches more (``Candidate.judged``).
 
 Each judged problem is solved twice, greedy like the replay's arms: with what retrieval chooses for
-it now (less the insight), and with the insight under the candidate quote added. It is **positive**
+it now, and with the insight under the candidate quote added. A problem retrieval already chooses
+the insight for (the source gate and the model's check can) is not newly reached: it is left out
+(``Judged.already``) and not solved. It is **positive**
 when only the second is right, **negative** when only the first is. A positive is solved once
 more with the placebo lesson in the insight's place (``prompts.PLACEBO``, as the learner's check
 does): where that is right too, any lesson in the prompt turned the answer, not this one's advice
@@ -93,6 +95,7 @@ class Judged:
     negative: list[str] = field(default_factory=list)
     neutral: list[str] = field(default_factory=list)
     placebo: list[str] = field(default_factory=list)  # right with it and with the placebo: neutral, not positive
+    already: list[str] = field(default_factory=list)  # retrieval chooses the insight there now: not judged
 
     @property
     def wins(self) -> bool:
@@ -106,7 +109,7 @@ class Judged:
     def as_dict(self) -> dict[str, Any]:
         return {"quote": self.candidate.quote, "matched": list(self.candidate.matched),
                 "judged": list(self.candidate.judged), "positive": self.positive, "negative": self.negative,
-                "neutral": self.neutral, "placebo": self.placebo}
+                "neutral": self.neutral, "placebo": self.placebo, "already": self.already}
 
     def line(self) -> str:
         also = f" ({len(self.placebo)} right with a placebo too)" if self.placebo else ""
@@ -205,7 +208,13 @@ def judge(replayer: Replayer, insight: Insight, candidate: Candidate, tasks: dic
     result = Judged(candidate)
     for task_id in candidate.judged:
         task = tasks[task_id]
-        chosen = [i for i in replayer.chosen(task) if i["id"] != insight.id]
+        recalled = replayer.chosen(task)
+        if any(i["id"] == insight.id for i in recalled):  # retrieval chooses it here already: nothing new
+            result.already.append(task_id)
+            if on_event is not None:
+                on_event(f"    {task_id}: recalled already, not judged")
+            continue
+        chosen = list(recalled)
         without = replayer.outcome(task, chosen, "evolve_with")
         given = replayer.outcome(task, [*chosen, lesson], KIND)
         group = result.positive if given and not without else result.negative if without and not given else \
