@@ -125,6 +125,10 @@ class ExperimentalSettings(BaseModel):
     # an applied insight's lesson also reaches the prompts; off: the code makes its edit and the
     # model is not told (a lesson in the prompt can change the model's whole program)
     tell_applied: bool = True
+    # where a chosen lesson reaches the model: "prompt" (in the program-writing prompt), "review"
+    # (kept out of it; once the program reaches an optimum, the model is shown that program and each
+    # lesson in turn and may correct one line, nodes._review) or "both"
+    insight_delivery: Literal["prompt", "review", "both"] = "prompt"
 
     # The agent loop.
     formulate: bool = False  # write the math first, then the program (two calls per sample)

@@ -651,3 +651,82 @@ def test_only_the_bound_rewrite_ships_and_one_switch_sets_them_all(settings, run
         assert agent.solve(FURNITURE).objective == pytest.approx(200)  # no line asked for the unused number
         assert agent.solve(FURNITURE).objective == pytest.approx(0)  # the sense is the model's
     assert fake_llm.prompt_names == ["write_program", "write_program", "diagnose_program"]
+
+
+COUNT_LESSON = {"id": "I0112", "version": 1, "stage": "general_formulation", "label": "objective / count",
+                "condition": "the problem asks for the plain count of its decisions",
+                "explanation": "make the objective the plain count of these things, every one weighing 1",
+                "example": "wrong: 25 * model.a + 45 * model.b right: model.a + model.b"}
+COUNT_LINE = "```python\nmodel.obj = pyo.Objective(expr=model.seniors + model.juniors, sense=pyo.minimize)\n```"
+
+
+class _Lessons:
+    def __init__(self, *insights):
+        self.insights = list(insights)
+
+    def retrieve(self, problem, *, llm, run_id):
+        return self.insights
+
+
+def test_a_reviewed_lesson_corrects_one_line_of_the_program_written_without_it(settings, runner, fake_llm):
+    """Delivered by review, the lesson stays out of the program prompt (the model writes what it
+    writes without the library); the optimal program is then shown with the lesson, and the line
+    the model corrects goes in."""
+    fake_llm.enqueue(WAGES, COUNT_LINE)
+    with Agent(settings.with_experimental(insight_delivery="review"), llm=fake_llm, runner=runner,
+               library=_Lessons(COUNT_LESSON)) as agent:
+        solution = agent.solve(WORKERS)
+    assert fake_llm.prompt_names == ["write_program", "review_insight"]
+    assert "I0112" not in fake_llm.calls[0].user
+    review = fake_llm.calls[1].user
+    assert "[I0112] When the problem asks for the plain count of its decisions:" in review
+    assert "300 * model.seniors + 100 * model.juniors" in review  # the program it reviews
+    assert solution.objective == pytest.approx(40)
+    assert [(a.stage, a.objective) for a in solution.attempts] == [("write_program", 4000), ("diagnose", 40)]
+    assert solution.attempts[1].fixes[0].startswith("review by insight I0112: replaced: model.obj")
+
+
+def test_a_review_answered_ok_changes_nothing_and_a_failing_one_leaves_the_optimum(settings, runner, fake_llm):
+    knobs = settings.with_experimental(insight_delivery="review")
+    fake_llm.enqueue(WAGES, "OK.")
+    with Agent(knobs, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
+        kept = agent.solve(WORKERS)
+    assert kept.objective == pytest.approx(4000) and fake_llm.prompt_names == ["write_program", "review_insight"]
+    fake_llm.calls.clear()
+    fake_llm.enqueue(WAGES, COUNT_LINE.replace("model.juniors", "model.junior"))  # no such variable
+    with Agent(knobs, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
+        failed = agent.solve(WORKERS)
+    assert fake_llm.prompt_names == ["write_program", "review_insight"]  # no repair of the review's line
+    assert [a.status for a in failed.attempts] == ["optimal", "error"]
+    assert failed.objective == pytest.approx(4000) and "300 * model.seniors" in failed.program
+
+
+def test_review_reaches_only_told_lessons_and_both_also_tells_the_prompt(settings, runner, fake_llm):
+    untold = {**COUNT_LESSON, "id": "I0113", "told": False}
+    fake_llm.enqueue(WAGES, "OK.")
+    with Agent(settings.with_experimental(insight_delivery="both"), llm=fake_llm, runner=runner,
+               library=_Lessons(COUNT_LESSON, untold)) as agent:
+        agent.solve(WORKERS)
+    assert fake_llm.prompt_names == ["write_program", "review_insight"]  # one review: I0113 is never told
+    assert "[I0112]" in fake_llm.calls[0].user and "I0113" not in fake_llm.calls[0].user
+    assert "[I0112]" in fake_llm.calls[1].user and "I0113" not in fake_llm.calls[1].user
+    fake_llm.calls.clear()
+    fake_llm.enqueue(WAGES)
+    with Agent(settings, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
+        agent.solve(WORKERS)  # the default: the prompt only, no review
+    assert fake_llm.prompt_names == ["write_program"]
+
+
+def test_a_review_may_turn_a_variable_integer_but_never_adds_one():
+    from alphaopt.agent.program import REVIEWABLE, apply_lines
+
+    code = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.c = pyo.Constraint(expr=2 * model.x <= 7)
+model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
+""").split("```python\n")[1].split("```")[0]
+    turned, changes = apply_lines(code, "model.x = pyo.Var(domain=pyo.NonNegativeIntegers)", kinds=REVIEWABLE)
+    assert "model.x = pyo.Var(domain=pyo.NonNegativeIntegers)" in turned and changes[0].startswith("replaced:")
+    assert apply_lines(code, "model.y = pyo.Var(domain=pyo.NonNegativeIntegers)", kinds=REVIEWABLE) == (code, [])
+    assert apply_lines(code, "model.x = pyo.Var(domain=pyo.NonNegativeIntegers)") == (code, [])  # a patch: no Var

@@ -156,6 +156,7 @@ NODE_KWARGS = {
     "rewrite_shorter": {"problem": "P", "insights": "", "goal": "G\n"},
     "patch_unused": {"problem": "P", "program": "C", "phrase": "has 500 acres", "number": "500"},
     "patch_objective": {"problem": "P", "program": "C", "objective": "3 * model.x", "goal": "minimize the number of x"},
+    "review_insight": {"problem": "P", "program": "C", "insight": "[I0001] When x: y"},
     "check_insights": {"problem": "P", "candidates": "[I0001] When x: y"},
     "explore": {"problem": "P", "program": "C", "outcome": "the optimal objective 3 (too low)", "target": "5"},
     "extract": {"problem": "P", "outcome": "optimal objective 3", "wrong": "W", "right": "R", "labels": "L",

@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from alphaopt.agent import applied, prompts, rewrites
 from alphaopt.agent.applied import Edit
-from alphaopt.agent.program import apply_lines, cut_repetition, extract_code
+from alphaopt.agent.program import REVIEWABLE, apply_lines, cut_repetition, extract_code
 from alphaopt.agent.reading import Reading
 from alphaopt.agent.state import AgentContext, SolveState
 from alphaopt.agent.vote import decided, vote
@@ -40,7 +40,8 @@ WRONG_MODEL = frozenset({SolveStatus.CONSTANT_OBJECTIVE})
 PLANNED = frozenset({SolveStatus.OPTIMAL, SolveStatus.FEASIBLE})
 #: Why a run is diagnosed: a status with no optimum, an objective that depends on no variable, an
 #: optimal plan that does nothing, or an optimal program with a sign that one line can mend.
-Reason = Literal["infeasible", "unbounded", "infeasible_or_unbounded", "constant_objective", "implausible", "patch"]
+Reason = Literal["infeasible", "unbounded", "infeasible_or_unbounded", "constant_objective", "implausible", "patch",
+                 "review"]
 
 
 def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_tokens: int, *,
@@ -207,6 +208,8 @@ def diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any
     reason = _diagnosis_reason(state, settings) or SolveStatus(state["result"]["status"]).value
     if reason == "patch":
         return _patch(state, runtime)
+    if reason == "review":
+        return _review(state, runtime)
     words = prompts.status_words(reason)
     if not knobs.formulate:
         reply, usage = _ask(
@@ -269,6 +272,31 @@ def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             **usage}
 
 
+def _review(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """A program that reached an optimum, shown to the model with each told lesson in turn
+    (``insight_delivery`` "review" or "both"): it may answer OK or correct one objective,
+    constraint or variable line, which goes into the program (``apply_lines``). The program the
+    model wrote first is the one it writes without the library, so a lesson acts here on that
+    program alone, a line at a time. The optimal result is kept, and stands if the reviewed
+    program reaches no optimum. Once per sample; it does not count as a diagnosis."""
+    settings = runtime.context.settings
+    program = original = state.get("program", "")
+    fixes: list[str] = []
+    usage: dict[str, Any] = {}
+    for insight in _told(state, None, settings):
+        reply, used = _ask(runtime, state, "review_insight", _PATCH_TOKENS, problem=state["problem"],
+                           program=program, insight=prompts.format_insights([insight]))
+        usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
+        program, changed = apply_lines(program, extract_code(reply.text), kinds=REVIEWABLE)
+        fixes.extend(f"review by insight {insight.get('id')}: {c}" for c in changed)
+    if program == original:
+        return {"reviewed": True, "stage": "diagnose", **usage}
+    program, normalized = rewrites.prepare(program, state["reading"], enabled=settings.experimental.rewrites,
+                                           edits=state.get("edits", ()))
+    return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
+            "reviewed": True, "kept": {"result": state["result"], "program": original}, **usage}
+
+
 def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Keep this sample's final outcome as a candidate and reset the per-sample counters. After a
     patch (``_patch``), the optimal result before it stands when the patched program reached no
@@ -289,7 +317,7 @@ def finish_sample(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str
         "formulation": state.get("formulation", ""),
     }
     return {"candidates": [candidate], "sample": state.get("sample", 0) + 1,
-            "repairs": 0, "diagnoses": 0, "confirmed": False, "truncated": False, "kept": None}
+            "repairs": 0, "diagnoses": 0, "confirmed": False, "truncated": False, "kept": None, "reviewed": False}
 
 
 def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -303,15 +331,22 @@ def answer(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
 
 def _insights(state: SolveState, stages: tuple[str, ...] | None, settings: Settings) -> str:
-    """The insights block for a prompt: only those of the given stages (all when None), less
-    those never told: an insight verified untold, and every one whose edit the code makes when
+    """The insights block for a prompt: the told ones of the given stages (``_told``), none when
+    lessons reach the model by review only (``insight_delivery`` "review")."""
+    if settings.experimental.insight_delivery == "review":
+        return ""
+    return prompts.insights_block(_told(state, stages, settings))
+
+
+def _told(state: SolveState, stages: tuple[str, ...] | None, settings: Settings) -> list[dict[str, Any]]:
+    """The chosen insights of the given stages (all when None) the model is told, less those
+    never told: an insight verified untold, and every one whose edit the code makes when
     ``tell_applied`` is off."""
     untold = {i.get("id") for i in state.get("insights", []) if i.get("told", True) is False}
     if not settings.experimental.tell_applied:
         untold |= {e.insight_id for e in state.get("edits", ())}
-    chosen = [i for i in state.get("insights", [])
-              if (stages is None or i.get("stage") in stages) and i.get("id") not in untold]
-    return prompts.insights_block(chosen)
+    return [i for i in state.get("insights", [])
+            if (stages is None or i.get("stage") in stages) and i.get("id") not in untold]
 
 
 def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
@@ -322,6 +357,9 @@ def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     if status == SolveStatus.OPTIMAL and is_implausible(result):
         return "implausible"
     knobs = settings.experimental
+    if (status == SolveStatus.OPTIMAL and knobs.insight_delivery != "prompt" and not state.get("reviewed")
+            and _told(state, None, settings)):
+        return "review"
     if status == SolveStatus.OPTIMAL and rewrites.wants_patch(state["reading"], state.get("program", ""),
                                                               max_unused=knobs.max_unused_patches,
                                                               enabled=knobs.rewrites):
@@ -355,7 +393,8 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
         return "finish_sample"  # the patched program failed: the kept optimum stands
     if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
-    if _diagnosis_reason(state, settings) and state.get("diagnoses", 0) < settings.experimental.max_diagnoses:
+    reason = _diagnosis_reason(state, settings)
+    if reason == "review" or (reason and state.get("diagnoses", 0) < settings.experimental.max_diagnoses):
         return "diagnose"
     return "finish_sample"
 

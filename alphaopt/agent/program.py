@@ -617,15 +617,18 @@ def numeric_constants(code: str) -> set[float]:
 
 
 _PATCHABLE = frozenset({"Constraint", "Objective"})
+#: What a lesson's review may correct (``nodes._review``): a variable's declaration too, never added.
+REVIEWABLE = frozenset({"Constraint", "Objective", "Var"})
 #: How ``apply_lines`` reports each change it made (the answer lists them).
 LINE_CHANGES = ("added: ", "replaced: ")
 
 
-def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
-    """Put the ``model.NAME = pyo.Constraint(...)`` (or ``Objective``) statements of ``lines``
-    into ``code``'s ``build_model``: one that names a component the program already assigns
-    (or an objective, when the program has one, whatever its name) replaces that statement, a
-    new one goes before the ``return``; the line's model variable becomes the program's.
+def apply_lines(code: str, lines: str, *, kinds: frozenset[str] = _PATCHABLE) -> tuple[str, list[str]]:
+    """Put the ``model.NAME = pyo.Constraint(...)`` (or ``Objective``; of ``kinds``, which may add
+    ``Var``) statements of ``lines`` into ``code``'s ``build_model``: one that names a component
+    the program already assigns (or an objective, when the program has one, whatever its name)
+    replaces that statement, a new one goes before the ``return`` (a variable only replaces); the
+    line's model variable becomes the program's.
     Anything else in ``lines`` is ignored. Returns ``(program, what changed)``; the program is
     unchanged when nothing applied (either does not parse, no such statement, or each is
     already there word for word)."""
@@ -641,7 +644,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
     changes: list[str] = []
     for stmt in patch.body:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.value, ast.Call)
-                and call_name(stmt.value) in _PATCHABLE):
+                and call_name(stmt.value) in kinds):
             continue
         target = stmt.targets[0]
         if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)):
@@ -660,7 +663,7 @@ def apply_lines(code: str, lines: str) -> tuple[str, list[str]]:
                 continue
             build.body[at] = stmt
             changes.append(f"{LINE_CHANGES[1]}{text}")
-        else:
+        elif call_name(stmt.value) != "Var":  # a new variable would stand in no constraint
             end = next((i for i, n in enumerate(build.body) if isinstance(n, ast.Return)), len(build.body))
             build.body.insert(end, stmt)
             changes.append(f"{LINE_CHANGES[0]}{text}")

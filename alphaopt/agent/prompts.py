@@ -157,6 +157,16 @@ This program:
 minimizes `{objective}`, but the question asks to {goal}: the count of those things themselves, not their capacity, cost or another weight.
 Write the one objective line `model.obj = pyo.Objective(expr=..., sense=pyo.minimize)` that adds up the variables of the things counted. Answer with that line in one ```python block only."""
 
+REVIEW_INSIGHT = PROBLEM + """
+This program:
+```python
+{program}
+```
+A lesson learned from similar problems:
+{insight}
+If the lesson does not fit this problem, or the program already follows it, answer only: OK.
+Otherwise write the one line of the program that goes against the lesson, corrected under the same name (`model.<name> = pyo.Objective(...)`, `pyo.Constraint(...)` or `pyo.Var(...)`), in one ```python block only."""
+
 REWRITE_SHORTER = PROBLEM + """{insights}
 Your first program for this problem was cut off at the length limit, unfinished, because it wrote every item on its own line.
 {goal}Write a shorter complete program: put the problem's data in Python lists or dicts and build the variables, objective and constraints with indexes and loops. Answer with one ```python block only."""
@@ -381,6 +391,7 @@ PROMPTS: dict[str, str] = {
     "diagnose_program": DIAGNOSE_PROGRAM,
     "patch_unused": PATCH_UNUSED,
     "patch_objective": PATCH_OBJECTIVE,
+    "review_insight": REVIEW_INSIGHT,
     "rewrite_shorter": REWRITE_SHORTER,
     "check_insights": CHECK_INSIGHTS,
     "explore": EXPLORE,

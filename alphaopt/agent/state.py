@@ -54,6 +54,7 @@ class SolveState(TypedDict, total=False):
     diagnoses: int
     confirmed: bool
     kept: dict[str, Any] | None  # the optimal result and program before a patch (nodes._patch)
+    reviewed: bool  # this sample's optimum was shown to the model with each told lesson (nodes._review)
     samples: int  # how many samples this run may draw (Settings.samples; 1 for an edited formulation)
     resample: int  # more samples when none ended optimal (resample_failed; 0 for an edited formulation)
     sample: int
