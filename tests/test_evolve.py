@@ -126,6 +126,11 @@ def test_a_solve_recorded_earlier_is_reused_only_for_the_same_prompt_content_and
     outcomes = Outcomes(store, settings.model_name, learner.config.correct)
     assert outcomes.get(t1, [lesson]) is True and outcomes.get(t1, []) is False
     assert Outcomes(store, "another-model", learner.config.correct).get(t1, [lesson]) is None
+    # a lesson shown in the prompt is not the same solve as one shown by review
+    assert Outcomes(store, settings.model_name, learner.config.correct, delivery="review").get(t1, [lesson]) is None
+    reviewed = store.start_run({"model": settings.model_name, "insight_delivery": "review"})
+    learner.solve(t1, reviewed.id, "solve", 0, library=_Fixed([]))
+    assert Outcomes(store, settings.model_name, learner.config.correct, delivery="review").get(t1, []) is False
     assert Outcomes(store, settings.model_name, learner.config.correct, reuse=False).get(t1, [lesson]) is None
     # a new version with the same text (new evidence) is the same prompt; a new condition is not
     store.revise(insight.id, evidence={"with": 1}, reason="test: evidence only")

@@ -136,6 +136,7 @@ def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, 
            config: LearnConfig, *, command: str, revisit: Collection[str], threads: int, lease_s: float,
            on_task: Callable[[Task, str, LearnSummary], None] | None) -> LearnSummary:
     run = store.start_run({"command": command, "model": settings.model_name, "pid": os.getpid(),
+                           "insight_delivery": settings.experimental.insight_delivery,
                            "host": socket.gethostname(), "cluster": cluster, "threads": threads,
                            **config.__dict__})
     summary, usage, start = LearnSummary(run_id=run.id), Usage(), time.perf_counter()

@@ -120,8 +120,9 @@ def replay_on_worker(task_id: str, tools: str, run_id: str, unretrieved_tries: i
         known = kit.state.get(("outcomes", round_id))
         if known is None:
             kit.state.clear()  # an earlier round's view is stale
-            known = kit.state[("outcomes", round_id)] = Outcomes(kit.store, learner.settings.model_name,
-                                                                 learner.config.correct, reuse=reuse)
+            known = kit.state[("outcomes", round_id)] = Outcomes(
+                kit.store, learner.settings.model_name, learner.config.correct, reuse=reuse,
+                delivery=learner.settings.experimental.insight_delivery)
     outcomes = _Noted(known)
     replayer = Replayer(learner, run_id, outcomes, unretrieved_tries=unretrieved_tries)  # type: ignore[arg-type]
     replay = replayer.replay([kit.store.get_task(task_id)])

@@ -204,6 +204,7 @@ class Evolver:
             version = self.store.library_version()
             run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run, "pid": os.getpid(),
                                         "model": self.learner.settings.model_name, "library_version": version,
+                                        "insight_delivery": self.learner.settings.experimental.insight_delivery,
                                         **asdict(self.config)})
             _note(lock, f"pid {os.getpid()}, run {run.id}")
             summary = EvolveSummary(run_id=run.id, library_version=version)
@@ -245,7 +246,7 @@ class Evolver:
         labels_before = {(i.stage.value, i.level1, i.level2)
                          for i in self.store.list(status=[Status.CANDIDATE, Status.VERIFIED])}
         outcomes = Outcomes(self.store, self.learner.settings.model_name, self.learner.config.correct,
-                            reuse=self.config.reuse)
+                            reuse=self.config.reuse, delivery=self.learner.settings.experimental.insight_delivery)
         replayer = self.replayer(run_id, outcomes)
         for number in range(1, self.config.rounds + 1):
             say(f"Round {number}: replaying retrieval on {len(tasks)} training problems")

@@ -138,6 +138,7 @@ class Learner:
         once (for a remote endpoint; each finished one is recorded as it ends)."""
         self._close_orphaned_runs()
         run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
+                                    "insight_delivery": self.settings.experimental.insight_delivery,
                                     "concurrency": concurrency, **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()

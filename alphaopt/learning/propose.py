@@ -226,7 +226,9 @@ class Proposer:
         say = on_event or (lambda line: None)
         tasks = answered_tasks(self.learner)
         run = self.store.start_run({"command": command, "job": "propose", "file": source, "pid": os.getpid(),
-                                    "model": self.learner.settings.model_name, "k": self.k, **asdict(self.config)})
+                                    "model": self.learner.settings.model_name, "k": self.k,
+                                    "insight_delivery": self.learner.settings.experimental.insight_delivery,
+                                    **asdict(self.config)})
         summary = ProposeSummary(run_id=run.id)
         try:
             candidates = self._add(offers, source, run.id, summary, say)

@@ -145,8 +145,9 @@ class Outcomes:
     """
 
     def __init__(self, store: LibraryStore, model: str, correct: Callable[[float | None, float], bool], *,
-                 reuse: bool = True) -> None:
+                 reuse: bool = True, delivery: str = "prompt") -> None:
         self.store, self.model, self.correct, self.reuse = store, model, correct, reuse
+        self.delivery = delivery  # how lessons reached the model (insight_delivery): solves under another are not
         self._known: dict[str, dict[Content, bool]] | None = None
 
     def get(self, task: Task, insights: Iterable[dict[str, Any]]) -> bool | None:
@@ -163,7 +164,8 @@ class Outcomes:
         return self._known
 
     def _recorded(self) -> dict[str, dict[Content, bool]]:
-        models = {r.id: r.settings.get("model") for r in self.store.runs()}
+        models = {r.id: r.settings.get("model") for r in self.store.runs()
+                  if r.settings.get("insight_delivery", "prompt") == self.delivery}
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         texts: dict[tuple[str, int], tuple[str, str, str, str, bool]] = {}
         for insight in self.store.list(status=None):
