@@ -682,8 +682,14 @@ def test_a_reviewed_lesson_corrects_one_line_of_the_program_written_without_it(s
     assert "[I0112] When the problem asks for the plain count of its decisions:" in review
     assert "300 * model.seniors + 100 * model.juniors" in review  # the program it reviews
     assert solution.objective == pytest.approx(40)
-    assert [(a.stage, a.objective) for a in solution.attempts] == [("write_program", 4000), ("diagnose", 40)]
+    assert [(a.stage, a.objective) for a in solution.attempts] == [("write_program", 4000), ("review", 40)]
     assert solution.attempts[1].fixes[0].startswith("review by insight I0112: replaced: model.obj")
+    from alphaopt.interfaces.render import render_solution
+
+    shown = render_solution(solution)
+    assert ("Lines the model corrected when shown its program with each lesson:\n"
+            "  review by insight I0112: replaced: model.obj = pyo.Objective(expr=model.seniors") in shown
+    assert "(repairs 0, after diagnosis 0, after review 1)" in shown
 
 
 def test_a_review_answered_ok_changes_nothing_and_a_failing_one_leaves_the_optimum(settings, runner, fake_llm):
@@ -692,6 +698,7 @@ def test_a_review_answered_ok_changes_nothing_and_a_failing_one_leaves_the_optim
     with Agent(knobs, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
         kept = agent.solve(WORKERS)
     assert kept.objective == pytest.approx(4000) and fake_llm.prompt_names == ["write_program", "review_insight"]
+    assert [a.stage for a in kept.attempts] == ["write_program"]  # nothing changed: nothing run again
     fake_llm.calls.clear()
     fake_llm.enqueue(WAGES, COUNT_LINE.replace("model.juniors", "model.junior"))  # no such variable
     with Agent(knobs, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
@@ -699,6 +706,9 @@ def test_a_review_answered_ok_changes_nothing_and_a_failing_one_leaves_the_optim
     assert fake_llm.prompt_names == ["write_program", "review_insight"]  # no repair of the review's line
     assert [a.status for a in failed.attempts] == ["optimal", "error"]
     assert failed.objective == pytest.approx(4000) and "300 * model.seniors" in failed.program
+    from alphaopt.interfaces.render import render_solution
+
+    assert "each lesson (not used: the first optimum stood):" in render_solution(failed)
 
 
 def test_review_reaches_only_told_lessons_and_both_also_tells_the_prompt(settings, runner, fake_llm):
@@ -730,3 +740,12 @@ model.obj = pyo.Objective(expr=model.x, sense=pyo.maximize)
     assert "model.x = pyo.Var(domain=pyo.NonNegativeIntegers)" in turned and changes[0].startswith("replaced:")
     assert apply_lines(code, "model.y = pyo.Var(domain=pyo.NonNegativeIntegers)", kinds=REVIEWABLE) == (code, [])
     assert apply_lines(code, "model.x = pyo.Var(domain=pyo.NonNegativeIntegers)") == (code, [])  # a patch: no Var
+
+
+def test_after_a_review_that_changes_nothing_a_due_patch_still_comes(settings, runner, fake_llm):
+    knobs = settings.with_experimental(insight_delivery="review", text_rewrites=True)
+    fake_llm.enqueue(WAGES, "OK.", COUNT_LINE)
+    with Agent(knobs, llm=fake_llm, runner=runner, library=_Lessons(COUNT_LESSON)) as agent:
+        solution = agent.solve(WORKERS)
+    assert fake_llm.prompt_names == ["write_program", "review_insight", "patch_objective"]
+    assert [(a.stage, a.objective) for a in solution.attempts] == [("write_program", 4000), ("diagnose", 40)]

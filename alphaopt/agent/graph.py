@@ -51,7 +51,7 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
     graph.add_conditional_edges("run_program", nodes.route_after_run, ["repair", "diagnose", "finish_sample"])
     graph.add_edge("repair", "run_program")
     graph.add_conditional_edges("diagnose", nodes.route_after_diagnose,
-                                ["write_program", "run_program", "finish_sample"])
+                                ["write_program", "run_program", "diagnose", "finish_sample"])
     graph.add_conditional_edges("finish_sample", nodes.route_after_sample, ["formulate", "answer"])
     graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)

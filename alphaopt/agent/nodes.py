@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from alphaopt.agent import applied, prompts, rewrites
 from alphaopt.agent.applied import Edit
-from alphaopt.agent.program import REVIEWABLE, apply_lines, cut_repetition, extract_code
+from alphaopt.agent.program import REVIEW_FIX, REVIEWABLE, apply_lines, cut_repetition, extract_code
 from alphaopt.agent.reading import Reading
 from alphaopt.agent.state import AgentContext, SolveState
 from alphaopt.agent.vote import decided, vote
@@ -60,6 +60,11 @@ def _ask(runtime: Runtime[AgentContext], state: SolveState, node: str, max_token
         context=CallContext(run_id=state.get("run_id"), node=node), **sampling,
     )
     return result, _usage(result)
+
+
+def _added(usage: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
+    """Two calls' usage (``_usage``) added up: the counts summed, the model's name kept."""
+    return {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
 
 
 def _usage(result: LLMResult) -> dict[str, Any]:
@@ -253,7 +258,7 @@ def _patch(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     def ask(node: str, **kwargs: Any) -> None:
         nonlocal program, usage
         reply, used = _ask(runtime, state, node, _PATCH_TOKENS, problem=state["problem"], program=program, **kwargs)
-        usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
+        usage = _added(usage, used)
         program, changed = apply_lines(program, extract_code(reply.text))
         fixes.extend(changed)
 
@@ -286,14 +291,14 @@ def _review(state: SolveState, runtime: Runtime[AgentContext]) -> dict[str, Any]
     for insight in _told(state, None, settings):
         reply, used = _ask(runtime, state, "review_insight", _PATCH_TOKENS, problem=state["problem"],
                            program=program, insight=prompts.format_insights([insight]))
-        usage = {k: usage.get(k, 0) + v if isinstance(v, (int, float)) else v for k, v in used.items()}
+        usage = _added(usage, used)
         program, changed = apply_lines(program, extract_code(reply.text), kinds=REVIEWABLE)
-        fixes.extend(f"review by insight {insight.get('id')}: {c}" for c in changed)
+        fixes.extend(f"{REVIEW_FIX}{insight.get('id')}: {c}" for c in changed)
     if program == original:
-        return {"reviewed": True, "stage": "diagnose", **usage}
+        return {"reviewed": True, "stage": "review", **usage}
     program, normalized = rewrites.prepare(program, state["reading"], enabled=settings.experimental.rewrites,
                                            edits=state.get("edits", ()))
-    return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "diagnose",
+    return {"program": program, "fixes": fixes + normalized, "truncated": False, "stage": "review",
             "reviewed": True, "kept": {"result": state["result"], "program": original}, **usage}
 
 
@@ -374,10 +379,16 @@ def is_implausible(result: dict[str, Any]) -> bool:
 
 
 def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> Literal[
-        "write_program", "run_program", "finish_sample"]:
+        "write_program", "run_program", "diagnose", "finish_sample"]:
     """The diagnosis wrote a corrected or patched program (run it), confirmed the result (keep
-    it) or rewrote the formulation (program it)."""
-    if not runtime.context.settings.experimental.formulate or state.get("kept"):  # kept: a patched program
+    it) or rewrote the formulation (program it). A review that changed nothing leaves the optimum
+    as it was: on to a patch when one is due (as after the run), else the sample ends."""
+    settings = runtime.context.settings
+    if state.get("stage") == "review" and not state.get("kept"):
+        reason = _diagnosis_reason(state, settings)
+        return "diagnose" if reason and state.get("diagnoses", 0) < settings.experimental.max_diagnoses \
+            else "finish_sample"
+    if not settings.experimental.formulate or state.get("kept"):  # kept: a patched or reviewed program
         return "run_program"
     return "finish_sample" if state.get("confirmed") else "write_program"
 

@@ -621,6 +621,8 @@ _PATCHABLE = frozenset({"Constraint", "Objective"})
 REVIEWABLE = frozenset({"Constraint", "Objective", "Var"})
 #: How ``apply_lines`` reports each change it made (the answer lists them).
 LINE_CHANGES = ("added: ", "replaced: ")
+#: How a review's change is named in the attempt's fixes: this, the insight's id, then the change.
+REVIEW_FIX = "review by insight "
 
 
 def apply_lines(code: str, lines: str, *, kinds: frozenset[str] = _PATCHABLE) -> tuple[str, list[str]]:

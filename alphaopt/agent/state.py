@@ -14,7 +14,7 @@ from alphaopt.config import Settings
 from alphaopt.llm.client import LLMClient
 from solvers import PlanCheck, Proof, SolverRunner, SolveStatus
 
-Stage = Literal["write_program", "repair", "diagnose"]
+Stage = Literal["write_program", "repair", "diagnose", "review"]
 
 
 class InsightSource(Protocol):

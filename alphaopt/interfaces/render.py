@@ -7,7 +7,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from alphaopt.agent.program import LINE_CHANGES
+from alphaopt.agent.program import LINE_CHANGES, REVIEW_FIX
 from alphaopt.agent.state import Solution
 from solvers import Proof
 
@@ -145,16 +145,24 @@ def render_solution(solution: Solution, *, show_code: bool = False, saved_to: st
         out += ["", "Lines the model wrote after checking its program against the text"
                 + ("" if kept else " (not used: the first optimum stood)") + ":"]
         out += [f"  {line}" for _, lines in patched for line in lines]
+    reviewed = [f for a in solution.attempts if a.stage == "review" for f in a.fixes if f.startswith(REVIEW_FIX)]
+    if reviewed:
+        used = any(a.stage == "review" and a.program == solution.program for a in solution.attempts)
+        out += ["", "Lines the model corrected when shown its program with each lesson"
+                + ("" if used else " (not used: the first optimum stood)") + ":"]
+        out += [f"  {line}" for line in reviewed]
     if solution.insights:
         out += ["", "Insights used:"] + [f"  [{i['id']}] {i['condition']}" for i in solution.insights]
     if show_code and solution.program:
         out += ["", "Program:", solution.program.rstrip()]
     repairs = sum(a.stage == "repair" for a in solution.attempts)
     diagnoses = sum(a.stage == "diagnose" for a in solution.attempts)
+    reviews = sum(a.stage == "review" for a in solution.attempts)
     t, tok = solution.timings, solution.tokens
     out += [
         "",
-        f"Attempts: {len(solution.attempts)} (repairs {repairs}, after diagnosis {diagnoses}); "
+        f"Attempts: {len(solution.attempts)} (repairs {repairs}, after diagnosis {diagnoses}"
+        + (f", after review {reviews}" if reviews else "") + "); "
         f"model {solution.model}; tokens {tok.input} in / {tok.output} out in {tok.calls} calls "
         f"({tok.cached_calls} from cache); time {t.total_s:.1f}s (LLM {t.llm_s:.1f}s, solver {t.solver_s:.2f}s)",
         f"Sandbox: {sandbox_text(solution) or '-'}",
