@@ -222,7 +222,9 @@ class LibraryIndex:
         insights = store.list()
         self._collection = self._recreate()
         self.upsert(insights)
-        self._collection.modify(metadata={_EMBEDDER_KEY: self._ef.embedder.model_id, _STAMP_KEY: stamp})
+        # another process rebuilding from the same store may have re-created the collection meanwhile
+        metadata = {_EMBEDDER_KEY: self._ef.embedder.model_id, _STAMP_KEY: stamp}
+        self._live(lambda c: c.modify(metadata=metadata))
         return len(insights)
 
     def sync(self, store: InsightSource) -> bool:

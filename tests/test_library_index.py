@@ -109,6 +109,25 @@ def test_an_index_rebuilt_by_another_user_of_the_same_folder_keeps_working(store
         assert running.count() == 3
 
 
+@pytest.mark.parametrize("where", ["folder", "server"])
+def test_a_rebuild_another_rebuild_overtakes_still_finishes(store: LibraryStore, tmp_path: Path, where: str,
+                                                             request: pytest.FixtureRequest):
+    """Two learners starting at once rebuild the shared index together: the second deletes and
+    re-creates the collection after the first filled it, and the first must still record its stamp
+    (a Chroma server refused it: the collection no longer exists)."""
+    address = tmp_path / "chroma" if where == "folder" else request.getfixturevalue("chroma_server")
+    with LibraryIndex(address) as first, LibraryIndex(address) as second:
+        upsert = first.upsert
+
+        def overtaken(insights):
+            upsert(insights)
+            second.rebuild(store)  # deletes the collection the first one just filled
+
+        first.upsert = overtaken  # type: ignore[method-assign]
+        assert first.rebuild(store) == 4
+        assert first.stamp == store.version_stamp() and first.count() == 4
+
+
 @pytest.fixture
 def chroma_server(tmp_path: Path):
     """A real Chroma server (the `chroma` command that chromadb installs) on a free local port."""
