@@ -372,6 +372,14 @@ def _diagnosis_reason(state: SolveState, settings: Settings) -> Reason | None:
     return None
 
 
+def _diagnosis_due(state: SolveState, settings: Settings) -> bool:
+    """Whether the optimum or failure in hand goes to ``diagnose``: a review once per sample,
+    anything else while diagnoses are left (``max_diagnoses``)."""
+    reason = _diagnosis_reason(state, settings)
+    left = state.get("diagnoses", 0) < settings.experimental.max_diagnoses
+    return reason == "review" or (reason is not None and left)
+
+
 def is_implausible(result: dict[str, Any]) -> bool:
     """An optimal plan in which nothing happens: every variable and the objective are zero."""
     values = result.get("variables") or {}
@@ -385,9 +393,7 @@ def route_after_diagnose(state: SolveState, runtime: Runtime[AgentContext]) -> L
     as it was: on to a patch when one is due (as after the run), else the sample ends."""
     settings = runtime.context.settings
     if state.get("stage") == "review" and not state.get("kept"):
-        reason = _diagnosis_reason(state, settings)
-        return "diagnose" if reason and state.get("diagnoses", 0) < settings.experimental.max_diagnoses \
-            else "finish_sample"
+        return "diagnose" if _diagnosis_due(state, settings) else "finish_sample"
     if not settings.experimental.formulate or state.get("kept"):  # kept: a patched or reviewed program
         return "run_program"
     return "finish_sample" if state.get("confirmed") else "write_program"
@@ -404,10 +410,7 @@ def route_after_run(state: SolveState, runtime: Runtime[AgentContext]) -> Litera
         return "finish_sample"  # the patched program failed: the kept optimum stands
     if status in REPAIRABLE:
         return "repair" if state.get("repairs", 0) < settings.max_repairs else "finish_sample"
-    reason = _diagnosis_reason(state, settings)
-    if reason == "review" or (reason and state.get("diagnoses", 0) < settings.experimental.max_diagnoses):
-        return "diagnose"
-    return "finish_sample"
+    return "diagnose" if _diagnosis_due(state, settings) else "finish_sample"
 
 
 def route_after_sample(state: SolveState, runtime: Runtime[AgentContext]) -> Literal["formulate", "answer"]:

@@ -36,7 +36,7 @@ from alphaopt.cluster import connect, each_result, worker_cache, worker_id, work
 from alphaopt.config import Settings
 from alphaopt.errors import ClusterError
 from alphaopt.learning.funnel import LearningStopped, LearnSummary
-from alphaopt.learning.learn import DONE, LearnConfig, Learner, ended_tasks
+from alphaopt.learning.learn import DONE, LearnConfig, Learner, ended_tasks, solver_of
 from alphaopt.learning.ledger import Usage
 from alphaopt.llm.client import OpenAIClient
 from alphaopt.llm.runlog import open_run_log
@@ -135,8 +135,7 @@ def learn_on_cluster(settings: Settings, items: list[tuple[str, str, str, float]
 def _learn(settings: Settings, store: LibraryStore, items: list[tuple[str, str, str, float]], cluster: str,
            config: LearnConfig, *, command: str, revisit: Collection[str], threads: int, lease_s: float,
            on_task: Callable[[Task, str, LearnSummary], None] | None) -> LearnSummary:
-    run = store.start_run({"command": command, "model": settings.model_name, "pid": os.getpid(),
-                           "insight_delivery": settings.experimental.insight_delivery,
+    run = store.start_run({"command": command, **solver_of(settings), "pid": os.getpid(),
                            "host": socket.gethostname(), "cluster": cluster, "threads": threads,
                            **config.__dict__})
     summary, usage, start = LearnSummary(run_id=run.id), Usage(), time.perf_counter()

@@ -47,7 +47,7 @@ from typing import IO, Any
 
 from alphaopt.errors import AlphaoptError
 from alphaopt.learning import broaden, conditions, retag
-from alphaopt.learning.learn import Learner
+from alphaopt.learning.learn import Learner, solver_of
 from alphaopt.learning.replay import (
     NEGATIVE,
     POSITIVE,
@@ -203,8 +203,7 @@ class Evolver:
             self._close_orphaned_runs()
             version = self.store.library_version()
             run = self.store.start_run({"command": command, "job": "evolve", "dry_run": dry_run, "pid": os.getpid(),
-                                        "model": self.learner.settings.model_name, "library_version": version,
-                                        "insight_delivery": self.learner.settings.experimental.insight_delivery,
+                                        **solver_of(self.learner.settings), "library_version": version,
                                         **asdict(self.config)})
             _note(lock, f"pid {os.getpid()}, run {run.id}")
             summary = EvolveSummary(run_id=run.id, library_version=version)

@@ -92,6 +92,12 @@ class LearnConfig:
         return ANSWER.correct(objective, answer)
 
 
+
+def solver_of(settings: Settings) -> dict[str, str]:
+    """What a run records of how it solved: the model, and how lessons reached it. A solve it
+    recorded is reused only by a run that solves the same way (``replay.Outcomes``)."""
+    return {"model": settings.model_name, "insight_delivery": settings.experimental.insight_delivery}
+
 class Learner:
     """Runs the learning loop over training tasks against one library."""
 
@@ -137,8 +143,7 @@ class Learner:
         the library's insights against known answers). ``concurrency`` problems are learned at
         once (for a remote endpoint; each finished one is recorded as it ends)."""
         self._close_orphaned_runs()
-        run = self.store.start_run({"command": command, "model": self.settings.model_name, "pid": os.getpid(),
-                                    "insight_delivery": self.settings.experimental.insight_delivery,
+        run = self.store.start_run({"command": command, **solver_of(self.settings), "pid": os.getpid(),
                                     "concurrency": concurrency, **self.config.__dict__})
         summary = LearnSummary(run_id=run.id)
         start = time.perf_counter()

@@ -64,7 +64,7 @@ from alphaopt.agent.retrieval import insight_dict
 from alphaopt.agent.state import Solution
 from alphaopt.errors import InputError
 from alphaopt.learning.contrasts import Criterion
-from alphaopt.learning.learn import Learner
+from alphaopt.learning.learn import Learner, solver_of
 from alphaopt.learning.scratch import Scratch
 from alphaopt.learning.verify import Verdict
 from library import ImportLineError, Insight, InsightDraft, Status, Task, jsonl
@@ -226,9 +226,7 @@ class Proposer:
         say = on_event or (lambda line: None)
         tasks = answered_tasks(self.learner)
         run = self.store.start_run({"command": command, "job": "propose", "file": source, "pid": os.getpid(),
-                                    "model": self.learner.settings.model_name, "k": self.k,
-                                    "insight_delivery": self.learner.settings.experimental.insight_delivery,
-                                    **asdict(self.config)})
+                                    **solver_of(self.learner.settings), "k": self.k, **asdict(self.config)})
         summary = ProposeSummary(run_id=run.id)
         try:
             candidates = self._add(offers, source, run.id, summary, say)
