@@ -125,7 +125,7 @@ def test_learn_revisit_evolve_and_roll_back(tmp_path, llm):
     # round 1, the replay: the pair labels, reusing what learn and the revisit recorded
     assert "I0001: negative ['toy_train/t3'], positive ['toy_train/t1'], unretrieved ['toy_train/t2']" in out
     assert ("Round 1 before: accuracy 2/4, retrieval precision 0.50, recall 0.50 (pairs: 1 positive, 1 negative, "
-            "1 unretrieved, 0 neutral); 2 solves, 5 reused") in out
+            "1 unretrieved, 0 neutral); 4 solves, 5 reused") in out  # 2 of the 4 with the placebo (t1 and t2)
     # three candidates written, each scored by retrieval: the second keeps t1, leaves out t3 and reaches t2
     evolve_calls = llm_calls[calls_before:]
     assert [c.prompt_name for c in evolve_calls].count("evolve_condition") == 3

@@ -53,8 +53,10 @@ class Script:
     problems the applicability check lets the lesson in for; ``replies`` answer other prompts
     in turn."""
 
-    def __init__(self, helped: dict[str, bool | None], check: dict[str, set[str]], **replies: list[str]) -> None:
+    def __init__(self, helped: dict[str, bool | None], check: dict[str, set[str]], *,
+                 placebo: frozenset[str] = frozenset(), **replies: list[str]) -> None:
         self.helped, self.check, self.replies = helped, check, replies
+        self.placebo = placebo  # problems where the placebo lesson moves the answer as I0001 does
         self.llm = ThreadSafeLLM(route=self.route, delay=0.0)
 
     def route(self, prompt: str, user: str) -> str | BaseException:
@@ -63,10 +65,10 @@ class Script:
             shown = re.search(r"\[I0001\] When (.*?): ", user).group(1)
             condition = next(c for c in self.check if c.removeprefix("when ") == shown)
             return "I0001" if problem in self.check[condition] else "NONE"
+        lesson = "[I0001]" in user or "lesson I0001 applied" in user or (problem in self.placebo and "[I0000]" in user)
         if prompt == "formulate":
-            return FORMULATION + ("\n(lesson I0001 applied)" if "[I0001]" in user else "")
+            return FORMULATION + ("\n(lesson I0001 applied)" if lesson else "")
         if prompt == "write_program":
-            lesson = "[I0001]" in user or "lesson I0001 applied" in user
             helped = self.helped[problem]
             return LP_REPLY if helped is None or helped == lesson else WRONG_LP_REPLY
         if self.replies.get(prompt):
@@ -153,13 +155,36 @@ def test_replay_labels_each_pair_by_solving_with_and_without(home):
     assert (metrics.right, metrics.problems, metrics.precision, metrics.recall) == (1, 3, 0.5, 0.5)
     # t1 with and without, t2 with the library (no lesson: the source gate keeps it away) and given it,
     # t3 with and without; t2's "without" is the library's own answer, solved once
-    assert (replay.solved, replay.reused) == (6, 0)
+    # t1 and t2 each once more with the placebo lesson in I0001's place (wrong there: they stay labelled)
+    assert (replay.solved, replay.reused) == (8, 0) and replay.placebo == []
     kinds = [(a.task_id[-2:], a.kind) for a in store.attempts(run_id=run.id)]
-    assert kinds == [("t1", "evolve_with"), ("t1", "evolve_without"), ("t2", "evolve_with"), ("t2", "evolve_given"),
-                     ("t3", "evolve_with"), ("t3", "evolve_without")]
+    assert kinds == [("t1", "evolve_with"), ("t1", "evolve_without"), ("t1", "evolve_placebo"), ("t2", "evolve_with"),
+                     ("t2", "evolve_given"), ("t2", "evolve_placebo"), ("t3", "evolve_with"), ("t3", "evolve_without")]
     again = Replayer(learner, run.id, Outcomes(store, settings.model_name, learner.config.correct)).replay(tasks)
-    assert again.groups() == replay.groups() and (again.solved, again.reused) == (0, 6)  # all from the records
-    assert script.names().count("write_program") == 6
+    # all from the records but the placebo's solves (its lesson leaves no evidence to find them by)
+    assert again.groups() == replay.groups() and (again.solved, again.reused) == (2, 6)
+    assert script.names().count("write_program") == 10
+
+
+def test_a_pair_the_placebo_lesson_turns_right_too_is_neutral(home):
+    settings, store, add, evolver = home.settings, home.store, home.add, home.evolver
+    add()
+    # on t1 (recalled) and t2 (not recalled) any lesson in the prompt turns the answer right; on t3 only I0001 does
+    store.add_task("toy_train", "t4", TEXTS["t4"], 11.0)
+    script = Script({"t1": True, "t2": True, "t3": False, "t4": True}, {CONDITION: {"t1", "t3"}},
+                    placebo=frozenset({"t1", "t2"}))
+    learner = evolver(script).learner
+    run = store.start_run({"model": settings.model_name})
+    tasks = [store.get_task(f"toy_train/{n}") for n in ("t1", "t2", "t3", "t4")]
+    replay = Replayer(learner, run.id, Outcomes(store, settings.model_name, learner.config.correct)).replay(tasks)
+    assert replay.groups() == {"I0001": {NEUTRAL: ["toy_train/t1", "toy_train/t2"], NEGATIVE: ["toy_train/t3"],
+                                         UNRETRIEVED: ["toy_train/t4"]}}
+    assert replay.placebo_groups() == {"I0001": ["toy_train/t1", "toy_train/t2"]}
+    assert [p.retrieved for p in replay.placebo] == [True, False]
+    # no positive pair is left, and the one unretrieved is t4's
+    metrics = replay.metrics()
+    assert (metrics.positive, metrics.unretrieved, metrics.neutral, metrics.precision, metrics.recall) == (
+        0, 1, 2, 0.0, 0.0)
 
 
 def test_a_problem_the_source_gate_kept_away_becomes_a_source_when_that_wins(home):

@@ -291,7 +291,11 @@ def test_a_quote_the_placebo_does_as_well_under_is_not_kept(fleet, monkeypatch):
     assert (f'  {insight.id} not broadened: no quote turned two right and three for each wrong ("Minimize the total '
             'number" +0 -1 of 3 (2 right with a placebo too); "Minimize the total number of vehicles needed" +0 -0 '
             'of 2 (2 right with a placebo too))') in lines
-    assert {a.task_id for a in store.attempts() if a.kind == broaden.PLACEBO_KIND} == {"toy_train/f1", "toy_train/f2"}
+    # the source too: its replay pair (recalled, right only with the lesson) would be positive, and the
+    # placebo turns it right there as well
+    assert {a.task_id for a in store.attempts() if a.kind == broaden.PLACEBO_KIND} == {
+        "toy_train/src", "toy_train/f1", "toy_train/f2"}
+    assert report.placebo == {insight.id: ["toy_train/src"]}
 
 
 def test_a_problem_retrieval_chooses_the_lesson_for_already_is_not_judged(tmp_path, runner):

@@ -53,11 +53,10 @@ from alphaopt.agent import applied, prompts, reading
 from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.learning.dedup import near_duplicates
 from alphaopt.learning.merge import PENDING_ID
-from alphaopt.learning.replay import Replayer
+from alphaopt.learning.replay import PLACEBO_KIND, Replayer
 from library import Insight, Task
 
 KIND = "evolve_broaden"  # the attempts of a candidate's solves (not reusable: see the module docstring)
-PLACEBO_KIND = "evolve_placebo"
 MIN_POSITIVES = 2  # one problem turned right is one greedy sample: as in the check, never enough
 _STOP = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "per", "by", "with", "from",
                    "as", "is", "are", "be", "each", "every", "its", "their", "this", "that", "than", "then", "all",

@@ -85,6 +85,7 @@ class ClusterReplayer(Replayer):
         for n in sorted(parts):  # in the order of the problems, as a local replay lists them
             result.problems += parts[n].problems
             result.pairs += parts[n].pairs
+            result.placebo += parts[n].placebo
             result.solved += parts[n].solved
             result.reused += parts[n].reused
         return result

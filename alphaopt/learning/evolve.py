@@ -9,7 +9,8 @@ all their source problems). Then, each round:
 
 1. **replay** (``learning.replay``): retrieval runs on every problem as a user gets it, and
    with/without solves label each (insight, problem) pair positive, negative, unretrieved or
-   neutral; solves recorded earlier with the same prompt content are reused. The round's
+   neutral (a pair the placebo lesson turns right too is neutral); solves recorded earlier with
+   the same prompt content are reused. The round's
    metrics come from it: training accuracy with the library, and retrieval precision and recall
    against the pair labels.
 2. **refine** (``learning.conditions``): for each insight with negative or unretrieved pairs,
@@ -95,6 +96,8 @@ class RoundReport:
     solved: int = 0
     reused: int = 0
     pairs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # pairs labelled neutral because the placebo lesson turned the problem right too (``replay`` step 5)
+    placebo: dict[str, list[str]] = field(default_factory=dict)
     refined: dict[str, dict[str, Any]] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
     broadened: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -260,11 +263,13 @@ class Evolver:
 
             replay = replayer.replay(tasks, on_problem=replayed)
             report = RoundReport(number, replay.metrics(), solved=replay.solved, reused=replay.reused,
-                                 pairs=replay.groups())
+                                 pairs=replay.groups(), placebo=replay.placebo_groups())
             summary.rounds.append(report)
             say(f"Round {number} before: {report.before.line()}; {replay.solved} solves, {replay.reused} reused")
             for insight_id, groups in sorted(report.pairs.items()):
                 say(f"  {insight_id}: " + ", ".join(f"{label} {ids}" for label, ids in sorted(groups.items())))
+            for insight_id, ids in sorted(report.placebo.items()):
+                say(f"  {insight_id}: neutral, right with the placebo lesson too: {ids}")
             self._save(summary)
             if dry_run:
                 return

@@ -11,7 +11,13 @@ For each training problem the library holds with an answer:
    right without it, **neutral** otherwise;
 4. when the problem is wrong with the library, a few insights that were not chosen (those it
    was learned from first, then those recall found but the check left out, then the nearest by
-   condition) are each given with ``R``: one that turns it right is **unretrieved**.
+   condition) are each given with ``R``: one that turns it right is **unretrieved**;
+5. a pair that would be positive or unretrieved is solved once more with the placebo lesson in
+   the insight's place (``prompts.PLACEBO``, as the learner's check and broadening do): where
+   that is right too, any lesson in the prompt turned the answer, not this one's advice (on the
+   embedded model a lesson the program then ignores can move a greedy answer), and the pair is
+   **neutral** (counted in ``Replay.placebo``). A negative stays negative: the insight was
+   recalled and the answer turned wrong, whatever turned it.
 
 Every solve is recorded as an attempt, with evidence for each insight in the prompt, as the
 learner records its own. An outcome is solved only once per prompt content: a solve recorded
@@ -27,12 +33,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from alphaopt.agent import prompts
 from alphaopt.agent.retrieval import insight_dict, told
 from alphaopt.learning.learn import Learner
 from alphaopt.llm.client import LLMClient
 from library import Evidence, LibraryStore, Status, Task
 
 POSITIVE, NEGATIVE, UNRETRIEVED, NEUTRAL = "positive", "negative", "unretrieved", "neutral"
+PLACEBO_KIND = "evolve_placebo"  # a solve with the placebo lesson in an insight's place (never reused: no evidence)
 #: Attempt kinds that are solves of the task with just the insights their evidence names in the
 #: prompt (a placebo arm's lesson, or a merge's lesson before it is stored, is no library insight
 #: and leaves no evidence: those solves are never reused).
@@ -120,6 +128,7 @@ class Replay:
     pairs: list[Pair] = field(default_factory=list)
     solved: int = 0
     reused: int = 0
+    placebo: list[Pair] = field(default_factory=list)  # would-be positive or unretrieved, right with the placebo too
 
     def metrics(self) -> Metrics:
         counts = {label: sum(p.label == label for p in self.pairs) for label in (POSITIVE, NEGATIVE, UNRETRIEVED,
@@ -134,6 +143,13 @@ class Replay:
         for p in self.pairs:
             found[p.insight_id][p.label].append(p.task_id)
         return {i: dict(g) for i, g in found.items()}
+
+    def placebo_groups(self) -> dict[str, list[str]]:
+        """Insight id → the problems where it would have helped but the placebo lesson did too."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for p in self.placebo:
+            found[p.insight_id].append(p.task_id)
+        return dict(found)
 
 
 class Outcomes:
@@ -241,17 +257,31 @@ class Replayer:
                 rest = [i for i in chosen if i["id"] != insight["id"]]
                 without = self.outcome(task, rest, "evolve_without")
                 label = POSITIVE if right and not without else NEGATIVE if without and not right else NEUTRAL
+                if label == POSITIVE and self._placebo_too(task, rest, insight, result, retrieved=True):
+                    label = NEUTRAL
                 result.pairs.append(Pair(insight["id"], task.id, label, retrieved=True))
             if not right:
-                for insight in self._untried(task, chosen):
-                    given = self.outcome(task, [*chosen, insight_dict(insight)], "evolve_given")
-                    result.pairs.append(Pair(insight.id, task.id, UNRETRIEVED if given else NEUTRAL, retrieved=False))
+                for untried in self._untried(task, chosen):
+                    given = self.outcome(task, [*chosen, insight_dict(untried)], "evolve_given")
+                    label = UNRETRIEVED if given else NEUTRAL
+                    if given and self._placebo_too(task, chosen, insight_dict(untried), result, retrieved=False):
+                        label = NEUTRAL
+                    result.pairs.append(Pair(untried.id, task.id, label, retrieved=False))
             problem = ProblemReplay(task, chosen, right)
             result.problems.append(problem)
             if on_problem:
                 on_problem(problem)
         result.solved, result.reused = self.solved - start_solved, self.reused - start_reused
         return result
+
+    def _placebo_too(self, task: Task, others: list[dict[str, Any]], insight: dict[str, Any], result: Replay, *,
+                     retrieved: bool) -> bool:
+        """Whether the problem is right with the placebo lesson in the insight's place (step 5)."""
+        placebo = {**prompts.PLACEBO, "stage": insight["stage"]}
+        if not self.outcome(task, [*others, placebo], PLACEBO_KIND):
+            return False
+        result.placebo.append(Pair(insight["id"], task.id, NEUTRAL, retrieved=retrieved))
+        return True
 
     def _untried(self, task: Task, chosen: list[dict[str, Any]]) -> list[Any]:
         """Verified insights retrieval did not choose, most likely to help first: those learned
