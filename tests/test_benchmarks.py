@@ -316,3 +316,62 @@ def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path
     monkeypatch.delenv("ALPHAOPT_EXPERIMENTAL__RETRIEVAL_MAX_DISTANCE")
     reach.main(["--dataset", str(data), "--library", "starter"])  # the shipped library
     assert f"of 2 items have a candidate insight from {STARTER_LIBRARY}" in capsys.readouterr().out
+
+
+def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_the_placebo(tmp_path, runner,
+                                                                                          capsys):
+    from benchmarks.experiments import judge
+    from library import InsightDraft, LibraryStore
+    from tests.fakes import WRONG_LP_REPLY, ThreadSafeLLM
+
+    diet = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
+            "calories a day at the lowest cost; each serving has a price and its nutrients.")
+    texts = {"E1": diet,
+             "E2": ("A student plans meals from oats, milk and eggs to get at least 70 g of protein and 1800 calories "
+                    "each day at the lowest cost; every serving has its price and its nutrients."),
+             "E3": ("An athlete plans meals from tuna, bread and peas to get at least 90 g of protein and 2500 "
+                    "calories a day as cheaply as possible; each serving has a known price and nutrient content."),
+             "E4": "A company hires trucks to ship at least 115 tons of gravel and wants to spend as little as it can."}
+    train = tmp_path / "toy_train.jsonl"
+    train.write_text("".join(json.dumps({"id": k, "description": v, "answer": 11}) + "\n" for k, v in texts.items()))
+    store = LibraryStore(tmp_path / "src.db")
+    store.add_task("toy_train", "E1", diet, answer=11.0)
+    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                   condition="The problem involves counting, buying, or choosing",
+                                   explanation="declare servings NonNegativeIntegers"),
+                      status="verified", provenance={"source_tasks": ["toy_train/E1"]})
+    export = tmp_path / "lib.jsonl"
+    store.export_jsonl(export, header={"training_problems": 1})
+    store.close()
+
+    # the lesson turns E2 and E4 right; any lesson (the placebo too) turns E4 right; E3 turns wrong with it
+    def route(prompt: str, user: str) -> str:
+        name = next(k for k in ("E2", "E3", "E4") if texts[k] in user)
+        lesson = "[I0001]" in user
+        right = {"E2": lesson, "E3": not lesson, "E4": lesson or "[I0000]" in user}[name]
+        if prompt == "formulate":
+            return FORMULATION
+        assert prompt == "write_program", prompt
+        return LP_REPLY if right else WRONG_LP_REPLY
+
+    llm = ThreadSafeLLM(route=route, delay=0.0)
+    args = ["I0001", "--library", str(export), "--dataset", str(train), "--out", str(tmp_path / "out")]
+    judge.main(args, llm=llm, runner=runner)  # E1 is its source; E2 and E3 its source gate reaches, E4 not
+    out = capsys.readouterr().out
+    assert "I0001: 2 of 2 training problems (reached): ['toy_train/E2', 'toy_train/E3']" in out
+    assert ("I0001 on 2 problems: without 1, with 1; turned right 1 ['toy_train/E2'], of those right with the placebo "
+            "too 0 []; turned wrong 1 ['toy_train/E3']") in out
+    rows = [json.loads(line) for line in (tmp_path / "out" / "judge.jsonl").read_text().splitlines()]
+    assert [(r["key"][-2:], r["arm"], r["right"]) for r in rows] == [
+        ("E2", "without", False), ("E2", "with", True), ("E2", "placebo", False), ("E3", "without", True),
+        ("E3", "with", False)]  # the placebo only where the lesson turned the answer right
+    judge.main(args, llm=llm, runner=runner)  # resumes: nothing solved again
+    assert len((tmp_path / "out" / "judge.jsonl").read_text().splitlines()) == 5
+    calls = len(llm.calls)
+    judge.main([*args, "--scope", "all", "--match", "trucks"], llm=llm, runner=runner)
+    out = capsys.readouterr().out
+    assert "I0001: 1 of 1 training problems (all, 'trucks'): ['toy_train/E4']" in out
+    assert "turned right 1 ['toy_train/E4'], of those right with the placebo too 1 ['toy_train/E4']" in out
+    assert len(llm.calls) > calls
+    with pytest.raises(SystemExit, match="no such insight"):
+        judge.main(["I0099", "--library", str(export), "--dataset", str(train), "--out", str(tmp_path / "out")])
