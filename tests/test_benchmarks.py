@@ -368,10 +368,13 @@ def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_th
     judge.main(args, llm=llm, runner=runner)  # resumes: nothing solved again
     assert len((tmp_path / "out" / "judge.jsonl").read_text().splitlines()) == 5
     calls = len(llm.calls)
-    judge.main([*args, "--scope", "all", "--match", "trucks"], llm=llm, runner=runner)
+    judge.main([*args, "--scope", "unreached"], llm=llm, runner=runner)
     out = capsys.readouterr().out
-    assert "I0001: 1 of 1 training problems (all, 'trucks'): ['toy_train/E4']" in out
+    assert "I0001: 1 of 1 training problems (unreached): ['toy_train/E4']" in out
     assert "turned right 1 ['toy_train/E4'], of those right with the placebo too 1 ['toy_train/E4']" in out
     assert len(llm.calls) > calls
+    judge.main([*args, "--scope", "all", "--match", "trucks|athlete"], llm=llm, runner=runner)
+    assert "I0001: 2 of 2 training problems (all, 'trucks|athlete'): ['toy_train/E3', 'toy_train/E4']" in \
+        capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such insight"):
         judge.main(["I0099", "--library", str(export), "--dataset", str(train), "--out", str(tmp_path / "out")])

@@ -7,9 +7,10 @@ default), less the insight's source problems and their near-copies, the items th
 test item (``benchmarks.honesty``), and, of near-copies of each other, all but the first (the
 splits copy each other's problems). ``--scope reached`` (the default) keeps those the library's
 retrieval can recall the insight for (its recall candidates or a quote its condition matches, as
-``benchmarks.reach`` finds them, with no model call); ``--scope all`` keeps every one, to see
-whether the lesson would help beyond where it is recalled. ``--match REGEX`` keeps only the texts
-it finds (case-insensitive). Then a seeded sample of ``--limit`` of them (the same every run).
+``benchmarks.reach`` finds them, with no model call); ``--scope unreached`` keeps the others, to
+see whether the lesson would help beyond where it is recalled; ``--scope all`` keeps every one.
+``--match REGEX`` keeps only the texts it finds (case-insensitive). Then a seeded sample of
+``--limit`` of them (the same every run).
 
 Each problem is solved as a user's greedy solve with exactly one lesson forced into the prompts,
 told to the model: none, the insight, and, where the insight turned the answer right, the
@@ -79,9 +80,10 @@ def judged_items(insight_id: str, library: Path, datasets: list[str], scope: str
             pool = [i for n, i in enumerate(pool) if n not in copies]
             if match:
                 pool = [i for i in pool if re.search(match, i.description, re.IGNORECASE)]
-            if scope == "reached":
-                pool = [i for i in pool if insight_id in {c.id for c in retriever.candidates(i.description)}
-                        or insight_id in retriever.quoted(i.description)]
+            if scope != "all":
+                reached = {i.key for i in pool if insight_id in {c.id for c in retriever.candidates(i.description)}
+                           or insight_id in retriever.quoted(i.description)}
+                pool = [i for i in pool if (i.key in reached) == (scope == "reached")]
         finally:
             retriever.close()
     among = near_duplicates([i.description for i in pool], [], among=True)
@@ -98,8 +100,8 @@ def main(argv: list[str] | None = None, **clients: Any) -> int:
     parser.add_argument("insight", help="the insight's id, e.g. I0121")
     parser.add_argument("--library", default="starter", help="'starter' or a library JSONL export holding it")
     parser.add_argument("--dataset", action="append", help="a training split (repeatable; default: all of them)")
-    parser.add_argument("--scope", choices=("reached", "all"), default="reached",
-                        help="the problems retrieval can recall it for (default), or every one")
+    parser.add_argument("--scope", choices=("reached", "unreached", "all"), default="reached",
+                        help="the problems retrieval can recall it for (default), the others, or every one")
     parser.add_argument("--match", help="only the problems whose text this regular expression finds")
     parser.add_argument("--limit", type=int, help="a seeded sample of this many problems")
     parser.add_argument("--seed", type=int, default=22)
