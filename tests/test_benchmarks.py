@@ -365,6 +365,7 @@ def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_th
     assert [(r["key"][-2:], r["arm"], r["right"]) for r in rows] == [
         ("E2", "without", False), ("E2", "with", True), ("E2", "placebo", False), ("E3", "without", True),
         ("E3", "with", False)]  # the placebo only where the lesson turned the answer right
+    assert "turned wrong 1 ['toy_train/E3']" in (tmp_path / "out" / "summary.md").read_text()
     judge.main(args, llm=llm, runner=runner)  # resumes: nothing solved again
     assert len((tmp_path / "out" / "judge.jsonl").read_text().splitlines()) == 5
     calls = len(llm.calls)

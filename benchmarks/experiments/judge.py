@@ -17,9 +17,9 @@ told to the model: none, the insight, and, where the insight turned the answer r
 placebo lesson (``prompts.PLACEBO``, as the learner's check) in its place. A turn that the
 placebo makes too is not the insight's advice. Right means within the one answer tolerance
 (``alphaopt.answers``). Rows go to ``benchmarks/results/<run>/judge.jsonl`` (resumable); the
-solves' model calls are cached in ``benchmarks/results/<run>/home``. The summary gives each
-arm's count, the problems turned right and wrong, those right with the placebo too, and an exact
-McNemar p of with against without.
+solves' model calls are cached in ``benchmarks/results/<run>/home``. The summary (printed, and
+in ``summary.md`` beside the rows) gives each arm's count, the problems turned right and wrong,
+those right with the placebo too, and an exact McNemar p of with against without.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import argparse
 import json
 import random
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -142,11 +143,14 @@ def main(argv: list[str] | None = None, **clients: Any) -> int:
                 f.write(json.dumps(row) + "\n")
             print(f"  {item.key} {arm}: {'right' if right else 'wrong'} ({solution.objective} against "
                   f"{item.answer}, {row['seconds']} s)", flush=True)
-    summarize(args.insight, [i.key for i in items], recorded(out))
+    line = summarize(args.insight, [i.key for i in items], recorded(out))
+    print(line)
+    command = "python -m benchmarks.experiments.judge " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out.parent / "summary.md").write_text(f"`{command}`\n\n{line}\n")
     return 0
 
 
-def summarize(insight_id: str, keys: list[str], rows: list[dict[str, Any]]) -> None:
+def summarize(insight_id: str, keys: list[str], rows: list[dict[str, Any]]) -> str:
     """Each arm's count on the judged problems, the turns, and McNemar's p of with against without."""
     right: dict[str, dict[str, bool]] = {arm: {} for arm in ARMS}
     for r in rows:
@@ -156,7 +160,7 @@ def summarize(insight_id: str, keys: list[str], rows: list[dict[str, Any]]) -> N
     gained = [k for k in both if right["with"][k] and not right["without"][k]]
     lost = [k for k in both if right["without"][k] and not right["with"][k]]
     placebo_too = [k for k in gained if right["placebo"].get(k)]
-    print(f"{insight_id} on {len(both)} problems: without {sum(right['without'][k] for k in both)}, "
+    return (f"{insight_id} on {len(both)} problems: without {sum(right['without'][k] for k in both)}, "
           f"with {sum(right['with'][k] for k in both)}; turned right {len(gained)} {gained}, of those right with the "
           f"placebo too {len(placebo_too)} {placebo_too}; turned wrong {len(lost)} {lost}; exact McNemar p "
           f"{mcnemar_p(len(gained), len(lost)):.3g}")
