@@ -22,6 +22,7 @@ except ImportError:  # inside the sandbox the modules are top-level
     from model_file import FileModel, Row  # type: ignore[no-redef]
 
 TOLERANCE = 1e-6
+OBJECTIVE_DIFFERS = "objective (solver's value differs)"
 INTEGRALITY_TOLERANCE = 1e-5
 
 
@@ -60,7 +61,7 @@ def check_plan(model: FileModel, x: Sequence[float], objective: float | None) ->
     except (ArithmeticError, ValueError) as exc:
         return _result(False, math.inf, f"objective (cannot evaluate: {exc})", None)
     if objective is not None:
-        note(abs(recomputed - objective) / max(scale, abs(objective)), "objective (solver's value differs)")
+        note(abs(recomputed - objective) / max(scale, abs(objective)), OBJECTIVE_DIFFERS)
     return _result(worst[0] <= TOLERANCE, worst[0], worst[1] or None, recomputed)
 
 

@@ -239,3 +239,23 @@ def test_a_plan_that_fails_the_check_is_a_check_failed_status_not_optimal(tmp_pa
                                      proof="global"), {})
     assert out["status"] == "check_failed" and "objective" not in out and out.get("proof", "none") == "none"
     assert "constraint cap" in out["error"] and out["check"]["passed"] is False
+
+
+def test_a_plan_stopped_at_a_limit_gets_its_own_recomputed_objective_but_a_proven_one_must_match(tmp_path):
+    model = _file_model(tmp_path)
+    # SCIP's objective variable for a nonlinear objective need not be tight at an incumbent it stops on:
+    # the plan holds every row and bound, so its value on the file is its objective
+    out: dict = {"status": "feasible"}
+    _report_plan(out, model, Outcome("scip", "feasible", "timelimit", objective=12.5, values=[3.0, 2.0],
+                                     proof="feasible"), {})
+    assert out["objective"] == pytest.approx(11.0) and out["check"]["passed"] and out["proof"] == "feasible"
+    # a claimed optimum whose value differs from its plan's stays a failed check
+    proven: dict = {"status": "optimal"}
+    _report_plan(proven, model, Outcome("scip", "optimal", "optimal", objective=12.5, values=[3.0, 2.0],
+                                        proof="global"), {})
+    assert proven["status"] == "check_failed" and "objective" not in proven
+    # and so does a plan at a limit that breaks a row
+    broken: dict = {"status": "feasible"}
+    _report_plan(broken, model, Outcome("scip", "feasible", "timelimit", objective=12.5, values=[14.0, 0.0],
+                                        proof="feasible"), {})
+    assert broken["status"] == "check_failed" and "constraint cap" in broken["error"]
