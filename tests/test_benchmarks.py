@@ -276,24 +276,34 @@ def test_a_library_learned_from_a_test_items_copy_is_named_in_the_run_descriptio
     assert f"({copy})" in described and clean not in described
 
 
+DIET = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
+        "calories a day at the lowest cost; each serving has a price and its nutrients.")
+
+
+def _diet_library(tmp_path, dataset: str, answer: float):
+    """A library export holding one verified integrality insight whose source is DIET (``dataset``/E1)."""
+    from library import InsightDraft, LibraryStore
+
+    store = LibraryStore(tmp_path / "src.db")
+    store.add_task(dataset, "E1", DIET, answer=answer)
+    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
+                                   condition="The problem involves counting, buying, or choosing",
+                                   explanation="declare servings NonNegativeIntegers"),
+                      status="verified", provenance={"source_tasks": [f"{dataset}/E1"]})
+    export = tmp_path / "lib.jsonl"
+    store.export_jsonl(export, header={"training_problems": 1})
+    store.close()
+    return export
+
+
 def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path, capsys, monkeypatch):
     from benchmarks import reach
     from library import InsightDraft, LibraryStore
 
-    diet = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
-            "calories a day at the lowest cost; each serving has a price and its nutrients.")
-    store = LibraryStore(tmp_path / "src.db")
-    store.add_task("diet_train", "E1", diet, answer=12.0)
-    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
-                                   condition="The problem involves counting, buying, or choosing",
-                                   explanation="declare servings NonNegativeIntegers"),
-                      status="verified", provenance={"source_tasks": ["diet_train/E1"]})
-    export = tmp_path / "lib.jsonl"
-    store.export_jsonl(export, header={"training_problems": 1})
-    store.close()
+    export = _diet_library(tmp_path, "diet_train", 12.0)
     data = tmp_path / "toy_test.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "near", "description": diet.replace("chicken, rice and beans", "oats, milk and eggs"), "answer": 9},
+        {"id": "near", "description": DIET.replace("chicken, rice and beans", "oats, milk and eggs"), "answer": 9},
         {"id": "far", "description": "A company hires trucks to ship at least 115 tons of gravel. Minimize cost.",
          "answer": 3150},
     ]) + "\n")
@@ -321,12 +331,9 @@ def test_reach_lists_the_items_a_library_can_reach_without_a_model_call(tmp_path
 def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_the_placebo(tmp_path, runner,
                                                                                           capsys):
     from benchmarks.experiments import judge
-    from library import InsightDraft, LibraryStore
     from tests.fakes import WRONG_LP_REPLY, ThreadSafeLLM
 
-    diet = ("A student plans meals from chicken, rice and beans to get at least 60 g of protein and 2000 "
-            "calories a day at the lowest cost; each serving has a price and its nutrients.")
-    texts = {"E1": diet,
+    texts = {"E1": DIET,
              "E2": ("A student plans meals from oats, milk and eggs to get at least 70 g of protein and 1800 calories "
                     "each day at the lowest cost; every serving has its price and its nutrients."),
              "E3": ("An athlete plans meals from tuna, bread and peas to get at least 90 g of protein and 2500 "
@@ -334,15 +341,7 @@ def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_th
              "E4": "A company hires trucks to ship at least 115 tons of gravel and wants to spend as little as it can."}
     train = tmp_path / "toy_train.jsonl"
     train.write_text("".join(json.dumps({"id": k, "description": v, "answer": 11}) + "\n" for k, v in texts.items()))
-    store = LibraryStore(tmp_path / "src.db")
-    store.add_task("toy_train", "E1", diet, answer=11.0)
-    store.add_insight(InsightDraft(stage="general_formulation", level1="variables", level2="integrality",
-                                   condition="The problem involves counting, buying, or choosing",
-                                   explanation="declare servings NonNegativeIntegers"),
-                      status="verified", provenance={"source_tasks": ["toy_train/E1"]})
-    export = tmp_path / "lib.jsonl"
-    store.export_jsonl(export, header={"training_problems": 1})
-    store.close()
+    export = _diet_library(tmp_path, "toy_train", 11.0)
 
     # the lesson turns E2 and E4 right; any lesson (the placebo too) turns E4 right; E3 turns wrong with it
     def route(prompt: str, user: str) -> str:

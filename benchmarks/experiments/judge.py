@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None, **clients: Any) -> int:
         out = args.out / "judge.jsonl"
     else:
         out, _ = results_file(args.run or f"judge-{args.insight}", "judge.jsonl", "insight")
-    done = {(r["arm"], r["key"]) for r in recorded(out) if r["insight"] == args.insight}
+    right = {(r["arm"], r["key"]): r["right"] for r in recorded(out) if r["insight"] == args.insight}
     placebo = {**prompts.PLACEBO, "stage": lesson["stage"], "told": True}
     given = {"without": [], "with": [lesson], "placebo": [placebo]}
     settings = load_settings(home=out.parent / "home")
@@ -129,19 +129,19 @@ def main(argv: list[str] | None = None, **clients: Any) -> int:
           f"{', ' + repr(args.match) if args.match else ''}): {[i.key for i in items]}", flush=True)
     for item in items:
         for arm in ARMS:
-            rows = {r["arm"]: r["right"] for r in recorded(out) if r["insight"] == args.insight
-                    and r["key"] == item.key}
-            if (arm, item.key) in done or (arm == "placebo" and not (rows.get("with") and not rows.get("without"))):
+            gained = right.get(("with", item.key)) and not right.get(("without", item.key))
+            if (arm, item.key) in right or (arm == "placebo" and not gained):
                 continue
             start = time.monotonic()
             solution = solve(item.description, settings=settings, library=Forced(given[arm]), use_library=True,
                              **clients)
-            right = ANSWER.correct(solution.objective, item.answer)
+            right[(arm, item.key)] = ANSWER.correct(solution.objective, item.answer)
             row = {"insight": args.insight, "key": item.key, "arm": arm, "objective": solution.objective,
-                   "answer": item.answer, "right": right, "seconds": round(time.monotonic() - start, 1)}
+                   "answer": item.answer, "right": right[(arm, item.key)],
+                   "seconds": round(time.monotonic() - start, 1)}
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"  {item.key} {arm}: {'right' if right else 'wrong'} ({solution.objective} against "
+            print(f"  {item.key} {arm}: {'right' if row['right'] else 'wrong'} ({solution.objective} against "
                   f"{item.answer}, {row['seconds']} s)", flush=True)
     line = summarize(args.insight, [i.key for i in items], recorded(out))
     print(line)
