@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from alphaopt.agent.retrieval import insight_dict
+from alphaopt.learning import variants
 from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers, text_phrase
 from library import InsightDraft, Status
 from tests.fakes import RoutedLLM, program
@@ -251,6 +252,86 @@ def test_two_edits_together_when_no_single_one_reaches(setup):  # noqa: F811
     assert summary.verified == 1
     assert store.get("I0001").example == ("wrong: model.x + model.y <= 10 right: model.x + model.y >= 10; "
                                           "wrong: 60 right: 6")
+
+
+SHOP = ("A shop makes tables, chairs and desks for a profit of 5, 3 and 4 each. At least 2 chairs must be made, "
+        "at most 10 items fit in the shop, and the wood allows 3 per table and 1 per desk, 12 in all. Maximize the "
+        "profit.")
+PLAN = program("""
+model = pyo.ConcreteModel()
+model.x = pyo.Var(domain=pyo.NonNegativeReals)
+model.y = pyo.Var(domain=pyo.NonNegativeReals)
+model.z = pyo.Var(domain=pyo.NonNegativeReals)
+model.profit = pyo.Objective(expr=5 * model.x + 3 * model.y + 4 * model.z, sense=pyo.maximize)
+model.chairs = pyo.Constraint(expr=model.y >= 2)
+model.total = pyo.Constraint(expr=model.x + model.y + model.z <= 10)
+model.wood = pyo.Constraint(expr=3 * model.x + model.z <= 12)
+""")  # 40
+BOTH = PLAN.replace("pyo.maximize", "pyo.minimize").replace("model.y >= 2", "model.y <= 2")  # 0; no one edit gives 40
+CHAIRS_TURNED = PLAN.replace("model.y >= 2", "model.y <= 2")  # 41: maximized, the chairs turned around
+SHOP_ITEM = ("toy_train", "s1", SHOP, 40.0)
+
+
+def test_two_known_edits_draft_a_lesson_each_checked_together(setup):  # noqa: F811
+    """No single edit reaches 40, the objective's sense and the chairs' direction together do
+    (on adjacent lines): a lesson is drafted for each as for that edit alone, explanation and
+    example agreeing, and the two are checked together; no whole-contrast extraction."""
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", BOTH).on("diagnose_program", BOTH)
+    llm.on("edit_condition", "when the question asks for the highest profit").on("write_program", PLAN)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([SHOP_ITEM])
+    assert (summary.verified, summary.added) == (2, 2) and "extract" not in llm.prompt_names
+    assert summary.sources["line_edit"] == {"reached": 1, "drafted": 2, "verified": 2}
+    sense, chairs = store.get("I0001"), store.get("I0002")
+    assert sense.example == "wrong: sense=pyo.minimize right: sense=pyo.maximize"
+    assert sense.explanation.startswith("set the objective's sense to maximize, as in the example")
+    assert sense.condition == "when the question asks for the highest profit"
+    assert chairs.example == "wrong: model.y <= 2 right: model.y >= 2"
+    assert chairs.explanation.startswith("write it with >=, not <=, as in the example")
+    assert chairs.condition.startswith('when the text says "') and "least N chairs" in chairs.condition
+    assert sense.provenance.prompt_version.startswith("edit_condition:")
+    assert sense.provenance.evidence["with"] == 1 and chairs.provenance.evidence["with"] == 1
+    ask = next(c for c in llm.calls if c.prompt_name == "edit_condition")  # the sense edit's own, not both
+    assert "sense=pyo.maximize" in ask.user and "model.y >= 2" not in ask.user
+
+
+def test_one_of_several_known_edits_drafting_nothing_drafts_none(setup):  # noqa: F811
+    store, _, learner = setup
+    llm = RoutedLLM().on("write_program", BOTH).on("diagnose_program", BOTH)
+    llm.on("edit_condition", "This correction is needed for the profit.")
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([SHOP_ITEM])
+    assert llm.prompt_names.count("edit_condition") == 1  # the sense's drafted nothing: the chairs' is not asked
+    assert (summary.reached, summary.drafted, summary.added) == (1, 0, 0) and store.list(status=None) == []
+
+
+def test_beside_an_untold_known_edit_a_lesson_the_code_cannot_make_is_still_told(setup):  # noqa: F811
+    """Told both lessons, the model writes another wrong program; with the direction's lesson
+    untold (the code turns the chairs around) and the sense's told, it writes maximize and the
+    check passes: only the direction's lesson is verified untold."""
+    store, _, learner = setup
+    other = PLAN.replace("<= 10", "<= 9")  # a limit misread
+    llm = _ToldOtherwise(told=other, marker="[I0002]").on("write_program", BOTH, CHAIRS_TURNED)
+    llm.on("diagnose_program", BOTH).on("edit_condition", "when the question asks for the highest profit")
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([SHOP_ITEM])
+    assert summary.verified == 2 and summary.sources["line_edit"]["verified untold"] == 1
+    sense, chairs = store.get("I0001"), store.get("I0002")
+    assert chairs.provenance.evidence["told"] is False and insight_dict(chairs)["told"] is False
+    assert "told" not in sense.provenance.evidence and insight_dict(sense)["told"] is True
+    untold = [c.user for c in llm.calls if c.prompt_name == "write_program" and "[I0001]" in c.user]
+    assert len(untold) == 2 and "[I0002]" in untold[0] and "[I0002]" not in untold[1]
+
+
+def test_known_edits_split_a_correction_into_its_known_edits():
+    right, both = _code(PLAN), _code(BOTH)
+    edits = variants.known_edits(both, right, SHOP)
+    assert [e.kind for e in edits] == ["sense", "direction"]  # adjacent lines: an edit each
+    assert [len(hunks(both, e.program)) for e in edits] == [1, 1]
+    assert known_edit(both, right, SHOP) is None
+    assert variants.known_edits(_code(CHAIRS_TURNED), right, SHOP) is None  # one edit
+    numbered = both.replace("<= 12", "<= 120")
+    assert [e.kind for e in variants.known_edits(numbered, right, SHOP)] == ["sense", "direction", "number"]
+    assert variants.known_edits(numbered, right, SHOP, most=2) is None
+    assert variants.known_edits(both.replace("<= 12", "* 2 <= 12"), right, SHOP) is None  # a line rewritten
 
 
 def test_a_model_correction_is_cut_down_to_the_change_that_reaches(setup):  # noqa: F811

@@ -23,7 +23,7 @@ from alphaopt.agent import prompts
 from alphaopt.agent.nodes import REPAIRABLE
 from alphaopt.agent.program import LINE_CHANGES
 from alphaopt.agent.state import Attempt, Solution
-from alphaopt.learning.variants import known_edit
+from alphaopt.learning.variants import known_edit, known_edits
 
 Criterion = Literal["final", "runs_first", "runs", "right_first"]
 
@@ -36,7 +36,8 @@ class Contrast:
         source: Where it came from: ``repair``, ``diagnose``, ``patch`` (during a solve),
             ``samples`` (two solves), ``integrality``, ``line_edit`` or ``explore``.
         step: The prompt that drafts from it: ``extract``, ``extract_code``,
-            ``integrality_condition`` or ``edit_condition``.
+            ``integrality_condition`` or ``edit_condition``; ``EDIT_PARTS`` when it is several
+            known edits (``parts``), each drafted by its own.
         wrong: The wrong (or failing) program.
         right: The right (or repaired) program.
         outcome: What the wrong program gave, as the drafting prompt says it.
@@ -44,6 +45,9 @@ class Contrast:
         change: The edit in words, when it is known (an integrality flip, a single-line edit).
         example: The edit as ``wrong: ... right: ...``, when it is known exactly.
         kind: The kind of a known edit (``alphaopt.learning.variants.Variant.kind``), else "".
+        parts: When the programs differ by a few known edits that reach the answer only
+            together: one contrast for each edit alone (its ``right`` is ``wrong`` with that
+            edit made), whose drafts are checked together.
     """
 
     source: str
@@ -55,7 +59,16 @@ class Contrast:
     change: str = ""
     example: str = ""
     kind: str = ""
+    parts: tuple[Contrast, ...] = ()
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The prompts that draft from it (its parts', for several known edits)."""
+        return tuple(dict.fromkeys(p.step for p in self.parts)) if self.parts else (self.step,)
+
+
+#: The ``step`` of a contrast of several known edits (``Contrast.parts``).
+EDIT_PARTS = "edit_parts"
 
 Correct = Callable[[float | None], bool]
 
@@ -64,13 +77,22 @@ def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
     """A modeling contrast whose two programs differ by one known edit (``known_edit``: one
     line's direction, sense, integrality or number, the objective made a plain count, or one
     constraint added or dropped), with that edit's kind, words and example, drafted by the prompt
-    for it (``edit_step``). Any other contrast as it was."""
+    for it (``edit_step``). One whose programs differ by a few known edits whose lessons are
+    known (not a number copied wrong) as those edits' ``parts``: a model asked for one lesson
+    of several edits wrote one that matched neither (I0124: it spoke of whole numbers, while its
+    example flipped the objective's sense and a ratio's direction). Any other contrast as it was."""
     if contrast.step != "extract" or contrast.kind:
         return contrast
     edit = known_edit(contrast.wrong, contrast.right, problem)
-    if edit is None:
-        return contrast
-    return replace(contrast, step=edit_step(edit.kind), kind=edit.kind, change=edit.change, example=edit.example)
+    if edit is not None:
+        return replace(contrast, step=edit_step(edit.kind), kind=edit.kind, change=edit.change, example=edit.example)
+    edits = known_edits(contrast.wrong, contrast.right, problem) or []
+    parts = tuple(Contrast(contrast.source, edit_step(e.kind), contrast.wrong, e.program, contrast.outcome,
+                           contrast.criterion, e.change, e.example, e.kind) for e in edits)
+    if not parts or any(p.step == "extract" for p in parts):
+        return contrast  # no known edits, or one whose lesson is not known beforehand (a number)
+    return replace(contrast, step=EDIT_PARTS, change="; ".join(p.change for p in parts),
+                   example="; ".join(p.example for p in parts), parts=parts)
 
 
 def edit_step(kind: str) -> str:

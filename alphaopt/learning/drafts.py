@@ -14,7 +14,9 @@ that says nothing about where the lesson applies (it names the mistake, "when th
 domains are not correctly specified", or a step of every program, "when defining the variables")
 is asked for once more (``situate``) and dropped when it still does.
 When the contrast knows its edit exactly (a single-line edit, or the smallest part of a
-model's correction that reaches the answer), that edit is the draft's example.
+model's correction that reaches the answer), that edit is the draft's example. A contrast of a
+few known edits that reach the answer only together (``Contrast.parts``) gives one draft for
+each edit, as that edit alone would, checked together; none when one of them drafts nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class Drafter:
 
     def drafts(self, task: Task, contrast: Contrast, run_id: str) -> list[InsightDraft]:
         """The candidate insights drafted from one contrast (none when the model's say nothing)."""
+        if contrast.parts:  # several known edits that reach the answer only together: a lesson each, or none
+            found: list[InsightDraft] = []
+            for part in contrast.parts:
+                drafted = self.drafts(task, part, run_id)
+                if not drafted:
+                    return []
+                found += drafted
+            return found
         if contrast.step == "integrality_condition":
             return self._integrality(task, contrast, run_id)
         if contrast.step == "edit_condition":

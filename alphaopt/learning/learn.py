@@ -311,16 +311,16 @@ class Learner:
         """Add the drafts as candidates, check them, and verify or retire them in one transaction;
         then index and merge the verified ones. Returns "learned" or why they were rejected, and
         the solves with the candidates."""
-        step = contrast.step
+        version = "; ".join(f"{step}:{prompts.prompt_sha(step)}" for step in contrast.steps)
         candidates = [self.store.add_insight(d, provenance={
             "source_tasks": [task.id], "model": self.settings.model_name,
-            "prompt_version": f"{step}:{prompts.prompt_sha(step)}", "run_id": run_id}) for d in drafts]
+            "prompt_version": version, "run_id": run_id}) for d in drafts]
         summary.added += len(candidates)
         verdict = self.checker.check(task, run_id, candidates, without, contrast.criterion, placebos)
         summary.solves_skipped += verdict.skipped
-        evidence = {**verdict.evidence, "source": contrast.source}
         with self.store.transaction(reason=f"counterfactual check on {task.id}"):
             for c in candidates:
+                evidence = {**verdict.evidence_for(c.id), "source": contrast.source}
                 if verdict.accepted:
                     self.store.verify(c.id, evidence)
                 else:
@@ -331,8 +331,8 @@ class Learner:
             return "candidates rejected" + (f": {verdict.why}" if verdict.why else ""), verdict.with_runs
         summary.verified += len(candidates)
         summary.count(contrast.source, "verified", len(candidates))
-        if verdict.evidence.get("told") is False:  # verified with the code's edit, the lesson untold
-            summary.count(contrast.source, "verified untold", len(candidates))
+        if verdict.untold:  # verified with the code's edit, the lesson untold
+            summary.count(contrast.source, "verified untold", len(verdict.untold))
         with self.store.merge_lock():  # one worker at a time indexes and merges
             self.index.upsert([self.store.get(c.id) for c in candidates])
             for c in candidates:

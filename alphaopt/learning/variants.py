@@ -7,7 +7,7 @@ an inequality), the objective's sense, the integrality of one variable, or one c
 dropped. ``hunks`` splits a model's corrected program into its separate changes, so that the
 smallest change that reaches the target can be found the same way, and ``known_edit`` names the
 one mechanical edit (or one added constraint) that turns a wrong program into a right one, when
-that is all that separates them.
+that is all that separates them (``known_edits``: the few such edits, when each change is one).
 
 Edits are made on the program's text at the positions ``ast`` gives, so every other line stays
 byte for byte as the model wrote it.
@@ -389,6 +389,30 @@ def known_edit(wrong: str, right: str, problem: str = "") -> Variant | None:
         return None  # a single-line variant changes one line into one line
     target = _same_lines(right)
     return next((v for v in line_variants(wrong, problem, limit=100_000) if _same_lines(v.program) == target), None)
+
+
+def known_edits(wrong: str, right: str, problem: str = "", *, most: int = 3) -> list[Variant] | None:
+    """The known edits that together turn ``wrong`` into ``right`` when several separate them
+    (two to ``most``) and each change, made alone, is one ``known_edit`` (a pair of line
+    variants that exploration found, or a model's correction of a few known kinds); in the order
+    of the program. Each edit's program is ``wrong`` with that edit alone. A change is a hunk of
+    the line diff, adjacent lines changed one for one being a change each. None for anything
+    else: one change or none, a change that is not a known edit, too many of them."""
+    pieces = []
+    for first, last, new in hunks(wrong, right):  # adjacent lines changed one for one: each line its own
+        one_for_one = last - first == len(new) > 1
+        pieces += [(first + i, first + i + 1, [new[i]]) for i in range(len(new))] if one_for_one else [
+            (first, last, new)]
+    edits = []
+    for hunk in pieces:
+        alone = apply_hunk(wrong, hunk)
+        if _same_lines(alone) == _same_lines(wrong):
+            continue  # blank lines or comments only
+        edit = known_edit(wrong, alone, problem)
+        if edit is None:
+            return None
+        edits.append(edit)
+    return edits if 2 <= len(edits) <= most else None
 
 
 def _is_code(line: str) -> bool:

@@ -19,7 +19,9 @@ Candidates whose edit the code makes (a quoted condition, a relation edit: ``age
 that fail this way are checked once more with their lesson kept out of the prompt: the code's
 edit alone, against the same arms. A small model told a lesson often writes a different program
 that the edit cannot mend. Passing so, the evidence says ``told: False`` (the told check's counts
-under ``told_check``), and the insight is applied and never told (``insight_dict``).
+under ``told_check``), and the insight is applied and never told (``insight_dict``). A candidate
+checked beside them whose edit the code does not make is told in that check too, and its
+evidence does not say ``told: False`` (``Verdict.evidence_for``).
 
 What counts as a success depends on the contrast the candidates came from
 (``alphaopt.learning.contrasts``): the right answer, the right answer with a first program that
@@ -85,6 +87,14 @@ class Verdict:
     accepted: bool
     evidence: dict[str, Any] = field(default_factory=dict)
     with_runs: list[Solution] = field(default_factory=list)
+    untold: frozenset[str] = frozenset()  # the candidates checked with their lesson untold (the code's edit)
+
+    def evidence_for(self, insight_id: str) -> dict[str, Any]:
+        """The evidence kept on one candidate's version: ``told: False`` only on those whose edit
+        the code made, the lesson untold (a candidate checked beside them was told)."""
+        if self.evidence.get("told") is not False or insight_id in self.untold:
+            return self.evidence
+        return {k: v for k, v in self.evidence.items() if k != "told"}
 
     @property
     def skipped(self) -> int:
@@ -143,11 +153,13 @@ class Checker:
             accepted, spared = self._placebo(task, run_id, candidates, criterion, wins, sum(wins(solved)),
                                              strict, placebos, evidence)
             saved += spared
-        if not accepted and applied.edits(forced, task.text):
+        edited = {e.insight_id for e in applied.edits(forced, task.text)}
+        if not accepted and edited:
             # the code makes these candidates' edit: check them once more with their lesson kept
-            # out of the prompt (a small model often writes a different program when told)
-            untold = self._with_arm(task, run_id, "verify_untold", [{**f, "told": False} for f in forced], need,
-                                    criterion, wins)
+            # out of the prompt (a small model often writes a different program when told); a
+            # candidate whose edit the code does not make (checked beside them) is still told
+            untold = self._with_arm(task, run_id, "verify_untold",
+                                    [{**f, "told": f["id"] not in edited} for f in forced], need, criterion, wins)
             saved += self.k - len(untold)
             told_check: dict[str, Any] = {k: evidence.pop(k) for k in ("with", "placebo") if k in evidence}
             told_check["solves"] = {k: evidence["solves"].pop(k) for k in ("with", "placebo")
@@ -161,7 +173,7 @@ class Checker:
                 saved += spared
             solved = untold
         evidence["skipped"] = saved
-        return Verdict(accepted, evidence, solved)
+        return Verdict(accepted, evidence, solved, frozenset(edited) if evidence.get("told") is False else frozenset())
 
     def _with_arm(self, task: Task, run_id: str, kind: str, forced: list[dict[str, Any]], need: int,
                   criterion: Criterion, wins: Callable[[Sequence[Solution]], list[int]]) -> list[Solution]:
