@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from alphaopt.agent.reading import read
 from alphaopt.agent.retrieval import insight_dict
 from alphaopt.learning import variants
 from alphaopt.learning.variants import apply_hunk, combine, hunks, known_edit, line_variants, text_numbers, text_phrase
@@ -332,6 +333,38 @@ def test_known_edits_split_a_correction_into_its_known_edits():
     assert [e.kind for e in variants.known_edits(numbered, right, SHOP)] == ["sense", "direction", "number"]
     assert variants.known_edits(numbered, right, SHOP, most=2) is None
     assert variants.known_edits(both.replace("<= 12", "* 2 <= 12"), right, SHOP) is None  # a line rewritten
+
+
+def test_an_edit_against_what_the_text_says_is_not_screened(setup):  # noqa: F811
+    """The text asks to minimize, states "at least 10" and "at most 6": edits against those are
+    marked, the others not."""
+    reading = read(COST)
+    code = _code(TURNED)
+    found = {v.example: variants.against_text(v, reading) for v in line_variants(code, COST)}
+    assert found["wrong: sense=pyo.minimize right: sense=pyo.maximize"] is True  # the text asks to minimize
+    assert found["wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"] is False  # "at least 10"
+    assert found["wrong: model.x <= 6 right: model.x >= 6"] is True  # "at most 6"
+    assert found["wrong: 2 * model.x + 3 * model.y right: model.x + model.y"] is False  # no reading of a count
+    assert not variants.against_text(next(v for v in line_variants(code, "Find x and y.") if v.kind == "sense"),
+                                     read("Find x and y."))  # the text says no sense
+    sensed = "def build_model():\n    m.o = pyo.Objective(expr=m.x, sense=1)\n"
+    flipped = next(v for v in line_variants(sensed) if v.kind == "sense")
+    assert flipped.after == "sense=-1" and variants.against_text(flipped, reading)  # -1 maximizes
+
+
+def test_a_coincidence_against_the_text_is_passed_over_for_the_edits_the_text_asks_for(setup):  # noqa: F811
+    """Maximized, with the demand turned around (30): turning "x is at most 6" into x >= 6 alone
+    reaches 24 by coincidence; it is not screened, and the pair the text asks for (minimize, and
+    the demand at least 10) is learned instead, a lesson each."""
+    store, _, learner = setup
+    wrong = FLIPPED.replace("model.y >= 10", "model.y <= 10")
+    llm = RoutedLLM().on("write_program", wrong).on("diagnose_program", wrong)
+    llm.on("edit_condition", "when the question asks for the lowest cost").on("write_program", RIGHT)
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
+    assert summary.verified == 2
+    assert [store.get(i).example for i in ("I0001", "I0002")] == [
+        "wrong: sense=pyo.maximize right: sense=pyo.minimize",
+        "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"]
 
 
 def test_a_model_correction_is_cut_down_to_the_change_that_reaches(setup):  # noqa: F811

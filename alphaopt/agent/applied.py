@@ -83,6 +83,13 @@ def relation_edit(example: str) -> Target | None:
     return right[1]
 
 
+def bound_of(code: str) -> tuple[Target, float] | None:
+    """The operator and the number of the one relation ``expression <op> number`` in a line of
+    code (the number on the right), else None."""
+    found = _bound(code)
+    return None if found is None else (found[1], found[2])
+
+
 def _bound(code: str) -> tuple[str, Target, float] | None:
     """``(expression, operator, number)`` of the one relation in a line of code, the number on
     the right; None unless there is exactly one such relation."""

@@ -20,7 +20,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from alphaopt.agent.applied import pattern
+from alphaopt.agent.applied import bound_of, pattern
+from alphaopt.agent.reading import Reading
 
 #: Domains a variable's integrality flip maps between (binary variables are left alone).
 _TO_INTEGERS = {"NonNegativeReals": "NonNegativeIntegers", "PositiveReals": "PositiveIntegers",
@@ -71,6 +72,35 @@ def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_p
             seen.add(variant.program)
             unique.append(variant)
     return unique[:limit]
+
+
+def against_text(variant: Variant, reading: Reading) -> bool:
+    """Whether a variant turns the program against what the text says unambiguously
+    (``alphaopt.agent.reading``): the objective turned away from the sense the text asks for, or
+    a constraint's relation to a number turned against the bound the text states for that
+    number. Such an edit that reaches the answer does so by coincidence (the answer of a "maximum
+    flow" reached by minimizing with every flow at least its capacity), or by a label that reads
+    the text otherwise; either way its lesson would contradict the text."""
+    if variant.kind == "sense":
+        sense = _sense_of(variant.after)
+        return reading.sense is not None and sense is not None and sense != reading.sense
+    if variant.kind in ("direction", "equality"):
+        bound = bound_of(variant.after)
+        return bound is not None and bound[0] != "==" and reading.bounds.get(bound[1], bound[0]) != bound[0]
+    return False
+
+
+_SENSE_WORD = re.compile(r"\bsense\s*=\s*[\w.]*?(maximize|minimize)\b")
+_SENSE_NUMBER = re.compile(r"\bsense\s*=\s*(-?)1\b")
+
+
+def _sense_of(code: str) -> str | None:
+    """The objective sense ``sense=...`` sets in a piece of code (Pyomo's -1 maximizes)."""
+    word = _SENSE_WORD.search(code)
+    if word:
+        return word.group(1)
+    number = _SENSE_NUMBER.search(code)
+    return None if number is None else "maximize" if number.group(1) else "minimize"
 
 
 class _Text:
