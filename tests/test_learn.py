@@ -553,6 +553,30 @@ def test_learn_learns_once_from_training_problems_that_copy_each_other(tmp_path,
     assert "Skipping" not in both.output and ": 1 problems" in both.output  # t3 at last
 
 
+def test_a_retry_skips_a_new_problem_that_copies_one_it_learns_from_again(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alphaopt.interfaces import cli, cli_library
+
+    train = tmp_path / "toy_train.jsonl"
+    train.write_text("".join(json.dumps(d) + "\n" for d in [
+        {"id": "t1", "description": PROBLEM, "answer": 11},
+        {"id": "t3", "description": PROBLEM.replace("Maximize", "maximize"), "answer": 11}]))  # t1's twin
+    model = {"llm": wrong_then(RoutedLLM())}  # t1 wrong, nothing reached
+    monkeypatch.setattr(cli_library, "OpenAIClient", lambda settings, log: model["llm"])
+    monkeypatch.setenv("ALPHAOPT_USE_LIBRARY", "1")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__STARTER_LIBRARY", "")
+    monkeypatch.setenv("ALPHAOPT_EXPERIMENTAL__TEXT_REWRITES", "0")
+    home = ["--home", str(tmp_path / "home"), "-k", "1", "--explore-tries", "0", "--no-line-variants", "--no-progress"]
+    first = CliRunner().invoke(cli.cli, ["learn", str(train), *home], catch_exceptions=False)
+    assert ": 1 problems" in first.output and "after 0" in first.output
+    model["llm"] = RoutedLLM().on("write_program", LP_REPLY)  # one reply: t1 learned from again, t3 not
+    again = CliRunner().invoke(cli.cli, ["learn", str(train), "--retry-unsolved", *home], catch_exceptions=False)
+    assert "Skipping 1 training problems that nearly copy one learned" in again.output
+    assert ": 1 problems" in again.output and "solved before 1" in again.output
+    assert ["Maximize 3x" in c.user for c in model["llm"].calls] == [True]  # t1 (t3 writes "maximize")
+
+
 def test_learn_cli_revisits_solved_problems_first(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

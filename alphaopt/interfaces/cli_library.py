@@ -107,7 +107,8 @@ def learn(files: tuple[Path, ...], limit: int | None, solves: int, explore_tries
             learned = [t.text for t in store.tasks() if t.id in done] + [
                 i[2] for i in items if f"{i[0]}/{i[1]}" in done]
             fresh = [i for i in todo if f"{i[0]}/{i[1]}" not in again]  # a revisit asked for is never skipped
-            copies = near_duplicates([i[2] for i in fresh], learned, among=True)
+            revisited = [i[2] for i in todo if f"{i[0]}/{i[1]}" in again]  # learned from again, first in this run
+            copies = near_duplicates([i[2] for i in fresh], learned + revisited, among=True)
             if copies:
                 skipped = {f"{fresh[n][0]}/{fresh[n][1]}" for n in copies}
                 todo = [i for i in todo if f"{i[0]}/{i[1]}" not in skipped]
