@@ -336,8 +336,8 @@ def test_known_edits_split_a_correction_into_its_known_edits():
 
 
 def test_an_edit_against_what_the_text_says_is_not_screened(setup):  # noqa: F811
-    """The text asks to minimize, states "at least 10" and "at most 6": edits against those are
-    marked, the others not."""
+    """The text asks to minimize, states "at least 10" and "at most 6": edits against those
+    (dropping "at most 6" too) are marked, the others not."""
     reading = read(COST)
     code = _code(TURNED)
     found = {v.example: variants.against_text(v, reading) for v in line_variants(code, COST)}
@@ -345,6 +345,9 @@ def test_an_edit_against_what_the_text_says_is_not_screened(setup):  # noqa: F81
     assert found["wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"] is False  # "at least 10"
     assert found["wrong: model.x <= 6 right: model.x >= 6"] is True  # "at most 6"
     assert found["wrong: 2 * model.x + 3 * model.y right: model.x + model.y"] is False  # no reading of a count
+    assert found["wrong: model.cap = pyo.Constraint(expr=model.x <= 6) right: (no such constraint)"] is True
+    assert found["wrong: model.demand = pyo.Constraint(expr=model.x + model.y <= 10) right: (no such constraint)"] \
+        is False  # turned against the text already: dropping it is no contradiction
     assert not variants.against_text(next(v for v in line_variants(code, "Find x and y.") if v.kind == "sense"),
                                      read("Find x and y."))  # the text says no sense
     sensed = "def build_model():\n    m.o = pyo.Objective(expr=m.x, sense=1)\n"

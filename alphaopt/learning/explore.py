@@ -9,10 +9,11 @@ never counts:
    then pairs of them when no single one reaches the target (solver runs only); steps 1 and 2
    on each failed solve's program (with several solves, each distinct one). A variant that
    turns the program against what the text says unambiguously (the sense it asks for, the
-   direction it states for a bound: ``variants.against_text``) is not screened: with up to 200
-   pairs, such an edit reached the answer by coincidence on three of the five problems a run
-   reached by line edits (a maximum flow minimized, "minimize the number of concerts" maximized,
-   "at least N units" turned to ``<=``);
+   direction it states for a bound, or that bound dropped: ``variants.against_text``) is not
+   screened: with up to 200 pairs, such edits reached the answer by coincidence, or by a label
+   that reads the text otherwise, on four of the five problems a run reached by line edits (a
+   maximum flow minimized, "minimize the number of concerts" maximized on two copies of one
+   problem, "at least N units" turned to ``<=``, and then dropped);
 3. model tries, sampled, each with its own seed: the model sees the program, how its
    objective compares with the target, and the target, and writes a corrected program; each
    try edits the latest program that ran. A correction that reaches the target is cut down to

@@ -76,17 +76,21 @@ def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_p
 
 def against_text(variant: Variant, reading: Reading) -> bool:
     """Whether a variant turns the program against what the text says unambiguously
-    (``alphaopt.agent.reading``): the objective turned away from the sense the text asks for, or
-    a constraint's relation to a number turned against the bound the text states for that
-    number. Such an edit that reaches the answer does so by coincidence (the answer of a "maximum
-    flow" reached by minimizing with every flow at least its capacity), or by a label that reads
-    the text otherwise; either way its lesson would contradict the text."""
+    (``alphaopt.agent.reading``): the objective turned away from the sense the text asks for, a
+    constraint's relation to a number turned against the bound the text states for that number,
+    or a constraint that writes such a bound as the text states it dropped. Such an edit that
+    reaches the answer does so by coincidence (the answer of a "maximum flow" reached by
+    minimizing with every flow at least its capacity), or by a label that reads the text
+    otherwise; either way its lesson would contradict the text."""
     if variant.kind == "sense":
         sense = _sense_of(variant.after)
         return reading.sense is not None and sense is not None and sense != reading.sense
     if variant.kind in ("direction", "equality"):
         bound = bound_of(variant.after)
         return bound is not None and bound[0] != "==" and reading.bounds.get(bound[1], bound[0]) != bound[0]
+    if variant.kind == "drop":  # a bound the text states, written as it says it, dropped
+        bound = bound_of(variant.before)
+        return bound is not None and reading.bounds.get(bound[1]) == bound[0]
     return False
 
 
