@@ -350,6 +350,15 @@ def test_an_edit_against_what_the_text_says_is_not_screened(setup):  # noqa: F81
         is False  # turned against the text already: dropping it is no contradiction
     assert not variants.against_text(next(v for v in line_variants(code, "Find x and y.") if v.kind == "sense"),
                                      read("Find x and y."))  # the text says no sense
+    concerts = read("Each pop concert brings 100 people. He can at most perform 40% of his concerts as R&B.")
+    assert concerts.shares == {0.4: "<="}
+    shares = "def build_model():\n    m.c = pyo.Constraint(expr=m.pop <= 0.4 * (m.pop + m.rb))\n"
+    turned = next(v for v in line_variants(shares) if v.kind == "direction")
+    assert turned.after == "m.pop >= 0.4 * (m.pop + m.rb)" and variants.against_text(turned, concerts)  # F112
+    mirrored = next(v for v in line_variants(shares.replace("m.pop <= 0.4 * (m.pop + m.rb)",
+                                                            "0.4 * (m.pop + m.rb) >= m.rb")) if v.kind == "direction")
+    assert mirrored.after == "0.4 * (m.pop + m.rb) <= m.rb" and variants.against_text(mirrored, concerts)
+    assert not variants.against_text(turned, read("He can perform 40% of his concerts as R&B."))  # no bound said
     sensed = "def build_model():\n    m.o = pyo.Objective(expr=m.x, sense=1)\n"
     flipped = next(v for v in line_variants(sensed) if v.kind == "sense")
     assert flipped.after == "sense=-1" and variants.against_text(flipped, reading)  # -1 maximizes

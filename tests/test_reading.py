@@ -45,6 +45,14 @@ def test_bounds_are_numbers_the_text_states_once_with_one_direction():
     assert read("The project is requiring 500 hours of labor.").bounds == {500.0: ">="}
 
 
+def test_shares_are_percentages_the_text_states_once_as_a_bound():
+    text = ("It can use at most 35% of its trucks, at least 20 percent of the units are red, and he can at most "
+            "perform 40% of his concerts as R&B. The tax is 8%.")
+    assert read(text).shares == {0.35: "<=", 0.2: ">=", 0.4: "<="}  # 8% bounds nothing
+    assert read("At most 30% are blue, and 30% of the rest green.").shares == {}  # written twice
+    assert read("At least 10% and at most 10% of it.").shares == {}  # both ways
+
+
 def test_a_bound_carries_over_the_list_that_follows_it():
     mix = "Use at least 20 kg of sand, 30 kg of gravel, and 45 kg of cement in the mix."
     assert read(mix).bounds == {20.0: ">=", 30.0: ">=", 45.0: ">="}

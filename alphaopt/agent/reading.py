@@ -1,7 +1,7 @@
 """What a problem's text says, read once without a model, into a ``Reading``: the goal
 sentence, the direction of the objective, the numbers that the text states as lower or upper
-bounds, a goal that is a count of things to minimize, and the text's quantities (to find those a
-program never writes).
+bounds (and the percentages it states as bounds on a share), a goal that is a count of things to
+minimize, and the text's quantities (to find those a program never writes).
 
 ``read`` runs at the start of a solve and the result stays in the graph's state; every node and
 every rewrite uses that object. Each reading answers only when the text is unambiguous, and None
@@ -51,6 +51,7 @@ class Reading(BaseModel):
     sense: Sense | None = None  # the direction the text asks for, when it is unambiguous
     counted_goal: str | None = None  # "minimize the total number of workers": a count to minimize
     bounds: dict[float, Relation] = Field(default_factory=dict)  # numbers stated once as a bound
+    shares: dict[float, Relation] = Field(default_factory=dict)  # "at most 40%": {0.4: "<="}, stated once
     numbers: tuple[TextNumber, ...] = ()  # the text's quantities, each value once
     words: int = 0
 
@@ -66,7 +67,8 @@ def read(problem: str) -> Reading:
     goal = _goal_sentence(problem)
     found = _COUNT_GOAL.search(goal)
     return Reading(goal=goal, sense=_goal_sense(problem), counted_goal=found.group(0) if found else None,
-                   bounds=_bounds(problem), numbers=tuple(_quantities(problem)), words=len(problem.split()))
+                   bounds=_bounds(problem), shares=_shares(problem), numbers=tuple(_quantities(problem)),
+                   words=len(problem.split()))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n")
@@ -158,6 +160,25 @@ def _bounds(problem: str) -> dict[float, Relation]:
         counts[value] = counts.get(value, 0) + 1
     return {value: relations.pop() for value, relations in said.items()
             if len(relations) == 1 and counts.get(value) == 1}
+
+
+_SHARE = r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|per cent\b)"
+_SHARE_WORDS: tuple[tuple[Relation, str], ...] = (
+    (">=", r"at least|no less than|not less than|(?:a )?minimum of"),
+    ("<=", r"at most|no more than|not more than|(?:a )?maximum of|up to|not exceed|cannot exceed"))
+
+
+def _shares(problem: str) -> dict[float, Relation]:
+    """The percentages the text states once as a bound on a share, as fractions: ``{0.4: "<="}``
+    for "at most 40% of the concerts", each with the one direction its words say (a percentage
+    said with both, or written twice, is left out)."""
+    said: dict[float, set[Relation]] = {}
+    for relation, words in _SHARE_WORDS:
+        for found in re.finditer(rf"\b(?:{words})\s+(?:\w+\s+){{0,2}}?{_SHARE}", problem, re.IGNORECASE):
+            said.setdefault(float(found.group(1)) / 100, set()).add(relation)
+    written = [float(n) / 100 for n in re.findall(_SHARE, problem, re.IGNORECASE)]
+    return {share: relations.pop() for share, relations in said.items()
+            if len(relations) == 1 and written.count(share) == 1}
 
 
 #: The next item of a list after a bound: "at least 20 kg of sand, 30 kg of gravel, and 45 kg of

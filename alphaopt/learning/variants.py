@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from alphaopt.agent.applied import bound_of, pattern
@@ -77,8 +78,8 @@ def line_variants(program: str, problem: str = "", *, limit: int = 60, numbers_p
 def against_text(variant: Variant, reading: Reading) -> bool:
     """Whether a variant turns the program against what the text says unambiguously
     (``alphaopt.agent.reading``): the objective turned away from the sense the text asks for, a
-    constraint's relation to a number turned against the bound the text states for that number,
-    or a constraint that writes such a bound as the text states it dropped. Such an edit that
+    constraint's relation to a number (or to a share of a total) turned against the bound the
+    text states for it, or a constraint that writes such a bound as the text states it dropped. Such an edit that
     reaches the answer does so by coincidence (the answer of a "maximum flow" reached by
     minimizing with every flow at least its capacity), or by a label that reads the text
     otherwise; either way its lesson would contradict the text."""
@@ -86,12 +87,38 @@ def against_text(variant: Variant, reading: Reading) -> bool:
         sense = _sense_of(variant.after)
         return reading.sense is not None and sense is not None and sense != reading.sense
     if variant.kind in ("direction", "equality"):
-        bound = bound_of(variant.after)
-        return bound is not None and bound[0] != "==" and reading.bounds.get(bound[1], bound[0]) != bound[0]
+        plain = bound_of(variant.after)
+        bound, said = (plain, reading.bounds) if plain else (_share_of(variant.after, reading.shares), reading.shares)
+        return bound is not None and bound[0] != "==" and said.get(bound[1], bound[0]) != bound[0]
     if variant.kind == "drop":  # a bound the text states, written as it says it, dropped
         bound = bound_of(variant.before)
         return bound is not None and reading.bounds.get(bound[1]) == bound[0]
     return False
+
+
+def _share_of(code: str, shares: Mapping[float, str]) -> tuple[str, float] | None:
+    """``(operator, share)`` of a relation that bounds something by a share the text states
+    (``model.rb <= 0.4 * (model.pop + model.rb)``: the share on the right, or on the left with
+    the operator mirrored), else None."""
+    try:
+        tree = ast.parse(code.strip())
+    except SyntaxError:
+        return None
+    relation = next((n for n in ast.walk(tree) if isinstance(n, ast.Compare)), None)
+    if relation is None or len(relation.ops) != 1 or type(relation.ops[0]) not in _OPS:
+        return None
+    op = _OPS[type(relation.ops[0])]
+
+    def stated(side: ast.expr) -> set[float]:
+        return {float(n.value) for n in ast.walk(side) if isinstance(n, ast.Constant)
+                and isinstance(n.value, (int, float)) and any(_close(float(n.value), s) for s in shares)}
+
+    left, right = stated(relation.left), stated(relation.comparators[0])
+    if len(right) == 1 and not left:
+        return op, next(s for s in shares if _close(s, next(iter(right))))
+    if len(left) == 1 and not right:
+        return {"<=": ">=", ">=": "<="}.get(op, op), next(s for s in shares if _close(s, next(iter(left))))
+    return None
 
 
 _SENSE_WORD = re.compile(r"\bsense\s*=\s*[\w.]*?(maximize|minimize)\b")
