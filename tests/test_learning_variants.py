@@ -245,14 +245,19 @@ def test_text_phrase_quotes_the_words_around_the_constraints_number():
 
 
 def test_two_edits_together_when_no_single_one_reaches(setup):  # noqa: F811
+    """Turned around, and a limit copied wrong: a lesson for each, both quoting the text, the
+    number's example the line it changed; no model call drafts them."""
     store, _, learner = setup
-    two = TURNED.replace("model.x <= 6", "model.x <= 60")  # turned around, and a limit copied wrong
-    llm = RoutedLLM().on("write_program", two).on("diagnose_program", two)
-    llm.on("extract", json.dumps(DRAFT)).on("write_program", RIGHT)
+    two = TURNED.replace("model.x <= 6", "model.x <= 60")
+    llm = RoutedLLM().on("write_program", two).on("diagnose_program", two).on("write_program", RIGHT)
     summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM])
-    assert summary.verified == 1
-    assert store.get("I0001").example == ("wrong: model.x + model.y <= 10 right: model.x + model.y >= 10; "
-                                          "wrong: 60 right: 6")
+    assert summary.verified == 2 and {"extract", "edit_condition"}.isdisjoint(llm.prompt_names)
+    direction, number = store.get("I0001"), store.get("I0002")
+    assert direction.example == "wrong: model.x + model.y <= 10 right: model.x + model.y >= 10"
+    assert number.example == ("wrong: model.cap = pyo.Constraint(expr=model.x <= 60) "
+                              "right: model.cap = pyo.Constraint(expr=model.x <= 6)")
+    assert number.explanation.startswith("write the number the text states, 6, where the example does")
+    assert number.condition.startswith('when the text says "') and "at most N" in number.condition
 
 
 SHOP = ("A shop makes tables, chairs and desks for a profit of 5, 3 and 4 each. At least 2 chairs must be made, "

@@ -290,8 +290,9 @@ What in problems like this one calls for that correction? Describe the kind of r
 
 #: The lesson of a known one-line edit (``alphaopt.learning.variants.known_edit``), by its kind:
 #: ``(level1, level2, explanation)``, the label ``None`` where the nearest label is taken;
-#: ``{wrong}`` and ``{right}`` are the edit's operators (or the objective's senses). The edit
-#: itself is the insight's example; the model writes only the condition (``EDIT_CONDITION``).
+#: ``{wrong}`` and ``{right}`` are the edit's operators (or the objective's senses, or the numbers).
+#: The edit itself is the insight's example; the model writes at most the condition
+#: (``EDIT_CONDITION``).
 EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
     "direction": ("constraints", "inequality direction",
                   "write it with {right}, not {wrong}, as in the example; the common mistake is the reversed "
@@ -306,6 +307,10 @@ EDIT_LESSONS: dict[str, tuple[str | None, str | None, str]] = {
               "make the objective the plain count of these things, every one weighing 1, as in the example; the "
               "common mistake is weighting each by its size, cost or value, which optimizes that quantity instead "
               "of how many"),
+    "number": (None, None,
+               "write the number the text states, {right}, where the example does; the common mistake is another "
+               "number (one worked out from the text, or one it states for something else), which changes what "
+               "the plan may do"),
     "missing": (None, None,
                 "write this limit as a constraint of its own, as in the example; the common mistake is leaving out a "
                 "limit the text states, which lets the plan break it"),

@@ -77,10 +77,10 @@ def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
     """A modeling contrast whose two programs differ by one known edit (``known_edit``: one
     line's direction, sense, integrality or number, the objective made a plain count, or one
     constraint added or dropped), with that edit's kind, words and example, drafted by the prompt
-    for it (``edit_step``). One whose programs differ by a few known edits whose lessons are
-    known (not a number copied wrong) as those edits' ``parts``: a model asked for one lesson
-    of several edits wrote one that matched neither (I0124: it spoke of whole numbers, while its
-    example flipped the objective's sense and a ratio's direction). Any other contrast as it was."""
+    for it (``edit_step``). One whose programs differ by a few known edits as those edits'
+    ``parts``: a model asked for one lesson of several edits wrote one that matched neither
+    (I0124: it spoke of whole numbers, while its example flipped the objective's sense and a
+    ratio's direction). Any other contrast as it was."""
     if contrast.step != "extract" or contrast.kind:
         return contrast
     edit = known_edit(contrast.wrong, contrast.right, problem)
@@ -90,15 +90,16 @@ def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
     parts = tuple(Contrast(contrast.source, edit_step(e.kind), contrast.wrong, e.program, contrast.outcome,
                            contrast.criterion, e.change, e.example, e.kind) for e in edits)
     if not parts or any(p.step == "extract" for p in parts):
-        return contrast  # no known edits, or one whose lesson is not known beforehand (a number)
+        return contrast  # no known edits, or one whose lesson the code cannot state
     return replace(contrast, step=EDIT_PARTS, change="; ".join(p.change for p in parts),
                    example="; ".join(p.example for p in parts), parts=parts)
 
 
 def edit_step(kind: str) -> str:
     """The prompt that drafts from a known edit of ``kind``: the model says only when the lesson
-    applies (``integrality_condition``, ``edit_condition``), except for a number copied wrong,
-    whose lesson is not known beforehand (``extract``)."""
+    applies (``integrality_condition``, ``edit_condition``), or the whole lesson (``extract``)
+    for a kind whose lesson the code cannot state (none now: a number's is the number the text
+    states, quoted from it)."""
     if kind == "integrality":
         return "integrality_condition"
     return "edit_condition" if kind in prompts.EDIT_LESSONS else "extract"

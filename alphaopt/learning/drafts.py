@@ -5,9 +5,10 @@ lesson from the two programs and the lines that differ), ``extract_code`` (a cod
 error and the repaired program), ``integrality_condition`` (after an integrality flip the change
 is known; the model says only when it applies) or ``edit_condition`` (the other known edits: a
 constraint's direction, an equality made a bound, the objective's sense, a constraint added or
-dropped; the explanation is ``prompts.EDIT_LESSONS``' for its kind and the example the edit, so
-the two always agree; the condition quotes the text the edited constraint says, or else the
-model writes it). A small model often copies the prompt's template: placeholder labels become
+dropped, a number the text states written where the program had another; the explanation is
+``prompts.EDIT_LESSONS``' for its kind and the example the edit (for a number, the line it
+changed), so the two always agree; the condition quotes the text the edited constraint says,
+or else the model writes it). A small model often copies the prompt's template: placeholder labels become
 the nearest real label, an empty example becomes the diff, drafts that still say nothing are
 dropped, a condition that repeats the problem's numbers is rewritten in general words, and one
 that says nothing about where the lesson applies (it names the mistake, "when the variable
@@ -117,13 +118,16 @@ class Drafter:
         the lesson."""
         level1, level2, template = prompts.EDIT_LESSONS[contrast.kind]
         explanation = template.format(**_operators(contrast))
-        phrase = text_phrase(task.text, _right_part(contrast.example)) if contrast.kind in _QUOTED else ""
+        # a number alone says nothing of where it goes: its example is the line it changed
+        line = diff_example(contrast.wrong, contrast.right) if contrast.kind == "number" else ""
+        example = line or contrast.example
+        phrase = text_phrase(task.text, _right_part(example)) if contrast.kind in _QUOTED else ""
         if phrase:
             condition = quoted_condition(phrase)
         else:
             condition = self._in_general_words(self.rewrite_condition("edit_condition", CallContext(
                 run_id=run_id, task_id=task.id, node="edit_condition"), max_tokens=80, problem=task.text,
-                change=contrast.change, example=contrast.example), explanation, task, run_id)
+                change=contrast.change, example=example), explanation, task, run_id)
             condition = self.situated(condition, explanation, Stage.GENERAL_FORMULATION, task, run_id)
         if not _usable(condition, task.text):
             return []
@@ -135,7 +139,7 @@ class Drafter:
                 return []
             stage, level1, level2 = Stage(label[0]), label[1], label[2]
         return [InsightDraft(stage=stage, level1=level1, level2=level2, condition=condition,
-                             explanation=explanation, example=contrast.example)]
+                             explanation=explanation, example=example)]
 
     def _nearest_label(self, text: str, stages: list[str]) -> tuple[str, str, str] | None:
         """The taxonomy label of one of ``stages`` whose definition is nearest to ``text``."""
@@ -298,17 +302,21 @@ def _usable(condition: str, problem: str) -> bool:
             and not prompts.copies_instructions(condition))
 
 
-_QUOTED = {"direction", "equality", "missing"}  # edits of a constraint that the text states: quoted
+_QUOTED = {"direction", "equality", "missing", "number"}  # edits of what the text states: quoted
 _OPERATOR_CHANGE = re.compile(r"turned (<=|>=|==|<|>) into (<=|>=|<|>)")
+_NUMBER_CHANGE = re.compile(r"wrote (\S+) where the program had (\S+)")
 _SENSE = re.compile(r"\b(maximize|minimize)\b")
 
 
 def _operators(contrast: Contrast) -> dict[str, str]:
-    """A known edit's ``wrong`` and ``right`` operators (a constraint's) or senses (the
-    objective's), for its lesson's explanation; the sense the example's right part names."""
+    """A known edit's ``wrong`` and ``right`` operators (a constraint's), numbers, or senses
+    (the objective's), for its lesson's explanation; the sense the example's right part names."""
     found = _OPERATOR_CHANGE.search(contrast.change)
     if found:
         return {"wrong": found.group(1), "right": found.group(2)}
+    number = _NUMBER_CHANGE.search(contrast.change)
+    if number:
+        return {"wrong": number.group(2), "right": number.group(1)}
     sense = _SENSE.search(_right_part(contrast.example))
     return {"wrong": "", "right": sense.group(1) if sense else "the one the question asks for"}
 
