@@ -340,7 +340,7 @@ def test_known_edits_split_a_correction_into_its_known_edits():
     assert variants.known_edits(both.replace("<= 12", "* 2 <= 12"), right, SHOP) is None  # a line rewritten
 
 
-def test_an_edit_against_what_the_text_says_is_not_screened(setup):  # noqa: F811
+def test_an_edit_against_what_the_text_says_is_not_screened():
     """The text asks to minimize, states "at least 10" and "at most 6": edits against those
     (dropping "at most 6" too) are marked, the others not."""
     reading = read(COST)
