@@ -12,7 +12,8 @@ from benchmarks import honesty, registry
 from benchmarks.report import stats, write_summary
 from benchmarks.run import run
 from benchmarks.scoring import Tolerance, wilson
-from tests.fakes import FORMULATION, LP_REPLY, ScriptedLLM
+from tests.fakes import FORMULATION, LP_REPLY, RoutedLLM, ScriptedLLM
+from tests.test_learn import setup  # noqa: F401 (the fixture)
 
 SECRET_ANSWER = 987654.321  # appears nowhere in the text
 
@@ -378,3 +379,25 @@ def test_judge_forces_an_insight_on_training_problems_with_and_without_it_and_th
         capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such insight"):
         judge.main(["I0099", "--library", str(export), "--dataset", str(train), "--out", str(tmp_path / "out")])
+
+
+def test_following_reads_whether_a_told_lesson_was_written(setup, tmp_path):  # noqa: F811
+    """A sense lesson the model wrote when told (right) is counted; a quoted direction lesson,
+    whose edit the code makes in every solve whatever the model writes, is left out."""
+    from benchmarks.experiments import following
+    from tests.test_learning_variants import ITEM, PLAN, RIGHT, SHOP_ITEM, TURNED, _code
+
+    _, _, learner = setup
+    unsensed = PLAN.replace("pyo.maximize", "pyo.minimize")  # 6: only the sense is wrong
+    llm = RoutedLLM().on("write_program", TURNED).on("diagnose_program", TURNED).on("write_program", RIGHT)
+    llm.on("write_program", unsensed, PLAN).on("edit_condition", "when the question asks for the most profit")
+    summary = learner(llm, explore_tries=0, line_variants=True).learn([ITEM, SHOP_ITEM])
+    assert summary.verified == 2
+    rows = following.told_solves([tmp_path / "home"])  # the learner's home (tests/test_learn.py)
+    assert [(r["task"], r["kind"], r["followed"], r["right"]) for r in rows] == [("toy_train/s1", "sense", True, True)]
+    assert "| sense | 1 | 1 | 1 | 1 | 1 of 1 | 0 of 0 |" in following.table(rows)
+    assert not following.followed("wrong: sense=pyo.minimize right: sense=pyo.maximize", _code(unsensed))
+    assert following.followed("wrong: m.c = pyo.Constraint(expr=m.x <= 6) right: (no such constraint)",
+                              "m.d = pyo.Constraint(expr=m.y >= 1)")  # a drop: the constraint gone
+    assert following.kind_of("write the number the text states, 6, where the example does") == "number"
+    assert following.kind_of("Use integer variables for counts.") is None  # a model's own words
