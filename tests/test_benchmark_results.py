@@ -66,7 +66,8 @@ def test_no_raw_per_item_results_are_committed():
 
 @pytest.mark.parametrize(("name", "option"), [("diagnose_ab", "--from"), ("explore_ab", "--from"),
                                               ("repair_ab", "--from"), ("rewrites_ab", "--base"),
-                                              ("situate", "--from"), ("following", "--from")])
+                                              ("situate", "--from"), ("following", "--from"),
+                                              ("apply_ab", "--from")])
 def test_the_finished_experiments_run_from_their_package(name, option, capsys):
     module = importlib.import_module(f"benchmarks.experiments.{name}")
     doc = module.__doc__

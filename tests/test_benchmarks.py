@@ -401,3 +401,17 @@ def test_following_reads_whether_a_told_lesson_was_written(setup, tmp_path):  # 
                               "m.d = pyo.Constraint(expr=m.y >= 1)")  # a drop: the constraint gone
     assert following.kind_of("write the number the text states, 6, where the example does") == "number"
     assert following.kind_of("Use integer variables for counts.") is None  # a model's own words
+
+
+def test_apply_ab_takes_each_told_lesson_with_the_program_it_was_learned_from(setup, tmp_path):  # noqa: F811
+    from benchmarks.experiments import apply_ab
+    from tests.test_learning_variants import PLAN, SHOP_ITEM, _code
+
+    _, _, learner = setup
+    unsensed = PLAN.replace("pyo.maximize", "pyo.minimize")
+    llm = RoutedLLM().on("write_program", unsensed, PLAN).on("edit_condition", "when the question asks for the most")
+    assert learner(llm, explore_tries=0, line_variants=True).learn([SHOP_ITEM]).verified == 1
+    [item] = apply_ab.lessons([tmp_path / "home"])
+    assert (item["task"], item["kinds"], item["told"]) == ("toy_train/s1", ["sense"], {"right": True, "followed": True})
+    assert item["program"].strip() == _code(unsensed).strip() and item["answer"] == 40.0
+    assert [g["example"] for g in item["lessons"]] == ["wrong: sense=pyo.minimize right: sense=pyo.maximize"]
