@@ -749,3 +749,37 @@ def test_after_a_review_that_changes_nothing_a_due_patch_still_comes(settings, r
         solution = agent.solve(WORKERS)
     assert fake_llm.prompt_names == ["write_program", "review_insight", "patch_objective"]
     assert [(a.stage, a.objective) for a in solution.attempts] == [("write_program", 4000), ("diagnose", 40)]
+
+
+def test_the_checkpointer_setup_waits_out_another_process_switching_the_file_to_wal(tmp_path, monkeypatch):
+    """Two cluster workers opening one fresh checkpoint file: SQLite refuses the second WAL switch
+    at once ("database is locked", seen in the local-cluster batch test); the setup is tried again.
+    Any other database error is raised at once."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from alphaopt.agent.graph import sqlite_checkpointer
+
+    real, calls = SqliteSaver.setup, []
+
+    def busy_twice(self):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(SqliteSaver, "setup", busy_twice)
+    saver = sqlite_checkpointer(tmp_path / "checkpoints.db")
+    assert len(calls) == 3 and saver.is_setup
+    assert {"checkpoints", "writes"} <= {r[0] for r in saver.conn.execute("select name from sqlite_master")}
+
+    def broken(self):
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: checkpoints")
+
+    monkeypatch.setattr(SqliteSaver, "setup", broken)
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        sqlite_checkpointer(tmp_path / "other.db")
+    assert len(calls) == 1

@@ -10,6 +10,7 @@ retrieve_insights → formulate → write_program → run_program ─┬→ fini
 from __future__ import annotations
 
 import sqlite3
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,21 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
     return graph.compile(checkpointer=checkpointer)
 
 
-def sqlite_checkpointer(path: Path) -> SqliteSaver:
+def sqlite_checkpointer(path: Path, *, tries: int = 40) -> SqliteSaver:
     """LangGraph's SQLite checkpointer on ``path`` (shared safely across threads); it restores the
-    state's own types (``STATE_TYPES``) and no others."""
+    state's own types (``STATE_TYPES``) and no others. Several processes may open one file at
+    once (a local cluster's workers): its setup switches the file to WAL, which SQLite refuses at
+    once ("database is locked", no busy wait) while another connection is doing the same, so the
+    setup (idempotent) is tried again after a short wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
     saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES))
-    saver.setup()
+    for attempt in range(tries):
+        try:
+            saver.setup()
+            return saver
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
     return saver
