@@ -64,7 +64,7 @@ def _bare(code: str) -> str:
 def told_solves(homes: list[Path]) -> list[dict[str, Any]]:
     """Each told solve of a code-written lesson's source problem, once: the lesson's key, kind
     and example, whether the program followed it and whether it was right."""
-    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for home in homes:
         with sqlite3.connect(home / "library.db") as db:
             answers = dict(db.execute("select id, answer from training_tasks").fetchall())
@@ -95,7 +95,7 @@ def told_solves(homes: list[Path]) -> list[dict[str, Any]]:
                 kind, example, explanation = lessons[insight_id]
                 # the same program for the same lesson is one solve: a copied home's, or a later run's
                 # that replayed the same model call from the cache
-                key = (task_id, explanation + example, after[1], "")
+                key = (task_id, explanation + example, after[1])
                 rows.setdefault(key, {"lesson": f"{home.name}/{insight_id}", "task": task_id, "kind": kind,
                                       "example": example, "followed": followed(example, after[1]),
                                       "right": after[3] is not None and ANSWER.correct(after[3], answers[task_id])})
