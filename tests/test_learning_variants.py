@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from alphaopt.agent import prompts
 from alphaopt.agent.reading import read
 from alphaopt.agent.retrieval import insight_dict
 from alphaopt.learning import variants
@@ -44,6 +45,9 @@ def test_each_kind_of_single_line_variant():
     assert not any(v.kind == "number" and "10" in v.before for v in line_variants(code, COST))  # 10 is in the text
     for v in line_variants(code, COST):  # every other line as the model wrote it
         assert len(hunks(code, v.program)) == 1
+    # the code states the lesson of every kind of known edit (the integrality flip's in the drafter;
+    # equalities: test_variants_are_edits_of_the_text_that_combine, missing: known_edit)
+    assert {kind for kind, _ in found} | {"equality", "missing"} == set(prompts.EDIT_LESSONS) | {"integrality"}
 
 
 def test_variants_are_edits_of_the_text_that_combine():
@@ -306,7 +310,7 @@ def test_one_of_several_known_edits_drafting_nothing_drafts_none(setup):  # noqa
     llm = RoutedLLM().on("write_program", BOTH).on("diagnose_program", BOTH)
     llm.on("edit_condition", "This correction is needed for the profit.")
     summary = learner(llm, explore_tries=0, line_variants=True).learn([SHOP_ITEM])
-    assert llm.prompt_names.count("edit_condition") == 1  # the sense's drafted nothing: the chairs' is not asked
+    assert llm.prompt_names.count("edit_condition") == 1  # the sense's condition, which says nothing
     assert (summary.reached, summary.drafted, summary.added) == (1, 0, 0) and store.list(status=None) == []
 
 

@@ -67,12 +67,13 @@ def sqlite_checkpointer(path: Path, *, tries: int = 40) -> SqliteSaver:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
     saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES))
-    for attempt in range(tries):
+    for attempt in range(1, tries):
         try:
             saver.setup()
             return saver
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == tries - 1:
+            if "locked" not in str(exc):
                 raise
-            time.sleep(0.05 * (attempt + 1))
+            time.sleep(0.05 * attempt)
+    saver.setup()  # the last try: its error, if any, is the caller's
     return saver

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Literal
 
-from alphaopt.agent import prompts
 from alphaopt.agent.nodes import REPAIRABLE
 from alphaopt.agent.program import LINE_CHANGES
 from alphaopt.agent.state import Attempt, Solution
@@ -86,23 +85,20 @@ def with_known_edit(contrast: Contrast, problem: str) -> Contrast:
     edit = known_edit(contrast.wrong, contrast.right, problem)
     if edit is not None:
         return replace(contrast, step=edit_step(edit.kind), kind=edit.kind, change=edit.change, example=edit.example)
-    edits = known_edits(contrast.wrong, contrast.right, problem) or []
+    edits = known_edits(contrast.wrong, contrast.right, problem)
+    if not edits:
+        return contrast
     parts = tuple(Contrast(contrast.source, edit_step(e.kind), contrast.wrong, e.program, contrast.outcome,
                            contrast.criterion, e.change, e.example, e.kind) for e in edits)
-    if not parts or any(p.step == "extract" for p in parts):
-        return contrast  # no known edits, or one whose lesson the code cannot state
     return replace(contrast, step=EDIT_PARTS, change="; ".join(p.change for p in parts),
                    example="; ".join(p.example for p in parts), parts=parts)
 
 
 def edit_step(kind: str) -> str:
-    """The prompt that drafts from a known edit of ``kind``: the model says only when the lesson
-    applies (``integrality_condition``, ``edit_condition``), or the whole lesson (``extract``)
-    for a kind whose lesson the code cannot state (none now: a number's is the number the text
-    states, quoted from it)."""
-    if kind == "integrality":
-        return "integrality_condition"
-    return "edit_condition" if kind in prompts.EDIT_LESSONS else "extract"
+    """The prompt that drafts from a known edit of ``kind``: the code states the lesson of every
+    kind (``prompts.EDIT_LESSONS``, or the integrality flip's), and the model says at most when
+    it applies (``integrality_condition``, ``edit_condition``)."""
+    return "integrality_condition" if kind == "integrality" else "edit_condition"
 
 
 def outcome_of(attempt: Attempt | Solution) -> str:

@@ -67,8 +67,8 @@ def told_solves(homes: list[Path]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for home in homes:
         with sqlite3.connect(home / "library.db") as db:
-            answers = dict(db.execute("select id, answer from training_tasks").fetchall())
-            texts = dict(db.execute("select id, text from training_tasks").fetchall())
+            tasks = {i: (text, answer) for i, text, answer in db.execute("select id, text, answer from training_tasks")}
+            answers = {i: answer for i, (_, answer) in tasks.items()}
             lessons: dict[str, tuple[str, str, str]] = {}
             made: set[tuple[str, str]] = set()  # (lesson, problem) where the code makes the edit
             for insight_id, condition, explanation, example, sources in db.execute(
@@ -79,7 +79,7 @@ def told_solves(homes: list[Path]) -> list[dict[str, Any]]:
                     lessons.setdefault(insight_id, (kind, example, explanation))
                     lesson = {"id": insight_id, "condition": condition, "example": example}
                     made |= {(insight_id, t) for t in json.loads(sources or "[]")
-                             if applied.edits([lesson], texts.get(t) or "")}
+                             if applied.edits([lesson], tasks.get(t, ("", None))[0])}
             evidence = db.execute(
                 "select insight_id, task_id, run_id, created_at from retrieval_evidence where used = 1").fetchall()
             attempts: dict[tuple[str, str], list[tuple[str, str, str, float | None, str]]] = defaultdict(list)
